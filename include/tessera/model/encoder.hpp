@@ -1,0 +1,510 @@
+#pragma once
+// MultiModalEncoder: text, images, audio and video in one token sequence, one embedding space
+// (SPEC 2-3).
+//
+//   tokens = [cls] + text + image + audio + video      (each front end: SPEC 2)
+//   x      = tokens + modality_embed[m] (+ learned position)
+//   for each layer:  h = x + Attn(Norm1(x)),  x = h + FFN(Norm2(h))     (RoPE inside Attn)
+//   x = FinalNorm(x);  p = Pool(x);  e = normalize(proj p)
+//
+// A batch of samples with different modality mixes is packed back to back, without padding;
+// each sample attends only to its own tokens. Every weight is a public member named after its
+// SPEC 4 tensor; parameters() lists them all, which is how model files are read and written.
+
+#include <tessera/core/error.hpp>
+#include <tessera/core/tensor.hpp>
+#include <tessera/model/config.hpp>
+#include <tessera/nn/attention.hpp>
+#include <tessera/nn/attention_pool.hpp>
+#include <tessera/nn/block.hpp>
+#include <tessera/nn/embedding.hpp>
+#include <tessera/nn/linear.hpp>
+#include <tessera/nn/norm.hpp>
+#include <tessera/nn/patch_embed.hpp>
+#include <tessera/nn/rope.hpp>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <random>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace tessera {
+
+// One input of the encoder: any subset of the modalities (at least one).
+template <class Scalar>
+struct Sample {
+  std::optional<std::vector<std::int64_t>> text;  // [n] token ids
+  std::optional<Tensor3<Scalar>> image;           // [C, S, S] preprocessed (SPEC 5.2)
+  std::optional<Matrix<Scalar>> audio;            // [M, T] features (SPEC 5.3)
+  std::optional<Tensor4<Scalar>> video;           // [T, C, S, S] preprocessed frames (SPEC 5.4)
+};
+
+// The encoder's output for one sample.
+template <class Scalar>
+struct Encoding {
+  Vector<Scalar> embedding;     // [E] unit L2 norm
+  Matrix<Scalar> hidden;        // [L, D] final hidden states (after the final norm)
+  std::vector<int> modality;    // [L] 0 text, 1 image, 2 audio, 3 video, -1 the cls token
+  Positions positions;          // [L, 3] (t, y, x) RoPE positions (computed in learned mode too)
+  Vector<Scalar> routing;       // [4] routed pooling's weight per modality (0 where absent);
+                                // empty with mean or cls pooling
+};
+
+// A named weight of the model: a view of its storage in the PyTorch layout.
+template <class T>  // Scalar or const Scalar
+struct Parameter {
+  std::string name;                    // the SPEC 4 tensor name
+  T* data;                             // row-major, shape's product elements
+  std::vector<std::int64_t> shape;     // SPEC 4 shape ({} for a scalar)
+  std::vector<std::int64_t> conv_shape;  // the accepted convolution shape of a patch embed, or {}
+
+  std::int64_t size() const {
+    std::int64_t n = 1;
+    for (auto d : shape) n *= d;
+    return n;
+  }
+};
+
+template <class Scalar>
+class MultiModalEncoder {
+ public:
+  Config config;
+
+  nn::Embedding<Scalar> text_token_embed;  // [V, D]
+  nn::PatchEmbed<Scalar> image_patch_embed;  // [D, C*P*P]
+  nn::PatchEmbed<Scalar> audio_patch_embed;  // [D, M*patch_frames]
+  nn::PatchEmbed<Scalar> video_patch_embed;  // [D, C*tubelet*P*P]
+  Matrix<Scalar> text_pos_embed;   // [text.max_tokens, D]   (position = learned)
+  Matrix<Scalar> image_pos_embed;  // [(S/P)^2, D]           (position = learned)
+  Matrix<Scalar> audio_pos_embed;  // [audio.max_tokens, D]  (position = learned)
+  Matrix<Scalar> video_pos_embed;  // [video.max_tokens, D]  (learned, video not pooled)
+  nn::AttentionPool<Scalar> video_pool;  // pool_queries > 0
+  Matrix<Scalar> modality_embed;   // [4, D]
+  Matrix<Scalar> cls_token;        // [1, D]                 (pooling = cls)
+  std::vector<nn::TransformerBlock<Scalar>> layers;
+  nn::Norm<Scalar> final_norm;
+  nn::Linear<Scalar> router;       // [4, D] with bias       (pooling = routed)
+  nn::Linear<Scalar> proj;         // [E, D] no bias
+  Scalar logit_scale = static_cast<Scalar>(2.6592600369327779);  // ln(1/0.07)
+  nn::Rope<Scalar> rope;           // (position = rope)
+
+  // Allocates every weight of `config` (validated first): norms at weight 1 and bias 0, the
+  // rest zero. Use load_model() for trained weights, or init_random() for a fresh model.
+  explicit MultiModalEncoder(const Config& model_config) : config(model_config) {
+    validate(config);
+    const Index d = config.hidden_dim;
+    const bool learned = config.position == PositionKind::learned;
+    if (config.text) {
+      text_token_embed = nn::Embedding<Scalar>(config.text->vocab_size, d);
+      if (learned) text_pos_embed = Matrix<Scalar>::Zero(config.text->max_tokens, d);
+    }
+    if (config.image) {
+      image_patch_embed = nn::PatchEmbed<Scalar>(config.image->patch_dim(), d);
+      if (learned) image_pos_embed = Matrix<Scalar>::Zero(config.image->num_patches(), d);
+    }
+    if (config.audio) {
+      audio_patch_embed = nn::PatchEmbed<Scalar>(config.audio->patch_dim(), d);
+      if (learned) audio_pos_embed = Matrix<Scalar>::Zero(config.audio->max_tokens, d);
+    }
+    if (config.video) {
+      video_patch_embed = nn::PatchEmbed<Scalar>(config.video_patch_dim(), d);
+      if (pooled_video()) {
+        video_pool = nn::AttentionPool<Scalar>(config.video->pool_queries,
+                                               frame().num_patches(), d, config.num_heads,
+                                               config.norm, eps());
+      } else if (learned) {
+        video_pos_embed = Matrix<Scalar>::Zero(config.video->max_tokens, d);
+      }
+    }
+    modality_embed = Matrix<Scalar>::Zero(num_modalities, d);
+    if (config.pooling == PoolingKind::cls) cls_token = Matrix<Scalar>::Zero(1, d);
+    layers.assign(static_cast<std::size_t>(config.num_layers), nn::TransformerBlock<Scalar>(config));
+    final_norm = nn::Norm<Scalar>(config.norm, d, eps());
+    if (config.pooling == PoolingKind::routed) router = nn::Linear<Scalar>(d, num_modalities, true);
+    proj = nn::Linear<Scalar>(d, config.embed_dim, false);
+    if (config.position == PositionKind::rope) {
+      rope = nn::Rope<Scalar>(config.head_dim(), config.rope_theta, config.rope_axis_pairs());
+    }
+  }
+
+  // Fills every weight with a seeded random initialization (normal(0, 0.02) for matrices and
+  // embeddings, norms at 1, biases 0, logit_scale ln(1/0.07)): a fresh model to train or try.
+  void init_random(std::uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<double> normal(0.0, 0.02);
+    for (auto& p : parameters()) {
+      const bool is_norm = p.name.find("norm") != std::string::npos;
+      const bool is_bias = p.name.size() > 5 && p.name.ends_with(".bias");
+      for (std::int64_t i = 0; i < p.size(); ++i) {
+        p.data[i] = is_norm ? Scalar(is_bias ? 0 : 1) : is_bias ? Scalar(0)
+                                                               : static_cast<Scalar>(normal(rng));
+      }
+    }
+    logit_scale = static_cast<Scalar>(2.6592600369327779);
+  }
+
+  // Every weight, named and shaped as in SPEC 4, in a fixed order.
+  std::vector<Parameter<Scalar>> parameters() { return collect_parameters<Scalar>(*this); }
+  std::vector<Parameter<const Scalar>> parameters() const {
+    return collect_parameters<const Scalar>(*this);
+  }
+
+  // Encodes one sample.
+  Encoding<Scalar> encode(const Sample<Scalar>& sample) const {
+    return encode_batch(std::span<const Sample<Scalar>>(&sample, 1)).front();
+  }
+
+  // Encodes a batch packed without padding; each sample attends only to itself.
+  // Throws tessera::Error, before any computation, for an input that does not fit the model.
+  std::vector<Encoding<Scalar>> encode_batch(std::span<const Sample<Scalar>> samples) const {
+    check(!samples.empty(), "encode_batch: the batch is empty");
+    for (std::size_t i = 0; i < samples.size(); ++i) check_sample(samples[i], i);
+
+    // Front ends: each sample's tokens, positions and modalities, packed back to back.
+    std::vector<Encoding<Scalar>> out(samples.size());
+    std::vector<Matrix<Scalar>> tokens(samples.size());
+    std::vector<Index> offsets{0};
+    for (std::size_t i = 0; i < samples.size(); ++i) {
+      tokens[i] = embed(samples[i], out[i]);
+      offsets.push_back(offsets.back() + tokens[i].rows());
+    }
+    Matrix<Scalar> x(offsets.back(), config.hidden_dim);  // [sum L_i, D]
+    Positions positions(offsets.back(), 3);                // [sum L_i, 3]
+    auto segments = nn::AttentionSegments::packed(offsets);
+    for (std::size_t i = 0; i < samples.size(); ++i) {
+      x.middleRows(offsets[i], tokens[i].rows()) = tokens[i];
+      positions.middleRows(offsets[i], tokens[i].rows()) = out[i].positions;
+      if (config.text && config.text->causal && samples[i].text) {
+        const Index begin = offsets[i] + (config.pooling == PoolingKind::cls ? 1 : 0);
+        segments.set_causal(static_cast<Index>(i), begin,
+                            begin + static_cast<Index>(samples[i].text->size()));
+      }
+    }
+    tokens.clear();
+
+    // The transformer.
+    const nn::Rope<Scalar>* rotary = config.position == PositionKind::rope ? &rope : nullptr;
+    Matrix<Scalar> next(x.rows(), x.cols());
+    for (const auto& layer : layers) {
+      layer.forward(next, x, segments, rotary, &positions);
+      x.swap(next);
+    }
+    final_norm.forward(x, x);
+
+    // Pooling and projection, per sample.
+    for (std::size_t i = 0; i < samples.size(); ++i) {
+      out[i].hidden = x.middleRows(offsets[i], offsets[i + 1] - offsets[i]);
+      const RowVector<Scalar> pooled = pool(out[i]);  // [D]
+      Vector<Scalar> e = proj.weight * pooled.transpose();  // [E]
+      const Scalar norm = e.norm();
+      check(std::isfinite(static_cast<double>(norm)) && norm > Scalar(0),
+            "encode: the embedding of sample ", i, " has norm ", norm,
+            " (non-finite or zero weights?)");
+      out[i].embedding = e / norm;
+    }
+    return out;
+  }
+
+ private:
+  Scalar eps() const { return static_cast<Scalar>(config.norm_eps); }
+  bool pooled_video() const { return config.video && config.video->pool_queries > 0; }
+  const ImageConfig& frame() const { return config.frame_geometry(); }
+
+  // Tokens that video contributes: K steps of (S/P)^2 patches, or K * Nq when pooled.
+  Index video_tokens(Index frames) const {
+    const Index steps = (frames + config.video->tubelet - 1) / config.video->tubelet;
+    return steps * (pooled_video() ? config.video->pool_queries : frame().num_patches());
+  }
+
+  template <class Tensor>
+  static void check_finite(const Tensor* data, Index size, std::size_t sample, const char* what) {
+    for (Index j = 0; j < size; ++j) {
+      check(std::isfinite(static_cast<double>(data[j])), "sample ", sample, ": ", what,
+            " holds a non-finite value (", data[j], ") at flat index ", j);
+    }
+  }
+
+  // Throws tessera::Error naming the sample and input when a sample does not fit the model.
+  void check_sample(const Sample<Scalar>& s, std::size_t i) const {
+    check(s.text || s.image || s.audio || s.video, "sample ", i, " has no input");
+    auto require = [&](bool given, Modality m) {
+      check(!given || config.has(m), "sample ", i, " has ", modality_name(m),
+            " input but the model has no ", modality_name(m), " modality");
+    };
+    require(s.text.has_value(), Modality::text);
+    require(s.image.has_value(), Modality::image);
+    require(s.audio.has_value(), Modality::audio);
+    require(s.video.has_value(), Modality::video);
+    if (s.text) {
+      const auto n = static_cast<Index>(s.text->size());
+      check(n > 0, "sample ", i, ": text has no tokens");
+      check(n <= config.text->max_tokens, "sample ", i, ": text has ", n,
+            " tokens, more than text.max_tokens = ", config.text->max_tokens);
+      for (std::size_t j = 0; j < s.text->size(); ++j) {
+        const auto id = (*s.text)[j];
+        check(id >= 0 && id < config.text->vocab_size, "sample ", i, ": text id ", id,
+              " at position ", j, " is out of range [0, ", config.text->vocab_size, ")");
+      }
+    }
+    if (s.image) {
+      const auto& im = *config.image;
+      check(s.image->dimension(0) == im.channels && s.image->dimension(1) == im.size &&
+                s.image->dimension(2) == im.size,
+            "sample ", i, ": image has shape [", s.image->dimension(0), ", ",
+            s.image->dimension(1), ", ", s.image->dimension(2), "], expected [", im.channels,
+            ", ", im.size, ", ", im.size, "]");
+      check_finite(s.image->data(), s.image->size(), i, "image");
+    }
+    if (s.audio) {
+      const auto& au = *config.audio;
+      check(s.audio->rows() == au.n_mels && s.audio->cols() > 0, "sample ", i,
+            ": audio has shape [", s.audio->rows(), ", ", s.audio->cols(), "], expected [",
+            au.n_mels, ", T] with T >= 1");
+      const Index chunks = (s.audio->cols() + au.patch_frames - 1) / au.patch_frames;
+      check(chunks <= au.max_tokens, "sample ", i, ": audio of ", s.audio->cols(),
+            " frames makes ", chunks, " tokens, more than audio.max_tokens = ", au.max_tokens);
+      check_finite(s.audio->data(), s.audio->size(), i, "audio");
+    }
+    if (s.video) {
+      const auto& fr = frame();
+      check(s.video->dimension(0) > 0 && s.video->dimension(1) == fr.channels &&
+                s.video->dimension(2) == fr.size && s.video->dimension(3) == fr.size,
+            "sample ", i, ": video has shape [", s.video->dimension(0), ", ",
+            s.video->dimension(1), ", ", s.video->dimension(2), ", ", s.video->dimension(3),
+            "], expected [T, ", fr.channels, ", ", fr.size, ", ", fr.size, "] with T >= 1");
+      const Index n = video_tokens(s.video->dimension(0));
+      check(n <= config.video->max_tokens, "sample ", i, ": video of ", s.video->dimension(0),
+            " frames makes ", n, " tokens, more than video.max_tokens = ",
+            config.video->max_tokens);
+      check_finite(s.video->data(), s.video->size(), i, "video");
+    }
+  }
+
+  // The front ends of SPEC 2 for one sample: returns its tokens [L, D] and fills the
+  // encoding's modality and positions.
+  Matrix<Scalar> embed(const Sample<Scalar>& s, Encoding<Scalar>& enc) const {
+    const Index d = config.hidden_dim;
+    const bool learned = config.position == PositionKind::learned;
+    std::vector<Matrix<Scalar>> parts;  // each [L_m, D]
+    std::vector<std::array<std::int64_t, 3>> pos;
+    std::int64_t offset = 0;  // the running RoPE offset s
+
+    // Adds one modality's tokens [n, D]: modality embedding, then learned positions.
+    auto add = [&](Matrix<Scalar> t, Modality m, const Matrix<Scalar>* pos_embed) {
+      t.rowwise() += modality_embed.row(static_cast<Index>(m));
+      if (learned && pos_embed != nullptr) t += pos_embed->topRows(t.rows());
+      enc.modality.insert(enc.modality.end(), static_cast<std::size_t>(t.rows()),
+                          static_cast<int>(m));
+      parts.push_back(std::move(t));
+    };
+
+    if (config.pooling == PoolingKind::cls) {
+      parts.push_back(cls_token);
+      enc.modality.push_back(-1);
+      pos.push_back({0, 0, 0});
+      offset = 1;
+    }
+    if (s.text) {
+      const auto n = static_cast<Index>(s.text->size());
+      Matrix<Scalar> t(n, d);
+      text_token_embed.forward(t, *s.text, "text_ids");
+      for (Index i = 0; i < n; ++i) pos.push_back({offset + i, offset + i, offset + i});
+      offset += n;
+      add(std::move(t), Modality::text, &text_pos_embed);
+    }
+    if (s.image) {
+      const auto& im = *config.image;
+      const Matrix<Scalar> patches = nn::patchify_image(*s.image, im.patch);
+      Matrix<Scalar> t(patches.rows(), d);
+      image_patch_embed.forward(t, patches);
+      const Index grid = im.grid();
+      for (Index r = 0; r < grid; ++r)
+        for (Index c = 0; c < grid; ++c) pos.push_back({offset, offset + r, offset + c});
+      offset += grid;
+      add(std::move(t), Modality::image, &image_pos_embed);
+    }
+    if (s.audio) {
+      const Matrix<Scalar> patches = nn::patchify_audio<Scalar>(*s.audio, config.audio->patch_frames);
+      Matrix<Scalar> t(patches.rows(), d);
+      audio_patch_embed.forward(t, patches);
+      for (Index j = 0; j < t.rows(); ++j) pos.push_back({offset + j, offset + j, offset + j});
+      offset += t.rows();
+      add(std::move(t), Modality::audio, &audio_pos_embed);
+    }
+    if (s.video) {
+      const auto& fr = frame();
+      const Matrix<Scalar> patches =
+          nn::patchify_video(*s.video, config.video->tubelet, fr.patch);
+      Matrix<Scalar> t(patches.rows(), d);
+      video_patch_embed.forward(t, patches);
+      const Index grid = fr.grid();
+      const Index steps = patches.rows() / (grid * grid);
+      if (pooled_video()) {
+        const Index nq = config.video->pool_queries;
+        Matrix<Scalar> pooled(steps * nq, d);
+        video_pool.forward(pooled, t);
+        for (Index k = 0; k < steps; ++k)
+          for (Index j = 0; j < nq; ++j) pos.push_back({offset + k, offset + k, offset + k});
+        offset += steps;
+        add(std::move(pooled), Modality::video, nullptr);
+      } else {
+        for (Index k = 0; k < steps; ++k)
+          for (Index r = 0; r < grid; ++r)
+            for (Index c = 0; c < grid; ++c) pos.push_back({offset + k, offset + r, offset + c});
+        offset += std::max(steps, grid);
+        add(std::move(t), Modality::video, &video_pos_embed);
+      }
+    }
+
+    Index rows = 0;
+    for (const auto& p : parts) rows += p.rows();
+    Matrix<Scalar> tokens(rows, d);  // [L, D]
+    Index at = 0;
+    for (const auto& p : parts) {
+      tokens.middleRows(at, p.rows()) = p;
+      at += p.rows();
+    }
+    enc.positions.resize(rows, 3);
+    for (Index r = 0; r < rows; ++r)
+      for (int a = 0; a < 3; ++a) enc.positions(r, a) = pos[static_cast<std::size_t>(r)][a];
+    return tokens;
+  }
+
+  // SPEC 3 pooling of one sample's final hidden states.
+  RowVector<Scalar> pool(Encoding<Scalar>& enc) const {
+    const Matrix<Scalar>& h = enc.hidden;  // [L, D]
+    switch (config.pooling) {
+      case PoolingKind::mean: return h.colwise().mean();
+      case PoolingKind::cls: return h.row(0);
+      case PoolingKind::routed: break;
+    }
+    // routed: p_m = mean of modality m's tokens; g = router(mean_m p_m); w = softmax over
+    // the present modalities; p = sum_m w_m p_m.
+    std::vector<RowVector<Scalar>> means;
+    std::vector<int> present;
+    for (int m = 0; m < num_modalities; ++m) {
+      RowVector<Scalar> sum = RowVector<Scalar>::Zero(h.cols());
+      Index count = 0;
+      for (Index r = 0; r < h.rows(); ++r) {
+        if (enc.modality[static_cast<std::size_t>(r)] == m) {
+          sum += h.row(r);
+          ++count;
+        }
+      }
+      if (count == 0) continue;
+      means.push_back(sum / static_cast<Scalar>(count));
+      present.push_back(m);
+    }
+    RowVector<Scalar> mean_of_means = RowVector<Scalar>::Zero(h.cols());
+    for (const auto& p : means) mean_of_means += p;
+    mean_of_means /= static_cast<Scalar>(means.size());
+    const Vector<Scalar> logits = router.weight * mean_of_means.transpose() + router.bias;  // [4]
+    Scalar max_logit = -std::numeric_limits<Scalar>::infinity();
+    for (int m : present) max_logit = std::max(max_logit, logits[m]);
+    Scalar total = 0;
+    std::vector<Scalar> w;
+    for (int m : present) {
+      w.push_back(std::exp(logits[m] - max_logit));
+      total += w.back();
+    }
+    RowVector<Scalar> pooled = RowVector<Scalar>::Zero(h.cols());
+    enc.routing = Vector<Scalar>::Zero(num_modalities);
+    for (std::size_t j = 0; j < means.size(); ++j) {
+      enc.routing[present[j]] = w[j] / total;
+      pooled += enc.routing[present[j]] * means[j];
+    }
+    return pooled;
+  }
+
+  template <class T, class Self>
+  static std::vector<Parameter<T>> collect_parameters(Self& self) {
+    const Config& c = self.config;
+    std::vector<Parameter<T>> out;
+    auto add = [&out](std::string name, auto& m, std::vector<std::int64_t> shape,
+                      std::vector<std::int64_t> conv_shape = {}) {
+      out.push_back(Parameter<T>{std::move(name), m.data(), std::move(shape), std::move(conv_shape)});
+    };
+    auto add_matrix = [&add](std::string name, auto& m) {
+      add(std::move(name), m, {m.rows(), m.cols()});
+    };
+    auto add_vector = [&add](std::string name, auto& v) { add(std::move(name), v, {v.size()}); };
+    auto add_linear = [&](const std::string& name, auto& linear) {
+      add_matrix(name + ".weight", linear.weight);
+      if (linear.has_bias()) add_vector(name + ".bias", linear.bias);
+    };
+    auto add_norm = [&](const std::string& name, auto& norm) {
+      add_vector(name + ".weight", norm.weight);
+      if (norm.kind == NormKind::layernorm) add_vector(name + ".bias", norm.bias);
+    };
+    auto add_attention = [&](const std::string& name, auto& attn) {
+      add_linear(name + ".q_proj", attn.q_proj);
+      add_linear(name + ".k_proj", attn.k_proj);
+      add_linear(name + ".v_proj", attn.v_proj);
+      add_linear(name + ".out_proj", attn.out_proj);
+    };
+    const bool learned = c.position == PositionKind::learned;
+    const Index d = c.hidden_dim;
+    if (c.text) {
+      add_matrix("text.token_embed.weight", self.text_token_embed.weight);
+      if (learned) add_matrix("text.pos_embed.weight", self.text_pos_embed);
+    }
+    if (c.image) {
+      const auto& im = *c.image;
+      add("image.patch_embed.weight", self.image_patch_embed.proj.weight, {d, im.patch_dim()},
+          {d, im.channels, im.patch, im.patch});
+      add_vector("image.patch_embed.bias", self.image_patch_embed.proj.bias);
+      if (learned) add_matrix("image.pos_embed.weight", self.image_pos_embed);
+    }
+    if (c.audio) {
+      const auto& au = *c.audio;
+      add("audio.patch_embed.weight", self.audio_patch_embed.proj.weight, {d, au.patch_dim()},
+          {d, au.n_mels, au.patch_frames});
+      add_vector("audio.patch_embed.bias", self.audio_patch_embed.proj.bias);
+      if (learned) add_matrix("audio.pos_embed.weight", self.audio_pos_embed);
+    }
+    if (c.video) {
+      const auto& fr = c.frame_geometry();
+      add("video.patch_embed.weight", self.video_patch_embed.proj.weight,
+          {d, c.video_patch_dim()}, {d, fr.channels, c.video->tubelet, fr.patch, fr.patch});
+      add_vector("video.patch_embed.bias", self.video_patch_embed.proj.bias);
+      if (c.video->pool_queries > 0) {
+        add_matrix("video.pool.queries", self.video_pool.queries);
+        add_matrix("video.pool.pos_embed", self.video_pool.pos_embed);
+        add_norm("video.pool.norm_q", self.video_pool.norm_q);
+        add_norm("video.pool.norm_kv", self.video_pool.norm_kv);
+        add_attention("video.pool.attn", self.video_pool.attn);
+      } else if (learned) {
+        add_matrix("video.pos_embed.weight", self.video_pos_embed);
+      }
+    }
+    add_matrix("modality_embed.weight", self.modality_embed);
+    if (c.pooling == PoolingKind::cls) add_matrix("cls_token", self.cls_token);
+    for (std::size_t i = 0; i < self.layers.size(); ++i) {
+      auto& layer = self.layers[i];
+      const std::string prefix = "layers." + std::to_string(i) + ".";
+      add_norm(prefix + "norm1", layer.norm1);
+      add_norm(prefix + "norm2", layer.norm2);
+      add_attention(prefix + "attn", layer.attn);
+      if (layer.ffn.gated()) {
+        add_linear(prefix + "ffn.gate", layer.ffn.gate);
+        add_linear(prefix + "ffn.up", layer.ffn.up);
+        add_linear(prefix + "ffn.down", layer.ffn.down);
+      } else {
+        add_linear(prefix + "ffn.fc1", layer.ffn.fc1);
+        add_linear(prefix + "ffn.fc2", layer.ffn.fc2);
+      }
+    }
+    add_norm("final_norm", self.final_norm);
+    if (c.pooling == PoolingKind::routed) add_linear("router", self.router);
+    add_matrix("proj.weight", self.proj.weight);
+    out.push_back(Parameter<T>{"logit_scale", &self.logit_scale, {}, {}});
+    return out;
+  }
+};
+
+}  // namespace tessera

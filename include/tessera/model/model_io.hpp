@@ -1,0 +1,80 @@
+#pragma once
+// Model directories (SPEC 1): config.json + model.safetensors, read and written.
+//
+// load_model validates everything before the model is returned: the config (config.hpp),
+// the safetensors container (safetensors.hpp), and every tensor against SPEC 4: no missing
+// or unexpected tensor, each of its SPEC shape (a patch embed also in its convolution shape),
+// a floating dtype (F32, F16, BF16, F64, converted to Scalar), and finite values. Each
+// failure is a tessera::Error naming the file and the tensor.
+
+#include <tessera/core/error.hpp>
+#include <tessera/io/safetensors.hpp>
+#include <tessera/model/config.hpp>
+#include <tessera/model/encoder.hpp>
+
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace tessera {
+
+inline constexpr const char* config_file_name = "config.json";
+inline constexpr const char* weights_file_name = "model.safetensors";
+
+template <class Scalar = float>
+MultiModalEncoder<Scalar> load_model(const std::filesystem::path& dir) {
+  check(std::filesystem::is_directory(dir), "load_model: ", dir.string(), " is not a directory");
+  MultiModalEncoder<Scalar> model(load_config(dir / config_file_name));
+  const auto file = SafetensorsFile::open(dir / weights_file_name);
+  const std::string where = (dir / weights_file_name).string();
+
+  std::set<std::string> expected;
+  for (auto& p : model.parameters()) {
+    expected.insert(p.name);
+    check(file.contains(p.name), where, ": missing tensor '", p.name, "' of shape ",
+          detail::shape_string(p.shape));
+    const TensorInfo& info = file.info(p.name);
+    check(is_floating(info.dtype), where, ": tensor '", p.name, "' has dtype ",
+          dtype_name(info.dtype), ", expected F32, F16, BF16 or F64");
+    check(info.shape == p.shape || (!p.conv_shape.empty() && info.shape == p.conv_shape), where,
+          ": tensor '", p.name, "' has shape ", detail::shape_string(info.shape), ", expected ",
+          detail::shape_string(p.shape),
+          p.conv_shape.empty() ? std::string() : " or " + detail::shape_string(p.conv_shape));
+    const std::vector<Scalar> values = file.read<Scalar>(p.name);
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      check(std::isfinite(static_cast<double>(values[i])), where, ": tensor '", p.name,
+            "' holds a non-finite value (", values[i], ") at flat index ", i);
+    }
+    std::copy(values.begin(), values.end(), p.data);
+  }
+  for (const auto& name : file.names()) {
+    check(expected.count(name) == 1, where, ": unexpected tensor '", name,
+          "' (not part of a model with this config.json)");
+  }
+  return model;
+}
+
+// Writes config.json and model.safetensors into `dir` (created if needed), each through a
+// temporary file renamed into place. Weights are stored as `dtype` (F32 by default for float,
+// F64 for double), which makes load_model(save_model(m)) exact.
+template <class Scalar>
+void save_model(const MultiModalEncoder<Scalar>& model, const std::filesystem::path& dir,
+                DType dtype = sizeof(Scalar) == 8 ? DType::F64 : DType::F32) {
+  check(is_floating(dtype), "save_model: dtype ", dtype_name(dtype), " is not a floating type");
+  std::error_code error;
+  std::filesystem::create_directories(dir, error);
+  check(!error && std::filesystem::is_directory(dir), "save_model: cannot create directory ",
+        dir.string(), error ? ": " + error.message() : std::string());
+  std::map<std::string, TensorData> tensors;
+  for (const auto& p : model.parameters()) {
+    tensors[p.name] = TensorData::from_span(
+        std::span<const Scalar>(p.data, static_cast<std::size_t>(p.size())), p.shape, dtype);
+  }
+  save_safetensors(dir / weights_file_name, tensors, {{"format", "pt"}, {"producer", "tessera"}});
+  save_config(model.config, dir / config_file_name);
+}
+
+}  // namespace tessera

@@ -1,0 +1,167 @@
+#pragma once
+// Multi-head attention (SPEC 3), for self attention over a packed batch and for cross
+// attention (the video pooler's learned queries).
+//
+//   q, k, v = x Wq^T + bq, x Wk^T + bk, x Wv^T + bv      (RoPE on q and k when given)
+//   per head h:  P_h = softmax(q_h k_h^T / sqrt(dh) + mask),   ctx_h = P_h v_h
+//   out = concat_h(ctx_h) Wo^T + bo
+//
+// A packed batch holds several samples back to back without padding; AttentionSegments says
+// which rows of q see which rows of k (a sample only attends to itself), and which range of
+// each sample is causal text (a text token does not see later text tokens; every other pair
+// is allowed: the mixed causal/bidirectional mask). The kernel runs one (segment, head) pair
+// per OpenMP task; pairs are independent, so the result does not depend on the thread count.
+
+#include <tessera/core/error.hpp>
+#include <tessera/core/tensor.hpp>
+#include <tessera/nn/linear.hpp>
+#include <tessera/nn/rope.hpp>
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+namespace tessera::nn {
+
+// Which queries see which keys. Segment s pairs query rows [query_offsets[s], query_offsets[s+1])
+// with key rows [key_offsets[s], key_offsets[s+1]). Within a segment, rows in the causal range
+// [causal_begin[s], causal_end[s]) (absolute indices, shared by queries and keys; an empty range
+// when the segment has no causal part) do not see causal rows after them.
+struct AttentionSegments {
+  std::vector<Index> query_offsets;  // [N+1]
+  std::vector<Index> key_offsets;    // [N+1]
+  std::vector<Index> causal_begin;   // [N]
+  std::vector<Index> causal_end;     // [N]
+
+  Index size() const { return static_cast<Index>(query_offsets.size()) - 1; }
+
+  // One segment where all `length` tokens see each other.
+  static AttentionSegments full(Index length) { return full(length, length); }
+  // One segment of `queries` query rows seeing all `keys` key rows.
+  static AttentionSegments full(Index queries, Index keys) {
+    return AttentionSegments{{0, queries}, {0, keys}, {0}, {0}};
+  }
+  // Self attention over samples packed back to back: offsets [N+1]; no causal part.
+  static AttentionSegments packed(const std::vector<Index>& offsets) {
+    const std::size_t n = offsets.size() - 1;
+    return AttentionSegments{offsets, offsets, std::vector<Index>(n, 0), std::vector<Index>(n, 0)};
+  }
+
+  // Adds a causal range [begin, end) to segment s (self attention only).
+  void set_causal(Index s, Index begin, Index end) {
+    causal_begin[static_cast<std::size_t>(s)] = begin;
+    causal_end[static_cast<std::size_t>(s)] = end;
+  }
+};
+
+// The attention of SPEC 3 on already projected q, k, v: for each segment and head,
+// ctx = softmax(q k^T / sqrt(dh) + mask) v. Materializes one [nq, nk] score block per task.
+// requires: q, ctx [Lq, H*dh]; k, v [Lk, H*dh]; segments within those rows.
+// ensures: the rows of ctx covered by segments are assigned.
+template <class Scalar>
+void attention_reference(MatrixRef<Scalar> ctx,              // [Lq, H*dh]
+                         const ConstMatrixRef<Scalar>& q,    // [Lq, H*dh]
+                         const ConstMatrixRef<Scalar>& k,    // [Lk, H*dh]
+                         const ConstMatrixRef<Scalar>& v,    // [Lk, H*dh]
+                         Index heads, const AttentionSegments& segments) {
+  TESSERA_ASSERT(q.cols() % heads == 0 && k.cols() == q.cols() && v.cols() == q.cols());
+  const Index dh = q.cols() / heads;
+  const Scalar scale = Scalar(1) / std::sqrt(static_cast<Scalar>(dh));
+  const Index tasks = segments.size() * heads;
+#pragma omp parallel for schedule(dynamic)
+  for (Index task = 0; task < tasks; ++task) {
+    const auto s = static_cast<std::size_t>(task / heads);
+    const Index h = task % heads;
+    const Index q0 = segments.query_offsets[s], nq = segments.query_offsets[s + 1] - q0;
+    const Index k0 = segments.key_offsets[s], nk = segments.key_offsets[s + 1] - k0;
+    if (nq == 0 || nk == 0) continue;
+    Matrix<Scalar> probs(nq, nk);  // [nq, nk] scores, then probabilities
+    probs.noalias() = q.block(q0, h * dh, nq, dh) * k.block(k0, h * dh, nk, dh).transpose();
+    probs *= scale;
+    const Index cb = segments.causal_begin[s], ce = segments.causal_end[s];
+    for (Index i = std::max(cb, q0); i < std::min(ce, q0 + nq); ++i) {
+      // query i (causal text) does not see causal keys j > i
+      for (Index j = std::max(i + 1, k0); j < std::min(ce, k0 + nk); ++j) {
+        probs(i - q0, j - k0) = -std::numeric_limits<Scalar>::infinity();
+      }
+    }
+    for (Index i = 0; i < nq; ++i) {
+      auto row = probs.row(i);
+      row.array() = (row.array() - row.maxCoeff()).exp();
+      row /= row.sum();
+    }
+    ctx.block(q0, h * dh, nq, dh).noalias() = probs * v.block(k0, h * dh, nk, dh);
+  }
+}
+
+template <class Scalar>
+struct MultiHeadAttention {
+  Index heads = 1;  // H
+  Linear<Scalar> q_proj;    // [D, D] with bias
+  Linear<Scalar> k_proj;    // [D, D] with bias
+  Linear<Scalar> v_proj;    // [D, D] with bias
+  Linear<Scalar> out_proj;  // [D, D] with bias
+
+  struct Saved {
+    Matrix<Scalar> q;    // [Lq, D] after RoPE
+    Matrix<Scalar> k;    // [Lk, D] after RoPE
+    Matrix<Scalar> v;    // [Lk, D]
+    Matrix<Scalar> ctx;  // [Lq, D] heads concatenated, before out_proj
+  };
+
+  MultiHeadAttention() = default;
+  MultiHeadAttention(Index dim, Index num_heads)
+      : heads(num_heads),
+        q_proj(dim, dim, true),
+        k_proj(dim, dim, true),
+        v_proj(dim, dim, true),
+        out_proj(dim, dim, true) {
+    check(num_heads > 0 && dim % num_heads == 0, "attention: dim ", dim,
+          " is not divisible by heads ", num_heads);
+  }
+
+  Index dim() const { return q_proj.in_features(); }
+  Index head_dim() const { return dim() / heads; }
+
+  // Self attention: queries, keys and values all come from x. RoPE (when rope is given)
+  // rotates q and k by positions [L, 3].
+  // requires: x [L, D]; segments.query_offsets == key_offsets cover [0, L).
+  // ensures: out is assigned.
+  void forward(MatrixRef<Scalar> out,                  // [L, D]
+               const ConstMatrixRef<Scalar>& x,        // [L, D]
+               const AttentionSegments& segments,
+               const Rope<Scalar>* rope = nullptr,
+               const Positions* positions = nullptr,
+               Saved* saved = nullptr) const {
+    forward_cross(out, x, x, segments, rope, positions, saved);
+  }
+
+  // Cross attention: queries from x_q, keys and values from x_kv (no RoPE unless given,
+  // in which case positions index the rows of both: self attention).
+  void forward_cross(MatrixRef<Scalar> out,                 // [Lq, D]
+                     const ConstMatrixRef<Scalar>& x_q,     // [Lq, D]
+                     const ConstMatrixRef<Scalar>& x_kv,    // [Lk, D]
+                     const AttentionSegments& segments,
+                     const Rope<Scalar>* rope = nullptr,
+                     const Positions* positions = nullptr,
+                     Saved* saved = nullptr) const {
+    Saved local;
+    Saved& s = saved != nullptr ? *saved : local;
+    s.q.resize(x_q.rows(), dim());
+    s.k.resize(x_kv.rows(), dim());
+    s.v.resize(x_kv.rows(), dim());
+    s.ctx.resize(x_q.rows(), dim());
+    q_proj.forward(s.q, x_q);
+    k_proj.forward(s.k, x_kv);
+    v_proj.forward(s.v, x_kv);
+    if (rope != nullptr) {
+      TESSERA_ASSERT(positions != nullptr && x_q.rows() == x_kv.rows());
+      rope->forward(s.q, *positions);
+      rope->forward(s.k, *positions);
+    }
+    attention_reference<Scalar>(s.ctx, s.q, s.k, s.v, heads, segments);
+    out_proj.forward(out, s.ctx);
+  }
+};
+
+}  // namespace tessera::nn

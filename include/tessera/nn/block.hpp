@@ -1,0 +1,61 @@
+#pragma once
+// TransformerBlock: the pre-norm encoder block of SPEC 3.
+//
+//   h   = x + Attn(Norm1(x))
+//   out = h + FFN(Norm2(h))
+
+#include <tessera/core/tensor.hpp>
+#include <tessera/nn/attention.hpp>
+#include <tessera/nn/ffn.hpp>
+#include <tessera/nn/norm.hpp>
+#include <tessera/nn/rope.hpp>
+
+namespace tessera::nn {
+
+template <class Scalar>
+struct TransformerBlock {
+  Norm<Scalar> norm1;
+  MultiHeadAttention<Scalar> attn;
+  Norm<Scalar> norm2;
+  FeedForward<Scalar> ffn;
+
+  struct Saved {
+    typename Norm<Scalar>::Saved norm1;
+    Matrix<Scalar> normed1;  // [L, D] Norm1(x)
+    typename MultiHeadAttention<Scalar>::Saved attn;
+    Matrix<Scalar> h;        // [L, D] x + Attn(Norm1(x))
+    typename Norm<Scalar>::Saved norm2;
+    Matrix<Scalar> normed2;  // [L, D] Norm2(h)
+    typename FeedForward<Scalar>::Saved ffn;
+  };
+
+  TransformerBlock() = default;
+  TransformerBlock(const Config& config)
+      : norm1(config.norm, config.hidden_dim, static_cast<Scalar>(config.norm_eps)),
+        attn(config.hidden_dim, config.num_heads),
+        norm2(config.norm, config.hidden_dim, static_cast<Scalar>(config.norm_eps)),
+        ffn(config.activation, config.hidden_dim, config.ffn_dim) {}
+
+  // requires: x [L, D]; segments cover [0, L); positions [L, 3] when rope is given.
+  // ensures: out is assigned (out may alias x).
+  void forward(MatrixRef<Scalar> out,             // [L, D]
+               const ConstMatrixRef<Scalar>& x,   // [L, D]
+               const AttentionSegments& segments,
+               const Rope<Scalar>* rope = nullptr,
+               const Positions* positions = nullptr,
+               Saved* saved = nullptr) const {
+    Saved local;
+    Saved& s = saved != nullptr ? *saved : local;
+    s.normed1.resize(x.rows(), x.cols());
+    norm1.forward(s.normed1, x, &s.norm1);
+    s.h.resize(x.rows(), x.cols());
+    attn.forward(s.h, s.normed1, segments, rope, positions, &s.attn);
+    s.h += x;
+    s.normed2.resize(x.rows(), x.cols());
+    norm2.forward(s.normed2, s.h, &s.norm2);
+    ffn.forward(out, s.normed2, &s.ffn);
+    out += s.h;
+  }
+};
+
+}  // namespace tessera::nn

@@ -1,0 +1,252 @@
+// MultiModalEncoder (include/tessera/model/encoder.hpp) against whole-model PyTorch fixtures:
+// every variant of tests/data/encoder, in float and double, plus batching, thread-count
+// determinism and input errors.
+
+#include <tessera/core/parallel.hpp>
+#include <tessera/model/encoder.hpp>
+#include <tessera/model/model_io.hpp>
+#include <tessera/model/sample_io.hpp>
+
+#include "test_util.hpp"
+
+#include <gmock/gmock.h>
+
+#include <filesystem>
+#include <limits>
+#include <string>
+#include <vector>
+
+namespace tessera {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::vector<std::string> variants() {
+  std::vector<std::string> names;
+  for (const auto& entry : std::filesystem::directory_iterator(test::data_dir() / "encoder")) {
+    if (entry.is_directory()) names.push_back(entry.path().filename().string());
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+template <class Scalar>
+std::vector<Sample<Scalar>> read_inputs(const std::filesystem::path& dir) {
+  std::vector<Sample<Scalar>> batch;
+  for (int i = 0; std::filesystem::exists(dir / ("input." + std::to_string(i) + ".safetensors")); ++i) {
+    batch.push_back(read_sample<Scalar>(dir / ("input." + std::to_string(i) + ".safetensors")));
+  }
+  return batch;
+}
+
+class EncoderFixture : public ::testing::TestWithParam<std::string> {
+ protected:
+  template <class Scalar>
+  void check_variant() {
+    const auto dir = test::data_dir() / "encoder" / GetParam();
+    const auto model = load_model<Scalar>(dir);
+    const auto batch = read_inputs<Scalar>(dir);
+    ASSERT_FALSE(batch.empty());
+    const auto encodings = model.encode_batch(batch);
+    const test::Fixture expected("encoder/" + GetParam() + "/expected.safetensors");
+    const Matrix<double> embeddings = expected.matrix<double>("embeddings");
+    ASSERT_EQ(embeddings.rows(), static_cast<Index>(encodings.size()));
+    for (std::size_t i = 0; i < encodings.size(); ++i) {
+      const std::string n = std::to_string(i);
+      SCOPED_TRACE("sample " + n);
+      EXPECT_TRUE(test::close_to_reference<Scalar>(encodings[i].embedding.transpose(),
+                                                   embeddings.row(static_cast<Index>(i))));
+      if constexpr (std::is_same_v<Scalar, float>) {  // the SPEC's promise, stated plainly
+        EXPECT_LT((encodings[i].embedding.template cast<double>().transpose() -
+                   embeddings.row(static_cast<Index>(i))).cwiseAbs().maxCoeff(), 1e-4);
+      }
+      EXPECT_TRUE(test::close_to_reference<Scalar>(encodings[i].hidden,
+                                                   expected.matrix<double>("hidden." + n)));
+      if (expected.has("routing." + n)) {  // the only check of "softmax over present modalities"
+        EXPECT_TRUE(test::close_to_reference<Scalar>(encodings[i].routing,
+                                                     expected.vector<double>("routing." + n)));
+      }
+      const auto positions = expected.ints("positions." + n);
+      const auto modality = expected.ints("modality." + n);
+      ASSERT_EQ(encodings[i].positions.rows() * 3, static_cast<Index>(positions.size()));
+      for (Index r = 0; r < encodings[i].positions.rows(); ++r) {
+        for (int a = 0; a < 3; ++a) {
+          EXPECT_EQ(encodings[i].positions(r, a), positions[static_cast<std::size_t>(r * 3 + a)])
+              << "token " << r << " axis " << a;
+        }
+        EXPECT_EQ(encodings[i].modality[static_cast<std::size_t>(r)],
+                  modality[static_cast<std::size_t>(r)]) << "token " << r;
+      }
+    }
+  }
+};
+
+TEST_P(EncoderFixture, MatchesPyTorchInFloat) { check_variant<float>(); }
+TEST_P(EncoderFixture, MatchesPyTorchInDouble) { check_variant<double>(); }
+
+TEST_P(EncoderFixture, BatchEqualsSamplesOneByOne) {
+  const auto dir = test::data_dir() / "encoder" / GetParam();
+  const auto model = load_model<double>(dir);
+  const auto batch = read_inputs<double>(dir);
+  const auto together = model.encode_batch(batch);
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    const auto alone = model.encode(batch[i]);
+    EXPECT_TRUE(test::close_to_reference<double>(alone.embedding, together[i].embedding)) << i;
+    EXPECT_TRUE(test::close_to_reference<double>(alone.hidden, together[i].hidden)) << i;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, EncoderFixture, ::testing::ValuesIn(variants()),
+                         [](const auto& info) { return info.param; });
+
+TEST(Encoder, FixturesCoverTheSpec) {
+  // The variants together must cover every option the issue names.
+  std::set<std::string> seen;
+  for (const auto& name : variants()) {
+    const Config c = load_config(test::data_dir() / "encoder" / name / "config.json");
+    seen.insert(std::string("activation:") + to_string(c.activation));
+    seen.insert(std::string("norm:") + to_string(c.norm));
+    seen.insert(std::string("position:") + to_string(c.position));
+    seen.insert(std::string("pooling:") + to_string(c.pooling));
+    if (c.text && c.text->causal) seen.insert("causal");
+    if (c.video) seen.insert(c.video->pool_queries > 0 ? "video pooled" : "video unpooled");
+    if (c.rope_sections) seen.insert("rope_sections");
+    // Which modality mixes the samples hold (a video model also has an image section, for
+    // its frame geometry, so single modalities are a property of samples, not configs).
+    std::set<std::string> mixes;
+    const auto batch = read_inputs<float>(test::data_dir() / "encoder" / name);
+    for (const auto& sample : batch) {
+      std::string mix;
+      if (sample.text) mix += "text ";
+      if (sample.image) mix += "image ";
+      if (sample.audio) mix += "audio ";
+      if (sample.video) mix += "video ";
+      mixes.insert(mix);
+      if (mix.find(' ') == mix.size() - 1) seen.insert("only " + mix.substr(0, mix.size() - 1));
+      if (mix == "text image audio video ") seen.insert("all four");
+    }
+    if (batch.size() >= 4 && mixes.size() >= 4) seen.insert("mixed batch");
+  }
+  for (const char* want :
+       {"activation:gelu", "activation:gelu_tanh", "activation:quick_gelu", "activation:relu",
+        "activation:swiglu", "norm:layernorm", "norm:rmsnorm", "position:rope",
+        "position:learned", "pooling:mean", "pooling:cls", "pooling:routed", "causal",
+        "video pooled", "video unpooled", "rope_sections", "all four", "only text", "only image",
+        "only audio", "only video", "mixed batch"}) {
+    EXPECT_EQ(seen.count(want), 1u) << "no fixture covers " << want;
+  }
+}
+
+// A model big enough that products span several parallel row blocks.
+MultiModalEncoder<float> random_model(const std::string& extra = "") {
+  const std::string text = R"({"hidden_dim": 64, "num_layers": 2, "num_heads": 4, "ffn_dim": 128,
+    "embed_dim": 32, "pooling": "routed", "text": {"vocab_size": 100, "max_tokens": 40, "causal": true},
+    "image": {"size": 32, "patch": 4}, "audio": {"n_mels": 8, "patch_frames": 2},
+    "video": {"tubelet": 2, "pool_queries": 3}})";
+  MultiModalEncoder<float> model(parse_config(nlohmann::json::parse(text), "test config"));
+  model.init_random(7);
+  (void)extra;
+  return model;
+}
+
+std::vector<Sample<float>> random_batch() {
+  std::vector<Sample<float>> batch(3);
+  std::vector<std::int64_t> ids;
+  for (int i = 0; i < 37; ++i) ids.push_back((i * 13) % 100);
+  batch[0].text = ids;
+  batch[0].image = Tensor3<float>(3, 32, 32);
+  batch[0].image->setRandom();
+  batch[1].audio = Matrix<float>::Random(8, 51);
+  batch[1].video = Tensor4<float>(5, 3, 32, 32);
+  batch[1].video->setRandom();
+  batch[2] = {ids, batch[0].image, batch[1].audio, batch[1].video};
+  return batch;
+}
+
+TEST(Encoder, BitwiseIdenticalForOneAndTwoThreads) {
+  const auto model = random_model();
+  const auto batch = random_batch();
+  const int before = num_threads();
+  set_num_threads(1);
+  const auto one = model.encode_batch(batch);
+  set_num_threads(2);
+  const auto two = model.encode_batch(batch);
+  set_num_threads(before);
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    EXPECT_TRUE(one[i].hidden == two[i].hidden) << "sample " << i;
+    EXPECT_TRUE(one[i].embedding == two[i].embedding) << "sample " << i;
+  }
+}
+
+TEST(Encoder, EmbeddingsAreUnitVectors) {
+  const auto model = random_model();
+  for (const auto& e : model.encode_batch(random_batch())) {
+    EXPECT_NEAR(e.embedding.norm(), 1.0f, 1e-5f);
+    EXPECT_EQ(e.embedding.size(), 32);
+  }
+}
+
+template <class F>
+void expect_error(F&& f, const std::string& message) {
+  try {
+    f();
+    ADD_FAILURE() << "expected tessera::Error containing: " << message;
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr(message));
+  }
+}
+
+TEST(Encoder, BadInputsAreErrorsNamingTheProblem) {
+  const auto model = random_model();
+  Sample<float> s;
+  expect_error([&] { model.encode(s); }, "sample 0 has no input");
+  expect_error([&] { model.encode_batch({}); }, "the batch is empty");
+
+  s.text = std::vector<std::int64_t>{1, 2, 100};
+  expect_error([&] { model.encode(s); }, "text id 100 at position 2 is out of range [0, 100)");
+  s.text = std::vector<std::int64_t>{-1};
+  expect_error([&] { model.encode(s); }, "text id -1 at position 0 is out of range");
+  s.text = std::vector<std::int64_t>(41, 1);
+  expect_error([&] { model.encode(s); }, "text has 41 tokens, more than text.max_tokens = 40");
+  s.text = std::vector<std::int64_t>{};
+  expect_error([&] { model.encode(s); }, "text has no tokens");
+  s.text.reset();
+
+  s.image = Tensor3<float>(3, 16, 16);
+  s.image->setZero();
+  expect_error([&] { model.encode(s); }, "image has shape [3, 16, 16], expected [3, 32, 32]");
+  s.image = Tensor3<float>(3, 32, 32);
+  s.image->setZero();
+  (*s.image)(1, 2, 3) = std::numeric_limits<float>::quiet_NaN();
+  expect_error([&] { model.encode(s); }, "image holds a non-finite value");
+  s.image.reset();
+
+  s.audio = Matrix<float>::Zero(7, 10);
+  expect_error([&] { model.encode(s); }, "audio has shape [7, 10], expected [8, T]");
+  s.audio = Matrix<float>::Zero(8, 2 * 512 + 1);
+  expect_error([&] { model.encode(s); }, "more than audio.max_tokens = 512");
+  s.audio = Matrix<float>::Zero(8, 4);
+  (*s.audio)(0, 3) = std::numeric_limits<float>::infinity();
+  expect_error([&] { model.encode(s); }, "audio holds a non-finite value");
+  s.audio.reset();
+
+  s.video = Tensor4<float>(0, 3, 32, 32);
+  expect_error([&] { model.encode(s); }, "expected [T, 3, 32, 32] with T >= 1");
+
+  // A sample with a modality the model lacks.
+  MultiModalEncoder<float> text_only(parse_config(nlohmann::json::parse(
+      R"({"hidden_dim": 16, "num_layers": 1, "num_heads": 2, "ffn_dim": 32, "embed_dim": 8,
+          "text": {"vocab_size": 10, "max_tokens": 4}})")));
+  Sample<float> image_sample;
+  image_sample.image = Tensor3<float>(3, 224, 224);
+  expect_error([&] { text_only.encode(image_sample); },
+               "sample 0 has image input but the model has no image modality");
+
+  // The failing sample is named in a batch, and nothing is computed.
+  std::vector<Sample<float>> batch = random_batch();
+  batch[2].text = std::vector<std::int64_t>{5, 500};
+  expect_error([&] { model.encode_batch(batch); }, "sample 2: text id 500");
+}
+
+}  // namespace
+}  // namespace tessera

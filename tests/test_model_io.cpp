@@ -1,0 +1,242 @@
+// Model directories (include/tessera/model/model_io.hpp) and the encoder's input/output files
+// (include/tessera/model/sample_io.hpp): exact round trips, and every malformed model is a
+// tessera::Error naming the file and the tensor.
+
+#include <tessera/model/model_io.hpp>
+#include <tessera/model/sample_io.hpp>
+
+#include "test_util.hpp"
+
+#include <gmock/gmock.h>
+
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <set>
+#include <limits>
+#include <map>
+#include <string>
+
+namespace tessera {
+namespace {
+
+using ::testing::HasSubstr;
+namespace fs = std::filesystem;
+
+// A fresh directory under the system temp dir, removed at the end of the test.
+class TempDir {
+ public:
+  TempDir() {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    path_ = fs::temp_directory_path() /
+            (std::string("tessera_model_io_") + info->test_suite_name() + "_" + info->name());
+    fs::remove_all(path_);
+    fs::create_directories(path_);
+  }
+  ~TempDir() { fs::remove_all(path_); }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+Config small_config(const std::string& pooling = "routed") {
+  return parse_config(nlohmann::json::parse(R"({"hidden_dim": 16, "num_layers": 2, "num_heads": 2,
+      "ffn_dim": 32, "embed_dim": 8, "position": "learned", "pooling": ")" + pooling + R"(",
+      "text": {"vocab_size": 20, "max_tokens": 6}, "image": {"size": 8, "patch": 4},
+      "audio": {"n_mels": 4, "patch_frames": 2, "max_tokens": 8},
+      "video": {"tubelet": 2, "pool_queries": 2}})"), "small config");
+}
+
+template <class Scalar>
+void expect_same_weights(const MultiModalEncoder<Scalar>& a, const MultiModalEncoder<Scalar>& b) {
+  const auto pa = a.parameters();
+  const auto pb = b.parameters();
+  ASSERT_EQ(pa.size(), pb.size());
+  for (std::size_t i = 0; i < pa.size(); ++i) {
+    ASSERT_EQ(pa[i].name, pb[i].name);
+    ASSERT_EQ(pa[i].shape, pb[i].shape);
+    for (std::int64_t j = 0; j < pa[i].size(); ++j) {
+      ASSERT_EQ(pa[i].data[j], pb[i].data[j]) << pa[i].name << " element " << j;
+    }
+  }
+}
+
+TEST(ModelIo, RoundTripIsExactInFloatAndDouble) {
+  TempDir tmp;
+  MultiModalEncoder<float> f(small_config());
+  f.init_random(1);
+  save_model(f, tmp.path() / "f");
+  expect_same_weights(f, load_model<float>(tmp.path() / "f"));
+  EXPECT_EQ(to_json(load_model<float>(tmp.path() / "f").config), to_json(f.config));
+
+  MultiModalEncoder<double> d(small_config("cls"));
+  d.init_random(2);
+  save_model(d, tmp.path() / "d");  // F64 by default for double
+  expect_same_weights(d, load_model<double>(tmp.path() / "d"));
+}
+
+TEST(ModelIo, HalfPrecisionFilesLoadAsTheirRoundedValues) {
+  TempDir tmp;
+  MultiModalEncoder<float> model(small_config());
+  model.init_random(3);
+  for (DType dtype : {DType::F16, DType::BF16}) {
+    save_model(model, tmp.path() / dtype_name(dtype), dtype);
+    const auto loaded = load_model<float>(tmp.path() / dtype_name(dtype));
+    const auto a = model.parameters();
+    const auto b = loaded.parameters();
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      for (std::int64_t j = 0; j < a[i].size(); ++j) {
+        ASSERT_NEAR(a[i].data[j], b[i].data[j], 1e-2 * std::abs(a[i].data[j]) + 1e-6)
+            << dtype_name(dtype) << " " << a[i].name;
+      }
+    }
+  }
+}
+
+TEST(ModelIo, ParametersFollowSpecNames) {
+  MultiModalEncoder<float> model(small_config());
+  std::set<std::string> names;
+  for (const auto& p : model.parameters()) names.insert(p.name);
+  for (const char* want :
+       {"text.token_embed.weight", "text.pos_embed.weight", "image.patch_embed.weight",
+        "image.patch_embed.bias", "image.pos_embed.weight", "audio.patch_embed.weight",
+        "audio.pos_embed.weight", "video.patch_embed.weight", "video.pool.queries",
+        "video.pool.pos_embed", "video.pool.norm_q.weight", "video.pool.norm_kv.bias",
+        "video.pool.attn.q_proj.weight", "video.pool.attn.out_proj.bias", "modality_embed.weight",
+        "layers.0.norm1.weight", "layers.1.attn.v_proj.bias", "layers.1.ffn.fc2.weight",
+        "final_norm.bias", "router.weight", "router.bias", "proj.weight", "logit_scale"}) {
+    EXPECT_EQ(names.count(want), 1u) << want;
+  }
+  EXPECT_EQ(names.count("video.pos_embed.weight"), 0u) << "never with pooled video";
+  EXPECT_EQ(names.count("cls_token"), 0u) << "only with cls pooling";
+}
+
+// Saves a valid model, lets `edit` change its tensors, and expects load_model to fail with
+// a message containing `message`.
+void expect_load_error(const std::function<void(std::map<std::string, TensorData>&)>& edit,
+                       const std::string& message) {
+  TempDir tmp;
+  MultiModalEncoder<float> model(small_config());
+  model.init_random(4);
+  save_model(model, tmp.path());
+  auto tensors = load_safetensors(tmp.path() / weights_file_name);
+  edit(tensors);
+  save_safetensors(tmp.path() / weights_file_name, tensors);
+  try {
+    load_model<float>(tmp.path());
+    ADD_FAILURE() << "expected tessera::Error containing: " << message;
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr(message));
+    EXPECT_THAT(e.what(), HasSubstr("model.safetensors"));
+  }
+}
+
+TEST(ModelIo, MissingTensor) {
+  expect_load_error([](auto& t) { t.erase("layers.1.ffn.fc1.bias"); },
+                    "missing tensor 'layers.1.ffn.fc1.bias' of shape [32]");
+}
+
+TEST(ModelIo, UnexpectedTensor) {
+  expect_load_error(
+      [](auto& t) { t["cls_token"] = TensorData::from_matrix(Matrix<float>::Zero(1, 16)); },
+      "unexpected tensor 'cls_token'");
+}
+
+TEST(ModelIo, WrongShape) {
+  expect_load_error(
+      [](auto& t) { t["proj.weight"] = TensorData::from_matrix(Matrix<float>::Zero(16, 8)); },
+      "tensor 'proj.weight' has shape [16, 8], expected [8, 16]");
+  expect_load_error(
+      [](auto& t) {
+        t["image.patch_embed.weight"] = TensorData::from_matrix(Matrix<float>::Zero(16, 47));
+      },
+      "expected [16, 48] or [16, 3, 4, 4]");
+}
+
+TEST(ModelIo, IntegerDtype) {
+  expect_load_error(
+      [](auto& t) { t["logit_scale"] = TensorData::from_scalar(std::int32_t{3}); },
+      "tensor 'logit_scale' has dtype I32, expected F32, F16, BF16 or F64");
+}
+
+TEST(ModelIo, NonFiniteWeight) {
+  expect_load_error(
+      [](auto& t) {
+        Matrix<float> w = Matrix<float>::Zero(20, 16);
+        w(3, 5) = std::numeric_limits<float>::quiet_NaN();
+        t["text.token_embed.weight"] = TensorData::from_matrix(w);
+      },
+      "tensor 'text.token_embed.weight' holds a non-finite value (nan) at flat index 53");
+}
+
+TEST(ModelIo, ConvolutionShapedPatchWeightsLoad) {
+  TempDir tmp;
+  MultiModalEncoder<float> model(small_config());
+  model.init_random(5);
+  save_model(model, tmp.path());
+  auto tensors = load_safetensors(tmp.path() / weights_file_name);
+  tensors["image.patch_embed.weight"].shape = {16, 3, 4, 4};
+  tensors["audio.patch_embed.weight"].shape = {16, 4, 2};
+  tensors["video.patch_embed.weight"].shape = {16, 3, 2, 4, 4};
+  save_safetensors(tmp.path() / weights_file_name, tensors);
+  expect_same_weights(model, load_model<float>(tmp.path()));
+}
+
+TEST(ModelIo, DirectoryAndConfigErrors) {
+  TempDir tmp;
+  try {
+    load_model<float>(tmp.path() / "absent");
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("is not a directory"));
+  }
+  EXPECT_THROW(load_model<float>(tmp.path()), Error);  // no config.json
+  std::ofstream(tmp.path() / "config.json") << R"({"hidden_dim": 30, "num_heads": 4, "text": {}})";
+  try {
+    load_model<float>(tmp.path());
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("hidden_dim"));
+  }
+}
+
+TEST(SampleIo, RoundTripAndErrors) {
+  TempDir tmp;
+  Sample<float> sample;
+  sample.text = std::vector<std::int64_t>{4, 5, 6};
+  sample.image = Tensor3<float>(3, 8, 8);
+  sample.image->setRandom();
+  sample.audio = Matrix<float>::Random(4, 7);
+  sample.video = Tensor4<float>(3, 3, 8, 8);
+  sample.video->setRandom();
+  write_sample(tmp.path() / "in.safetensors", sample);
+  const auto back = read_sample<float>(tmp.path() / "in.safetensors");
+  EXPECT_EQ(*back.text, *sample.text);
+  EXPECT_TRUE(*back.audio == *sample.audio);
+  EXPECT_EQ(back.video->dimension(0), 3);
+  EXPECT_EQ((*back.image)(2, 7, 1), (*sample.image)(2, 7, 1));
+
+  auto expect_read_error = [&](std::map<std::string, TensorData> tensors, const std::string& message) {
+    save_safetensors(tmp.path() / "bad.safetensors", tensors);
+    try {
+      read_sample<float>(tmp.path() / "bad.safetensors");
+      ADD_FAILURE() << message;
+    } catch (const Error& e) {
+      EXPECT_THAT(e.what(), HasSubstr("bad.safetensors"));
+      EXPECT_THAT(e.what(), HasSubstr(message));
+    }
+  };
+  expect_read_error({{"pixels", TensorData::from_matrix(Matrix<float>::Zero(2, 2))}},
+                    "unexpected tensor 'pixels'");
+  expect_read_error({{"image", TensorData::from_matrix(Matrix<float>::Zero(2, 2))}},
+                    "tensor 'image' has shape [2, 2], expected [C, S, S]");
+  expect_read_error({{"text_ids", TensorData::from_vector(std::vector<float>{1, 2})}},
+                    "tensor 'text_ids' has dtype F32, expected I32 or I64");
+  expect_read_error({{"audio", TensorData::from_matrix(Matrix<std::int32_t>::Zero(2, 2))}},
+                    "tensor 'audio' has dtype I32, expected F32, F16, BF16 or F64");
+  expect_read_error({}, "no input tensor");
+}
+
+}  // namespace
+}  // namespace tessera
