@@ -1,0 +1,104 @@
+// Tests of include/tessera/core/: error.hpp, parallel.hpp, tensor.hpp.
+
+// The tessera::tessera target defines this for every consumer (CMakeLists.txt); checked before
+// any header, since core/tensor.hpp defines it too.
+#ifndef EIGEN_DONT_PARALLELIZE
+#error "tessera::tessera should define EIGEN_DONT_PARALLELIZE"
+#endif
+
+#include <tessera/core/error.hpp>
+#include <tessera/core/parallel.hpp>
+#include <tessera/core/tensor.hpp>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+
+// The message of the tessera::Error that `action` throws; fails the test if it throws
+// nothing or something else.
+template <class Action>
+std::string error_message(Action action) {
+  try {
+    action();
+  } catch (const tessera::Error& e) {
+    return e.what();
+  } catch (...) {
+    ADD_FAILURE() << "threw something other than tessera::Error";
+    return {};
+  }
+  ADD_FAILURE() << "threw nothing";
+  return {};
+}
+
+TEST(Error, IsARuntimeError) {
+  static_assert(std::is_base_of_v<std::runtime_error, tessera::Error>);
+  const tessera::Error error("bad shape");
+  EXPECT_STREQ(error.what(), "bad shape");
+}
+
+TEST(Error, FailThrowsTheConcatenatedMessage) {
+  const std::string message = error_message([] {
+    tessera::fail("tensor ", "blocks.0.attn.qkv.weight", ": expected [", 768, ", ", 256, "]");
+  });
+  EXPECT_EQ(message, "tensor blocks.0.attn.qkv.weight: expected [768, 256]");
+}
+
+TEST(Error, CheckThrowsOnlyWhenTheConditionIsFalse) {
+  EXPECT_NO_THROW(tessera::check(true, "never thrown"));
+  const tessera::Index rows = 3;
+  EXPECT_EQ(error_message([&] { tessera::check(rows == 4, "rows: expected 4, got ", rows); }),
+            "rows: expected 4, got 3");
+}
+
+#ifndef TESSERA_NO_ASSERT
+TEST(Error, AssertThrowsNamingTheConditionAndPlace) {
+  EXPECT_NO_THROW(TESSERA_ASSERT(1 + 1 == 2));
+  const int heads = 3;
+  const std::string message = error_message([&] { TESSERA_ASSERT(heads % 2 == 0); });
+  EXPECT_THAT(message, StartsWith("tessera internal error: assertion `heads % 2 == 0` failed at "));
+  EXPECT_THAT(message, HasSubstr("test_core.cpp:"));
+}
+#endif
+
+TEST(Parallel, SetNumThreadsIsHonouredWhenOpenMPIsOn) {
+  const int before = tessera::num_threads();
+  ASSERT_GE(before, 1);
+  tessera::set_num_threads(1);
+  EXPECT_EQ(tessera::num_threads(), 1);
+  tessera::set_num_threads(0);  // clamped to 1
+  EXPECT_EQ(tessera::num_threads(), 1);
+#ifdef _OPENMP
+  tessera::set_num_threads(2);
+  EXPECT_EQ(tessera::num_threads(), 2);
+#endif
+  tessera::set_num_threads(before);
+  EXPECT_EQ(tessera::num_threads(), before);
+}
+
+TEST(Parallel, EigenDoesNotThreadProducts) { EXPECT_EQ(Eigen::nbThreads(), 1); }
+
+TEST(Tensor, MatricesAreRowMajorLikePyTorch) {
+  static_assert(tessera::Matrix<float>::IsRowMajor);
+  static_assert(tessera::Matrix<double>::IsRowMajor);
+  tessera::Matrix<float> m(2, 3);  // [2, 3]
+  m << 0, 1, 2, 3, 4, 5;
+  EXPECT_EQ(m.data()[3], 3.0f);  // element (1, 0) follows row 0 in memory
+}
+
+TEST(Tensor, ModalityNamesFollowTheTokenOrder) {
+  EXPECT_EQ(tessera::num_modalities, 4);
+  EXPECT_STREQ(tessera::modality_name(tessera::Modality::text), "text");
+  EXPECT_STREQ(tessera::modality_name(tessera::Modality::image), "image");
+  EXPECT_STREQ(tessera::modality_name(tessera::Modality::audio), "audio");
+  EXPECT_STREQ(tessera::modality_name(tessera::Modality::video), "video");
+}
+
+}  // namespace
