@@ -27,20 +27,6 @@ using Matrix = tessera::Matrix<float>;
 
 constexpr Index attention_heads = 12;  // H
 
-// Sets tessera's thread count for one benchmark and restores the previous one after it.
-class ThreadScope {
- public:
-  explicit ThreadScope(int threads) : previous_(tessera::num_threads()) {
-    tessera::set_num_threads(threads);
-  }
-  ~ThreadScope() { tessera::set_num_threads(previous_); }
-  ThreadScope(const ThreadScope&) = delete;
-  ThreadScope& operator=(const ThreadScope&) = delete;
-
- private:
-  int previous_;
-};
-
 // A GFLOPS counter from the flops of one iteration: Google Benchmark multiplies by the
 // iteration count and divides by the elapsed time.
 benchmark::Counter gflops(double flops_per_iteration) {
@@ -52,7 +38,7 @@ benchmark::Counter gflops(double flops_per_iteration) {
 void BM_attention_reference(benchmark::State& state) {
   const Index length = state.range(0);  // L
   const Index head_dim = state.range(1);  // dh
-  const ThreadScope threads(static_cast<int>(state.range(2)));
+  const tessera::ScopedThreads threads(static_cast<int>(state.range(2)));
   const Index width = attention_heads * head_dim;  // H*dh
 
   // Uniform [-1, 1] entries keep the scores q k^T / sqrt(dh) of order 1, as after a norm.
@@ -98,7 +84,7 @@ void BM_linear_forward(benchmark::State& state) {
   const Index rows = state.range(0);    // L
   const Index in = state.range(1);      // D
   const Index out = state.range(2);     // F
-  const ThreadScope threads(static_cast<int>(state.range(3)));
+  const tessera::ScopedThreads threads(static_cast<int>(state.range(3)));
 
   tessera::nn::Linear<float> linear(in, out, true);
   linear.weight = Matrix::Random(out, in) * 0.02f;  // [F, D]

@@ -41,20 +41,6 @@ using Sample = tessera::Sample<float>;
 
 enum class Case { text, image, audio, video, video_pooled, mixed };
 
-// Sets tessera's thread count for one benchmark and restores the previous one after it.
-class ThreadScope {
- public:
-  explicit ThreadScope(int threads) : previous_(tessera::num_threads()) {
-    tessera::set_num_threads(threads);
-  }
-  ~ThreadScope() { tessera::set_num_threads(previous_); }
-  ThreadScope(const ThreadScope&) = delete;
-  ThreadScope& operator=(const ThreadScope&) = delete;
-
- private:
-  int previous_;
-};
-
 // The config of a case: the shared small transformer plus the sections its inputs need.
 nlohmann::json case_config(Case c) {
   nlohmann::json config = {{"hidden_dim", 256}, {"num_layers", 4}, {"num_heads", 4},
@@ -149,7 +135,7 @@ std::vector<Sample> case_batch(Case c) {
 void BM_encode_batch(benchmark::State& state, Case c) {
   const Encoder& model = case_model(c);
   const std::vector<Sample> batch = case_batch(c);
-  const ThreadScope threads(static_cast<int>(state.range(0)));
+  const tessera::ScopedThreads threads(static_cast<int>(state.range(0)));
 
   // The token count of the batch, from one untimed call (it also warms the allocator).
   Index tokens = 0;

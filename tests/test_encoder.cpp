@@ -166,12 +166,15 @@ std::vector<Sample<float>> random_batch() {
 TEST(Encoder, BitwiseIdenticalForOneAndTwoThreads) {
   const auto model = random_model();
   const auto batch = random_batch();
-  const int before = num_threads();
-  set_num_threads(1);
-  const auto one = model.encode_batch(batch);
-  set_num_threads(2);
-  const auto two = model.encode_batch(batch);
-  set_num_threads(before);
+  std::vector<Encoding<float>> one, two;
+  {
+    ScopedThreads threads(1);
+    one = model.encode_batch(batch);
+  }
+  {
+    ScopedThreads threads(2);
+    two = model.encode_batch(batch);
+  }
   for (std::size_t i = 0; i < batch.size(); ++i) {
     EXPECT_TRUE(one[i].hidden == two[i].hidden) << "sample " << i;
     EXPECT_TRUE(one[i].embedding == two[i].embedding) << "sample " << i;

@@ -10,8 +10,11 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <random>
 #include <sstream>
 #include <string>
+
+#include <unistd.h>
 
 #ifndef TESSERA_TEST_DATA_DIR
 #error "TESSERA_TEST_DATA_DIR must name tests/data"
@@ -20,6 +23,29 @@
 namespace tessera::test {
 
 inline std::filesystem::path data_dir() { return TESSERA_TEST_DATA_DIR; }
+
+// A fresh directory under the system temp directory, removed with everything in it.
+class TempDir {
+ public:
+  TempDir() {
+    static int counter = 0;
+    path_ = std::filesystem::temp_directory_path() /
+            ("tessera_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++) + "_" +
+             std::to_string(std::random_device{}()));
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
 
 // The tolerance of every comparison against a float64 reference: |a - r| <= atol + rtol*|r|.
 template <class Scalar>

@@ -28,4 +28,17 @@ inline int num_threads() {
 #endif
 }
 
+// Sets the thread count for a scope and restores the previous one when it ends:
+//   { tessera::ScopedThreads one(1); model.encode(sample); }
+class ScopedThreads {
+ public:
+  explicit ScopedThreads(int threads) : previous_(num_threads()) { set_num_threads(threads); }
+  ~ScopedThreads() { set_num_threads(previous_); }
+  ScopedThreads(const ScopedThreads&) = delete;
+  ScopedThreads& operator=(const ScopedThreads&) = delete;
+
+ private:
+  int previous_;
+};
+
 }  // namespace tessera
