@@ -1,4 +1,4 @@
-// Tests of include/tessera/core/: error.hpp, parallel.hpp, tensor.hpp.
+// Tests of include/tessera/core/: error.hpp, parallel.hpp, tensor.hpp, warning.hpp.
 
 // The tessera::tessera target defines this for every consumer (CMakeLists.txt); checked before
 // any header, since core/tensor.hpp defines it too.
@@ -9,6 +9,7 @@
 #include <tessera/core/error.hpp>
 #include <tessera/core/parallel.hpp>
 #include <tessera/core/tensor.hpp>
+#include <tessera/core/warning.hpp>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -16,6 +17,7 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 namespace {
 
@@ -102,3 +104,12 @@ TEST(Tensor, ModalityNamesFollowTheTokenOrder) {
 }
 
 }  // namespace
+
+TEST(Warning, GoesToTheHandlerAndTheHandlerCanBeRestored) {
+  std::vector<std::string> seen;
+  auto previous = tessera::set_warning_handler([&](const std::string& m) { seen.push_back(m); });
+  tessera::warn("text cut to ", 77, " tokens");
+  tessera::set_warning_handler(previous);
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0], "text cut to 77 tokens");
+}

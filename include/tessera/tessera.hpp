@@ -1,9 +1,10 @@
 #pragma once
 // tessera: the umbrella header. Include this, or only the module headers you need.
 
-// core: errors, matrix types, threads
+// core: errors, warnings, matrix types, threads
 #include <tessera/core/error.hpp>
 #include <tessera/core/parallel.hpp>
+#include <tessera/core/warning.hpp>
 #include <tessera/core/tensor.hpp>
 
 // io: the safetensors format
