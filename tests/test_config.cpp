@@ -27,18 +27,7 @@ namespace fs = std::filesystem;
 
 using tessera::test::TempDir;
 
-std::string error_of(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const tessera::Error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected tessera::Error, got another exception: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "expected tessera::Error, nothing was thrown";
-  return "";
-}
+using tessera::test::error_of;
 
 // The error of parsing `text` (a JSON document) as a config.
 std::string parse_error(const std::string& text) {

@@ -138,12 +138,8 @@ TYPED_TEST(NnTest, EmbeddingRejectsIdsOutOfRangeWithoutWriting) {
   nn::Embedding<Scalar> embedding(10, 4);
   Matrix<Scalar> y = Matrix<Scalar>::Constant(3, 4, Scalar(7));
   const std::vector<std::int64_t> ids = {1, 10, 2};
-  try {
-    embedding.forward(y, ids, "text_ids");
-    FAIL() << "expected tessera::Error";
-  } catch (const Error& e) {
-    EXPECT_THAT(e.what(), ::testing::HasSubstr("text_ids[1] = 10 is out of range [0, 10)"));
-  }
+  EXPECT_THAT(test::error_of([&] { embedding.forward(y, ids, "text_ids"); }),
+              ::testing::HasSubstr("text_ids[1] = 10 is out of range [0, 10)"));
   EXPECT_TRUE((y.array() == Scalar(7)).all()) << "nothing is written on error";
   const std::vector<std::int64_t> negative = {-1};
   Matrix<Scalar> one(1, 4);

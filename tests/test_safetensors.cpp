@@ -37,20 +37,7 @@ class SafetensorsTest : public ::testing::Test {
   TempDir dir;
 };
 
-// The message of the tessera::Error `action` throws; fails the test if it throws nothing or
-// something else.
-std::string error_of(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const tessera::Error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected tessera::Error, got another exception: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "expected tessera::Error, nothing was thrown";
-  return "";
-}
+using tessera::test::error_of;
 
 void write_bytes(const fs::path& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);

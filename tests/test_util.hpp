@@ -2,6 +2,7 @@
 // Shared test helpers: fixture paths, reading fixture tensors, and closeness checks that
 // print the first mismatches and the largest difference.
 
+#include <tessera/core/error.hpp>
 #include <tessera/core/tensor.hpp>
 #include <tessera/io/safetensors.hpp>
 
@@ -10,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -46,6 +48,21 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+// The message of the tessera::Error `action` throws; fails the test if it throws nothing or
+// something else.
+inline std::string error_of(const std::function<void()>& action) {
+  try {
+    action();
+  } catch (const Error& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "expected tessera::Error, got another exception: " << e.what();
+    return "";
+  }
+  ADD_FAILURE() << "expected tessera::Error, nothing was thrown";
+  return "";
+}
 
 // The tolerance of every comparison against a float64 reference: |a - r| <= atol + rtol*|r|.
 template <class Scalar>
