@@ -1,0 +1,374 @@
+#pragma once
+// Decoding image files to 8-bit RGB (SPEC 5.2), the way PIL.Image.open(f).convert("RGB") does.
+//
+//   decode_image(path, limits)                 a PNG, JPEG, BMP or binary PPM/PGM file
+//   decode_image_memory(bytes, name, limits)   the same from memory; `name` is used in errors
+//   preprocess_image(path, config)             decode + the pipeline of tokenize/image.hpp
+//
+// What comes out, per input kind (each checked against Pillow 9.4, see docs/image.md):
+//   gray, gray + alpha         gray replicated to R, G, B; alpha dropped
+//   RGB, RGBA, palette (+tRNS) the colours; alpha dropped, never composited or premultiplied
+//   1, 2, 4-bit PNG            scaled to 0..255 as Pillow does (x 255, 85, 17)
+//   16-bit RGB(A), gray+alpha  the high byte of each sample (as Pillow's "RGB;16B" unpacker)
+//   16-bit gray PNG            refused: Pillow opens it as mode "I" and convert("RGB") clips
+//                              every value above 255 to white, which no caller wants
+//   PPM/PGM (P6/P5)            maxval 255 only; other maxvals (which Pillow rescales) refused
+//   JPEG (baseline, progressive, gray, YCbCr 4:4:4/4:2:2/4:2:0, Adobe CMYK)
+//                              decoded by stb_image, not libjpeg: a few levels off libjpeg,
+//                              more in one column of 4:2:2 files (docs/image.md)
+// EXIF orientation is ignored, as by PIL.Image.open.
+//
+// Errors (tessera::Error, naming the file and the problem): a missing or unreadable file, an
+// empty file, an unsupported format (GIF, TIFF, WebP, ... or an unknown signature), a header
+// that does not parse, an image of 0 pixels, more pixels than ImageLimits::max_pixels
+// (checked from the header, before anything is allocated or decoded), truncated data
+// (PNG, JPEG, BMP, PPM/PGM), corrupt data (stb_image's reason is quoted).
+//
+// Thread safety: every function may run on several threads at once. stb_image keeps its
+// failure reason in a global that Debian's libstb builds thread-local (stb_image.h defines
+// STBI_THREAD_LOCAL for C11/C++11 compilers; `objdump -t libstb.a` shows
+// stbi__g_failure_reason in .tbss), and the reason is read right after the failing call on
+// the same thread. The other stb globals (vertical flip, iPhone PNG, unpremultiply) are never
+// set by tessera and must not be set by the application.
+//
+// Needs stb_image (Debian: libstb-dev), linked by the tessera CMake target, which then
+// defines TESSERA_HAS_STB. The implementation is in libstb, so STB_IMAGE_IMPLEMENTATION must
+// not be defined.
+
+#ifndef TESSERA_HAS_STB
+#error "tessera/io/image.hpp decodes images with stb_image, which this build does not have: install libstb-dev (pkg-config module 'stb') and reconfigure with TESSERA_USE_STB=ON, or link tessera::tessera, which defines TESSERA_HAS_STB when stb is found"
+#endif
+
+#include <tessera/core/error.hpp>
+#include <tessera/core/tensor.hpp>
+#include <tessera/model/config.hpp>
+#include <tessera/tokenize/image.hpp>
+
+#include <stb_image.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <system_error>
+#include <vector>
+
+namespace tessera {
+
+// Guards against hostile or mistaken inputs; checked from the header before decoding.
+struct ImageLimits {
+  Index max_pixels = 100'000'000;  // width * height (100 megapixels)
+};
+
+namespace detail {
+
+enum class ImageFormat { png, jpeg, bmp, pnm };
+
+inline const char* image_format_name(ImageFormat format) {
+  switch (format) {
+    case ImageFormat::png: return "PNG";
+    case ImageFormat::jpeg: return "JPEG";
+    case ImageFormat::bmp: return "BMP";
+    case ImageFormat::pnm: return "PPM/PGM";
+  }
+  return "image";
+}
+
+inline bool starts_with_bytes(std::span<const std::uint8_t> bytes, const char* magic,
+                              std::size_t length) {
+  return bytes.size() >= length && std::memcmp(bytes.data(), magic, length) == 0;
+}
+
+// The format from the file's signature (never from its extension, which may lie).
+inline ImageFormat sniff_image_format(std::span<const std::uint8_t> bytes,
+                                      const std::string& name) {
+  if (starts_with_bytes(bytes, "\x89PNG\r\n\x1a\n", 8)) return ImageFormat::png;
+  if (starts_with_bytes(bytes, "\xFF\xD8\xFF", 3)) return ImageFormat::jpeg;
+  if (starts_with_bytes(bytes, "BM", 2)) return ImageFormat::bmp;
+  if (starts_with_bytes(bytes, "P5", 2) || starts_with_bytes(bytes, "P6", 2))
+    return ImageFormat::pnm;
+  const char* known = "unknown signature";
+  if (starts_with_bytes(bytes, "P1", 2) || starts_with_bytes(bytes, "P2", 2) ||
+      starts_with_bytes(bytes, "P3", 2) || starts_with_bytes(bytes, "P4", 2))
+    known = "plain (ASCII) or 1-bit PNM (P1-P4)";
+  else if (starts_with_bytes(bytes, "P7", 2)) known = "PAM (P7)";
+  else if (starts_with_bytes(bytes, "GIF8", 4)) known = "GIF";
+  else if (starts_with_bytes(bytes, "II*\0", 4) || starts_with_bytes(bytes, "MM\0*", 4))
+    known = "TIFF";
+  else if (bytes.size() >= 12 && starts_with_bytes(bytes, "RIFF", 4) &&
+           std::memcmp(bytes.data() + 8, "WEBP", 4) == 0)
+    known = "WebP";
+  else if (starts_with_bytes(bytes, "8BPS", 4)) known = "PSD";
+  else if (starts_with_bytes(bytes, "#?RADIANCE", 10) || starts_with_bytes(bytes, "#?RGBE", 6))
+    known = "Radiance HDR";
+  else if (bytes.size() >= 12 && std::memcmp(bytes.data() + 4, "ftyp", 4) == 0)
+    known = "HEIF/AVIF";
+  fail(name, ": unsupported image format (", known,
+       "); tessera reads PNG, JPEG, BMP and binary PPM/PGM (P6/P5)");
+}
+
+inline std::uint32_t read_le32(std::span<const std::uint8_t> bytes, std::size_t at) {
+  return static_cast<std::uint32_t>(bytes[at]) | (static_cast<std::uint32_t>(bytes[at + 1]) << 8) |
+         (static_cast<std::uint32_t>(bytes[at + 2]) << 16) |
+         (static_cast<std::uint32_t>(bytes[at + 3]) << 24);
+}
+
+inline std::uint32_t read_be32(std::span<const std::uint8_t> bytes, std::size_t at) {
+  return (static_cast<std::uint32_t>(bytes[at]) << 24) |
+         (static_cast<std::uint32_t>(bytes[at + 1]) << 16) |
+         (static_cast<std::uint32_t>(bytes[at + 2]) << 8) | static_cast<std::uint32_t>(bytes[at + 3]);
+}
+
+// Width and height as the header states them, read by tessera so that the size checks come
+// before stb_image allocates anything. (stbi_info is not used: it tries every format in turn
+// and reports only the last one's failure, usually "unknown image type"; stbi_load's reason
+// names the actual problem.)
+struct HeaderSize {
+  Index width = 0, height = 0;
+};
+
+inline HeaderSize png_header_size(std::span<const std::uint8_t> bytes, const std::string& name) {
+  check(bytes.size() >= 26 && std::memcmp(bytes.data() + 12, "IHDR", 4) == 0, name,
+        ": invalid PNG header (the IHDR chunk does not follow the signature)");
+  return {Index{read_be32(bytes, 16)}, Index{read_be32(bytes, 20)}};
+}
+
+inline HeaderSize bmp_header_size(std::span<const std::uint8_t> bytes, const std::string& name) {
+  check(bytes.size() >= 26, name, ": invalid BMP header (", bytes.size(), " bytes)");
+  const std::uint32_t header_size = read_le32(bytes, 14);
+  check(header_size == 12 || header_size == 40 || header_size == 56 || header_size == 108 ||
+            header_size == 124,
+        name, ": invalid or unsupported BMP header (DIB header size ", header_size,
+        "; expected 12, 40, 56, 108 or 124)");
+  if (header_size == 12)  // OS/2 BITMAPCOREHEADER: 16-bit sizes
+    return {Index{bytes[18]} | (Index{bytes[19]} << 8), Index{bytes[20]} | (Index{bytes[21]} << 8)};
+  const auto width = static_cast<std::int32_t>(read_le32(bytes, 18));
+  const auto height = static_cast<std::int32_t>(read_le32(bytes, 22));  // < 0: top-down rows
+  return {Index{width}, height < 0 ? -Index{height} : Index{height}};
+}
+
+// The file size an uncompressed BMP needs (stb_image reads past the end of a short one as
+// zeros, where Pillow raises "image file is truncated"); 0 when the layout is not one to check.
+inline std::size_t bmp_required_size(std::span<const std::uint8_t> bytes, Index width,
+                                     Index height) {
+  if (bytes.size() < 34) return 0;
+  const std::uint32_t offset = read_le32(bytes, 10);
+  const std::uint32_t header_size = read_le32(bytes, 14);
+  if (header_size < 40) return 0;  // OS/2 headers: stb judges
+  const unsigned bpp = static_cast<unsigned>(bytes[28]) | (static_cast<unsigned>(bytes[29]) << 8);
+  const std::uint32_t compression = read_le32(bytes, 30);
+  if (compression != 0 && compression != 3) return 0;  // RLE etc.: stb refuses those itself
+  const std::size_t stride = (static_cast<std::size_t>(width) * bpp + 31) / 32 * 4;
+  return static_cast<std::size_t>(offset) + stride * static_cast<std::size_t>(height);
+}
+
+// Binary PPM/PGM header: "P6" or "P5", whitespace and #-comments, width, height, maxval, one
+// whitespace byte, then the samples.
+struct PnmHeader {
+  Index width = 0, height = 0, maxval = 0, channels = 0;
+  std::size_t data_offset = 0;
+};
+
+inline PnmHeader parse_pnm_header(std::span<const std::uint8_t> bytes, const std::string& name) {
+  PnmHeader h;
+  h.channels = bytes[1] == '6' ? 3 : 1;
+  std::size_t i = 2;
+  auto is_space = [](std::uint8_t c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
+  };
+  auto number = [&](const char* what) -> Index {
+    for (;;) {
+      while (i < bytes.size() && is_space(bytes[i])) ++i;
+      if (i < bytes.size() && bytes[i] == '#') {
+        while (i < bytes.size() && bytes[i] != '\n' && bytes[i] != '\r') ++i;
+        continue;
+      }
+      break;
+    }
+    check(i < bytes.size() && bytes[i] >= '0' && bytes[i] <= '9', name,
+          ": invalid PPM/PGM header: expected the ", what, " (a decimal number) at byte ", i);
+    Index value = 0;
+    while (i < bytes.size() && bytes[i] >= '0' && bytes[i] <= '9') {
+      value = value * 10 + (bytes[i++] - '0');
+      check(value <= (Index{1} << 31), name, ": invalid PPM/PGM header: the ", what,
+            " is too large");
+    }
+    return value;
+  };
+  h.width = number("width");
+  h.height = number("height");
+  h.maxval = number("maxval");
+  check(i < bytes.size() && is_space(bytes[i]), name,
+        ": invalid PPM/PGM header: expected one whitespace byte after the maxval");
+  h.data_offset = i + 1;
+  return h;
+}
+
+// JPEG: the size and number of components (from the first SOF marker) and whether an
+// end-of-image marker follows the first scan. stb_image decodes a JPEG cut short without
+// complaint (it pads the entropy-coded data with zeros), while Pillow raises "image file is
+// truncated"; the missing EOI marker is how a cut file is recognised.
+struct JpegLayout {
+  Index width = 0, height = 0;
+  int components = 0;  // 0: no frame header (SOF) before the first scan
+  bool has_end = false;
+};
+
+inline JpegLayout scan_jpeg(std::span<const std::uint8_t> bytes) {
+  JpegLayout layout;
+  std::size_t i = 2;  // after SOI
+  while (i + 4 <= bytes.size()) {
+    if (bytes[i] != 0xFF) return layout;  // not at a marker: corrupt, stb says more
+    const std::uint8_t marker = bytes[i + 1];
+    if (marker == 0xFF) {  // fill byte
+      ++i;
+      continue;
+    }
+    if (marker == 0xD9) return layout;  // EOI before any scan
+    const std::size_t length = (static_cast<std::size_t>(bytes[i + 2]) << 8) | bytes[i + 3];
+    const bool sof = marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 &&
+                     marker != 0xCC;
+    if (sof && layout.components == 0 && i + 9 < bytes.size()) {
+      layout.height = (Index{bytes[i + 5]} << 8) | bytes[i + 6];
+      layout.width = (Index{bytes[i + 7]} << 8) | bytes[i + 8];
+      layout.components = bytes[i + 9];
+    }
+    if (marker == 0xDA) {  // start of scan; in entropy-coded data 0xFF is followed by 0 or RSTn
+      for (std::size_t j = i + 2 + length; j + 1 < bytes.size(); ++j)
+        if (bytes[j] == 0xFF && bytes[j + 1] == 0xD9) {
+          layout.has_end = true;
+          break;
+        }
+      return layout;
+    }
+    i += 2 + length;
+  }
+  return layout;
+}
+
+// Frees stb_image's buffer.
+struct StbiFree {
+  void operator()(stbi_uc* p) const { stbi_image_free(p); }
+};
+
+inline std::string stbi_reason() {
+  const char* reason = stbi_failure_reason();
+  // Some stb failures (an unknown chunk type of zero bytes, as in a cut PNG) leave an empty
+  // reason.
+  return reason && *reason ? reason : "corrupt or truncated data";
+}
+
+}  // namespace detail
+
+// Decodes PNG, JPEG, BMP or binary PPM/PGM bytes to 8-bit RGB (see the top of this file).
+// `name` (usually the file name) starts every error message.
+inline Image decode_image_memory(std::span<const std::uint8_t> bytes, const std::string& name,
+                                 const ImageLimits& limits = {}) {
+  using detail::ImageFormat;
+  check(!bytes.empty(), name, ": the file is empty, not an image");
+  check(bytes.size() <= static_cast<std::size_t>(INT_MAX), name, ": ", bytes.size(),
+        " bytes is more than stb_image can read (2 GiB)");
+  const ImageFormat format = detail::sniff_image_format(bytes, name);
+  const std::string kind = detail::image_format_name(format);
+  const auto* data = reinterpret_cast<const stbi_uc*>(bytes.data());
+  const int length = static_cast<int>(bytes.size());
+
+  // ---- the header: size and limits, before anything is decoded ---------------------------
+  std::optional<detail::PnmHeader> pnm;
+  detail::HeaderSize size;
+  detail::JpegLayout jpeg;
+  switch (format) {
+    case ImageFormat::png: size = detail::png_header_size(bytes, name); break;
+    case ImageFormat::bmp: size = detail::bmp_header_size(bytes, name); break;
+    case ImageFormat::pnm:
+      pnm = detail::parse_pnm_header(bytes, name);
+      size = {pnm->width, pnm->height};
+      break;
+    case ImageFormat::jpeg:
+      jpeg = detail::scan_jpeg(bytes);
+      check(jpeg.components != 0, name, ": invalid JPEG header (no frame header before the "
+            "scan data)");
+      size = {jpeg.width, jpeg.height};
+      break;
+  }
+  check(size.width > 0 && size.height > 0, name, ": the ", kind, " header gives an image of ",
+        size.width, " x ", size.height, " pixels");
+  check(size.width < (Index{1} << 31) && size.height < (Index{1} << 31), name, ": the ", kind,
+        " header gives an image of ", size.width, " x ", size.height, " pixels, more than 2^31 "
+        "per side");
+  check(size.width * size.height <= limits.max_pixels, name, ": the image is ", size.width,
+        " x ", size.height, " = ", size.width * size.height,
+        " pixels, more than ImageLimits::max_pixels = ", limits.max_pixels);
+
+  // ---- what is refused or checked before decoding ----------------------------------------
+  if (format == ImageFormat::pnm) {
+    check(pnm->maxval == 255, name, ": PPM/PGM with maxval ", pnm->maxval,
+          " is not supported (only 255: 8-bit samples)");
+    const std::size_t needed = pnm->data_offset + static_cast<std::size_t>(size.width) *
+                               static_cast<std::size_t>(size.height) *
+                               static_cast<std::size_t>(pnm->channels);
+    check(bytes.size() >= needed, name, ": truncated PPM/PGM data (", bytes.size(),
+          " bytes, the header needs ", needed, ")");
+  }
+  if (format == ImageFormat::png)  // IHDR: bit depth at byte 24, colour type (0: gray) at 25
+    check(!(bytes[24] == 16 && bytes[25] == 0), name,
+          ": 16-bit grayscale PNG is not supported (Pillow opens it as 32-bit integers and "
+          "convert(\"RGB\") clips them at 255); convert it to 8 bits first");
+  if (format == ImageFormat::jpeg) {
+    check(jpeg.has_end, name, ": truncated JPEG data (no end-of-image marker after the scan "
+          "data)");
+    check(jpeg.components == 1 || jpeg.components == 3 || jpeg.components == 4, name,
+          ": JPEG with ", jpeg.components, " components is not supported (1, 3 or 4)");
+  }
+  if (format == ImageFormat::bmp) {
+    const std::size_t needed = detail::bmp_required_size(bytes, size.width, size.height);
+    check(bytes.size() >= needed, name, ": truncated BMP data (", bytes.size(),
+          " bytes, the header needs ", needed, ")");
+  }
+
+  // ---- decode ----------------------------------------------------------------------------
+  int w = 0, h = 0, n = 0;
+  std::unique_ptr<stbi_uc, detail::StbiFree> pixels(
+      stbi_load_from_memory(data, length, &w, &h, &n, 3));
+  if (!pixels) fail(name, ": cannot decode the ", kind, " data: ", detail::stbi_reason());
+  check(w == size.width && h == size.height, name, ": the ", kind, " data is ", w, " x ", h,
+        " pixels but its header says ", size.width, " x ", size.height);
+  Image out(w, h);
+  std::memcpy(out.rgb.data(), pixels.get(), out.rgb.size());
+  return out;
+}
+
+// Reads and decodes an image file (see decode_image_memory).
+inline Image decode_image(const std::filesystem::path& path, const ImageLimits& limits = {}) {
+  const std::string name = path.string();
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  check(std::filesystem::exists(status), name, ": no such image file");
+  check(!std::filesystem::is_directory(status), name, ": is a directory, not an image file");
+  const auto file_size = std::filesystem::file_size(path, ec);
+  check(ec || file_size <= static_cast<std::uintmax_t>(INT_MAX), name, ": ", file_size,
+        " bytes is more than stb_image can read (2 GiB)");
+  std::ifstream in(path, std::ios::binary);
+  check(in.is_open(), name, ": cannot open the image file: ", std::strerror(errno));
+  const std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(in)),
+                                        std::istreambuf_iterator<char>());
+  check(!in.bad(), name, ": cannot read the image file: ", std::strerror(errno));
+  return decode_image_memory(bytes, name, limits);
+}
+
+// SPEC 5.2 from a file: decode, resize the shorter side, center crop, /255, normalize.
+template <class Scalar = float>
+Tensor3<Scalar> preprocess_image(const std::filesystem::path& path,
+                                 const ImageConfig& config,  // -> [C, S, S]
+                                 const ImageLimits& limits = {}) {
+  return preprocess_image<Scalar>(decode_image(path, limits), config);
+}
+
+}  // namespace tessera

@@ -1,0 +1,315 @@
+#pragma once
+// The image pipeline of SPEC 5.2, from decoded 8-bit RGB to the image tensor [C, S, S]:
+//
+//   resize_shorter_side(image, S)   Pillow's Image.resize(..., Image.BICUBIC): shorter side
+//                                   = S, longer side = int(S * long / short) (torchvision's
+//                                   Resize rule)
+//   center_crop(image, S)           torchvision.transforms.functional.center_crop
+//   normalize_image(image, m, s)    ToTensor (/255) then Normalize ((x - mean) / std)
+//   preprocess_image(image, config) all three; preprocess_image_u8 stops before normalizing
+//
+// Decoding files lives in io/image.hpp (it needs stb_image); that header also has the
+// one-call preprocess_image(path, config). This one needs nothing but Eigen, so video
+// frames from any source can go through the same pipeline.
+//
+// Exactness: the resize is Pillow's (libImaging/Resample.c, Pillow 9.4) step by step, so the
+// 8-bit result is bit-identical to Pillow's, not merely close. The bicubic kernel
+// (a = -0.5) is stretched by the downscale factor when shrinking (antialiasing); its taps
+// are computed in double, normalized to sum 1, rounded to 22-bit fixed point; the
+// horizontal pass runs first and its output is rounded and clamped to 8 bits before the
+// vertical pass, exactly as Pillow does. docs/image.md lists what was measured.
+
+#include <tessera/core/error.hpp>
+#include <tessera/core/tensor.hpp>
+#include <tessera/model/config.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+namespace tessera {
+
+// An 8-bit RGB image, rows top to bottom: channel c of pixel (y, x) is
+// rgb[(y * width + x) * 3 + c].
+struct Image {
+  Index width = 0;
+  Index height = 0;
+  std::vector<std::uint8_t> rgb;  // [H, W, 3] row-major, interleaved R, G, B
+
+  Image() = default;
+  Image(Index width_, Index height_)
+      : width(width_), height(height_), rgb(static_cast<std::size_t>(width_ * height_ * 3)) {}
+
+  std::uint8_t* pixel(Index y, Index x) { return rgb.data() + 3 * (y * width + x); }
+  const std::uint8_t* pixel(Index y, Index x) const { return rgb.data() + 3 * (y * width + x); }
+  bool operator==(const Image&) const = default;
+};
+
+namespace detail {
+
+inline void check_image(const Image& image, const char* what) {
+  check(image.width > 0 && image.height > 0, what, ": the image is empty (", image.width, " x ",
+        image.height, " pixels)");
+  check(image.rgb.size() == static_cast<std::size_t>(image.width * image.height * 3), what,
+        ": the image holds ", image.rgb.size(), " bytes, expected width * height * 3 = ",
+        image.width * image.height * 3);
+}
+
+// ---- Pillow's separable resampling (libImaging/Resample.c) ---------------------------------
+// Fixed point: 8 bits of result, 2 bits of headroom for the negative lobes and for sums
+// above 1, so 32 - 8 - 2 = 22 fraction bits in an int32 accumulator.
+inline constexpr int resample_precision_bits = 22;
+
+// The bicubic convolution kernel with a = -0.5 (Keys), support 2.
+inline double bicubic_kernel(double x) {
+  constexpr double a = -0.5;
+  if (x < 0.0) x = -x;
+  if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
+  if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * a;
+  return 0.0;
+}
+
+// The taps of one pass: output pixel i reads input pixels first[i] .. first[i] + count[i] - 1
+// with weights[i * taps + j] (22-bit fixed point).
+struct ResampleTaps {
+  Index taps = 0;
+  std::vector<int> first;             // [out]
+  std::vector<int> count;             // [out]
+  std::vector<std::int32_t> weights;  // [out, taps]
+};
+
+// Pillow's precompute_coeffs + normalize_coeffs_8bpc for the box [0, in_size]: every
+// expression is evaluated in the same order and precision as there, so the rounded weights
+// are the same integers.
+inline ResampleTaps bicubic_taps(Index in_size, Index out_size) {
+  constexpr double support_unscaled = 2.0;
+  const float in0 = 0.0f, in1 = static_cast<float>(in_size);  // Pillow's box is float
+  const double scale = static_cast<double>(in1 - in0) / static_cast<double>(out_size);
+  const double filter_scale = scale < 1.0 ? 1.0 : scale;  // stretch the kernel when shrinking
+  const double support = support_unscaled * filter_scale;
+  const double inverse_filter_scale = 1.0 / filter_scale;
+
+  ResampleTaps out;
+  out.taps = static_cast<Index>(std::ceil(support)) * 2 + 1;
+  out.first.resize(static_cast<std::size_t>(out_size));
+  out.count.resize(static_cast<std::size_t>(out_size));
+  out.weights.assign(static_cast<std::size_t>(out_size * out.taps), 0);
+  std::vector<double> w(static_cast<std::size_t>(out.taps));
+  const int in = static_cast<int>(in_size);
+  for (Index i = 0; i < out_size; ++i) {
+    const double center = in0 + (static_cast<double>(i) + 0.5) * scale;
+    int xmin = static_cast<int>(center - support + 0.5);  // truncation, as Pillow's (int)
+    if (xmin < 0) xmin = 0;
+    int xmax = static_cast<int>(center + support + 0.5);
+    if (xmax > in) xmax = in;
+    const int n = xmax - xmin;
+    double sum = 0.0;
+    for (int x = 0; x < n; ++x) {
+      w[static_cast<std::size_t>(x)] = bicubic_kernel((x + xmin - center + 0.5) * inverse_filter_scale);
+      sum += w[static_cast<std::size_t>(x)];
+    }
+    std::int32_t* k = out.weights.data() + i * out.taps;
+    for (int x = 0; x < n; ++x) {
+      double v = w[static_cast<std::size_t>(x)];
+      if (sum != 0.0) v /= sum;
+      const double fixed = v * static_cast<double>(1 << resample_precision_bits);
+      k[x] = static_cast<std::int32_t>(v < 0 ? -0.5 + fixed : 0.5 + fixed);
+    }
+    out.first[static_cast<std::size_t>(i)] = xmin;
+    out.count[static_cast<std::size_t>(i)] = n;
+  }
+  return out;
+}
+
+// Rounds a fixed-point sum (which started at one half) to 8 bits, clamping to [0, 255].
+inline std::uint8_t clip_fixed_to_u8(std::int32_t sum) {
+  const std::int32_t v = sum >> resample_precision_bits;  // arithmetic shift: floor
+  return static_cast<std::uint8_t>(v < 0 ? 0 : (v > 255 ? 255 : v));
+}
+
+// Horizontal pass over input rows [row_begin, row_begin + out.height): out row r is input
+// row row_begin + r.
+inline void resample_horizontal(Image& out,             // [rows, out_w, 3]
+                                const Image& in,        // [H, W, 3]
+                                Index row_begin, const ResampleTaps& taps) {
+  const Index rows = out.height, width = out.width;
+  constexpr std::int32_t half = std::int32_t{1} << (resample_precision_bits - 1);
+#pragma omp parallel for schedule(static) if (rows * width >= 4096)
+  for (Index r = 0; r < rows; ++r) {
+    const std::uint8_t* src = in.pixel(row_begin + r, 0);
+    std::uint8_t* dst = out.pixel(r, 0);
+    for (Index x = 0; x < width; ++x) {
+      const int first = taps.first[static_cast<std::size_t>(x)];
+      const int n = taps.count[static_cast<std::size_t>(x)];
+      const std::int32_t* k = taps.weights.data() + x * taps.taps;
+      std::int32_t s0 = half, s1 = half, s2 = half;
+      for (int j = 0; j < n; ++j) {
+        const std::uint8_t* p = src + 3 * (first + j);
+        s0 += p[0] * k[j];
+        s1 += p[1] * k[j];
+        s2 += p[2] * k[j];
+      }
+      dst[3 * x + 0] = clip_fixed_to_u8(s0);
+      dst[3 * x + 1] = clip_fixed_to_u8(s1);
+      dst[3 * x + 2] = clip_fixed_to_u8(s2);
+    }
+  }
+}
+
+// Vertical pass: output row y reads taps.count[y] rows of `in` from taps.first[y] - row_offset
+// (row_offset = the input row that `in` starts at: the horizontal pass kept only those used).
+inline void resample_vertical(Image& out,       // [out_h, W, 3]
+                              const Image& in,  // [rows, W, 3]
+                              Index row_offset, const ResampleTaps& taps) {
+  const Index rows = out.height, values = out.width * 3;
+  constexpr std::int32_t half = std::int32_t{1} << (resample_precision_bits - 1);
+#pragma omp parallel for schedule(static) if (rows * values >= 12288)
+  for (Index y = 0; y < rows; ++y) {
+    const Index first = taps.first[static_cast<std::size_t>(y)] - row_offset;
+    const int n = taps.count[static_cast<std::size_t>(y)];
+    const std::int32_t* k = taps.weights.data() + y * taps.taps;
+    // Whole rows at a time (contiguous, vectorizable); integer sums do not depend on the order.
+    std::vector<std::int32_t> sum(static_cast<std::size_t>(values), half);
+    for (int j = 0; j < n; ++j) {
+      const std::uint8_t* src = in.rgb.data() + (first + j) * values;
+      const std::int32_t weight = k[j];
+      for (Index v = 0; v < values; ++v) sum[static_cast<std::size_t>(v)] += src[v] * weight;
+    }
+    std::uint8_t* dst = out.pixel(y, 0);
+    for (Index v = 0; v < values; ++v) dst[v] = clip_fixed_to_u8(sum[static_cast<std::size_t>(v)]);
+  }
+}
+
+// Python's round() of (excess / 2.0) for an integer excess >= 0: halves go to the even side.
+inline Index round_half_even_half(Index excess) {
+  const Index q = excess / 2;
+  return (excess % 2 != 0 && q % 2 != 0) ? q + 1 : q;
+}
+
+}  // namespace detail
+
+// Pillow's Image.resize((width, height), Image.BICUBIC) of an 8-bit RGB image: horizontal
+// pass first, 8-bit intermediate, then the vertical pass; a pass whose size does not change
+// is skipped (as in Pillow). Bit-identical to Pillow 9.4 (tests/test_image.cpp).
+inline Image resize_bicubic(const Image& image,  // [H, W, 3]
+                            Index width, Index height) {
+  detail::check_image(image, "resize_bicubic");
+  check(width > 0 && height > 0, "resize_bicubic: the target size must be positive, got ", width,
+        " x ", height);
+  const bool horizontal = width != image.width;
+  const bool vertical = height != image.height;
+  if (!horizontal && !vertical) return image;
+
+  const detail::ResampleTaps rows = detail::bicubic_taps(image.height, height);
+  // Only the input rows the vertical pass reads go through the horizontal pass.
+  const Index row_begin = rows.first.front();
+  const Index row_end = rows.first.back() + rows.count.back();
+  if (!vertical) {
+    Image out(width, image.height);
+    detail::resample_horizontal(out, image, 0, detail::bicubic_taps(image.width, width));
+    return out;
+  }
+  Image out(width, height);
+  if (horizontal) {
+    Image temp(width, row_end - row_begin);  // [rows used, width, 3]
+    detail::resample_horizontal(temp, image, row_begin, detail::bicubic_taps(image.width, width));
+    detail::resample_vertical(out, temp, row_begin, rows);
+  } else {
+    detail::resample_vertical(out, image, 0, rows);
+  }
+  return out;
+}
+
+// The size torchvision's Resize(size) gives an image of width x height: the shorter side
+// becomes `size`, the longer int(size * long / short) (truncated, from a double division).
+inline std::pair<Index, Index> shorter_side_size(Index width, Index height,
+                                                 Index size) {  // -> (width, height)
+  check(width > 0 && height > 0, "shorter_side_size: the image is empty (", width, " x ", height,
+        " pixels)");
+  check(size > 0, "shorter_side_size: the target size must be positive, got ", size);
+  const Index shorter = std::min(width, height), longer = std::max(width, height);
+  const auto resized_long = static_cast<Index>(static_cast<double>(size * longer) /
+                                               static_cast<double>(shorter));
+  return width <= height ? std::pair{size, resized_long} : std::pair{resized_long, size};
+}
+
+// Resizes so that the shorter side is `size` (SPEC 5.2), with Pillow's antialiased bicubic.
+inline Image resize_shorter_side(const Image& image,  // [H, W, 3]
+                                 Index size) {
+  detail::check_image(image, "resize_shorter_side");
+  const auto [width, height] = shorter_side_size(image.width, image.height, size);
+  return resize_bicubic(image, width, height);
+}
+
+// torchvision.transforms.functional.center_crop(image, [size, size]): the top-left corner is
+// (int(round((H - size) / 2.0)), int(round((W - size) / 2.0))) with Python's round half to
+// even. A side shorter than `size` is first padded with zeros, (size - side) / 2 before and
+// the rest after, as torchvision does.
+inline Image center_crop(const Image& image,  // [H, W, 3]
+                         Index size) {        // -> [size, size, 3]
+  detail::check_image(image, "center_crop");
+  check(size > 0, "center_crop: the crop size must be positive, got ", size);
+  const Index pad_left = image.width < size ? (size - image.width) / 2 : 0;
+  const Index pad_top = image.height < size ? (size - image.height) / 2 : 0;
+  const Index padded_w = std::max(image.width, size), padded_h = std::max(image.height, size);
+  const Index left = detail::round_half_even_half(padded_w - size) - pad_left;
+  const Index top = detail::round_half_even_half(padded_h - size) - pad_top;
+  Image out(size, size);  // zero-filled
+  for (Index y = 0; y < size; ++y) {
+    const Index sy = top + y;
+    if (sy < 0 || sy >= image.height) continue;
+    const Index x_begin = std::max<Index>(0, -left), x_end = std::min(size, image.width - left);
+    if (x_end <= x_begin) continue;
+    std::memcpy(out.pixel(y, x_begin), image.pixel(sy, left + x_begin),
+                static_cast<std::size_t>(3 * (x_end - x_begin)));
+  }
+  return out;
+}
+
+// torchvision's ToTensor + Normalize: x = byte / 255, then (x - mean[c]) / std[c], evaluated
+// in Scalar (float gives torchvision's float32 values bit for bit).
+template <class Scalar>
+Tensor3<Scalar> normalize_image(const Image& image,  // [H, W, 3]
+                                const std::vector<double>& mean, const std::vector<double>& std) {
+  detail::check_image(image, "normalize_image");
+  check(mean.size() == 3 && std.size() == 3, "normalize_image: mean and std need one value per "
+        "RGB channel (3), got ", mean.size(), " and ", std.size());
+  for (std::size_t c = 0; c < 3; ++c)
+    check(std::isfinite(std[c]) && std[c] != 0.0 && std::isfinite(mean[c]),
+          "normalize_image: mean[", c, "] = ", mean[c], " and std[", c, "] = ", std[c],
+          " must be finite, std nonzero");
+  const Index h = image.height, w = image.width;
+  Tensor3<Scalar> out(3, h, w);  // [C, H, W]
+  for (Index c = 0; c < 3; ++c) {
+    const auto m = static_cast<Scalar>(mean[static_cast<std::size_t>(c)]);
+    const auto s = static_cast<Scalar>(std[static_cast<std::size_t>(c)]);
+    for (Index y = 0; y < h; ++y)
+      for (Index x = 0; x < w; ++x) {
+        const Scalar v = static_cast<Scalar>(image.pixel(y, x)[c]) / static_cast<Scalar>(255);
+        out(c, y, x) = (v - m) / s;
+      }
+  }
+  return out;
+}
+
+// Resize and crop (SPEC 5.2 up to, not including, the division by 255): the 8-bit image the
+// conformance tests compare with Pillow + torchvision.
+inline Image preprocess_image_u8(const Image& image,  // [H, W, 3]
+                                 Index size) {        // -> [S, S, 3]
+  return center_crop(resize_shorter_side(image, size), size);
+}
+
+// The whole SPEC 5.2 pipeline after decoding: resize, crop, /255, normalize.
+template <class Scalar = float>
+Tensor3<Scalar> preprocess_image(const Image& image,  // [H, W, 3]
+                                 const ImageConfig& config) {  // -> [C, S, S]
+  check(config.channels == 3, "preprocess_image: the image pipeline gives 3 (RGB) channels, but "
+        "image.channels = ", config.channels);
+  check(config.size > 0, "preprocess_image: image.size must be positive, got ", config.size);
+  return normalize_image<Scalar>(preprocess_image_u8(image, config.size), config.mean, config.std);
+}
+
+}  // namespace tessera
