@@ -3,18 +3,24 @@
 //   tessera-demo [--out DIR] [--threads N]
 //
 // Builds a small four-modality model (random weights: tessera has no training yet, so the
-// similarities printed are those of an untrained model), saves it as a model directory,
-// loads it back, writes four generated samples as inputs files in the tessera-encode format,
-// encodes them as one packed batch, and prints each embedding's first values and the cosine
-// similarity of every pair. DIR (default tessera-demo) then holds model/ and sample_*.safetensors,
-// ready for `tessera-encode --model DIR/model --inputs DIR/sample_0.safetensors ...`.
+// similarities printed are those of an untrained model) with a BPE tokenizer trained on a
+// few captions, saves it as a model directory, loads it back, writes four generated samples
+// as inputs files in the tessera-encode format, encodes them as one packed batch, and prints
+// each embedding's first values and the cosine similarity of every pair. It also writes raw
+// files (square.ppm, tone.wav, moving.y4m) for the front ends. DIR (default tessera-demo)
+// then holds model/, sample_*.safetensors and the raw files, ready for
+//   tessera-encode --model DIR/model --inputs DIR/sample_0.safetensors ...
+//   tessera-encode --model DIR/model --text "a red square" --image DIR/square.ppm ...
 
 #include <tessera/tessera.hpp>
+#include <tessera/io/y4m.hpp>
+#include <tessera/tokenize/bpe_trainer.hpp>
 
 #include <cmath>
 #include <cstdio>
 #include <exception>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <string>
 #include <string_view>
@@ -63,6 +69,47 @@ tessera::Tensor4<float> moving_square(tessera::Index frames, tessera::Index size
   return video;
 }
 
+// The raw files of the demo: an 8-bit PPM image, a WAV tone and a Y4M video.
+void write_raw_files(const std::filesystem::path& dir) {
+  const tessera::Index size = 48;
+  tessera::Image square(size, size);
+  for (tessera::Index y = 0; y < size; ++y)
+    for (tessera::Index x = 0; x < size; ++x) {
+      const bool inside = x >= 12 && x < 36 && y >= 12 && y < 36;
+      std::uint8_t* p = square.pixel(y, x);
+      p[0] = inside ? 220 : 30;
+      p[1] = inside ? 40 : 30;
+      p[2] = inside ? 40 : 60;
+    }
+  std::ofstream ppm(dir / "square.ppm", std::ios::binary);
+  ppm << "P6\n" << size << " " << size << "\n255\n";
+  ppm.write(reinterpret_cast<const char*>(square.rgb.data()),
+            static_cast<std::streamsize>(square.rgb.size()));
+  tessera::check(ppm.good(), dir / "square.ppm", ": cannot write");
+
+  tessera::Matrix<float> tone(1, 16000);  // 1 s of 440 Hz at 16 kHz
+  for (tessera::Index i = 0; i < tone.cols(); ++i)
+    tone(0, i) = 0.5f * static_cast<float>(std::sin(2 * 3.14159265358979 * 440 * i / 16000.0));
+  tessera::write_wav(dir / "tone.wav", tone, 16000);
+
+  tessera::Y4mHeader header;
+  header.width = size;
+  header.height = size;
+  header.rate_num = 2;  // 2 frames per second: the model samples at 1 fps
+  tessera::Y4mWriter video(dir / "moving.y4m", header);
+  for (int t = 0; t < 8; ++t) {
+    tessera::Image frame(size, size);
+    for (tessera::Index y = 0; y < size; ++y)
+      for (tessera::Index x = 0; x < size; ++x) {
+        const bool inside = y >= 16 && y < 32 && (x - 4 * t + size) % size < 16;
+        std::uint8_t* p = frame.pixel(y, x);
+        p[0] = p[1] = p[2] = inside ? 235 : 16;
+      }
+    video.write(frame);
+  }
+  video.close();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -76,9 +123,18 @@ int main(int argc, char** argv) {
       else tessera::set_num_threads(std::stoi(argv[++i]));
     }
 
-    tessera::MultiModalEncoder<float> fresh(demo_config());
+    // A byte-level BPE tokenizer trained on a few captions; the model's vocabulary is its size.
+    const std::vector<std::string> captions = {
+        "a red square", "a red circle moving left", "a blue square moving right",
+        "a green triangle", "a rising tone", "a chord of three tones", "a white bar moving right"};
+    const auto tokenizer = tessera::train_bpe(captions, 300);
+    tessera::Config config = demo_config();
+    config.text->vocab_size = static_cast<tessera::Index>(tokenizer.vocab.size());
+    tessera::MultiModalEncoder<float> fresh(config);
     fresh.init_random(2026);
     tessera::save_model(fresh, out / "model");
+    tokenizer.save(out / "model");
+    write_raw_files(out);
     const auto model = tessera::load_model<float>(out / "model");
     std::cout << "model: " << out / "model" << " (" << model.parameters().size()
               << " tensors, D " << model.config.hidden_dim << ", E " << model.config.embed_dim
@@ -86,7 +142,7 @@ int main(int argc, char** argv) {
 
     std::vector<tessera::Sample<float>> batch(4);
     const std::vector<std::string> names = {"text", "image+audio", "video+text", "all four"};
-    batch[0].text = std::vector<std::int64_t>{17, 42, 311, 7, 99};
+    batch[0].text = std::vector<std::int64_t>{17, 42, 211, 7, 99};
     batch[1].image = gradient_image(32);
     batch[1].audio = tone_features(16, 30);
     batch[2].video = moving_square(5, 32);

@@ -1,14 +1,22 @@
 // tessera-encode: encode samples with a model directory and write their embeddings.
 //
-//   tessera-encode --model DIR --inputs FILE.safetensors [--inputs FILE2 ...]
-//                  --out OUT.safetensors [--threads N]
+//   tessera-encode --model DIR [SAMPLES...] --out OUT.safetensors [--threads N] [--repeat N]
 //
-// Each inputs file is one sample (any of text_ids, image, audio, video; see
-// docs/encoder.md); several --inputs form one batch. OUT holds `embeddings` [N, E] and
-// `hidden.0`, `hidden.1`, ... ([L_i, D]). Errors print one line to stderr and exit with 1.
+// SAMPLES, in any order and number (at least one sample in all):
+//   --inputs FILE.safetensors   one sample of preprocessed tensors (text_ids, image, audio,
+//                               video; docs/encoder.md)
+//   --text "..." --image FILE --audio FILE.wav --video FILE|DIR [--video-fps R]
+//                               raw inputs, mixed freely into one sample; --next starts
+//                               another one. --video-fps is a frame directory's rate (30).
+// All samples form one packed batch. OUT holds `embeddings` [N, E] and `hidden.0`,
+// `hidden.1`, ... ([L_i, D]). --repeat N runs everything N times and prints per-stage timings
+// (decode, preprocess, encode) as JSON on stdout. Errors print one line to stderr and exit 1.
 
 #include <tessera/tessera.hpp>
+#include <tessera/tokenize/files.hpp>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <exception>
 #include <iostream>
@@ -19,52 +27,116 @@
 namespace {
 
 constexpr const char* usage =
-    "usage: tessera-encode --model DIR --inputs FILE.safetensors [--inputs FILE2 ...] "
-    "--out OUT.safetensors [--threads N]";
+    "usage: tessera-encode --model DIR [--inputs FILE.safetensors ...] [--text T] [--image F] "
+    "[--audio F] [--video F|DIR [--video-fps R]] [--next ...] --out OUT.safetensors "
+    "[--threads N] [--repeat N]";
+
+// One sample of the batch: a preprocessed inputs file or raw inputs.
+struct SampleSource {
+  std::string inputs_file;  // empty for raw inputs
+  tessera::SampleFiles files;
+};
 
 struct Options {
   std::string model;
-  std::vector<std::string> inputs;
+  std::vector<SampleSource> samples;
   std::string out;
   int threads = 0;  // 0: OpenMP's default
+  int repeat = 0;   // 0: no timing report
 };
 
-int parse_threads(std::string_view text) {
+int positive_integer(std::string_view option, std::string_view text) {
   int value = 0;
   for (char c : text) {
-    tessera::check(c >= '0' && c <= '9' && value < 100000, "--threads expects a positive integer, got '", text, "'");
+    tessera::check(c >= '0' && c <= '9' && value < 100000, option,
+                   " expects a positive integer, got '", text, "'");
     value = value * 10 + (c - '0');
   }
-  tessera::check(!text.empty() && value >= 1, "--threads expects a positive integer, got '", text, "'");
+  tessera::check(!text.empty() && value >= 1, option, " expects a positive integer, got '", text, "'");
+  return value;
+}
+
+double positive_number(std::string_view option, const std::string& text) {
+  std::size_t used = 0;
+  double value = 0;
+  try {
+    value = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  tessera::check(used == text.size() && value > 0, option, " expects a positive number, got '",
+                 text, "'");
   return value;
 }
 
 Options parse(int argc, char** argv) {
   Options options;
+  bool raw_open = false;  // the last sample takes raw inputs
+  auto raw = [&]() -> tessera::SampleFiles& {
+    if (!raw_open) {
+      options.samples.emplace_back();
+      raw_open = true;
+    }
+    return options.samples.back().files;
+  };
+  auto set_once = [](auto& slot, auto value, std::string_view option) {
+    tessera::check(!slot.has_value(), option, " given twice for one sample (use --next to start another)");
+    slot = std::move(value);
+  };
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
     if (arg == "--help" || arg == "-h") {
       std::cout << usage << "\n";
       std::exit(0);
     }
+    if (arg == "--next") {
+      tessera::check(raw_open, "--next must follow the raw inputs of a sample");
+      raw_open = false;
+      continue;
+    }
     tessera::check(i + 1 < argc, "option ", arg, " needs a value (", usage, ")");
     const std::string value = argv[++i];
     if (arg == "--model") {
       options.model = value;
     } else if (arg == "--inputs") {
-      options.inputs.push_back(value);
+      options.samples.push_back({value, {}});
+    } else if (arg == "--text") {
+      set_once(raw().text, value, arg);
+    } else if (arg == "--image") {
+      set_once(raw().image, std::filesystem::path(value), arg);
+    } else if (arg == "--audio") {
+      set_once(raw().audio, std::filesystem::path(value), arg);
+    } else if (arg == "--video") {
+      set_once(raw().video, std::filesystem::path(value), arg);
+    } else if (arg == "--video-fps") {
+      raw().video_images_fps = positive_number(arg, value);
     } else if (arg == "--out") {
       options.out = value;
     } else if (arg == "--threads") {
-      options.threads = parse_threads(value);
+      options.threads = positive_integer(arg, value);
+    } else if (arg == "--repeat") {
+      options.repeat = positive_integer(arg, value);
     } else {
       tessera::fail("unknown option ", arg, " (", usage, ")");
     }
   }
   tessera::check(!options.model.empty(), "--model is required (", usage, ")");
-  tessera::check(!options.inputs.empty(), "at least one --inputs is required (", usage, ")");
+  tessera::check(!options.samples.empty(), "no sample: give --inputs or raw inputs (", usage, ")");
   tessera::check(!options.out.empty(), "--out is required (", usage, ")");
   return options;
+}
+
+struct Timing {
+  std::vector<double> decode, preprocess, encode;  // seconds, one per run
+};
+
+void print_stage(std::string_view name, std::vector<double> seconds, bool last) {
+  std::sort(seconds.begin(), seconds.end());
+  double total = 0;
+  for (double s : seconds) total += s;
+  std::cout << "    \"" << name << "\": {\"mean_ms\": " << 1e3 * total / seconds.size()
+            << ", \"min_ms\": " << 1e3 * seconds.front()
+            << ", \"median_ms\": " << 1e3 * seconds[seconds.size() / 2] << "}" << (last ? "\n" : ",\n");
 }
 
 }  // namespace
@@ -74,11 +146,43 @@ int main(int argc, char** argv) {
     const Options options = parse(argc, argv);
     if (options.threads > 0) tessera::set_num_threads(options.threads);
     const auto model = tessera::load_model<float>(options.model);
-    std::vector<tessera::Sample<float>> batch;
-    for (const auto& file : options.inputs) batch.push_back(tessera::read_sample<float>(file));
-    const auto encodings = model.encode_batch(batch);
+    const bool raw_inputs = std::any_of(options.samples.begin(), options.samples.end(),
+                                        [](const SampleSource& s) { return s.inputs_file.empty(); });
+    std::optional<tessera::FrontEnds> front;
+    if (raw_inputs) front.emplace(model.config, options.model);
+
+    Timing timing;
+    std::vector<tessera::Encoding<float>> encodings;
+    const int runs = std::max(1, options.repeat);
+    for (int run = 0; run < runs; ++run) {
+      tessera::StageTimes stages;
+      std::vector<tessera::Sample<float>> batch;
+      for (const auto& source : options.samples) {
+        if (!source.inputs_file.empty()) {
+          const auto start = std::chrono::steady_clock::now();
+          batch.push_back(tessera::read_sample<float>(source.inputs_file));
+          stages.decode += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        } else {
+          batch.push_back(front->load(source.files, &stages));
+        }
+      }
+      const auto start = std::chrono::steady_clock::now();
+      encodings = model.encode_batch(batch);
+      timing.encode.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+      timing.decode.push_back(stages.decode);
+      timing.preprocess.push_back(stages.preprocess);
+    }
     tessera::write_encodings<float>(options.out, encodings);
-    std::cout << "encoded " << encodings.size() << " sample(s) into " << options.out << "\n";
+    if (options.repeat > 0) {
+      std::cout << "{\n  \"samples\": " << encodings.size() << ",\n  \"repeat\": " << runs
+                << ",\n  \"threads\": " << tessera::num_threads() << ",\n  \"stages\": {\n";
+      print_stage("decode", timing.decode, false);
+      print_stage("preprocess", timing.preprocess, false);
+      print_stage("encode", timing.encode, true);
+      std::cout << "  }\n}\n";
+    } else {
+      std::cout << "encoded " << encodings.size() << " sample(s) into " << options.out << "\n";
+    }
     return 0;
   } catch (const std::exception& e) {
     std::cerr << "tessera-encode: error: " << e.what() << "\n";

@@ -7,8 +7,14 @@
 #include <tessera/core/warning.hpp>
 #include <tessera/core/tensor.hpp>
 
-// io: the safetensors format
+// io: file formats (images need stb; containers need FFmpeg, Y4M and image folders do not)
 #include <tessera/io/safetensors.hpp>
+#include <tessera/io/video.hpp>
+#include <tessera/io/wav.hpp>
+#include <tessera/io/y4m.hpp>
+#if defined(TESSERA_HAS_STB)
+#include <tessera/io/image.hpp>
+#endif
 
 // nn: the layers
 #include <tessera/nn/activation.hpp>
@@ -27,6 +33,22 @@
 #include <tessera/model/encoder.hpp>
 #include <tessera/model/model_io.hpp>
 #include <tessera/model/sample_io.hpp>
+
+// tokenize: the front ends that turn text and files into encoder inputs (SPEC 5); the text
+// tokenizers need ICU
+#include <tessera/tokenize/audio.hpp>
+#include <tessera/tokenize/image.hpp>
+#include <tessera/tokenize/utf8.hpp>
+#include <tessera/tokenize/video.hpp>
+#if defined(TESSERA_HAS_ICU)
+#include <tessera/tokenize/bpe_trainer.hpp>
+#include <tessera/tokenize/clip_bpe.hpp>
+#include <tessera/tokenize/gpt2_bpe.hpp>
+#include <tessera/tokenize/text.hpp>
+#endif
+#if defined(TESSERA_HAS_ICU) && defined(TESSERA_HAS_STB)
+#include <tessera/tokenize/files.hpp>
+#endif
 
 // train: losses
 #include <tessera/train/losses.hpp>
