@@ -238,14 +238,7 @@ class ClipBpe {
   // CLIP's decode: the tokens' bytes concatenated, every "</w>" replaced by a space. The
   // special tokens decode to their text. Bytes are returned as they are (no U+FFFD).
   std::string decode(std::span<const std::int64_t> ids) const {
-    std::string bytes;
-    for (std::size_t i = 0; i < ids.size(); ++i) {
-      const std::int64_t id = ids[i];
-      if (id < 0 || id >= static_cast<std::int64_t>(decoder_.size()) || !known_[static_cast<std::size_t>(id)]) {
-        fail("ClipBpe::decode: id ", id, " at position ", i, " is not in the vocabulary");
-      }
-      bytes += decoder_[static_cast<std::size_t>(id)];
-    }
+    const std::string bytes = vocab_.bytes(ids, "ClipBpe::decode");
     std::string out;
     out.reserve(bytes.size());
     for (std::size_t pos = 0; pos < bytes.size();) {
@@ -261,32 +254,12 @@ class ClipBpe {
 
   std::int64_t start_id() const { return start_id_; }
   std::int64_t end_id() const { return end_id_; }
-  std::size_t size() const { return encoder_.size(); }
-  std::int64_t token_to_id(std::string_view token) const {
-    const auto it = encoder_.find(token);
-    return it == encoder_.end() ? -1 : it->second;
-  }
+  std::size_t size() const { return vocab_.encoder.size(); }
+  std::int64_t token_to_id(std::string_view token) const { return vocab_.id(token); }
 
  private:
   void build(const BpeVocabulary& vocab, const BpeMerges& merges) {
-    check(!vocab.empty(), "ClipBpe: the vocabulary is empty");
-    std::int64_t max_id = -1;
-    for (const auto& [token, id] : vocab) {
-      check(id >= 0 && id < (std::int64_t{1} << 31), "ClipBpe: the id ", id, " of \"", token,
-            "\" is not in [0, 2^31)");
-      validate_utf8(token, "ClipBpe: vocabulary token");
-      max_id = std::max(max_id, id);
-    }
-    decoder_.assign(static_cast<std::size_t>(max_id + 1), std::string());
-    known_.assign(static_cast<std::size_t>(max_id + 1), false);
-    for (const auto& [token, id] : vocab) {
-      check(encoder_.emplace(token, id).second, "ClipBpe: the token \"", token,
-            "\" appears twice in the vocabulary");
-      check(!known_[static_cast<std::size_t>(id)], "ClipBpe: the id ", id,
-            " belongs to two tokens, \"", token, "\" and another");
-      known_[static_cast<std::size_t>(id)] = true;
-      decoder_[static_cast<std::size_t>(id)] = detail::token_to_bytes(token);
-    }
+    vocab_ = detail::VocabTable(vocab, "ClipBpe");
     start_id_ = token_to_id(start_token);
     end_id_ = token_to_id(end_token);
     check(start_id_ >= 0 && end_id_ >= 0,
@@ -313,8 +286,8 @@ class ClipBpe {
     for (std::size_t i = 0; i + 1 < ws.bounds.size(); ++i) {
       const std::string_view symbol =
           std::string_view(word).substr(ws.bounds[i], ws.bounds[i + 1] - ws.bounds[i]);
-      const auto it = encoder_.find(symbol);
-      if (it == encoder_.end()) {
+      const auto it = vocab_.encoder.find(symbol);
+      if (it == vocab_.encoder.end()) {
         fail("ClipBpe::encode: BPE produced the symbol \"", symbol,
              "\", which is not in the vocabulary");
       }
@@ -322,9 +295,7 @@ class ClipBpe {
     }
   }
 
-  std::unordered_map<std::string, std::int64_t, detail::StringHash, std::equal_to<>> encoder_;
-  std::vector<std::string> decoder_;  // id -> bytes
-  std::vector<bool> known_;
+  detail::VocabTable vocab_;
   detail::BpeRanks ranks_;
   std::int64_t start_id_ = -1, end_id_ = -1;
   std::uint64_t id_ = 0;

@@ -581,6 +581,57 @@ WordCache& thread_word_cache() {
   return cache;
 }
 
+// The id <-> token tables of a BPE vocabulary, checked on construction: ids in [0, 2^31),
+// tokens valid UTF-8, no token and no id twice. `who` names the tokenizer in messages.
+struct VocabTable {
+  std::unordered_map<std::string, std::int64_t, StringHash, std::equal_to<>> encoder;
+  std::vector<std::string> decoder;  // id -> bytes
+  std::vector<bool> known;           // id -> in the vocabulary
+
+  VocabTable() = default;
+  VocabTable(const BpeVocabulary& vocab, const char* who) {
+    check(!vocab.empty(), who, ": the vocabulary is empty");
+    std::int64_t max_id = -1;
+    for (const auto& [token, id] : vocab) {
+      check(id >= 0 && id < (std::int64_t{1} << 31), who, ": the id ", id, " of \"", token,
+            "\" is not in [0, 2^31)");
+      validate_utf8(token, concat(who, ": vocabulary token"));
+      max_id = std::max(max_id, id);
+    }
+    decoder.assign(static_cast<std::size_t>(max_id + 1), std::string());
+    known.assign(static_cast<std::size_t>(max_id + 1), false);
+    encoder.reserve(vocab.size());
+    for (const auto& [token, id] : vocab) {
+      check(encoder.emplace(token, id).second, who, ": the token \"", token,
+            "\" appears twice in the vocabulary");
+      check(!known[static_cast<std::size_t>(id)], who, ": the id ", id,
+            " belongs to two tokens, \"", token, "\" and another");
+      known[static_cast<std::size_t>(id)] = true;
+      decoder[static_cast<std::size_t>(id)] = token_to_bytes(token);
+    }
+  }
+
+  // The id of a token, or -1.
+  std::int64_t id(std::string_view token) const {
+    const auto it = encoder.find(token);
+    return it == encoder.end() ? -1 : it->second;
+  }
+
+  // The bytes of `ids` concatenated; an id not in the vocabulary is an Error naming `who`.
+  std::string bytes(std::span<const std::int64_t> ids, const char* who) const {
+    std::string out;
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      const std::int64_t id = ids[i];
+      if (id < 0 || id >= static_cast<std::int64_t>(decoder.size()) ||
+          !known[static_cast<std::size_t>(id)]) {
+        fail(who, ": id ", id, " at position ", i, " is not in the vocabulary");
+      }
+      out += decoder[static_cast<std::size_t>(id)];
+    }
+    return out;
+  }
+};
+
 }  // namespace detail
 
 class Gpt2Bpe {
@@ -652,49 +703,20 @@ class Gpt2Bpe {
   // that is not valid UTF-8 (no replacement characters are inserted). An id that is not in
   // the vocabulary is an Error.
   std::string decode(std::span<const std::int64_t> ids) const {
-    std::string out;
-    for (std::size_t i = 0; i < ids.size(); ++i) {
-      const std::int64_t id = ids[i];
-      if (id < 0 || id >= static_cast<std::int64_t>(decoder_.size()) || !known_[static_cast<std::size_t>(id)]) {
-        fail("Gpt2Bpe::decode: id ", id, " at position ", i, " is not in the vocabulary");
-      }
-      out += decoder_[static_cast<std::size_t>(id)];
-    }
-    return out;
+    return vocab_.bytes(ids, "Gpt2Bpe::decode");
   }
 
   // Number of tokens in the vocabulary; ids are below max_id() + 1.
-  std::size_t size() const { return encoder_.size(); }
-  std::int64_t max_id() const { return static_cast<std::int64_t>(decoder_.size()) - 1; }
+  std::size_t size() const { return vocab_.encoder.size(); }
+  std::int64_t max_id() const { return static_cast<std::int64_t>(vocab_.decoder.size()) - 1; }
   std::size_t num_merges() const { return num_merges_; }
 
   // The id of a token spelled in the vocabulary's alphabet ("Ġworld"), or -1.
-  std::int64_t token_to_id(std::string_view token) const {
-    const auto it = encoder_.find(token);
-    return it == encoder_.end() ? -1 : it->second;
-  }
+  std::int64_t token_to_id(std::string_view token) const { return vocab_.id(token); }
 
  private:
   void build(const BpeVocabulary& vocab, const BpeMerges& merges) {
-    check(!vocab.empty(), "Gpt2Bpe: the vocabulary is empty");
-    std::int64_t max_id = -1;
-    for (const auto& [token, id] : vocab) {
-      check(id >= 0 && id < (std::int64_t{1} << 31), "Gpt2Bpe: the id ", id, " of \"", token,
-            "\" is not in [0, 2^31)");
-      validate_utf8(token, "Gpt2Bpe: vocabulary token");
-      max_id = std::max(max_id, id);
-    }
-    decoder_.assign(static_cast<std::size_t>(max_id + 1), std::string());
-    known_.assign(static_cast<std::size_t>(max_id + 1), false);
-    encoder_.reserve(vocab.size());
-    for (const auto& [token, id] : vocab) {
-      check(encoder_.emplace(token, id).second, "Gpt2Bpe: the token \"", token,
-            "\" appears twice in the vocabulary");
-      check(!known_[static_cast<std::size_t>(id)], "Gpt2Bpe: the id ", id,
-            " belongs to two tokens, \"", token, "\" and another");
-      known_[static_cast<std::size_t>(id)] = true;
-      decoder_[static_cast<std::size_t>(id)] = detail::token_to_bytes(token);
-    }
+    vocab_ = detail::VocabTable(vocab, "Gpt2Bpe");
     ranks_ = detail::BpeRanks(merges, ',');
     num_merges_ = merges.size();
     id_ = detail::next_tokenizer_id();
@@ -716,8 +738,8 @@ class Gpt2Bpe {
     for (std::size_t i = 0; i + 1 < ws.bounds.size(); ++i) {
       const std::string_view symbol =
           std::string_view(word).substr(ws.bounds[i], ws.bounds[i + 1] - ws.bounds[i]);
-      const auto it = encoder_.find(symbol);
-      if (it == encoder_.end()) {
+      const auto it = vocab_.encoder.find(symbol);
+      if (it == vocab_.encoder.end()) {
         fail("Gpt2Bpe::encode: BPE produced the symbol \"", symbol,
              "\", which is not in the vocabulary (a merge result missing from vocab.json)");
       }
@@ -725,9 +747,7 @@ class Gpt2Bpe {
     }
   }
 
-  std::unordered_map<std::string, std::int64_t, detail::StringHash, std::equal_to<>> encoder_;
-  std::vector<std::string> decoder_;  // id -> bytes
-  std::vector<bool> known_;           // id -> in the vocabulary
+  detail::VocabTable vocab_;
   detail::BpeRanks ranks_;
   std::size_t num_merges_ = 0;
   std::uint64_t id_ = 0;  // identifies the contents for the thread_local word cache
