@@ -12,6 +12,7 @@
 // SPEC 4 tensor; parameters() lists them all, which is how model files are read and written.
 
 #include <tessera/core/error.hpp>
+#include <tessera/core/warning.hpp>
 #include <tessera/core/tensor.hpp>
 #include <tessera/model/config.hpp>
 #include <tessera/nn/attention.hpp>
@@ -53,6 +54,7 @@ struct Encoding {
   Positions positions;          // [L, 3] (t, y, x) RoPE positions (computed in learned mode too)
   Vector<Scalar> routing;       // [4] routed pooling's weight per modality (0 where absent);
                                 // empty with mean or cls pooling
+  int audio_clips = 1;          // > 1: long audio was split into this many clips (SPEC 5.3)
 };
 
 // A named weight of the model: a view of its storage in the PyTorch layout.
@@ -160,11 +162,60 @@ class MultiModalEncoder {
   }
 
   // Encodes a batch packed without padding; each sample attends only to itself.
+  // Audio longer than audio.max_tokens chunks is split into consecutive clips that fit
+  // (SPEC 5.3): the sample is encoded once per clip, with its other inputs, and its embedding
+  // is the re-normalized mean of the clip embeddings; Encoding::audio_clips says how many
+  // clips there were, and hidden, modality and positions are the first clip's.
   // Throws tessera::Error, before any computation, for an input that does not fit the model.
   std::vector<Encoding<Scalar>> encode_batch(std::span<const Sample<Scalar>> samples) const {
     check(!samples.empty(), "encode_batch: the batch is empty");
-    for (std::size_t i = 0; i < samples.size(); ++i) check_sample(samples[i], i);
+    std::vector<Sample<Scalar>> parts;      // the samples, long audio split into clips
+    std::vector<std::size_t> owner;         // [parts] the sample each part comes from
+    for (std::size_t i = 0; i < samples.size(); ++i) {
+      const auto& s = samples[i];
+      const Index frames_per_clip =
+          config.audio ? config.audio->max_tokens * config.audio->patch_frames : 0;
+      if (s.audio && config.audio && s.audio->cols() > frames_per_clip) {
+        for (Index first = 0; first < s.audio->cols(); first += frames_per_clip) {
+          Sample<Scalar> clip = s;
+          clip.audio = s.audio->middleCols(first, std::min(frames_per_clip, s.audio->cols() - first));
+          parts.push_back(std::move(clip));
+          owner.push_back(i);
+        }
+      } else {
+        parts.push_back(s);
+        owner.push_back(i);
+      }
+    }
+    for (std::size_t p = 0; p < parts.size(); ++p) check_sample(parts[p], owner[p]);
+    std::vector<Encoding<Scalar>> encoded = encode_packed(parts);
+    if (parts.size() == samples.size()) return encoded;
 
+    std::vector<Encoding<Scalar>> out(samples.size());
+    std::vector<int> clips(samples.size(), 0);
+    for (std::size_t p = 0; p < parts.size(); ++p) {
+      const std::size_t i = owner[p];
+      if (clips[i]++ == 0) {
+        out[i] = std::move(encoded[p]);
+      } else {
+        out[i].embedding += encoded[p].embedding;
+      }
+    }
+    for (std::size_t i = 0; i < samples.size(); ++i) {
+      out[i].audio_clips = clips[i];
+      if (clips[i] > 1) {
+        out[i].embedding.normalize();
+        warn("encode: the audio of sample ", i, " has more than audio.max_tokens = ",
+             config.audio->max_tokens, " chunks; it was split into ", clips[i],
+             " clips and the embedding is the normalized mean of theirs");
+      }
+    }
+    return out;
+  }
+
+ private:
+  // encode_batch for samples that each fit the model (checked).
+  std::vector<Encoding<Scalar>> encode_packed(std::span<const Sample<Scalar>> samples) const {
     // Front ends: each sample's tokens, positions and modalities, packed back to back.
     std::vector<Encoding<Scalar>> out(samples.size());
     std::vector<Matrix<Scalar>> tokens(samples.size());
@@ -210,7 +261,6 @@ class MultiModalEncoder {
     return out;
   }
 
- private:
   Scalar eps() const { return static_cast<Scalar>(config.norm_eps); }
   bool pooled_video() const { return config.video && config.video->pool_queries > 0; }
   const ImageConfig& frame() const { return config.frame_geometry(); }
