@@ -13,27 +13,31 @@
 //   16-bit gray PNG            refused: Pillow opens it as mode "I" and convert("RGB") clips
 //                              every value above 255 to white, which no caller wants
 //   PPM/PGM (P6/P5)            maxval 255 only; other maxvals (which Pillow rescales) refused
-//   JPEG (baseline, progressive, gray, YCbCr 4:4:4/4:2:2/4:2:0, Adobe CMYK)
-//                              decoded by stb_image, not libjpeg: a few levels off libjpeg,
-//                              more in one column of 4:2:2 files (docs/image.md)
+//   JPEG (baseline, progressive, gray, YCbCr 4:4:4/4:2:2/4:2:0, Adobe CMYK/YCCK)
+//                              with TESSERA_HAS_LIBJPEG: decoded by libjpeg-turbo set up as
+//                              Pillow sets it up, so the pixels are Pillow's (same library);
+//                              without it: by stb_image, a few levels off, more in one column
+//                              of 4:2:2 files (docs/image.md)
 // EXIF orientation is ignored, as by PIL.Image.open.
 //
 // Errors (tessera::Error, naming the file and the problem): a missing or unreadable file, an
 // empty file, an unsupported format (GIF, TIFF, WebP, ... or an unknown signature), a header
 // that does not parse, an image of 0 pixels, more pixels than ImageLimits::max_pixels
 // (checked from the header, before anything is allocated or decoded), truncated data
-// (PNG, JPEG, BMP, PPM/PGM), corrupt data (stb_image's reason is quoted).
+// (PNG, JPEG, BMP, PPM/PGM), corrupt data (stb_image's or libjpeg's reason is quoted).
 //
 // Thread safety: every function may run on several threads at once. stb_image keeps its
 // failure reason in a global that Debian's libstb builds thread-local (stb_image.h defines
 // STBI_THREAD_LOCAL for C11/C++11 compilers; `objdump -t libstb.a` shows
 // stbi__g_failure_reason in .tbss), and the reason is read right after the failing call on
 // the same thread. The other stb globals (vertical flip, iPhone PNG, unpremultiply) are never
-// set by tessera and must not be set by the application.
+// set by tessera and must not be set by the application. libjpeg keeps all its state in the
+// decompress object, one per call.
 //
 // Needs stb_image (Debian: libstb-dev), linked by the tessera CMake target, which then
 // defines TESSERA_HAS_STB. The implementation is in libstb, so STB_IMAGE_IMPLEMENTATION must
-// not be defined.
+// not be defined. libjpeg-turbo (Debian: libjpeg62-turbo-dev) is optional: the target links
+// it when found and defines TESSERA_HAS_LIBJPEG.
 
 #ifndef TESSERA_HAS_STB
 #error "tessera/io/image.hpp decodes images with stb_image, which this build does not have: install libstb-dev (pkg-config module 'stb') and reconfigure with TESSERA_USE_STB=ON, or link tessera::tessera, which defines TESSERA_HAS_STB when stb is found"
@@ -45,6 +49,11 @@
 #include <tessera/tokenize/image.hpp>
 
 #include <stb_image.h>
+#if TESSERA_HAS_LIBJPEG
+#include <csetjmp>
+#include <cstdio>  // jpeglib.h uses FILE and size_t without declaring them
+#include <jpeglib.h>
+#endif
 
 #include <cerrno>
 #include <climits>
@@ -265,6 +274,183 @@ inline std::string stbi_reason() {
   return reason && *reason ? reason : "corrupt or truncated data";
 }
 
+#if TESSERA_HAS_LIBJPEG
+// ---- JPEG with libjpeg-turbo, set up as Pillow 9.4 sets it up -------------------------------
+// Pillow (JpegImagePlugin.py, libImaging/JpegDecode.c) for Image.open(f).convert("RGB"):
+//   - the mode comes from the number of components in SOF: 1 -> "L", 3 -> "RGB", 4 -> "CMYK";
+//   - jpeg_color_space is left as libjpeg guesses it (JFIF/Adobe markers, component ids):
+//     Pillow passes an empty "jpegmode";
+//   - out_color_space is JCS_GRAYSCALE, JCS_RGB (JCS_EXT_RGBX with libjpeg-turbo: the same
+//     values plus a pad byte) or JCS_CMYK (libjpeg turns YCCK into CMYK);
+//   - dct_method, do_fancy_upsampling, do_block_smoothing are libjpeg's defaults (JDCT_ISLOW,
+//     TRUE, TRUE); only draft(), which open/convert never call, changes them. tessera sets the
+//     first two explicitly so that a libjpeg built with another default still gives these;
+//   - CMYK is unpacked as "CMYK;I" (every byte inverted: Adobe's convention, assumed for any
+//     4-component file) and convert("RGB") is Convert.c's cmyk2rgb (cmyk_to_rgb below);
+//   - L is replicated to R, G, B by convert("RGB").
+// Warnings (corrupt entropy data, extraneous bytes) are ignored, as Pillow ignores them. The
+// data running out before the last row is an error (Pillow: "image file is truncated"); after
+// it, while libjpeg reads the markers up to EOI, it is not (Pillow returns the image then).
+// A file with no end-of-image marker at all is refused before decoding (scan_jpeg), as Pillow
+// refuses all but a few of them (when libjpeg happened not to look ahead).
+//
+// libjpeg reports a fatal error by calling error_exit, which must not return. tessera's jumps
+// back (longjmp) into run_libjpeg, whose own locals are trivially destructible and never read
+// after the jump, and which is only called from C++ code that no jump crosses: no destructor
+// is skipped. The decompress object lives in the caller (LibjpegDecoder), not among
+// run_libjpeg's locals, so its members are not indeterminate after the jump.
+
+struct LibjpegError {
+  jpeg_error_mgr pub;  // first member: libjpeg's `cinfo->err` points here
+  std::jmp_buf jump;
+  char message[JMSG_LENGTH_MAX];
+  bool rows_done;  // every row is out; only the markers up to EOI are left to read
+  bool truncated;  // the data ran out before the last row
+};
+
+struct LibjpegDecoder {
+  jpeg_decompress_struct cinfo;
+  LibjpegError error;
+  jpeg_source_mgr source;  // the whole file, in memory
+};
+
+inline LibjpegError& libjpeg_error(j_common_ptr cinfo) {
+  return *reinterpret_cast<LibjpegError*>(cinfo->err);
+}
+
+inline void libjpeg_error_exit(j_common_ptr cinfo) {
+  LibjpegError& error = libjpeg_error(cinfo);
+  (*cinfo->err->format_message)(cinfo, error.message);
+  std::longjmp(error.jump, 1);
+}
+
+inline void libjpeg_ignore_message(j_common_ptr) {}
+
+inline void libjpeg_source_nothing(j_decompress_ptr) {}
+
+// Called only once every byte has been consumed: a premature end.
+inline boolean libjpeg_source_fill(j_decompress_ptr cinfo) {
+  LibjpegError& error = libjpeg_error(reinterpret_cast<j_common_ptr>(cinfo));
+  if (error.rows_done) {  // an end-of-image marker lets jpeg_finish_decompress finish
+    static constexpr JOCTET end_of_image[2] = {0xFF, JPEG_EOI};
+    cinfo->src->next_input_byte = end_of_image;
+    cinfo->src->bytes_in_buffer = 2;
+    return TRUE;
+  }
+  error.truncated = true;
+  std::longjmp(error.jump, 1);
+}
+
+inline void libjpeg_source_skip(j_decompress_ptr cinfo, long count) {
+  if (count <= 0) return;
+  if (static_cast<unsigned long>(count) > cinfo->src->bytes_in_buffer) {
+    libjpeg_source_fill(cinfo);
+    return;
+  }
+  cinfo->src->next_input_byte += count;
+  cinfo->src->bytes_in_buffer -= static_cast<std::size_t>(count);
+}
+
+// Pillow's cmyk2rgb (libImaging/Convert.c) after the "CMYK;I" unpacker's inversion:
+// with c' = 255 - c (likewise m, y, k), nk = 255 - k' and
+// R = clip(nk - c' * nk / 255), the division rounded as Pillow's MULDIV255.
+inline std::uint8_t cmyk_to_rgb(std::uint8_t stored_c, std::uint8_t stored_k) {
+  const int c = 255 - stored_c, k = 255 - stored_k;
+  const int nk = 255 - k;
+  const int t = c * nk + 128;
+  const int value = nk - (((t >> 8) + t) >> 8);
+  return static_cast<std::uint8_t>(value < 0 ? 0 : value > 255 ? 255 : value);
+}
+
+// Decodes decoder.source's bytes into rgb ([height, width, 3], sized from the header by the
+// caller). Returns false after a libjpeg error (decoder.error says which).
+inline bool run_libjpeg(LibjpegDecoder& decoder, std::uint8_t* rgb, JDIMENSION width,
+                        JDIMENSION height, int components) {
+  j_decompress_ptr cinfo = &decoder.cinfo;
+  if (setjmp(decoder.error.jump)) {
+    jpeg_destroy_decompress(&decoder.cinfo);
+    return false;
+  }
+  jpeg_create_decompress(cinfo);
+  cinfo->src = &decoder.source;
+  jpeg_read_header(cinfo, TRUE);
+  if (cinfo->image_width != width || cinfo->image_height != height ||
+      cinfo->num_components != components) {
+    std::snprintf(decoder.error.message, sizeof decoder.error.message,
+                  "libjpeg reads a different frame header (%u x %u, %d components)",
+                  static_cast<unsigned>(cinfo->image_width),
+                  static_cast<unsigned>(cinfo->image_height), cinfo->num_components);
+    jpeg_destroy_decompress(cinfo);
+    return false;
+  }
+  cinfo->out_color_space = components == 1 ? JCS_GRAYSCALE
+                           : components == 3 ? JCS_RGB
+                                             : JCS_CMYK;
+  cinfo->dct_method = JDCT_ISLOW;
+  cinfo->do_fancy_upsampling = TRUE;
+  jpeg_start_decompress(cinfo);
+  if (cinfo->output_width != width || cinfo->output_height != height ||
+      cinfo->output_components != components) {
+    std::snprintf(decoder.error.message, sizeof decoder.error.message,
+                  "libjpeg gives %u x %u pixels of %d components",
+                  static_cast<unsigned>(cinfo->output_width),
+                  static_cast<unsigned>(cinfo->output_height), cinfo->output_components);
+    jpeg_destroy_decompress(cinfo);
+    return false;
+  }
+  // gray and CMYK rows go through a row of libjpeg's own (freed by jpeg_destroy_decompress)
+  JSAMPARRAY scratch = components == 3 ? nullptr
+                       : (*cinfo->mem->alloc_sarray)(reinterpret_cast<j_common_ptr>(cinfo),
+                                                     JPOOL_IMAGE, width * components, 1);
+  while (cinfo->output_scanline < height) {
+    std::uint8_t* out = rgb + static_cast<std::size_t>(cinfo->output_scanline) * width * 3;
+    JSAMPROW row = components == 3 ? out : scratch[0];
+    if (jpeg_read_scanlines(cinfo, &row, 1) != 1) {  // only a suspending source returns 0
+      std::snprintf(decoder.error.message, sizeof decoder.error.message,
+                    "libjpeg returned no row at row %u",
+                    static_cast<unsigned>(cinfo->output_scanline));
+      jpeg_destroy_decompress(cinfo);
+      return false;
+    }
+    if (components == 1) {
+      for (JDIMENSION x = 0; x < width; ++x) out[3 * x] = out[3 * x + 1] = out[3 * x + 2] = row[x];
+    } else if (components == 4) {
+      for (JDIMENSION x = 0; x < width; ++x)
+        for (int ch = 0; ch < 3; ++ch)
+          out[3 * x + ch] = cmyk_to_rgb(row[4 * x + ch], row[4 * x + 3]);
+    }
+  }
+  decoder.error.rows_done = true;
+  jpeg_finish_decompress(cinfo);
+  jpeg_destroy_decompress(cinfo);
+  return true;
+}
+
+// `jpeg` is the layout scan_jpeg read, already checked (size, limits, components, EOI).
+inline Image decode_jpeg_libjpeg(std::span<const std::uint8_t> bytes, const JpegLayout& jpeg,
+                                 const std::string& name) {
+  Image out(jpeg.width, jpeg.height);
+  LibjpegDecoder decoder{};
+  decoder.cinfo.err = jpeg_std_error(&decoder.error.pub);
+  decoder.error.pub.error_exit = libjpeg_error_exit;
+  decoder.error.pub.output_message = libjpeg_ignore_message;
+  decoder.source.next_input_byte = bytes.data();
+  decoder.source.bytes_in_buffer = bytes.size();
+  decoder.source.init_source = libjpeg_source_nothing;
+  decoder.source.fill_input_buffer = libjpeg_source_fill;
+  decoder.source.skip_input_data = libjpeg_source_skip;
+  decoder.source.resync_to_restart = jpeg_resync_to_restart;
+  decoder.source.term_source = libjpeg_source_nothing;
+  if (!run_libjpeg(decoder, out.rgb.data(), static_cast<JDIMENSION>(jpeg.width),
+                   static_cast<JDIMENSION>(jpeg.height), jpeg.components)) {
+    check(!decoder.error.truncated, name, ": truncated JPEG data (the data ends before the "
+          "last row)");
+    fail(name, ": cannot decode the JPEG data: ", decoder.error.message);
+  }
+  return out;
+}
+#endif  // TESSERA_HAS_LIBJPEG
+
 }  // namespace detail
 
 // Decodes PNG, JPEG, BMP or binary PPM/PGM bytes to 8-bit RGB (see the top of this file).
@@ -334,6 +520,9 @@ inline Image decode_image_memory(std::span<const std::uint8_t> bytes, const std:
   }
 
   // ---- decode ----------------------------------------------------------------------------
+#if TESSERA_HAS_LIBJPEG
+  if (format == ImageFormat::jpeg) return detail::decode_jpeg_libjpeg(bytes, jpeg, name);
+#endif
   int w = 0, h = 0, n = 0;
   std::unique_ptr<stbi_uc, detail::StbiFree> pixels(
       stbi_load_from_memory(data, length, &w, &h, &n, 3));
