@@ -15,6 +15,8 @@
 #include <tessera/tessera.hpp>
 #include <tessera/tokenize/files.hpp>
 
+#include "example_util.hpp"
+
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
@@ -44,30 +46,6 @@ struct Options {
   int threads = 0;  // 0: OpenMP's default
   int repeat = 0;   // 0: no timing report
 };
-
-int positive_integer(std::string_view option, std::string_view text) {
-  int value = 0;
-  for (char c : text) {
-    tessera::check(c >= '0' && c <= '9' && value < 100000, option,
-                   " expects a positive integer, got '", text, "'");
-    value = value * 10 + (c - '0');
-  }
-  tessera::check(!text.empty() && value >= 1, option, " expects a positive integer, got '", text, "'");
-  return value;
-}
-
-double positive_number(std::string_view option, const std::string& text) {
-  std::size_t used = 0;
-  double value = 0;
-  try {
-    value = std::stod(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  tessera::check(used == text.size() && value > 0, option, " expects a positive number, got '",
-                 text, "'");
-  return value;
-}
 
 Options parse(int argc, char** argv) {
   Options options;
@@ -109,13 +87,13 @@ Options parse(int argc, char** argv) {
     } else if (arg == "--video") {
       set_once(raw().video, std::filesystem::path(value), arg);
     } else if (arg == "--video-fps") {
-      raw().video_images_fps = positive_number(arg, value);
+      raw().video_images_fps = example::positive_number(arg, value);
     } else if (arg == "--out") {
       options.out = value;
     } else if (arg == "--threads") {
-      options.threads = positive_integer(arg, value);
+      options.threads = example::positive_integer(arg, value);
     } else if (arg == "--repeat") {
-      options.repeat = positive_integer(arg, value);
+      options.repeat = example::positive_integer(arg, value);
     } else {
       tessera::fail("unknown option ", arg, " (", usage, ")");
     }

@@ -1,12 +1,14 @@
 #pragma once
-// What the small encode_* examples share: running a program body with tessera's error
-// contract (one line on stderr, exit status 1), and printing embeddings and their similarity.
+// What the example programs share: running a program body with tessera's error contract
+// (one line on stderr, exit status 1), parsing option values, and printing embeddings and
+// their similarity.
 
 #include <tessera/tessera.hpp>
 
 #include <cstdio>
 #include <exception>
 #include <iostream>
+#include <string>
 #include <string_view>
 
 namespace example {
@@ -26,6 +28,32 @@ int run(const char* program, Body&& body) {
 // Throws the usage line unless the program got `count` arguments (argv[1..count]).
 inline void expect_arguments(int argc, int count, std::string_view usage) {
   tessera::check(argc == count + 1, "usage: ", usage);
+}
+
+// The value of `option` as a positive integer (at most 100000), or an Error naming it.
+inline int positive_integer(std::string_view option, std::string_view text) {
+  int value = 0;
+  for (char c : text) {
+    tessera::check(c >= '0' && c <= '9' && value < 100000, option,
+                   " expects a positive integer, got '", text, "'");
+    value = value * 10 + (c - '0');
+  }
+  tessera::check(!text.empty() && value >= 1, option, " expects a positive integer, got '", text, "'");
+  return value;
+}
+
+// The value of `option` as a positive number, or an Error naming it.
+inline double positive_number(std::string_view option, const std::string& text) {
+  std::size_t used = 0;
+  double value = 0;
+  try {
+    value = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  tessera::check(used == text.size() && value > 0, option, " expects a positive number, got '",
+                 text, "'");
+  return value;
 }
 
 // "<label>: 72 tokens, e[:4] = [+0.1234, -0.0567, ...]" (one line per encoding).

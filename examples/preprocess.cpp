@@ -16,6 +16,8 @@
 #include <tessera/tessera.hpp>
 #include <tessera/tokenize/files.hpp>
 
+#include "example_util.hpp"
+
 #include <cstdlib>
 #include <exception>
 #include <iostream>
@@ -37,19 +39,6 @@ struct Options {
   tessera::SampleFiles input;  // exactly one of text, image, audio, video
   std::string out;
 };
-
-double positive_number(std::string_view option, const std::string& text) {
-  std::size_t used = 0;
-  double value = 0;
-  try {
-    value = std::stod(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  tessera::check(used == text.size() && value > 0, option, " expects a positive number, got '",
-                 text, "'");
-  return value;
-}
 
 Options parse(int argc, char** argv) {
   Options options;
@@ -73,7 +62,7 @@ Options parse(int argc, char** argv) {
     } else if (arg == "--video") {
       options.input.video = value;
     } else if (arg == "--video-fps") {
-      options.input.video_images_fps = positive_number(arg, value);
+      options.input.video_images_fps = example::positive_number(arg, value);
     } else if (arg == "--out") {
       options.out = value;
     } else {

@@ -283,16 +283,7 @@ class ClipBpe {
     word += end_of_word;
     ws.bounds.push_back(static_cast<std::uint32_t>(word.size()));
     detail::apply_bpe(ranks_, word, ws);
-    for (std::size_t i = 0; i + 1 < ws.bounds.size(); ++i) {
-      const std::string_view symbol =
-          std::string_view(word).substr(ws.bounds[i], ws.bounds[i + 1] - ws.bounds[i]);
-      const auto it = vocab_.encoder.find(symbol);
-      if (it == vocab_.encoder.end()) {
-        fail("ClipBpe::encode: BPE produced the symbol \"", symbol,
-             "\", which is not in the vocabulary");
-      }
-      ids.push_back(it->second);
-    }
+    vocab_.append_ids(word, ws.bounds, ids, "ClipBpe::encode");
   }
 
   detail::VocabTable vocab_;

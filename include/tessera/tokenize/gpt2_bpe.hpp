@@ -617,6 +617,21 @@ struct VocabTable {
     return it == encoder.end() ? -1 : it->second;
   }
 
+  // Appends the ids of the symbols word[bounds[i], bounds[i+1]) (what apply_bpe left); a
+  // symbol not in the vocabulary (a merge result missing from vocab.json) is an Error.
+  void append_ids(std::string_view word, const std::vector<std::uint32_t>& bounds,
+                  std::vector<std::int64_t>& ids, const char* who) const {
+    for (std::size_t i = 0; i + 1 < bounds.size(); ++i) {
+      const std::string_view symbol = word.substr(bounds[i], bounds[i + 1] - bounds[i]);
+      const auto it = encoder.find(symbol);
+      if (it == encoder.end()) {
+        fail(who, ": BPE produced the symbol \"", symbol,
+             "\", which is not in the vocabulary (a merge result missing from vocab.json)");
+      }
+      ids.push_back(it->second);
+    }
+  }
+
   // The bytes of `ids` concatenated; an id not in the vocabulary is an Error naming `who`.
   std::string bytes(std::span<const std::int64_t> ids, const char* who) const {
     std::string out;
@@ -735,16 +750,7 @@ class Gpt2Bpe {
     }
     ws.bounds.push_back(static_cast<std::uint32_t>(word.size()));
     detail::apply_bpe(ranks_, word, ws);
-    for (std::size_t i = 0; i + 1 < ws.bounds.size(); ++i) {
-      const std::string_view symbol =
-          std::string_view(word).substr(ws.bounds[i], ws.bounds[i + 1] - ws.bounds[i]);
-      const auto it = vocab_.encoder.find(symbol);
-      if (it == vocab_.encoder.end()) {
-        fail("Gpt2Bpe::encode: BPE produced the symbol \"", symbol,
-             "\", which is not in the vocabulary (a merge result missing from vocab.json)");
-      }
-      ids.push_back(it->second);
-    }
+    vocab_.append_ids(word, ws.bounds, ids, "Gpt2Bpe::encode");
   }
 
   detail::VocabTable vocab_;
