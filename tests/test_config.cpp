@@ -12,10 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <random>
 #include <string>
-
-#include <unistd.h>
 
 namespace {
 

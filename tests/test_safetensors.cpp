@@ -20,8 +20,6 @@
 #include <string>
 #include <vector>
 
-#include <unistd.h>
-
 namespace {
 
 using tessera::DType;
