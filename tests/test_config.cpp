@@ -121,8 +121,8 @@ TEST(Config, ModalityPresentExactlyWhenSectionPresentAndNotNull) {
 
 TEST(Config, AtLeastOneModality) {
   EXPECT_THAT(parse_error("{}"),
-              HasSubstr("config.json: at least one modality section (text, image, audio, video) "
-                        "is required"));
+              HasSubstr("config.json: at least one modality (text, image, audio, video or "
+                        "custom_modalities) is required"));
   EXPECT_THAT(parse_error(R"({"text": null, "image": null, "audio": null, "video": null})"),
               HasSubstr("at least one modality"));
 }
@@ -436,6 +436,58 @@ Config unusual_config() {
   c.image = tessera::ImageConfig{32, 8, 2, {0.1, 0.2}, {0.3, 0.4000000000000001}};
   c.video = tessera::VideoConfig{2.5, 3, 4, 123};
   return c;
+}
+
+TEST(Config, CustomModalities) {
+  const Config c = parse(R"({"text": {}, "custom_modalities": [
+      {"name": "point_cloud", "input_dim": 99, "max_tokens": 64, "options": {"points": 32}},
+      {"name": "imu", "input_dim": 6}]})");
+  ASSERT_EQ(c.custom.size(), 2u);
+  EXPECT_EQ(c.custom[0].name, "point_cloud");
+  EXPECT_EQ(c.custom[0].input_dim, 99);
+  EXPECT_EQ(c.custom[0].max_tokens, 64);
+  EXPECT_EQ(c.custom[0].options, json({{"points", 32}}));
+  EXPECT_EQ(c.custom[1].max_tokens, 512);  // default
+  EXPECT_TRUE(c.custom[1].options.is_object() && c.custom[1].options.empty());
+  EXPECT_EQ(c.modality_count(), 6);
+  EXPECT_EQ(c.find_custom("imu"), &c.custom[1]);
+  EXPECT_EQ(c.find_custom("text"), nullptr);
+  EXPECT_EQ(c.modality_label(0), "text");
+  EXPECT_EQ(c.modality_label(5), "imu");
+  EXPECT_EQ(c.modality_label(-1), "cls");
+  EXPECT_EQ(tessera::parse_config(tessera::to_json(c)), c);
+
+  // A custom modality alone is a model.
+  EXPECT_EQ(parse(R"({"custom_modalities": [{"name": "imu", "input_dim": 6}]})").modality_count(), 5);
+  EXPECT_TRUE(parse(R"({"text": {}, "custom_modalities": null})").custom.empty());
+  EXPECT_TRUE(parse(R"({"text": {}, "custom_modalities": []})").custom.empty());
+
+  auto error = [](const std::string& list) {
+    return parse_error(R"({"text": {}, "custom_modalities": )" + list + "}");
+  };
+  EXPECT_THAT(error(R"({"name": "imu"})"),
+              HasSubstr("key \"custom_modalities\": expected a list of objects or null"));
+  EXPECT_THAT(error(R"([3])"), HasSubstr("key \"custom_modalities[0]\": expected an object, got 3"));
+  EXPECT_THAT(error(R"([{"input_dim": 3}])"),
+              HasSubstr("key \"custom_modalities[0].name\": expected the modality's name as a string"));
+  EXPECT_THAT(error(R"([{"name": "imu"}])"),
+              HasSubstr("key \"custom_modalities[0].input_dim\": is required"));
+  EXPECT_THAT(error(R"([{"name": "imu", "input_dim": 0}])"),
+              HasSubstr("key \"custom_modalities[0].input_dim\": expected a positive integer, got 0"));
+  EXPECT_THAT(error(R"([{"name": "imu", "input_dim": 6, "max_tokens": 2.5}])"),
+              HasSubstr("key \"custom_modalities[0].max_tokens\": expected a positive integer"));
+  EXPECT_THAT(error(R"([{"name": "imu", "input_dim": 6, "rate": 100}])"),
+              HasSubstr("unknown key \"custom_modalities[0].rate\""));
+  EXPECT_THAT(error(R"([{"name": "imu", "input_dim": 6, "options": [1]}])"),
+              HasSubstr("key \"custom_modalities[0].options\": expected an object"));
+  EXPECT_THAT(error(R"([{"name": "Point Cloud", "input_dim": 6}])"),
+              HasSubstr("key \"custom_modalities[0].name\": \"Point Cloud\" is not a modality name"));
+  EXPECT_THAT(error(R"([{"name": "image", "input_dim": 6}])"),
+              HasSubstr("\"image\" is reserved"));
+  EXPECT_THAT(error(R"([{"name": "text_ids", "input_dim": 6}])"), HasSubstr("is reserved"));
+  EXPECT_THAT(error(R"([{"name": "imu", "input_dim": 6}, {"name": "imu", "input_dim": 3}])"),
+              HasSubstr("key \"custom_modalities[1].name\": \"imu\" is already the name of "
+                        "custom_modalities[0]"));
 }
 
 TEST(Config, JsonRoundTrip) {

@@ -113,6 +113,7 @@ TEST(Encoder, FixturesCoverTheSpec) {
     if (c.text && c.text->causal) seen.insert("causal");
     if (c.video) seen.insert(c.video->pool_queries > 0 ? "video pooled" : "video unpooled");
     if (c.rope_sections) seen.insert("rope_sections");
+    if (c.custom.size() >= 2) seen.insert("two custom modalities");
     // Which modality mixes the samples hold (a video model also has an image section, for
     // its frame geometry, so single modalities are a property of samples, not configs).
     std::set<std::string> mixes;
@@ -123,6 +124,12 @@ TEST(Encoder, FixturesCoverTheSpec) {
       if (sample.image) mix += "image ";
       if (sample.audio) mix += "audio ";
       if (sample.video) mix += "video ";
+      for (const auto& [name, in] : sample.custom) {
+        mix += "custom ";
+        seen.insert(in.positions.rows() > 0 ? "custom positions given" : "custom sequence");
+        if (c.pooling == PoolingKind::routed) seen.insert("custom routed");
+        if (c.position == PositionKind::learned) seen.insert("custom learned");
+      }
       mixes.insert(mix);
       if (mix.find(' ') == mix.size() - 1) seen.insert("only " + mix.substr(0, mix.size() - 1));
       if (mix == "text image audio video ") seen.insert("all four");
@@ -134,7 +141,8 @@ TEST(Encoder, FixturesCoverTheSpec) {
         "activation:swiglu", "norm:layernorm", "norm:rmsnorm", "position:rope",
         "position:learned", "pooling:mean", "pooling:cls", "pooling:routed", "causal",
         "video pooled", "video unpooled", "rope_sections", "all four", "only text", "only image",
-        "only audio", "only video", "mixed batch"}) {
+        "only audio", "only video", "mixed batch", "two custom modalities", "only custom",
+        "custom positions given", "custom sequence", "custom routed", "custom learned"}) {
     EXPECT_EQ(seen.count(want), 1u) << "no fixture covers " << want;
   }
 }
@@ -161,7 +169,7 @@ std::vector<Sample<float>> random_batch() {
   batch[1].audio = Matrix<float>::Random(8, 51);
   batch[1].video = Tensor4<float>(5, 3, 32, 32);
   batch[1].video->setRandom();
-  batch[2] = {ids, batch[0].image, batch[1].audio, batch[1].video};
+  batch[2] = {ids, batch[0].image, batch[1].audio, batch[1].video, {}};
   return batch;
 }
 
@@ -277,6 +285,50 @@ TEST(Encoder, BadInputsAreErrorsNamingTheProblem) {
   std::vector<Sample<float>> batch = random_batch();
   batch[2].text = std::vector<std::int64_t>{5, 500};
   expect_error([&] { model.encode_batch(batch); }, "sample 2: text id 500");
+}
+
+TEST(Encoder, BadCustomInputsAreErrorsNamingTheProblem) {
+  MultiModalEncoder<float> model(parse_config(nlohmann::json::parse(
+      R"({"hidden_dim": 16, "num_layers": 1, "num_heads": 2, "ffn_dim": 32, "embed_dim": 8,
+          "text": {"vocab_size": 10, "max_tokens": 4},
+          "custom_modalities": [{"name": "points", "input_dim": 6, "max_tokens": 5}]})")));
+  model.init_random(3);
+  Sample<float> s;
+  s.custom["points"].features = Matrix<float>::Ones(3, 6);
+  EXPECT_EQ(model.encode(s).modality, (std::vector<int>{4, 4, 4}));
+
+  s.custom["lidar"].features = Matrix<float>::Ones(3, 6);
+  expect_error([&] { model.encode(s); },
+               "sample 0 has input for modality 'lidar' but the model has no such custom "
+               "modality (it has: points)");
+  s.custom.erase("lidar");
+  s.custom["points"].features = Matrix<float>::Ones(3, 5);
+  expect_error([&] { model.encode(s); }, "sample 0: points features have shape [3, 5], expected [n, 6]");
+  s.custom["points"].features = Matrix<float>::Ones(0, 6);
+  expect_error([&] { model.encode(s); }, "expected [n, 6] with n >= 1");
+  s.custom["points"].features = Matrix<float>::Ones(6, 6);
+  expect_error([&] { model.encode(s); }, "points has 6 tokens, more than its max_tokens = 5");
+  s.custom["points"].features = Matrix<float>::Ones(2, 6);
+  s.custom["points"].features(1, 4) = std::numeric_limits<float>::quiet_NaN();
+  expect_error([&] { model.encode(s); }, "points holds a non-finite value (nan) at flat index 10");
+  s.custom["points"].features(1, 4) = 0;
+  s.custom["points"].positions = Positions::Zero(3, 3);
+  expect_error([&] { model.encode(s); }, "points has 3 positions for 2 tokens");
+  s.custom["points"].positions = Positions::Zero(2, 3);
+  s.custom["points"].positions(1, 2) = -1;
+  expect_error([&] { model.encode(s); }, "points position (0, 0, -1) of token 1 is outside [0, ");
+
+  // Custom positions: the given offsets after the running offset, which then moves past them.
+  Sample<float> mixed;
+  mixed.text = std::vector<std::int64_t>{1, 2};
+  mixed.custom["points"].features = Matrix<float>::Ones(2, 6);
+  mixed.custom["points"].positions = Positions::Zero(2, 3);
+  mixed.custom["points"].positions.row(1) << 3, 0, 7;
+  const auto enc = model.encode(mixed);
+  Positions expected(4, 3);
+  expected << 0, 0, 0, 1, 1, 1, 2, 2, 2, 5, 2, 9;
+  EXPECT_TRUE(enc.positions == expected) << enc.positions;
+  EXPECT_EQ(enc.modality, (std::vector<int>{0, 0, 4, 4}));
 }
 
 }  // namespace

@@ -189,6 +189,19 @@ TEST(SampleIo, RoundTripAndErrors) {
   EXPECT_EQ(back.video->dimension(0), 3);
   EXPECT_EQ((*back.image)(2, 7, 1), (*sample.image)(2, 7, 1));
 
+  // Custom modalities: features [n, input_dim] with or without positions [n, 3].
+  Sample<float> custom;
+  custom.custom["points"].features = Matrix<float>::Random(5, 6);
+  custom.custom["points"].positions = Positions::Random(5, 3);
+  custom.custom["sensor"].features = Matrix<float>::Random(2, 3);
+  write_sample(tmp.path() / "custom.safetensors", custom);
+  const auto custom_back = read_sample<float>(tmp.path() / "custom.safetensors");
+  ASSERT_EQ(custom_back.custom.size(), 2u);
+  EXPECT_TRUE(custom_back.custom.at("points").features == custom.custom["points"].features);
+  EXPECT_TRUE(custom_back.custom.at("points").positions == custom.custom["points"].positions);
+  EXPECT_TRUE(custom_back.custom.at("sensor").features == custom.custom["sensor"].features);
+  EXPECT_EQ(custom_back.custom.at("sensor").positions.rows(), 0);
+
   auto expect_read_error = [&](std::map<std::string, TensorData> tensors, const std::string& message) {
     save_safetensors(tmp.path() / "bad.safetensors", tensors);
     const std::string error =
@@ -196,8 +209,18 @@ TEST(SampleIo, RoundTripAndErrors) {
     EXPECT_THAT(error, HasSubstr("bad.safetensors"));
     EXPECT_THAT(error, HasSubstr(message));
   };
-  expect_read_error({{"pixels", TensorData::from_matrix(Matrix<float>::Zero(2, 2))}},
-                    "unexpected tensor 'pixels'");
+  expect_read_error({{"pixels", TensorData::from_vector(std::vector<float>{1, 2})}},
+                    "unexpected tensor 'pixels' of shape [2]");
+  expect_read_error({{"points", TensorData::from_matrix(Matrix<std::int32_t>::Zero(2, 2))}},
+                    "unexpected tensor 'points' of shape [2, 2] and dtype I32");
+  expect_read_error({{"points.positions", TensorData::from_matrix(Matrix<std::int64_t>::Zero(2, 3))}},
+                    "tensor 'points.positions' has no tensor 'points' of features beside it");
+  expect_read_error({{"points", TensorData::from_matrix(Matrix<float>::Zero(2, 4))},
+                     {"points.positions", TensorData::from_matrix(Matrix<std::int64_t>::Zero(2, 2))}},
+                    "tensor 'points.positions' has shape [2, 2], expected [n, 3]");
+  expect_read_error({{"points", TensorData::from_matrix(Matrix<float>::Zero(2, 4))},
+                     {"points.positions", TensorData::from_matrix(Matrix<float>::Zero(2, 3))}},
+                    "tensor 'points.positions' has dtype F32, expected I32 or I64");
   expect_read_error({{"image", TensorData::from_matrix(Matrix<float>::Zero(2, 2))}},
                     "tensor 'image' has shape [2, 2], expected [C, S, S]");
   expect_read_error({{"text_ids", TensorData::from_vector(std::vector<float>{1, 2})}},

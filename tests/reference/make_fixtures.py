@@ -371,6 +371,23 @@ def front_end(cfg, w, sample):
             pos = torch.stack([s + k, s + r, s + c], 1)
             s += max(K, g, g)
         add(x, pos, 3)
+    for k, c in enumerate(cfg.get("custom_modalities") or []):  # user modalities 4, 5, ...
+        name = c["name"]
+        if name not in sample:
+            continue
+        x = F.linear(sample[name], w[f"{name}.patch_embed.weight"], w[f"{name}.patch_embed.bias"])
+        n = x.shape[0]
+        if learned:
+            x = x + w[f"{name}.pos_embed.weight"][:n]
+        if name + ".positions" in sample:  # (t, y, x) offsets; then s += 1 + the largest
+            offsets = sample[name + ".positions"].to(torch.int64)
+            pos = s + offsets
+            s += 1 + int(offsets.max())
+        else:  # a sequence, like audio
+            j = torch.arange(n)
+            pos = torch.stack([s + j, s + j, s + j], 1)
+            s += n
+        add(x, pos, 4 + k)
     x = torch.cat(xs, 0)
     pos = torch.cat(poss, 0)
     mod = torch.cat(mods, 0)
@@ -382,16 +399,18 @@ def front_end(cfg, w, sample):
 
 
 def pool(cfg, w, x, mod):
-    """x [L, D] (one sample, after the final norm) -> p [D], routing weights [4] or None."""
+    """x [L, D] (one sample, after the final norm) -> p [D], routing weights [4 + custom]
+    or None."""
     if cfg["pooling"] == "mean":
         return x.mean(0), None
     if cfg["pooling"] == "cls":
         return x[0], None
-    present = [m for m in range(4) if bool((mod == m).any())]
+    count = 4 + len(cfg.get("custom_modalities") or [])
+    present = [m for m in range(count) if bool((mod == m).any())]
     p_m = torch.stack([x[mod == m].mean(0) for m in present], 0)  # [n_present, D]
-    g = F.linear(p_m.mean(0), w["router.weight"], w["router.bias"])  # [4]
+    g = F.linear(p_m.mean(0), w["router.weight"], w["router.bias"])  # [count]
     weights = torch.softmax(g[present], dim=0)
-    full = torch.zeros(4, dtype=x.dtype)
+    full = torch.zeros(count, dtype=x.dtype)
     full[present] = weights
     return (weights[:, None] * p_m).sum(0), full
 
@@ -705,6 +724,8 @@ def full_config(v):
     if "video" in mods:
         cfg["video"] = {"fps": 1.0, "tubelet": 2, "pool_queries": v.get("pool", 0),
                         "max_tokens": 64}
+    if "custom" in v:
+        cfg["custom_modalities"] = [dict(c, options={}) for c in v["custom"]]
     return cfg
 
 
@@ -755,7 +776,13 @@ def make_weights(cfg, r):
             w.update(attn_weights(r, D, "video.pool.attn."))
         elif learned:
             w["video.pos_embed.weight"] = r.normal(vc["max_tokens"], D, scale=0.2)
-    w["modality_embed.weight"] = r.normal(4, D, scale=0.2)
+    custom = cfg.get("custom_modalities") or []
+    for c in custom:
+        w[c["name"] + ".patch_embed.weight"] = r.linear_weight(D, c["input_dim"])
+        w[c["name"] + ".patch_embed.bias"] = r.bias(D)
+        if learned:
+            w[c["name"] + ".pos_embed.weight"] = r.normal(c["max_tokens"], D, scale=0.2)
+    w["modality_embed.weight"] = r.normal(4 + len(custom), D, scale=0.2)
     if cfg["pooling"] == "cls":
         w["cls_token"] = r.normal(1, D, scale=0.5)
     for l in range(cfg["num_layers"]):
@@ -765,8 +792,8 @@ def make_weights(cfg, r):
         w.update(ffn_weights(r, D, Fd, act, f"layers.{l}.ffn."))
     w.update(norm_weights(r, D, kind, "final_norm"))
     if cfg["pooling"] == "routed":
-        w["router.weight"] = r.linear_weight(4, D)
-        w["router.bias"] = r.normal(4, scale=0.3)
+        w["router.weight"] = r.linear_weight(4 + len(custom), D)
+        w["router.bias"] = r.normal(4 + len(custom), scale=0.3)
     w["proj.weight"] = r.linear_weight(E, D)
     w["logit_scale"] = torch.tensor(math.log(1 / 0.07), dtype=F64)
     return w
@@ -787,6 +814,12 @@ def make_sample(cfg, r, spec):
         ic = cfg["image"]
         s["video"] = rounded(r.normal(spec["video"], ic["channels"], ic["size"], ic["size"]),
                              torch.float32)
+    for c in cfg.get("custom_modalities") or []:  # spec["custom"]: name -> (n, with positions)
+        if c["name"] in spec.get("custom", {}):
+            n, with_positions = spec["custom"][c["name"]]
+            s[c["name"]] = rounded(r.normal(n, c["input_dim"]), torch.float32)
+            if with_positions:
+                s[c["name"] + ".positions"] = r.ints(0, 5, n, 3)
     return s
 
 
@@ -832,6 +865,19 @@ VARIANTS = [
     dict(name="audio_video_f64", D=32, activation="relu", norm="layernorm", position="rope",
          sections=[1, 1, 2], pooling="routed", modalities=["audio", "video"], store="F64",
          batch=[{"audio": 11}, {"video": 3}, {"audio": 7, "video": 5}]),
+    # User modalities (Config::custom): own patch embeds, modality rows 4+, router rows,
+    # given (t, y, x) offsets or sequence positions.
+    dict(name="custom_routed", D=32, activation="gelu", norm="layernorm", position="rope",
+         pooling="routed", modalities=["text", "image"],
+         custom=[{"name": "points", "input_dim": 12, "max_tokens": 16},
+                 {"name": "imu", "input_dim": 6, "max_tokens": 8}],
+         batch=[{"custom": {"points": (7, True)}},
+                {"text": 5, "custom": {"points": (5, True), "imu": (4, False)}},
+                {"image": True, "custom": {"imu": (3, False)}}, {"text": 4}]),
+    dict(name="custom_cls_learned", D=32, activation="quick_gelu", norm="rmsnorm",
+         position="learned", pooling="cls", modalities=["audio"],
+         custom=[{"name": "points", "input_dim": 9, "max_tokens": 12}],
+         batch=[{"custom": {"points": (6, False)}}, {"audio": 9, "custom": {"points": (4, True)}}]),
 ]
 
 
@@ -861,8 +907,12 @@ def make_encoder(v, seed):
     for i, s in enumerate(samples):
         t = {}
         for k, x in s.items():
-            t[k] = x.to(v.get("text_dtype", torch.int64)) if k == "text_ids" else \
-                x.to(torch.float32)
+            if k == "text_ids":
+                t[k] = x.to(v.get("text_dtype", torch.int64))
+            elif k.endswith(".positions"):
+                t[k] = x.to(torch.int64)
+            else:
+                t[k] = x.to(torch.float32)
         save_safetensors(os.path.join(out_dir, f"input.{i}.safetensors"), t)
 
     out = encode(rc, w, samples)

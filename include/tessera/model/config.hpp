@@ -92,6 +92,19 @@ struct VideoConfig {
   bool operator==(const VideoConfig&) const = default;
 };
 
+// A modality the user adds (docs/extending.md): the encoder sees one vector of `input_dim`
+// values per token, made by the front end the user registers under `name` (FrontEndRegistry);
+// `options` is passed through to that front end untouched. Config key "custom_modalities", a
+// list; the k-th entry is modality 4 + k, placed after video in the token sequence.
+struct CustomModalityConfig {
+  std::string name;     // [a-z][a-z0-9_]*, not a built-in name; prefixes its weights
+  Index input_dim = 0;  // values per token (required)
+  Index max_tokens = 512;
+  nlohmann::json options = nlohmann::json::object();  // the front end's own settings
+
+  bool operator==(const CustomModalityConfig&) const = default;
+};
+
 // A modality is part of the model exactly when its section is present in config.json
 // (an empty object `{}` takes every default of that section; `null` or absence leaves the
 // modality out). At least one modality must be present.
@@ -112,9 +125,17 @@ struct Config {
   std::optional<ImageConfig> image;
   std::optional<AudioConfig> audio;
   std::optional<VideoConfig> video;  // video frames use image's size, patch, channels, mean, std
+  std::vector<CustomModalityConfig> custom;  // user modalities 4, 5, ... ("custom_modalities")
 
   Index head_dim() const { return hidden_dim / num_heads; }  // dh
   bool has(Modality m) const;
+  // The number of modalities an index can name: the 4 built-in ones plus the custom ones
+  // (the rows of modality_embed and of the router).
+  Index modality_count() const { return num_modalities + static_cast<Index>(custom.size()); }
+  // The custom modality called `name`, or nullptr.
+  const CustomModalityConfig* find_custom(std::string_view name) const;
+  // The name of modality index m (built-in or custom); "cls" for -1.
+  std::string modality_label(int m) const;
   // The rotation pairs per axis [t, y, x]: rope_sections or the SPEC 2 default.
   std::array<Index, 3> rope_axis_pairs() const;
   // The geometry of a video frame: the image section, or the ImageConfig defaults when the
@@ -189,6 +210,20 @@ inline bool Config::has(Modality m) const {
   return false;
 }
 
+inline const CustomModalityConfig* Config::find_custom(std::string_view name) const {
+  for (const auto& c : custom) {
+    if (c.name == name) return &c;
+  }
+  return nullptr;
+}
+
+inline std::string Config::modality_label(int m) const {
+  if (m < 0) return "cls";
+  if (m < num_modalities) return modality_name(static_cast<Modality>(m));
+  const auto k = static_cast<std::size_t>(m - num_modalities);
+  return k < custom.size() ? custom[k].name : "modality " + std::to_string(m);
+}
+
 inline std::array<Index, 3> Config::rope_axis_pairs() const {
   if (rope_sections) return *rope_sections;
   const Index pairs = head_dim() / 2;   // dh/2
@@ -245,7 +280,7 @@ class ConfigReader {
     check_keys(json, "",
                {"hidden_dim", "num_layers", "num_heads", "ffn_dim", "embed_dim", "activation",
                 "norm", "norm_eps", "position", "rope_theta", "rope_sections", "pooling", "text",
-                "image", "audio", "video"});
+                "image", "audio", "video", "custom_modalities"});
     Config config;
     read_integer(json, "", "hidden_dim", "positive", config.hidden_dim);
     read_integer(json, "", "num_layers", "positive", config.num_layers);
@@ -298,6 +333,7 @@ class ConfigReader {
       read_integer(*section, "video.", "pool_queries", "non-negative", video.pool_queries);
       read_integer(*section, "video.", "max_tokens", "positive", video.max_tokens);
     }
+    read_custom_modalities(json, config.custom);
     return config;
   }
 
@@ -423,8 +459,58 @@ class ConfigReader {
                                (*found)[2].get<Index>()};
   }
 
+  // "custom_modalities": null or a list of {name, input_dim, max_tokens, options}.
+  void read_custom_modalities(const nlohmann::json& json,
+                              std::vector<CustomModalityConfig>& out) const {
+    const auto found = json.find("custom_modalities");
+    if (found == json.end() || found->is_null()) return;
+    if (!found->is_array()) {
+      fail_key("custom_modalities", "expected a list of objects or null, got ",
+               json_excerpt(*found));
+    }
+    for (std::size_t k = 0; k < found->size(); ++k) {
+      const nlohmann::json& entry = (*found)[k];
+      const std::string prefix = "custom_modalities[" + std::to_string(k) + "].";
+      if (!entry.is_object()) {
+        fail_key(prefix.substr(0, prefix.size() - 1), "expected an object, got ",
+                 json_excerpt(entry));
+      }
+      check_keys(entry, prefix, {"name", "input_dim", "max_tokens", "options"});
+      CustomModalityConfig& c = out.emplace_back();
+      const auto name = entry.find("name");
+      if (name == entry.end() || !name->is_string()) {
+        fail_key(prefix + "name", "expected the modality's name as a string, got ",
+                 name == entry.end() ? std::string("nothing") : json_excerpt(*name));
+      }
+      c.name = name->get<std::string>();
+      if (!entry.contains("input_dim")) fail_key(prefix + "input_dim", "is required");
+      read_integer(entry, prefix, "input_dim", "positive", c.input_dim);
+      read_integer(entry, prefix, "max_tokens", "positive", c.max_tokens);
+      if (const auto options = entry.find("options"); options != entry.end()) {
+        if (!options->is_object()) {
+          fail_key(prefix + "options", "expected an object, got ", json_excerpt(*options));
+        }
+        c.options = *options;
+      }
+    }
+  }
+
   std::string where_;
 };
+
+// Names a custom modality may not take: the built-in modalities and the other top-level
+// weight names (a custom modality's weights are "<name>.patch_embed.weight", ...), and the
+// tensor names of an inputs file.
+inline const char* const reserved_modality_names[] = {
+    "text", "image", "audio", "video", "text_ids", "modality_embed", "cls_token", "layers",
+    "final_norm", "router", "proj", "logit_scale", "cls"};
+
+inline bool is_modality_name(std::string_view name) {
+  if (name.empty() || name.size() > 64 || name[0] < 'a' || name[0] > 'z') return false;
+  return std::all_of(name.begin(), name.end(), [](char ch) {
+    return (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_';
+  });
+}
 
 // Checks the values of one config; every message names `where` and the key.
 class ConfigValidator {
@@ -501,8 +587,29 @@ inline void validate(const Config& config, const std::string& where) {
                  s[0] + s[1] + s[2], ", expected head_dim / 2 = ", head_dim / 2);
     }
   }
-  check(config.text || config.image || config.audio || config.video, where,
-        ": at least one modality section (text, image, audio, video) is required");
+  check(config.text || config.image || config.audio || config.video || !config.custom.empty(),
+        where, ": at least one modality (text, image, audio, video or custom_modalities) is required");
+  for (std::size_t k = 0; k < config.custom.size(); ++k) {
+    const CustomModalityConfig& c = config.custom[k];
+    const std::string prefix = "custom_modalities[" + std::to_string(k) + "].";
+    if (!detail::is_modality_name(c.name)) {
+      v.fail_key(prefix + "name", "\"", c.name,
+                 "\" is not a modality name: expected a lowercase letter, then lowercase "
+                 "letters, digits or '_' (at most 64)");
+    }
+    for (const char* reserved : detail::reserved_modality_names) {
+      if (c.name == reserved) v.fail_key(prefix + "name", "\"", c.name, "\" is reserved");
+    }
+    for (std::size_t j = 0; j < k; ++j) {
+      if (config.custom[j].name == c.name) {
+        v.fail_key(prefix + "name", "\"", c.name, "\" is already the name of custom_modalities[",
+                   j, "]");
+      }
+    }
+    v.positive(prefix + "input_dim", c.input_dim);
+    v.positive(prefix + "max_tokens", c.max_tokens);
+    if (!c.options.is_object()) v.fail_key(prefix + "options", "expected an object");
+  }
 
   if (config.text) {
     const TextConfig& text = *config.text;
@@ -623,6 +730,16 @@ inline nlohmann::json to_json(const Config& config) {
                      {"tubelet", config.video->tubelet},
                      {"pool_queries", config.video->pool_queries},
                      {"max_tokens", config.video->max_tokens}};
+  }
+  if (!config.custom.empty()) {
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& c : config.custom) {
+      list.push_back({{"name", c.name},
+                      {"input_dim", c.input_dim},
+                      {"max_tokens", c.max_tokens},
+                      {"options", c.options}});
+    }
+    json["custom_modalities"] = std::move(list);
   }
   return json;
 }

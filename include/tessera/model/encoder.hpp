@@ -28,6 +28,8 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <limits>
+#include <map>
 #include <optional>
 #include <random>
 #include <span>
@@ -36,6 +38,17 @@
 
 namespace tessera {
 
+// The input of one custom modality (Config::custom): one vector per token, made by the
+// modality's front end, and optionally a RoPE position per token.
+//   token j = features.row(j) W^T + b    with `<name>.patch_embed.weight` W [D, input_dim]
+//   position j = (s + t_j, s + y_j, s + x_j), then s += 1 + the largest offset;
+//   no positions: (s + j, s + j, s + j), then s += n (a sequence, like audio)
+template <class Scalar>
+struct CustomInput {
+  Matrix<Scalar> features;  // [n, input_dim]
+  Positions positions;      // [n, 3] (t, y, x) offsets >= 0 within the modality, or empty
+};
+
 // One input of the encoder: any subset of the modalities (at least one).
 template <class Scalar>
 struct Sample {
@@ -43,6 +56,9 @@ struct Sample {
   std::optional<Tensor3<Scalar>> image;           // [C, S, S] preprocessed (SPEC 5.2)
   std::optional<Matrix<Scalar>> audio;            // [M, T] features (SPEC 5.3)
   std::optional<Tensor4<Scalar>> video;           // [T, C, S, S] preprocessed frames (SPEC 5.4)
+  std::map<std::string, CustomInput<Scalar>> custom;  // by custom modality name
+
+  bool empty() const { return !text && !image && !audio && !video && custom.empty(); }
 };
 
 // The encoder's output for one sample.
@@ -50,9 +66,10 @@ template <class Scalar>
 struct Encoding {
   Vector<Scalar> embedding;     // [E] unit L2 norm
   Matrix<Scalar> hidden;        // [L, D] final hidden states (after the final norm)
-  std::vector<int> modality;    // [L] 0 text, 1 image, 2 audio, 3 video, -1 the cls token
+  std::vector<int> modality;    // [L] 0 text, 1 image, 2 audio, 3 video, 4 + k the k-th
+                                // custom modality, -1 the cls token
   Positions positions;          // [L, 3] (t, y, x) RoPE positions (computed in learned mode too)
-  Vector<Scalar> routing;       // [4] routed pooling's weight per modality (0 where absent);
+  Vector<Scalar> routing;       // [4 + custom] routed pooling's weight per modality (0 where absent);
                                 // empty with mean or cls pooling
   int audio_clips = 1;          // > 1: long audio was split into this many clips (SPEC 5.3)
 };
@@ -86,11 +103,13 @@ class MultiModalEncoder {
   Matrix<Scalar> audio_pos_embed;  // [audio.max_tokens, D]  (position = learned)
   Matrix<Scalar> video_pos_embed;  // [video.max_tokens, D]  (learned, video not pooled)
   nn::AttentionPool<Scalar> video_pool;  // pool_queries > 0
-  Matrix<Scalar> modality_embed;   // [4, D]
+  std::vector<nn::PatchEmbed<Scalar>> custom_patch_embed;  // per custom modality [D, input_dim]
+  std::vector<Matrix<Scalar>> custom_pos_embed;  // per custom modality [max_tokens, D] (learned)
+  Matrix<Scalar> modality_embed;   // [4 + custom, D]
   Matrix<Scalar> cls_token;        // [1, D]                 (pooling = cls)
   std::vector<nn::TransformerBlock<Scalar>> layers;
   nn::Norm<Scalar> final_norm;
-  nn::Linear<Scalar> router;       // [4, D] with bias       (pooling = routed)
+  nn::Linear<Scalar> router;       // [4 + custom, D] with bias  (pooling = routed)
   nn::Linear<Scalar> proj;         // [E, D] no bias
   Scalar logit_scale = static_cast<Scalar>(2.6592600369327779);  // ln(1/0.07)
   nn::Rope<Scalar> rope;           // (position = rope)
@@ -123,11 +142,17 @@ class MultiModalEncoder {
         video_pos_embed = Matrix<Scalar>::Zero(config.video->max_tokens, d);
       }
     }
-    modality_embed = Matrix<Scalar>::Zero(num_modalities, d);
+    for (const auto& c : config.custom) {
+      custom_patch_embed.emplace_back(c.input_dim, d);
+      custom_pos_embed.push_back(learned ? Matrix<Scalar>::Zero(c.max_tokens, d) : Matrix<Scalar>());
+    }
+    modality_embed = Matrix<Scalar>::Zero(config.modality_count(), d);
     if (config.pooling == PoolingKind::cls) cls_token = Matrix<Scalar>::Zero(1, d);
     layers.assign(static_cast<std::size_t>(config.num_layers), nn::TransformerBlock<Scalar>(config));
     final_norm = nn::Norm<Scalar>(config.norm, d, eps());
-    if (config.pooling == PoolingKind::routed) router = nn::Linear<Scalar>(d, num_modalities, true);
+    if (config.pooling == PoolingKind::routed) {
+      router = nn::Linear<Scalar>(d, config.modality_count(), true);
+    }
     proj = nn::Linear<Scalar>(d, config.embed_dim, false);
     if (config.position == PositionKind::rope) {
       rope = nn::Rope<Scalar>(config.head_dim(), config.rope_theta, config.rope_axis_pairs());
@@ -281,7 +306,7 @@ class MultiModalEncoder {
 
   // Throws tessera::Error naming the sample and input when a sample does not fit the model.
   void check_sample(const Sample<Scalar>& s, std::size_t i) const {
-    check(s.text || s.image || s.audio || s.video, "sample ", i, " has no input");
+    check(!s.empty(), "sample ", i, " has no input");
     auto require = [&](bool given, Modality m) {
       check(!given || config.has(m), "sample ", i, " has ", modality_name(m),
             " input but the model has no ", modality_name(m), " modality");
@@ -333,7 +358,36 @@ class MultiModalEncoder {
             config.video->max_tokens);
       check_finite(s.video->data(), s.video->size(), i, "video");
     }
+    for (const auto& [name, in] : s.custom) {
+      const CustomModalityConfig* c = config.find_custom(name);
+      if (c == nullptr) {
+        std::string known;
+        for (const auto& k : config.custom) known += (known.empty() ? "" : ", ") + k.name;
+        fail("sample ", i, " has input for modality '", name, "' but the model has no such ",
+             "custom modality (it has: ", known.empty() ? "none" : known, ")");
+      }
+      const Index n = in.features.rows();
+      check(n > 0 && in.features.cols() == c->input_dim, "sample ", i, ": ", name,
+            " features have shape [", n, ", ", in.features.cols(), "], expected [n, ",
+            c->input_dim, "] with n >= 1");
+      check(n <= c->max_tokens, "sample ", i, ": ", name, " has ", n,
+            " tokens, more than its max_tokens = ", c->max_tokens);
+      check_finite(in.features.data(), in.features.size(), i, name.c_str());
+      check(in.positions.rows() == 0 || in.positions.rows() == n, "sample ", i, ": ", name,
+            " has ", in.positions.rows(), " positions for ", n, " tokens (give one per token, or none)");
+      for (Index r = 0; r < in.positions.rows(); ++r)
+        for (Index a = 0; a < 3; ++a) {
+          const std::int64_t p = in.positions(r, a);
+          check(p >= 0 && p <= max_position_offset, "sample ", i, ": ", name, " position (",
+                in.positions(r, 0), ", ", in.positions(r, 1), ", ", in.positions(r, 2),
+                ") of token ", r, " is outside [0, ", max_position_offset, "]");
+        }
+    }
   }
+
+  // The largest position offset a custom modality may give (keeps RoPE angles exact enough
+  // and every running offset far from overflow).
+  static constexpr std::int64_t max_position_offset = std::int64_t{1} << 24;
 
   // The front ends of SPEC 2 for one sample: returns its tokens [L, D] and fills the
   // encoding's modality and positions.
@@ -345,7 +399,8 @@ class MultiModalEncoder {
     std::int64_t offset = 0;  // the running RoPE offset s
 
     // Adds one modality's tokens [n, D]: modality embedding, then learned positions.
-    auto add = [&](Matrix<Scalar> t, Modality m, const Matrix<Scalar>* pos_embed) {
+    // `m` is a Modality or 4 + k for the k-th custom modality.
+    auto add = [&](Matrix<Scalar> t, auto m, const Matrix<Scalar>* pos_embed) {
       t.rowwise() += modality_embed.row(static_cast<Index>(m));
       if (learned && pos_embed != nullptr) t += pos_embed->topRows(t.rows());
       enc.modality.insert(enc.modality.end(), static_cast<std::size_t>(t.rows()),
@@ -410,6 +465,24 @@ class MultiModalEncoder {
         add(std::move(t), Modality::video, &video_pos_embed);
       }
     }
+    for (std::size_t k = 0; k < config.custom.size(); ++k) {
+      const auto found = s.custom.find(config.custom[k].name);
+      if (found == s.custom.end()) continue;
+      const CustomInput<Scalar>& in = found->second;
+      Matrix<Scalar> t(in.features.rows(), d);
+      custom_patch_embed[k].forward(t, in.features);
+      if (in.positions.rows() == 0) {
+        for (Index j = 0; j < t.rows(); ++j) pos.push_back({offset + j, offset + j, offset + j});
+        offset += t.rows();
+      } else {
+        for (Index j = 0; j < t.rows(); ++j) {
+          pos.push_back({offset + in.positions(j, 0), offset + in.positions(j, 1),
+                         offset + in.positions(j, 2)});
+        }
+        offset += 1 + in.positions.maxCoeff();
+      }
+      add(std::move(t), num_modalities + static_cast<int>(k), &custom_pos_embed[k]);
+    }
 
     Index rows = 0;
     for (const auto& p : parts) rows += p.rows();
@@ -437,7 +510,8 @@ class MultiModalEncoder {
     // the present modalities; p = sum_m w_m p_m.
     std::vector<RowVector<Scalar>> means;
     std::vector<int> present;
-    for (int m = 0; m < num_modalities; ++m) {
+    const int count_modalities = static_cast<int>(config.modality_count());
+    for (int m = 0; m < count_modalities; ++m) {
       RowVector<Scalar> sum = RowVector<Scalar>::Zero(h.cols());
       Index count = 0;
       for (Index r = 0; r < h.rows(); ++r) {
@@ -453,7 +527,7 @@ class MultiModalEncoder {
     RowVector<Scalar> mean_of_means = RowVector<Scalar>::Zero(h.cols());
     for (const auto& p : means) mean_of_means += p;
     mean_of_means /= static_cast<Scalar>(means.size());
-    const Vector<Scalar> logits = router.weight * mean_of_means.transpose() + router.bias;  // [4]
+    const Vector<Scalar> logits = router.weight * mean_of_means.transpose() + router.bias;  // [4 + custom]
     Scalar max_logit = -std::numeric_limits<Scalar>::infinity();
     for (int m : present) max_logit = std::max(max_logit, logits[m]);
     Scalar total = 0;
@@ -463,7 +537,7 @@ class MultiModalEncoder {
       total += w.back();
     }
     RowVector<Scalar> pooled = RowVector<Scalar>::Zero(h.cols());
-    enc.routing = Vector<Scalar>::Zero(num_modalities);
+    enc.routing = Vector<Scalar>::Zero(count_modalities);
     for (std::size_t j = 0; j < means.size(); ++j) {
       enc.routing[present[j]] = w[j] / total;
       pooled += enc.routing[present[j]] * means[j];
@@ -531,6 +605,12 @@ class MultiModalEncoder {
       } else if (learned) {
         add_matrix("video.pos_embed.weight", self.video_pos_embed);
       }
+    }
+    for (std::size_t k = 0; k < c.custom.size(); ++k) {
+      const std::string& name = c.custom[k].name;
+      add_matrix(name + ".patch_embed.weight", self.custom_patch_embed[k].proj.weight);
+      add_vector(name + ".patch_embed.bias", self.custom_patch_embed[k].proj.bias);
+      if (learned) add_matrix(name + ".pos_embed.weight", self.custom_pos_embed[k]);
     }
     add_matrix("modality_embed.weight", self.modality_embed);
     if (c.pooling == PoolingKind::cls) add_matrix("cls_token", self.cls_token);

@@ -3,6 +3,8 @@
 //
 // An inputs file holds any of: `text_ids` (I32 or I64, [n]), `image` ([C, S, S]),
 // `audio` ([M, T]), `video` ([T, C, S, S]); image, audio and video in F32, F16, BF16 or F64.
+// Any other name is a custom modality's input (Sample::custom): `<name>` ([n, input_dim],
+// floating) and optionally `<name>.positions` (I32 or I64, [n, 3]).
 // An outputs file holds `embeddings` [N, E] and `hidden.0`, `hidden.1`, ... ([L_i, D]).
 
 #include <tessera/core/error.hpp>
@@ -56,13 +58,29 @@ Sample<Scalar> read_sample(const std::filesystem::path& file) {
       const auto values = st.read<Scalar>(name);
       sample.video = Tensor4<Scalar>(info.shape[0], info.shape[1], info.shape[2], info.shape[3]);
       std::copy(values.begin(), values.end(), sample.video->data());
+    } else if (name.ends_with(".positions")) {
+      const std::string modality = name.substr(0, name.size() - std::string(".positions").size());
+      const TensorInfo& info = st.info(name);
+      check(info.rank() == 2 && info.shape[1] == 3, where, ": tensor '", name, "' has shape ",
+            detail::shape_string(info.shape), ", expected [n, 3]");
+      check(info.dtype == DType::I32 || info.dtype == DType::I64, where, ": tensor '", name,
+            "' has dtype ", dtype_name(info.dtype), ", expected I32 or I64");
+      check(st.contains(modality), where, ": tensor '", name, "' has no tensor '", modality,
+            "' of features beside it");
+      const auto values = st.read<std::int64_t>(name);
+      Positions& positions = sample.custom[modality].positions;
+      positions.resize(info.shape[0], 3);
+      std::copy(values.begin(), values.end(), positions.data());
     } else {
-      fail(where, ": unexpected tensor '", name,
-           "' (an inputs file holds text_ids, image, audio and video)");
+      const TensorInfo& info = st.info(name);
+      check(info.rank() == 2 && is_floating(info.dtype), where, ": unexpected tensor '", name,
+            "' of shape ", detail::shape_string(info.shape), " and dtype ", dtype_name(info.dtype),
+            " (an inputs file holds text_ids, image, audio, video, and custom modalities' "
+            "[n, input_dim] floating-point features)");
+      sample.custom[name].features = st.read_matrix<Scalar>(name);
     }
   }
-  check(sample.text || sample.image || sample.audio || sample.video, where,
-        ": no input tensor (text_ids, image, audio or video)");
+  check(!sample.empty(), where, ": no input tensor (text_ids, image, audio, video or a custom modality)");
   return sample;
 }
 
@@ -87,6 +105,12 @@ void write_sample(const std::filesystem::path& file, const Sample<Scalar>& sampl
     tensors["video"] = TensorData::from_span(
         std::span<const Scalar>(sample.video->data(), static_cast<std::size_t>(sample.video->size())),
         dims(*sample.video), dtype);
+  }
+  for (const auto& [name, in] : sample.custom) {
+    tensors[name] = TensorData::from_matrix(in.features, dtype);
+    if (in.positions.rows() > 0) {
+      tensors[name + ".positions"] = TensorData::from_matrix(in.positions, DType::I64);
+    }
   }
   save_safetensors(file, tensors);
 }
