@@ -147,7 +147,7 @@ int main(int argc, char** argv) {
     batch[1].audio = tone_features(16, 30);
     batch[2].video = moving_square(5, 32);
     batch[2].text = std::vector<std::int64_t>{3, 1, 4, 1, 5, 9, 2, 6};
-    batch[3] = {batch[0].text, batch[1].image, batch[1].audio, batch[2].video};
+    batch[3] = {batch[0].text, batch[1].image, batch[1].audio, batch[2].video, {}};
     for (std::size_t i = 0; i < batch.size(); ++i) {
       tessera::write_sample(out / ("sample_" + std::to_string(i) + ".safetensors"), batch[i]);
     }

@@ -37,6 +37,7 @@
 // tokenize: the front ends that turn text and files into encoder inputs (SPEC 5); the text
 // tokenizers need ICU
 #include <tessera/tokenize/audio.hpp>
+#include <tessera/tokenize/front_end.hpp>
 #include <tessera/tokenize/image.hpp>
 #include <tessera/tokenize/utf8.hpp>
 #include <tessera/tokenize/video.hpp>
