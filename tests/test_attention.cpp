@@ -1,0 +1,134 @@
+// The fused attention kernel (nn::attention_fused) against the plain one
+// (nn::attention_reference, itself checked against PyTorch in test_nn.cpp) on shapes that
+// cross its tiles: long sequences, packed segments of odd lengths, causal ranges that start
+// and end inside tiles (and hide whole tiles), cross attention, large scores; float within
+// 1e-5 of the float reference, double within 1e-12 of the double one; bitwise identical for
+// one and two threads.
+
+#include <tessera/core/parallel.hpp>
+#include <tessera/nn/attention.hpp>
+
+#include "test_util.hpp"
+
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+namespace tessera {
+namespace {
+
+struct Case {
+  std::string name;
+  Index heads;
+  Index dh;
+  nn::AttentionSegments segments;
+  double magnitude = 1;  // q and k entries in [-magnitude, magnitude]
+  // Float kernels round each score s to about |s| * 6e-8, an error exp() carries into the
+  // weights: 1e-5 holds for scores of order 1-10 (q and k after a norm); the large-scores
+  // case (|s| up to ~100) gets 1e-4, and is held to the double reference below as well.
+  double float_atol = 1e-5;
+};
+
+nn::AttentionSegments with_causal(nn::AttentionSegments segments,
+                                  const std::vector<std::array<Index, 3>>& ranges) {
+  for (const auto& [s, begin, end] : ranges) segments.set_causal(s, begin, end);
+  return segments;
+}
+
+std::vector<Case> cases() {
+  using nn::AttentionSegments;
+  const Index tile = nn::attention_key_tile, rows = nn::attention_query_tile;
+  return {
+      {"one token", 2, 8, AttentionSegments::full(1)},
+      {"vit-b image", 12, 64, AttentionSegments::full(197)},
+      {"three key tiles", 3, 64, AttentionSegments::full(2 * tile + 37)},
+      {"dh 128", 2, 128, AttentionSegments::full(tile + 1)},
+      {"large scores", 2, 32, AttentionSegments::full(tile + rows + 5), 12.0, 1e-4},
+      {"packed", 2, 16, AttentionSegments::packed({0, 5, 300, 301, 650, 650, 720})},
+      {"packed causal", 2, 16,
+       with_causal(AttentionSegments::packed({0, 5, 300, 301, 650}),
+                   {{{0, 0, 5}}, {{1, 5 + rows - 3, 290}}, {{3, 301, 650}}})},
+      {"causal over three key tiles", 1, 32,
+       with_causal(AttentionSegments::full(3 * tile), {{{0, 0, 3 * tile}}})},
+      {"causal inside", 2, 32,
+       with_causal(AttentionSegments::full(2 * tile + 10), {{{0, 3, tile + rows + 7}}}), 4.0},
+      {"cross: few queries", 2, 32,
+       AttentionSegments{{0, 4, 8}, {0, 600, 900}, {0, 0}, {0, 0}}},
+      {"cross: many queries", 3, 16, AttentionSegments{{0, 300}, {0, 7}, {0}, {0}}},
+      {"a segment without queries", 2, 16,
+       AttentionSegments{{0, 0, 70}, {0, 40, 80}, {0, 0}, {0, 0}}},
+  };
+}
+
+template <class Scalar>
+struct Inputs {
+  Matrix<Scalar> q, k, v;  // [Lq, H*dh], [Lk, H*dh], [Lk, H*dh]
+};
+
+template <class Scalar>
+Inputs<Scalar> inputs_of(const Case& c, unsigned seed) {
+  std::srand(seed);
+  const Index width = c.heads * c.dh;
+  const Index lq = c.segments.query_offsets.back(), lk = c.segments.key_offsets.back();
+  const auto m = static_cast<Scalar>(c.magnitude);
+  return {Matrix<Scalar>::Random(lq, width) * m, Matrix<Scalar>::Random(lk, width) * m,
+          Matrix<Scalar>::Random(lk, width)};
+}
+
+template <class Scalar>
+Matrix<Scalar> run(const Case& c, const Inputs<Scalar>& in, bool fused) {
+  Matrix<Scalar> ctx = Matrix<Scalar>::Zero(in.q.rows(), in.q.cols());
+  if (fused) {
+    nn::attention_fused<Scalar>(ctx, in.q, in.k, in.v, c.heads, c.segments);
+  } else {
+    nn::attention_reference<Scalar>(ctx, in.q, in.k, in.v, c.heads, c.segments);
+  }
+  return ctx;
+}
+
+TEST(FusedAttention, FloatWithin1e5OfTheFloatReferenceKernel) {
+  for (const Case& c : cases()) {
+    const auto in = inputs_of<float>(c, 7);
+    const Matrix<float> fused = run(c, in, true), reference = run(c, in, false);
+    EXPECT_TRUE(test::all_close(fused, reference, c.float_atol, 0)) << c.name;
+  }
+}
+
+TEST(FusedAttention, DoubleWithin1e12OfTheReferenceKernel) {
+  for (const Case& c : cases()) {
+    const auto in = inputs_of<double>(c, 11);
+    const Matrix<double> fused = run(c, in, true), reference = run(c, in, false);
+    EXPECT_TRUE(test::all_close(fused, reference, 1e-12, 0)) << c.name;
+  }
+}
+
+TEST(FusedAttention, FloatCloseToTheDoubleReference) {
+  for (const Case& c : cases()) {
+    const auto in = inputs_of<double>(c, 13);
+    const Inputs<float> in_float{in.q.cast<float>(), in.k.cast<float>(), in.v.cast<float>()};
+    EXPECT_TRUE(test::close_to_reference<float>(run(c, in_float, true), run(c, in, false)))
+        << c.name;
+  }
+}
+
+TEST(FusedAttention, BitwiseIdenticalForOneAndTwoThreads) {
+  for (const Case& c : cases()) {
+    const auto in = inputs_of<float>(c, 17);
+    Matrix<float> one, two;
+    {
+      ScopedThreads threads(1);
+      one = run(c, in, true);
+    }
+    {
+      ScopedThreads threads(2);
+      two = run(c, in, true);
+    }
+    EXPECT_TRUE(one == two) << c.name;
+  }
+}
+
+}  // namespace
+}  // namespace tessera
