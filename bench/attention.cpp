@@ -34,8 +34,12 @@ benchmark::Counter gflops(double flops_per_iteration) {
                             benchmark::Counter::kIsIterationInvariantRate);
 }
 
+using Kernel = void (*)(tessera::MatrixRef<float>, const tessera::ConstMatrixRef<float>&,
+                        const tessera::ConstMatrixRef<float>&, const tessera::ConstMatrixRef<float>&,
+                        Index, const tessera::nn::AttentionSegments&);
+
 // Args: L (tokens), dh (head width), threads.
-void BM_attention_reference(benchmark::State& state) {
+void run_attention(benchmark::State& state, Kernel kernel) {
   const Index length = state.range(0);  // L
   const Index head_dim = state.range(1);  // dh
   const tessera::ScopedThreads threads(static_cast<int>(state.range(2)));
@@ -49,13 +53,20 @@ void BM_attention_reference(benchmark::State& state) {
   const auto segments = tessera::nn::AttentionSegments::full(length);
 
   for (auto _ : state) {
-    tessera::nn::attention_reference<float>(ctx, q, k, v, attention_heads, segments);
+    kernel(ctx, q, k, v, attention_heads, segments);
     benchmark::DoNotOptimize(ctx.data());
     benchmark::ClobberMemory();
   }
   const double l = static_cast<double>(length);
   state.counters["GFLOPS"] =
       gflops(4.0 * l * l * static_cast<double>(head_dim) * static_cast<double>(attention_heads));
+}
+
+void BM_attention_reference(benchmark::State& state) {
+  run_attention(state, &tessera::nn::attention_reference<float>);
+}
+void BM_attention_fused(benchmark::State& state) {
+  run_attention(state, &tessera::nn::attention_fused<float>);
 }
 
 // Sequence lengths: a ViT-B/16 image (196 patches + cls), then long mixed sequences.
@@ -73,6 +84,18 @@ BENCHMARK(BM_attention_reference)
 // L = 4096 materializes a 64 MB score block per head and task and takes 0.3-2 s a call:
 // a fixed two iterations (independent of --benchmark_min_time) keep the run short.
 BENCHMARK(BM_attention_reference)
+    ->ArgNames({"L", "dh", "threads"})
+    ->Apply([](benchmark::internal::Benchmark* b) { attention_shapes(b, {4096}); })
+    ->Iterations(2)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+BENCHMARK(BM_attention_fused)
+    ->ArgNames({"L", "dh", "threads"})
+    ->Apply([](benchmark::internal::Benchmark* b) { attention_shapes(b, {197, 1024}); })
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_attention_fused)
     ->ArgNames({"L", "dh", "threads"})
     ->Apply([](benchmark::internal::Benchmark* b) { attention_shapes(b, {4096}); })
     ->Iterations(2)

@@ -9,14 +9,16 @@
 // A packed batch holds several samples back to back without padding; AttentionSegments says
 // which rows of q see which rows of k (a sample only attends to itself), and which range of
 // each sample is causal text (a text token does not see later text tokens; every other pair
-// is allowed: the mixed causal/bidirectional mask). The kernel runs one (segment, head) pair
-// per OpenMP task; pairs are independent, so the result does not depend on the thread count.
+// is allowed: the mixed causal/bidirectional mask). Two kernels compute it: attention_fused,
+// which the layer uses (tiled, never holding the [Lq, Lk] scores), and attention_reference
+// (plain: materialized scores), kept for the tests and as the benchmarks' baseline.
 
 #include <tessera/core/error.hpp>
 #include <tessera/core/tensor.hpp>
 #include <tessera/nn/linear.hpp>
 #include <tessera/nn/rope.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -94,6 +96,104 @@ void attention_reference(MatrixRef<Scalar> ctx,              // [Lq, H*dh]
   }
 }
 
+// The fused kernel's tiles: a task is one (head, segment, tile of attention_query_tile
+// queries); it walks the segment's keys attention_key_tile at a time.
+inline constexpr Index attention_query_tile = 64;
+inline constexpr Index attention_key_tile = 512;
+
+// The same attention as attention_reference, fused and tiled (the FlashAttention algorithm,
+// Dao et al. 2022): for each query tile it walks the key tiles once, keeping for each query
+// row the running maximum m of its scores, the running sum l of exp(score - m) and the
+// running weighted sum of values o, rescaled whenever m grows (the online softmax). The
+// [nq, nk] scores are never materialized: a thread holds one [64, 512] score tile, so memory
+// is O(tile) per thread, whatever L. Key tiles that the causal mask hides entirely are
+// skipped. Tasks are independent and each is computed by the same code whatever thread runs
+// it, so the result does not depend on the thread count. The result differs from
+// attention_reference only by rounding (q is scaled before the product, and the softmax's
+// sum is accumulated tile by tile).
+// requires: q, ctx [Lq, H*dh]; k, v [Lk, H*dh]; segments within those rows.
+// ensures: the rows of ctx covered by segments are assigned.
+template <class Scalar>
+void attention_fused(MatrixRef<Scalar> ctx,              // [Lq, H*dh]
+                     const ConstMatrixRef<Scalar>& q,    // [Lq, H*dh]
+                     const ConstMatrixRef<Scalar>& k,    // [Lk, H*dh]
+                     const ConstMatrixRef<Scalar>& v,    // [Lk, H*dh]
+                     Index heads, const AttentionSegments& segments) {
+  TESSERA_ASSERT(q.cols() % heads == 0 && k.cols() == q.cols() && v.cols() == q.cols());
+  constexpr Index tile_rows = attention_query_tile, tile_keys = attention_key_tile;
+  constexpr Scalar minus_infinity = -std::numeric_limits<Scalar>::infinity();
+  const Index dh = q.cols() / heads;
+  const Scalar scale = Scalar(1) / std::sqrt(static_cast<Scalar>(dh));
+
+  // first_tile[s]: the index of segment s's first query tile among all segments' tiles.
+  const auto segment_count = static_cast<std::size_t>(segments.size());
+  std::vector<Index> first_tile(segment_count + 1, 0);
+  for (std::size_t s = 0; s < segment_count; ++s) {
+    const Index nq = segments.query_offsets[s + 1] - segments.query_offsets[s];
+    const Index nk = segments.key_offsets[s + 1] - segments.key_offsets[s];
+    first_tile[s + 1] = first_tile[s] + (nk > 0 ? (nq + tile_rows - 1) / tile_rows : 0);
+  }
+  const Index tiles = first_tile.back();
+  const Index tasks = tiles * heads;
+
+#pragma omp parallel if (tasks > 1)
+  {
+    Matrix<Scalar> q_tile(tile_rows, dh);          // [64, dh] the tile's queries, scaled
+    Matrix<Scalar> scores(tile_rows, tile_keys);   // [64, 512] scores, then exp(score - m)
+    Matrix<Scalar> out(tile_rows, dh);             // [64, dh] o: sum of exp(score - m) v
+    Vector<Scalar> row_max(tile_rows);             // [64] m
+    Vector<Scalar> row_sum(tile_rows);             // [64] l
+#pragma omp for schedule(dynamic)
+    for (Index task = 0; task < tasks; ++task) {
+      // Heads outer, tiles inner: threads working at the same time share a head's k and v.
+      const Index h = task / tiles, tile = task % tiles;
+      const auto s = static_cast<std::size_t>(
+          std::upper_bound(first_tile.begin(), first_tile.end(), tile) - first_tile.begin() - 1);
+      const Index i0 = segments.query_offsets[s] + (tile - first_tile[s]) * tile_rows;
+      const Index rows = std::min(tile_rows, segments.query_offsets[s + 1] - i0);
+      const Index k0 = segments.key_offsets[s], k1 = segments.key_offsets[s + 1];
+      const Index cb = segments.causal_begin[s], ce = segments.causal_end[s];
+      // the tile's causal query rows [ci0, ci1): they do not see causal keys after them
+      const Index ci0 = std::max(i0, cb), ci1 = std::min(i0 + rows, ce);
+      const bool all_rows_causal = ci0 == i0 && ci1 == i0 + rows;
+
+      q_tile.topRows(rows) = q.block(i0, h * dh, rows, dh) * scale;
+      row_max.head(rows).setConstant(minus_infinity);
+      row_sum.head(rows).setZero();
+      out.topRows(rows).setZero();
+      for (Index j0 = k0; j0 < k1; j0 += tile_keys) {
+        const Index keys = std::min(tile_keys, k1 - j0);
+        // Every (row, key) pair of the tile is masked: skip it.
+        if (all_rows_causal && j0 >= cb && j0 + keys <= ce && j0 > i0 + rows - 1) continue;
+        auto p = scores.topLeftCorner(rows, keys);
+        p.noalias() = q_tile.topRows(rows) * k.block(j0, h * dh, keys, dh).transpose();
+        for (Index i = ci0; i < ci1; ++i) {
+          for (Index j = std::max(i + 1, std::max(j0, cb)); j < std::min(ce, j0 + keys); ++j) {
+            p(i - i0, j - j0) = minus_infinity;
+          }
+        }
+        // The online softmax, row by row (each row a contiguous, vectorized run).
+        for (Index r = 0; r < rows; ++r) {
+          auto row = p.row(r);
+          const Scalar new_max = std::max(row_max[r], row.maxCoeff());
+          if (new_max == minus_infinity) {  // every key so far hidden from this row
+            row.setZero();
+            continue;
+          }
+          const Scalar rescale = std::exp(row_max[r] - new_max);  // 0 for the first keys
+          row.array() = (row.array() - new_max).exp();
+          row_sum[r] = row_sum[r] * rescale + row.sum();
+          out.row(r) *= rescale;
+          row_max[r] = new_max;
+        }
+        out.topRows(rows).noalias() += p * v.block(j0, h * dh, keys, dh);
+      }
+      ctx.block(i0, h * dh, rows, dh) =
+          out.topRows(rows).array().colwise() / row_sum.head(rows).array();
+    }
+  }
+}
+
 template <class Scalar>
 struct MultiHeadAttention {
   Index heads = 1;  // H
@@ -159,7 +259,7 @@ struct MultiHeadAttention {
       rope->forward(s.q, *positions);
       rope->forward(s.k, *positions);
     }
-    attention_reference<Scalar>(s.ctx, s.q, s.k, s.v, heads, segments);
+    attention_fused<Scalar>(s.ctx, s.q, s.k, s.v, heads, segments);
     out_proj.forward(out, s.ctx);
   }
 };
