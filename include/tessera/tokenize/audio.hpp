@@ -19,6 +19,7 @@
 
 #include <tessera/core/error.hpp>
 #include <tessera/core/tensor.hpp>
+#include <tessera/detail/rounding.hpp>
 #include <tessera/io/wav.hpp>
 #include <tessera/model/config.hpp>
 
@@ -158,9 +159,9 @@ inline std::vector<MelFilter> kaldi_mel_banks(Index n_mels, Index padded, double
   banks.reserve(static_cast<std::size_t>(n_mels));
   for (Index m = 0; m < n_mels; ++m) {
     const auto bin = static_cast<float>(m);
-    const float left = mel_low_f + bin * delta_f;
-    const float center = mel_low_f + (bin + 1.0f) * delta_f;
-    const float right = mel_low_f + (bin + 2.0f) * delta_f;
+    const float left = mel_low_f + rounded(bin * delta_f);  // torch rounds the product first
+    const float center = mel_low_f + rounded((bin + 1.0f) * delta_f);
+    const float right = mel_low_f + rounded((bin + 2.0f) * delta_f);
     std::vector<double> dense(static_cast<std::size_t>(num_fft_bins));
     for (Index k = 0; k < num_fft_bins; ++k) {
       const float f = mel[static_cast<std::size_t>(k)];
@@ -203,7 +204,7 @@ inline std::vector<MelFilter> slaney_mel_filters(Index n_mels, Index n_fft, doub
   const double step = (mel_max - mel_min) / static_cast<double>(points - 1);
   std::vector<double> hz(static_cast<std::size_t>(points));
   for (Index i = 0; i < points; ++i) {
-    const double m = i == points - 1 ? mel_max : static_cast<double>(i) * step + mel_min;
+    const double m = i == points - 1 ? mel_max : rounded(static_cast<double>(i) * step) + mel_min;
     hz[static_cast<std::size_t>(i)] = SlaneyScale::mel_to_hz(m);
   }
   const double bin_hz = 1.0 / (static_cast<double>(n_fft) * (1.0 / sample_rate));  // rfftfreq

@@ -21,6 +21,7 @@
 
 #include <tessera/core/error.hpp>
 #include <tessera/core/tensor.hpp>
+#include <tessera/detail/rounding.hpp>
 #include <tessera/model/config.hpp>
 
 #include <algorithm>
@@ -67,8 +68,9 @@ inline constexpr int resample_precision_bits = 22;
 inline double bicubic_kernel(double x) {
   constexpr double a = -0.5;
   if (x < 0.0) x = -x;
-  if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
-  if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * a;
+  // each product rounded before its sum, as Pillow's C (built without FMA) computes it
+  if (x < 1.0) return rounded((rounded((a + 2.0) * x) - (a + 3.0)) * x * x) + 1;
+  if (x < 2.0) return (rounded((rounded((x - 5) * x) + 8) * x) - 4) * a;
   return 0.0;
 }
 
@@ -100,7 +102,7 @@ inline ResampleTaps bicubic_taps(Index in_size, Index out_size) {
   std::vector<double> w(static_cast<std::size_t>(out.taps));
   const int in = static_cast<int>(in_size);
   for (Index i = 0; i < out_size; ++i) {
-    const double center = in0 + (static_cast<double>(i) + 0.5) * scale;
+    const double center = in0 + rounded((static_cast<double>(i) + 0.5) * scale);
     int xmin = static_cast<int>(center - support + 0.5);  // truncation, as Pillow's (int)
     if (xmin < 0) xmin = 0;
     int xmax = static_cast<int>(center + support + 0.5);
