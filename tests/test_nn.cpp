@@ -1,6 +1,8 @@
 // The layers of include/tessera/nn against PyTorch fixtures (tests/reference/make_fixtures.py),
 // in float and double.
 
+#include <tessera/core/parallel.hpp>
+#include <tessera/detail/matmul.hpp>
 #include <tessera/nn/activation.hpp>
 #include <tessera/nn/attention.hpp>
 #include <tessera/nn/attention_pool.hpp>
@@ -16,6 +18,7 @@
 
 #include <gmock/gmock.h>
 
+#include <iostream>
 #include <string>
 
 namespace tessera {
@@ -114,12 +117,70 @@ TYPED_TEST(NnTest, Linear) {
 }
 
 TYPED_TEST(NnTest, LinearLargeMatchesPlainProduct) {
-  using Scalar = TypeParam;  // more rows than one parallel block, and no bias
-  nn::Linear<Scalar> linear(24, 40, false);
-  linear.weight.setRandom();
-  const Matrix<Scalar> x = Matrix<Scalar>::Random(300, 24);
-  const Matrix<double> expected = x.template cast<double>() * linear.weight.template cast<double>().transpose();
-  EXPECT_TRUE(close_to_reference<Scalar>(linear.forward(x), expected));
+  using Scalar = TypeParam;  // 3 x 3 product tiles (the last ones partial), with and without bias
+  for (const bool bias : {false, true}) {
+    nn::Linear<Scalar> linear(24, 2 * detail::matmul_tile_cols + 8, bias);
+    linear.weight.setRandom();
+    if (bias) linear.bias.setRandom();
+    const Matrix<Scalar> x = Matrix<Scalar>::Random(2 * detail::matmul_tile_rows + 88, 24);
+    Matrix<double> expected =
+        x.template cast<double>() * linear.weight.template cast<double>().transpose();
+    if (bias) expected.rowwise() += linear.bias.template cast<double>().transpose();
+    Matrix<Scalar> one, two;
+    {
+      ScopedThreads threads(1);
+      one = linear.forward(x);
+    }
+    {
+      ScopedThreads threads(2);
+      two = linear.forward(x);
+    }
+    EXPECT_TRUE(close_to_reference<Scalar>(one, expected)) << "bias " << bias;
+    EXPECT_TRUE(one == two) << "bias " << bias;
+  }
+}
+
+TYPED_TEST(NnTest, GemmAssignsAndAccumulatesOnBlocks) {
+  using Scalar = TypeParam;  // strided blocks of larger matrices, as the attention kernel uses
+  const Matrix<Scalar> a = Matrix<Scalar>::Random(40, 30), b = Matrix<Scalar>::Random(50, 30);
+  const Matrix<Scalar> start = Matrix<Scalar>::Random(40, 50);
+  const auto a_block = a.block(3, 2, 20, 17);                    // [20, 17]
+  const auto bt_block = b.block(5, 4, 25, 17);                   // [25, 17]: op(b) = b^T
+  const auto bn_block = b.block(1, 6, 17, 25);                   // [17, 25]: op(b) = b
+  const Matrix<double> ad = a_block.template cast<double>();
+  const Matrix<double> base = start.block(2, 3, 20, 25).template cast<double>();
+  for (const bool accumulate : {false, true}) {
+    Matrix<Scalar> t = start, n = start;
+    detail::gemm<true>(t.block(2, 3, 20, 25), a_block, bt_block, accumulate);
+    detail::gemm<false>(n.block(2, 3, 20, 25), a_block, bn_block, accumulate);
+    const Matrix<double> add = accumulate ? base : Matrix<double>::Zero(20, 25);
+    EXPECT_TRUE(close_to_reference<Scalar>(
+        t.block(2, 3, 20, 25), add + ad * bt_block.template cast<double>().transpose()));
+    EXPECT_TRUE(close_to_reference<Scalar>(
+        n.block(2, 3, 20, 25), add + ad * bn_block.template cast<double>()));
+    // outside the block nothing is written
+    t.block(2, 3, 20, 25) = start.block(2, 3, 20, 25);
+    n.block(2, 3, 20, 25) = start.block(2, 3, 20, 25);
+    EXPECT_TRUE(t == start && n == start) << "accumulate " << accumulate;
+  }
+  // k = 0: the empty sum assigns zeros, or adds nothing
+  Matrix<Scalar> empty_sum = start;
+  detail::gemm<true>(empty_sum, Matrix<Scalar>(40, 0), Matrix<Scalar>(50, 0), true);
+  EXPECT_TRUE(empty_sum == start);
+  detail::gemm<true>(empty_sum, Matrix<Scalar>(40, 0), Matrix<Scalar>(50, 0), false);
+  EXPECT_TRUE(empty_sum.isZero(0));
+}
+
+TEST(Products, RouteIsTheConfiguredOne) {
+#if defined(TESSERA_EIGEN_PRODUCTS) || !defined(TESSERA_HAS_OPENBLAS)
+  EXPECT_FALSE(detail::matmul_uses_blas<float>);
+  EXPECT_FALSE(detail::matmul_uses_blas<double>);
+#else
+  EXPECT_TRUE(detail::matmul_uses_blas<float>);
+  EXPECT_TRUE(detail::matmul_uses_blas<double>);
+#endif
+  std::cout << "[ route    ] products through "
+            << (detail::matmul_uses_blas<float> ? "OpenBLAS" : "Eigen") << "\n";
 }
 
 TYPED_TEST(NnTest, Embedding) {

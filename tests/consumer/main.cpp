@@ -16,6 +16,12 @@
 
 #include <tessera/tessera.hpp>
 
+#if defined(TESSERA_EXPECT_OPENBLAS)
+static_assert(tessera::detail::matmul_uses_blas<float> == static_cast<bool>(TESSERA_EXPECT_OPENBLAS),
+              "tessera::tessera should route float products through OpenBLAS exactly when "
+              "tessera was configured with it");
+#endif
+
 #include <cmath>
 #include <cstdint>
 #include <iostream>
@@ -46,7 +52,9 @@ int main() {
   const int threads = tessera::num_threads();
   std::cout << "tessera consumer: encoded " << encoding.hidden.rows() << " tokens into a unit "
             << encoding.embedding.size() << "-vector (norm " << encoding.embedding.norm()
-            << "); num_threads() = " << threads << "; a bad id threw \"" << message << "\"\n";
+            << "); num_threads() = " << threads << "; products through "
+            << (tessera::detail::matmul_uses_blas<float> ? "OpenBLAS" : "Eigen")
+            << "; a bad id threw \"" << message << "\"\n";
 
   const bool ok = encoding.hidden.rows() == 7 && encoding.embedding.size() == 8 &&
                   std::abs(encoding.embedding.norm() - 1.0f) < 1e-5f &&

@@ -1,35 +1,126 @@
 #pragma once
 // Thread-count-independent matrix products.
 //
-// Large products are split into fixed blocks of rows, each computed by one single-threaded
-// Eigen product; OpenMP hands the blocks to threads. Because the blocks do not depend on the
-// number of threads, every output element is computed by the same instructions whatever the
-// thread count, and results are bitwise identical for 1 and N threads. Called from inside a
-// parallel region (per sample, per head), the loop runs in the calling thread.
+// out = a b^T (+ bias) is cut into fixed tiles of the output, matmul_tile_rows x
+// matmul_tile_cols; OpenMP hands the tiles to threads, and each tile is one single-threaded
+// product with its own cache blocking inside:
+//
+// - through OpenBLAS's cblas_?gemm when tessera was configured with it (TESSERA_HAS_OPENBLAS;
+//   1.3-1.5x Eigen's speed on one core of an AVX2 machine, bench_attention's
+//   BM_linear_forward). OpenBLAS is told to use one thread (openblas_set_num_threads(1), a
+//   process-wide setting, at the first product): its own thread pool next to OpenMP's would
+//   fight it for the cores;
+// - through Eigen otherwise (and for other scalar types).
+//
+// gemm() is that single-threaded product on its own, for kernels that tile their own work
+// (the fused attention's score and value products).
+//
+// The tiles do not depend on the number of threads, so every output element is computed by
+// the same instructions whatever thread computes it, and results are bitwise identical for
+// 1 and N threads. Called from inside a parallel region (per sample, per head), the loop runs
+// in the calling thread.
 
 #include <tessera/core/error.hpp>
 #include <tessera/core/tensor.hpp>
 
 #include <algorithm>
+#include <type_traits>
+
+// TESSERA_EIGEN_PRODUCTS, when defined (alike in every translation unit of a program),
+// computes the products with Eigen even where tessera was configured with OpenBLAS: tessera's
+// tests build the layers, the attention kernels and the encoder both ways.
+#if defined(TESSERA_HAS_OPENBLAS) && !defined(TESSERA_EIGEN_PRODUCTS)
+#define TESSERA_BLAS_PRODUCTS 1
+#include <cblas.h>
+#endif
 
 namespace tessera::detail {
 
-inline constexpr Index matmul_row_block = 64;
+inline constexpr Index matmul_tile_rows = 256;
+inline constexpr Index matmul_tile_cols = 256;
+
+// Whether matmul_transposed<Scalar> computes its tiles with OpenBLAS.
+template <class Scalar>
+inline constexpr bool matmul_uses_blas =
+#ifdef TESSERA_BLAS_PRODUCTS
+    std::is_same_v<Scalar, float> || std::is_same_v<Scalar, double>;
+#else
+    false;
+#endif
+
+// out [m, n] = a [m, k] * op(b) (+ out when accumulate), in the calling thread: op(b) is b^T
+// for b [n, k] (transposed_b) or b itself for b [k, n]. All three are row-major blocks with
+// unit inner stride (any outer stride). Through cblas_?gemm when matmul_uses_blas<Scalar>,
+// through Eigen otherwise.
+template <bool transposed_b, class Out, class A, class B>
+void gemm(Out&& out, const A& a, const B& b, bool accumulate) {
+  using Scalar = typename std::decay_t<A>::Scalar;
+  TESSERA_ASSERT(out.rows() == a.rows() &&
+                 out.cols() == (transposed_b ? b.rows() : b.cols()) &&
+                 a.cols() == (transposed_b ? b.cols() : b.rows()));
+#ifdef TESSERA_BLAS_PRODUCTS
+  if constexpr (matmul_uses_blas<Scalar>) {
+    static const bool single_threaded = [] {
+      openblas_set_num_threads(1);  // tessera's own threads call it; see above
+      return true;
+    }();
+    (void)single_threaded;
+    if (out.rows() == 0 || out.cols() == 0) return;
+    if (a.cols() == 0) {  // an empty sum (BLAS wants k >= 1)
+      if (!accumulate) out.setZero();
+      return;
+    }
+    const auto m = static_cast<blasint>(out.rows()), n = static_cast<blasint>(out.cols()),
+               k = static_cast<blasint>(a.cols());
+    const auto lda = static_cast<blasint>(a.outerStride()),
+               ldb = static_cast<blasint>(b.outerStride()),
+               ldc = static_cast<blasint>(out.outerStride());
+    const auto op_b = transposed_b ? CblasTrans : CblasNoTrans;
+    const Scalar beta = accumulate ? Scalar(1) : Scalar(0);
+    if constexpr (std::is_same_v<Scalar, float>) {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, op_b, m, n, k, 1.0f, a.data(), lda, b.data(), ldb,
+                  beta, out.data(), ldc);
+    } else {
+      cblas_dgemm(CblasRowMajor, CblasNoTrans, op_b, m, n, k, 1.0, a.data(), lda, b.data(), ldb,
+                  beta, out.data(), ldc);
+    }
+    return;
+  }
+#endif
+  if constexpr (transposed_b) {
+    if (accumulate) {
+      out.noalias() += a * b.transpose();
+    } else {
+      out.noalias() = a * b.transpose();
+    }
+  } else {
+    if (accumulate) {
+      out.noalias() += a * b;
+    } else {
+      out.noalias() = a * b;
+    }
+  }
+}
 
 // out [L, N] = a [L, K] * b [N, K]^T (+ bias [N] on every row when given): a Linear layer.
 template <class Scalar>
 void matmul_transposed(MatrixRef<Scalar> out, const ConstMatrixRef<Scalar>& a,
                        const ConstMatrixRef<Scalar>& b, const Vector<Scalar>* bias = nullptr) {
   TESSERA_ASSERT(out.rows() == a.rows() && out.cols() == b.rows() && a.cols() == b.cols());
-  const Index rows = a.rows();
-  const Index blocks = (rows + matmul_row_block - 1) / matmul_row_block;
-#pragma omp parallel for schedule(static) if (blocks > 1)
-  for (Index block = 0; block < blocks; ++block) {
-    const Index begin = block * matmul_row_block;
-    const Index count = std::min(matmul_row_block, rows - begin);
-    auto out_rows = out.middleRows(begin, count);
-    out_rows.noalias() = a.middleRows(begin, count) * b.transpose();
-    if (bias != nullptr) out_rows.rowwise() += bias->transpose();
+  const Index rows = a.rows(), cols = b.rows();
+  const Index row_tiles = (rows + matmul_tile_rows - 1) / matmul_tile_rows;
+  const Index col_tiles = (cols + matmul_tile_cols - 1) / matmul_tile_cols;
+  const Index tiles = row_tiles * col_tiles;
+#pragma omp parallel for schedule(static) if (tiles > 1)
+  for (Index tile = 0; tile < tiles; ++tile) {
+    // column tiles inner: neighbouring tiles share their rows of a
+    const Index r0 = (tile / col_tiles) * matmul_tile_rows;
+    const Index c0 = (tile % col_tiles) * matmul_tile_cols;
+    const Index nr = std::min(matmul_tile_rows, rows - r0);
+    const Index nc = std::min(matmul_tile_cols, cols - c0);
+    auto block = out.block(r0, c0, nr, nc);
+    gemm<true>(block, a.middleRows(r0, nr), b.middleRows(c0, nc), false);
+    if (bias != nullptr) block.rowwise() += bias->segment(c0, nc).transpose();
   }
 }
 
