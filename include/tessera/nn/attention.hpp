@@ -15,6 +15,7 @@
 
 #include <tessera/core/error.hpp>
 #include <tessera/core/tensor.hpp>
+#include <tessera/detail/matmul.hpp>
 #include <tessera/nn/linear.hpp>
 #include <tessera/nn/rope.hpp>
 
@@ -166,7 +167,7 @@ void attention_fused(MatrixRef<Scalar> ctx,              // [Lq, H*dh]
         // Every (row, key) pair of the tile is masked: skip it.
         if (all_rows_causal && j0 >= cb && j0 + keys <= ce && j0 > i0 + rows - 1) continue;
         auto p = scores.topLeftCorner(rows, keys);
-        p.noalias() = q_tile.topRows(rows) * k.block(j0, h * dh, keys, dh).transpose();
+        detail::gemm<true>(p, q_tile.topRows(rows), k.block(j0, h * dh, keys, dh), false);
         for (Index i = ci0; i < ci1; ++i) {
           for (Index j = std::max(i + 1, std::max(j0, cb)); j < std::min(ce, j0 + keys); ++j) {
             p(i - i0, j - j0) = minus_infinity;
@@ -186,7 +187,7 @@ void attention_fused(MatrixRef<Scalar> ctx,              // [Lq, H*dh]
           out.row(r) *= rescale;
           row_max[r] = new_max;
         }
-        out.topRows(rows).noalias() += p * v.block(j0, h * dh, keys, dh);
+        detail::gemm<false>(out.topRows(rows), p, v.block(j0, h * dh, keys, dh), true);
       }
       ctx.block(i0, h * dh, rows, dh) =
           out.topRows(rows).array().colwise() / row_sum.head(rows).array();
