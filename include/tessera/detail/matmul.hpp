@@ -54,11 +54,11 @@ inline constexpr bool matmul_uses_blas =
 // through Eigen otherwise.
 template <bool transposed_b, class Out, class A, class B>
 void gemm(Out&& out, const A& a, const B& b, bool accumulate) {
-  using Scalar = typename std::decay_t<A>::Scalar;
   TESSERA_ASSERT(out.rows() == a.rows() &&
                  out.cols() == (transposed_b ? b.rows() : b.cols()) &&
                  a.cols() == (transposed_b ? b.cols() : b.rows()));
 #ifdef TESSERA_BLAS_PRODUCTS
+  using Scalar = typename std::decay_t<A>::Scalar;
   if constexpr (matmul_uses_blas<Scalar>) {
     static const bool single_threaded = [] {
       openblas_set_num_threads(1);  // tessera's own threads call it; see above
