@@ -2,16 +2,22 @@
 //
 //   BM_attention_reference  nn::attention_reference on already projected q, k, v [L, H*dh],
 //                           one segment over all L tokens, H = 12 heads (ViT-B/16 at L = 197).
+//   BM_attention_fused      nn::attention_fused, the kernel the layer uses, on the same inputs.
 //                           flops per call = 4 L^2 dh H (q k^T and P v, 2 L^2 dh each per head;
 //                           the softmax is not counted).
 //   BM_linear_forward       nn::Linear forward, [L, D] x [F, D]^T + bias; flops = 2 L D F.
 //
-// Both report a GFLOPS counter and sweep the thread count set with tessera::set_num_threads.
-// The whole binary runs in well under a minute on two cores: an L = 4096 attention call
-// takes about a second on one core, so those shapes run a fixed, small number of iterations
-// instead of Google Benchmark's adaptive count.
+// All report a GFLOPS counter and sweep the thread count set with tessera::set_num_threads.
+// The attention benchmarks also report the kernel's memory, measured in a child process (this
+// program run again with --peak-memory) that makes the same inputs and calls the kernel once:
+// peak_MB is that process's peak resident set (inputs and output included) and work_MB what
+// the kernel call added to it (the peak less that of the same process without the call).
+// Long sequences take seconds a call, so they run a fixed, small number of iterations
+// instead of Google Benchmark's adaptive count; L = 16384 and the fused kernel's L = 32768
+// (up to a minute a call) run only with --long.
 //
-//   build/dev/bin/bench_attention [--benchmark_filter=attention] [--benchmark_min_time=0.05]
+//   build/test/bin/bench_attention [--long] [--benchmark_filter=fused] [--benchmark_min_time=0.05]
+//   python3 bench/compare_torch.py     # the same shapes in PyTorch, side by side
 
 #include <tessera/core/parallel.hpp>
 #include <tessera/core/tensor.hpp>
@@ -19,6 +25,15 @@
 #include <tessera/nn/linear.hpp>
 
 #include <benchmark/benchmark.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
 
 namespace {
 
@@ -38,36 +53,88 @@ using Kernel = void (*)(tessera::MatrixRef<float>, const tessera::ConstMatrixRef
                         const tessera::ConstMatrixRef<float>&, const tessera::ConstMatrixRef<float>&,
                         Index, const tessera::nn::AttentionSegments&);
 
+Kernel kernel_named(const std::string& name) {
+  if (name == "reference") return &tessera::nn::attention_reference<float>;
+  if (name == "fused") return &tessera::nn::attention_fused<float>;
+  return nullptr;  // "none": the inputs alone, the baseline of work_MB
+}
+
+// The inputs of one attention call: q, k, v and ctx [L, H*dh]. Uniform [-1, 1] entries keep
+// the scores q k^T / sqrt(dh) of order 1, as after a norm.
+struct AttentionInputs {
+  Matrix q, k, v, ctx;  // [L, H*dh]
+  AttentionInputs(Index length, Index head_dim)
+      : q(Matrix::Random(length, attention_heads * head_dim)),
+        k(Matrix::Random(length, attention_heads * head_dim)),
+        v(Matrix::Random(length, attention_heads * head_dim)),
+        ctx(Matrix::Zero(length, attention_heads * head_dim)) {}
+  void run(Kernel kernel, Index length) {
+    kernel(ctx, q, k, v, attention_heads, tessera::nn::AttentionSegments::full(length));
+  }
+};
+
+// The peak resident set of this process so far, in kB (VmHWM of /proc/self/status).
+long peak_resident_kb() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::atol(line.c_str() + 6);
+  }
+  return 0;
+}
+
+// The child process of peak_megabytes: --peak-memory KERNEL L dh threads. Prints its peak
+// resident set in kB. (The parent cannot read it from wait4's rusage: a child started by
+// posix_spawn reports the parent's peak, which it inherits until exec.)
+int peak_memory_child(char** argv) {
+  const Kernel kernel = kernel_named(argv[2]);
+  const Index length = std::atol(argv[3]);
+  const tessera::ScopedThreads threads(std::atoi(argv[5]));
+  AttentionInputs inputs(length, std::atol(argv[4]));
+  if (kernel != nullptr) inputs.run(kernel, length);
+  benchmark::DoNotOptimize(inputs.ctx.data());
+  std::printf("%ld\n", peak_resident_kb());
+  return 0;
+}
+
+// The peak resident set, in MB, of this program run as a peak_memory_child; 0 if it failed.
+double peak_megabytes(const char* kernel, Index length, Index head_dim, int threads) {
+  std::ostringstream command;
+  command << std::filesystem::read_symlink("/proc/self/exe") << " --peak-memory " << kernel << ' '
+          << length << ' ' << head_dim << ' ' << threads;
+  FILE* child = popen(command.str().c_str(), "r");
+  if (child == nullptr) return 0;
+  long kb = 0;
+  if (std::fscanf(child, "%ld", &kb) != 1) kb = 0;
+  return pclose(child) == 0 ? static_cast<double>(kb) / 1024.0 : 0.0;
+}
+
 // Args: L (tokens), dh (head width), threads.
-void run_attention(benchmark::State& state, Kernel kernel) {
-  const Index length = state.range(0);  // L
+void run_attention(benchmark::State& state, const char* kernel_name) {
+  const Index length = state.range(0);    // L
   const Index head_dim = state.range(1);  // dh
-  const tessera::ScopedThreads threads(static_cast<int>(state.range(2)));
-  const Index width = attention_heads * head_dim;  // H*dh
-
-  // Uniform [-1, 1] entries keep the scores q k^T / sqrt(dh) of order 1, as after a norm.
-  const Matrix q = Matrix::Random(length, width);  // [L, H*dh]
-  const Matrix k = Matrix::Random(length, width);  // [L, H*dh]
-  const Matrix v = Matrix::Random(length, width);  // [L, H*dh]
-  Matrix ctx(length, width);                       // [L, H*dh]
-  const auto segments = tessera::nn::AttentionSegments::full(length);
-
-  for (auto _ : state) {
-    kernel(ctx, q, k, v, attention_heads, segments);
-    benchmark::DoNotOptimize(ctx.data());
-    benchmark::ClobberMemory();
+  const int thread_count = static_cast<int>(state.range(2));
+  const Kernel kernel = kernel_named(kernel_name);
+  AttentionInputs inputs(length, head_dim);
+  {
+    const tessera::ScopedThreads threads(thread_count);
+    for (auto _ : state) {
+      inputs.run(kernel, length);
+      benchmark::DoNotOptimize(inputs.ctx.data());
+      benchmark::ClobberMemory();
+    }
   }
   const double l = static_cast<double>(length);
   state.counters["GFLOPS"] =
       gflops(4.0 * l * l * static_cast<double>(head_dim) * static_cast<double>(attention_heads));
+  const double peak = peak_megabytes(kernel_name, length, head_dim, thread_count);
+  const double baseline = peak_megabytes("none", length, head_dim, thread_count);
+  state.counters["peak_MB"] = peak;
+  state.counters["work_MB"] = peak - baseline;
 }
 
-void BM_attention_reference(benchmark::State& state) {
-  run_attention(state, &tessera::nn::attention_reference<float>);
-}
-void BM_attention_fused(benchmark::State& state) {
-  run_attention(state, &tessera::nn::attention_fused<float>);
-}
+void BM_attention_reference(benchmark::State& state) { run_attention(state, "reference"); }
+void BM_attention_fused(benchmark::State& state) { run_attention(state, "fused"); }
 
 // Sequence lengths: a ViT-B/16 image (196 patches + cls), then long mixed sequences.
 void attention_shapes(benchmark::internal::Benchmark* b, std::initializer_list<Index> lengths) {
@@ -81,26 +148,45 @@ BENCHMARK(BM_attention_reference)
     ->Apply([](benchmark::internal::Benchmark* b) { attention_shapes(b, {197, 1024}); })
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
-// L = 4096 materializes a 64 MB score block per head and task and takes 0.3-2 s a call:
-// a fixed two iterations (independent of --benchmark_min_time) keep the run short.
+BENCHMARK(BM_attention_fused)
+    ->ArgNames({"L", "dh", "threads"})
+    ->Apply([](benchmark::internal::Benchmark* b) { attention_shapes(b, {197, 1024}); })
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+// L = 4096 takes 0.3-2 s a call (the reference kernel holds a 64 MB score block per task):
+// a fixed two iterations, independent of --benchmark_min_time, keep the run short.
 BENCHMARK(BM_attention_reference)
     ->ArgNames({"L", "dh", "threads"})
     ->Apply([](benchmark::internal::Benchmark* b) { attention_shapes(b, {4096}); })
     ->Iterations(2)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
-
-BENCHMARK(BM_attention_fused)
-    ->ArgNames({"L", "dh", "threads"})
-    ->Apply([](benchmark::internal::Benchmark* b) { attention_shapes(b, {197, 1024}); })
-    ->Unit(benchmark::kMillisecond)
-    ->UseRealTime();
 BENCHMARK(BM_attention_fused)
     ->ArgNames({"L", "dh", "threads"})
     ->Apply([](benchmark::internal::Benchmark* b) { attention_shapes(b, {4096}); })
     ->Iterations(2)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
+
+// With --long: L = 16384 for both kernels (the reference holds a 1 GB score block per task)
+// and L = 32768, dh 64, for the fused one; one iteration each, 5-60 s a call.
+void register_long_sequences() {
+  for (auto* b : {benchmark::RegisterBenchmark("BM_attention_reference", BM_attention_reference),
+                  benchmark::RegisterBenchmark("BM_attention_fused", BM_attention_fused)}) {
+    b->ArgNames({"L", "dh", "threads"})
+        ->Apply([](benchmark::internal::Benchmark* b) { attention_shapes(b, {16384}); })
+        ->Iterations(1)
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
+  }
+  benchmark::RegisterBenchmark("BM_attention_fused", BM_attention_fused)
+      ->ArgNames({"L", "dh", "threads"})
+      ->Args({32768, 64, 1})
+      ->Args({32768, 64, 2})
+      ->Iterations(1)
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime();
+}
 
 // Args: L (rows), D (in features), F (out features), threads.
 void BM_linear_forward(benchmark::State& state) {
@@ -127,10 +213,28 @@ void BM_linear_forward(benchmark::State& state) {
 // The attention projections (D -> D) and the FFN's first layer (D -> 4D) of a D = 768 model.
 BENCHMARK(BM_linear_forward)
     ->ArgNames({"L", "D", "F", "threads"})
-    ->ArgsProduct({{1024}, {768}, {768, 3072}, {1, 2}})
+    ->ArgsProduct({{1576}, {768}, {768, 3072}, {1, 2}})
+    ->Args({1576, 3072, 768, 1})
+    ->Args({1576, 3072, 768, 2})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
 }  // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  if (argc == 6 && std::strcmp(argv[1], "--peak-memory") == 0) return peak_memory_child(argv);
+  int kept = 1;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--long") == 0) {
+      register_long_sequences();
+    } else {
+      argv[kept++] = argv[i];
+    }
+  }
+  argc = kept;
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

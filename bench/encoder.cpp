@@ -12,6 +12,12 @@
 //   mixed           8    text, image, audio, video, text+image, text+audio,
 //                        image+audio, all four (video not pooled)          3608
 //
+// and a ViT-B/16-sized image model (D 768, 12 layers, 12 heads, F 3072, learned positions,
+// cls pooling; torchvision's vit_b_16 in bench/compare_torch.py's comparison):
+//
+//   vit_b16         1    [3, 224, 224], patch 16, + cls                      197
+//   vit_b16_batch8  8    the same image 8 times                             1576
+//
 // Counters: tokens/s (transformer tokens, after pooling) and samples/s, per wall-clock
 // second; `tokens` is the tokens of one call. Each case runs with 1 and 2 threads
 // (tessera::set_num_threads). The whole binary runs in well under a minute on two cores.
@@ -39,10 +45,17 @@ using tessera::Index;
 using Encoder = tessera::MultiModalEncoder<float>;
 using Sample = tessera::Sample<float>;
 
-enum class Case { text, image, audio, video, video_pooled, mixed };
+enum class Case { text, image, audio, video, video_pooled, mixed, vit_b16, vit_b16_batch8 };
 
 // The config of a case: the shared small transformer plus the sections its inputs need.
 nlohmann::json case_config(Case c) {
+  if (c == Case::vit_b16 || c == Case::vit_b16_batch8) {
+    // torchvision's vit_b_16: 224 px, patch 16, D 768, 12 layers of 12 heads, F 3072, GELU,
+    // LayerNorm eps 1e-6, learned positions, a cls token that is the output.
+    return {{"hidden_dim", 768}, {"num_layers", 12}, {"num_heads", 12}, {"ffn_dim", 3072},
+            {"embed_dim", 768},  {"norm_eps", 1e-6},  {"position", "learned"},
+            {"pooling", "cls"},  {"image", {{"size", 224}, {"patch", 16}}}};
+  }
   nlohmann::json config = {{"hidden_dim", 256}, {"num_layers", 4}, {"num_heads", 4},
                            {"ffn_dim", 1024},   {"embed_dim", 256}};
   const nlohmann::json text = {{"max_tokens", 77}};
@@ -58,6 +71,8 @@ nlohmann::json case_config(Case c) {
       config["video"] = video;
       config["video"]["pool_queries"] = 4;
       break;
+    case Case::vit_b16:
+    case Case::vit_b16_batch8: break;  // above
     case Case::mixed:
       config["text"] = text;
       config["image"] = image;
@@ -117,6 +132,8 @@ std::vector<Sample> case_batch(Case c) {
     case Case::audio: return {make(false, false, true, false)};
     case Case::video:
     case Case::video_pooled: return {make(false, false, false, true)};
+    case Case::vit_b16: return {make(false, true, false, false)};
+    case Case::vit_b16_batch8: return std::vector<Sample>(8, make(false, true, false, false));
     case Case::mixed: break;
   }
   std::vector<Sample> batch;
@@ -168,6 +185,9 @@ TESSERA_ENCODER_BENCHMARK(audio);
 TESSERA_ENCODER_BENCHMARK(video);
 TESSERA_ENCODER_BENCHMARK(video_pooled);
 TESSERA_ENCODER_BENCHMARK(mixed);
+// ViT-B/16 takes 0.1-0.5 s a call: a few iterations are enough.
+TESSERA_ENCODER_BENCHMARK(vit_b16)->MinTime(1.0);
+TESSERA_ENCODER_BENCHMARK(vit_b16_batch8)->Iterations(3);
 
 }  // namespace
 

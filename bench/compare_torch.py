@@ -1,0 +1,358 @@
+#!/usr/bin/env python3
+"""Compare tessera's Google Benchmark programs with PyTorch on the same shapes, in one run.
+
+What is compared (float32 throughout, same thread count t on both sides):
+  attention  softmax(q k^T / sqrt(dh)) v over 12 heads. tessera: BM_attention_reference and
+             BM_attention_fused on q, k, v [L, 12*dh]; torch: q, k, v [12, L, dh] and
+             torch.softmax(q @ k.transpose(-1, -2) * dh**-0.5, dim=-1) @ v. GFLOPS = 4 L^2 dh 12 / s.
+  linear     y = x W^T + b, x [L, D], W [F, D]. tessera: BM_linear_forward; torch: F.linear.
+  vit        ViT-B/16 on 224x224 images, batch 1 and 8. tessera: BM_encode_batch/vit_b16*;
+             torch: torchvision.models.vit_b_16(weights=None) in eval mode under inference_mode.
+
+Timing: tessera cells are Google Benchmark's real_time (per-iteration mean of a repetition;
+the `_median` aggregate over --repetitions). torch cells are the median per-call
+time.perf_counter time after one warm-up call, over >= 3 calls and >= 1 s (0.2 s with --quick).
+Threads: tessera's threads:<t> argument; torch.set_num_threads(t), plus
+openblas_set_num_threads(t) when torch's BLAS is OpenBLAS (torch does not forward it). Groups
+are interleaved (tessera then torch per attention L, then linear, then vit): noise hits both.
+
+Big shapes: when the [12, L, L] score tensor would exceed 6 GB (L = 16384 under --long), torch
+runs the heads one at a time in a Python loop (1 GB of scores each; footnoted). Any torch case
+whose warm-up + 3 calls would exceed 120 s (estimated from one head, from ViT batch 1, or from
+the warm-up itself) is "n/a" with a footnote. Fused L = 32768 (--long) has no torch twin.
+
+Usage (from the repository root):
+  python3 bench/compare_torch.py [--build build/test] [--threads 1,2] [--long] [--quick]
+                                 [--repetitions 3] [--out FILE.md] [--torch-only]
+--quick: L = 197 attention, one linear shape, ViT batch 1, 1 thread, short timing (smoke test).
+--torch-only: skip the tessera binaries (their columns print "-").
+Needs Debian's python3-torch and python3-torchvision (re-runs itself with /usr/bin/python3 if
+the python3 on PATH has no torch). Progress goes to stderr, the markdown tables to stdout.
+"""
+import argparse, ctypes, datetime, json, os, re, statistics, subprocess, sys, time
+from pathlib import Path
+
+HEADS = 12
+SCORE_LIMIT_BYTES = 6e9  # above this torch runs attention one head at a time
+BUDGET_S = 120.0  # longest a single torch case may take (warm-up + MIN_CALLS calls)
+MIN_CALLS = 3
+BUILD_HINT = ("build it first: cmake --preset test && "
+              "cmake --build --preset test --target bench_attention bench_encoder")
+LINEAR_SHAPES = [(1576, 768, 768), (1576, 768, 3072), (1576, 3072, 768)]
+VIT_CASES = {"vit_b16": 1, "vit_b16_batch8": 8}  # tessera case name -> batch
+UNITS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
+AGGREGATE = re.compile(r"_(mean|median|stddev|cv)$")
+PATTERNS = {  # matched on Google Benchmark's name; suffixes such as /real_time are tolerated
+    "attention": re.compile(r"^BM_attention_(fused|reference)/L:(\d+)/dh:(\d+)/threads:(\d+)(?:/|$)"),
+    "linear": re.compile(r"^BM_linear_forward/L:(\d+)/D:(\d+)/F:(\d+)/threads:(\d+)(?:/|$)"),
+    "vit": re.compile(r"^BM_encode_batch/(vit_b16(?:_batch8)?)/threads:(\d+)(?:/|$)"),
+}
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def bench_key(name):
+    """('attention', kind, L, dh, t) | ('linear', L, D, F, t) | ('vit', case, t) | None."""
+    for family, pattern in PATTERNS.items():
+        m = pattern.match(AGGREGATE.sub("", name))
+        if m:
+            return (family,) + tuple(int(g) if g.isdigit() else g for g in m.groups())
+    return None
+
+
+def metrics(entry):
+    out = {"seconds": entry["real_time"] * UNITS[entry.get("time_unit", "ns")]}
+    for counter in ("GFLOPS", "samples/s", "peak_MB", "work_MB"):
+        if counter in entry:
+            out[counter] = float(entry[counter])
+    return out
+
+
+def parse_benchmarks(doc):
+    """Key -> metrics: the `_median` aggregate when present, else the median of the runs."""
+    medians, runs = {}, {}
+    for entry in doc.get("benchmarks", []):
+        key = bench_key(entry["name"])
+        if key is None or entry.get("error_occurred"):
+            continue
+        aggregate = AGGREGATE.search(entry["name"])  # name_median, name_mean, ...
+        if aggregate:
+            if aggregate.group(1) == "median":
+                medians[key] = metrics(entry)
+        else:
+            runs.setdefault(key, []).append(metrics(entry))
+    out = {k: {f: statistics.median(m[f] for m in v if f in m) for f in v[0]} for k, v in runs.items()}
+    out.update(medians)
+    return out
+
+
+def run_tessera(binary, regex, opts):
+    if opts.torch_only:
+        return {}
+    cmd = [str(binary), f"--benchmark_filter={regex}", "--benchmark_format=json",
+           f"--benchmark_min_time={opts.bench_min_time}"]
+    if opts.long and binary.name == "bench_attention":
+        cmd.append("--long")  # registers L = 16384 and 32768
+    if opts.repetitions > 1:
+        cmd += [f"--benchmark_repetitions={opts.repetitions}", "--benchmark_report_aggregates_only=true"]
+    log("$ " + " ".join(cmd))
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        results = parse_benchmarks(json.loads(proc.stdout))
+    except (ValueError, KeyError) as err:
+        results = {}
+        log(f"warning: unreadable output from {binary.name} ({err})")
+    if proc.returncode != 0 or not results:
+        log(f"warning: {binary.name} exited {proc.returncode} with {len(results)} results; "
+            f"stderr: {proc.stderr.strip()[-500:]}")
+    return results
+
+
+def alt(values):
+    return "(" + "|".join(str(v) for v in values) + ")"
+
+
+def measure(fn, opts, est=None):
+    """(median seconds per call, None) or (None, reason) when it would blow the budget."""
+    if est is not None and est * (1 + MIN_CALLS) > BUDGET_S:
+        return None, (f"torch n/a: about {est:.0f} s a call; warm-up + {MIN_CALLS} calls "
+                      f"exceed {BUDGET_S:.0f} s")
+    start = time.perf_counter()
+    fn()  # warm-up
+    warm = time.perf_counter() - start
+    if warm * MIN_CALLS > BUDGET_S:
+        return None, f"torch n/a: one call took {warm:.0f} s; {MIN_CALLS} more exceed {BUDGET_S:.0f} s"
+    times, start = [], time.perf_counter()
+    while len(times) < MIN_CALLS or time.perf_counter() - start < opts.min_time:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), None
+
+
+def torch_attention(torch, L, dh, opts):
+    """(GFLOPS or None, footnote or None)."""
+    if L > 16384:
+        return None, f"torch n/a: L = {L} needs {HEADS * L * L * 4 / 1e9:.0f} GB of scores; not run"
+    q, k, v = (torch.rand(HEADS, L, dh) * 2 - 1 for _ in range(3))
+    scale = dh ** -0.5
+
+    def head(h):
+        return torch.softmax(q[h] @ k[h].transpose(-1, -2) * scale, dim=-1) @ v[h]
+
+    t0 = time.perf_counter()
+    head(0)
+    est = (time.perf_counter() - t0) * HEADS
+    per_head = HEADS * L * L * 4 > SCORE_LIMIT_BYTES
+    fn = (lambda: [head(h) for h in range(HEADS)]) if per_head else \
+        (lambda: torch.softmax(q @ k.transpose(-1, -2) * scale, dim=-1) @ v)
+    seconds, note = measure(fn, opts, est)
+    if seconds is None:
+        return None, note
+    note = "torch ran the 12 heads one at a time in a Python loop (scores > 6 GB)" if per_head else None
+    return 4.0 * L * L * dh * HEADS / seconds / 1e9, note
+
+
+def torch_linear(torch, L, D, F, opts):
+    x, w, b = torch.randn(L, D), torch.randn(F, D) * 0.02, torch.randn(F)
+    seconds, note = measure(lambda: torch.nn.functional.linear(x, w, b), opts)
+    return (2.0 * L * D * F / seconds / 1e9 if seconds else None), note
+
+
+def torch_vit(torch, model, batch, opts, est=None):
+    x = torch.randn(batch, 3, 224, 224)
+    seconds, note = measure(lambda: model(x), opts, est)
+    return (batch / seconds if seconds else None), note
+
+
+def blas_of(torch):
+    """(short description, openblas_set_num_threads or None) of the BLAS torch really loaded."""
+    torch.ones(64, 64) @ torch.ones(64, 64)
+    info = re.search(r"BLAS_INFO=(\w+)", torch.__config__.show())
+    paths = sorted({line.split()[-1] for line in open("/proc/self/maps")})
+    lib = next((p for p in paths if re.match(r"lib(open)?blas|libmkl_rt|libblis", Path(p).name)), None)
+    kinds = [("openblas", "OpenBLAS"), ("mkl", "MKL"), ("blis", "BLIS"), ("atlas", "ATLAS"),
+             ("/blas/", "netlib reference BLAS")]
+    kind = next((name for tag, name in kinds if lib and tag in lib), "unknown BLAS")
+    setter = getattr(ctypes.CDLL(lib), "openblas_set_num_threads", None) if lib else None
+    desc = f"BLAS_INFO={info.group(1) if info else '?'} -> {kind}" + (f" ({lib})" if lib else "")
+    return desc, setter
+
+
+def import_torch():
+    try:
+        import torch, torchvision
+        return torch, torchvision
+    except ImportError:
+        system = "/usr/bin/python3"
+        if os.path.exists(system) and not os.environ.get("COMPARE_TORCH_REEXEC"):
+            log(f"note: {sys.executable} has no torch; re-running with {system}")
+            os.environ["COMPARE_TORCH_REEXEC"] = "1"
+            os.execv(system, [system] + sys.argv)
+        sys.exit("error: PyTorch not found (apt-get install python3-torch python3-torchvision)")
+
+
+class Notes:
+    def __init__(self):
+        self.items = []
+
+    def cell(self, value, fmt, note=None):
+        text = "-" if value is None and note is None else ("n/a" if value is None else fmt.format(value))
+        if note:
+            if note not in self.items:
+                self.items.append(note)
+            text += f" [{self.items.index(note) + 1}]"
+        return text
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}x" if a and b else "-"
+
+
+def table(headers, rows):
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+
+def machine_line(torch, blas):
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = re.search(r"^model name\s*:\s*(.*)$", cpuinfo, re.M)
+    flags = set((re.search(r"^flags\s*:\s*(.*)$", cpuinfo, re.M) or ["", ""])[1].split())
+    avx = " ".join(f for f in ("avx2", "fma", "avx512f", "avx512_bf16") if f in flags) or "none"
+    env = "".join(f"; {k}={os.environ[k]}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+                  if k in os.environ)
+    return (f"Machine: {model.group(1) if model else '?'}, {os.cpu_count()} cores, flags: {avx}; "
+            f"torch {torch.__version__} ({blas}){env}; {datetime.datetime.now():%Y-%m-%d %H:%M}")
+
+
+def parse_args():
+    root = Path(__file__).resolve().parent.parent
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--build", type=Path, default=root / "build" / "test", help="tessera build tree")
+    p.add_argument("--threads", default=None, help="comma-separated thread counts (default 1,2)")
+    p.add_argument("--long", action="store_true", help="add L = 16384 (and fused L = 32768)")
+    p.add_argument("--quick", action="store_true", help="smallest shapes, 1 thread, short timing")
+    p.add_argument("--repetitions", type=int, default=None, help="Google Benchmark repetitions (3)")
+    p.add_argument("--out", type=Path, help="also write the markdown here")
+    p.add_argument("--torch-only", action="store_true", help="skip the tessera binaries")
+    o = p.parse_args()
+    o.threads = [int(t) for t in (o.threads or ("1" if o.quick else "1,2")).split(",")]
+    o.repetitions = o.repetitions or (1 if o.quick else 3)
+    o.min_time, o.bench_min_time = (0.2, 0.05) if o.quick else (1.0, 0.5)
+    o.lengths = [197] if o.quick else [197, 1024, 4096] + ([16384, 32768] if o.long else [])
+    o.head_dims = [64, 128]
+    o.linear = LINEAR_SHAPES[:1] if o.quick else LINEAR_SHAPES
+    o.vit = ["vit_b16"] if o.quick else list(VIT_CASES)
+    return o
+
+
+def memory(result):
+    """'peak (work)': the process's peak resident MB with inputs and output, and the kernel's own."""
+    if "peak_MB" not in result:
+        return "-"
+    return f"{result['peak_MB']:.0f} ({result.get('work_MB', float('nan')):.1f})"
+
+
+def attention_section(run, opts):
+    rows, any_peak, ts = [], False, opts.threads
+    for L in opts.lengths:
+        kinds = ["fused"] if L > 16384 else ["fused", "reference"]
+        res = run.tessera("bench_attention", f"^BM_attention_{alt(kinds)}/L:{L}/dh:{alt(opts.head_dims)}"
+                                             f"/threads:{alt(ts)}(/|$)")
+        for dh in opts.head_dims:
+            for t in ts:
+                run.threads(t)
+                gf, note = torch_attention(run.torch, L, dh, opts)
+                log(f"torch attention L={L} dh={dh} threads={t}: {gf and round(gf, 1)} GFLOPS")
+                ref, fused = (res.get(("attention", k, L, dh, t), {}) for k in ("reference", "fused"))
+                any_peak |= "peak_MB" in ref or "peak_MB" in fused
+                cell = run.notes.cell
+                rows.append([f"L={L} dh={dh}", t, cell(gf, "{:.1f}", note), cell(ref.get("GFLOPS"), "{:.1f}"),
+                             cell(fused.get("GFLOPS"), "{:.1f}"), ratio(fused.get("GFLOPS"), gf),
+                             memory(ref), memory(fused)])
+    head = ["shape (12 heads)", "threads", "torch GFLOPS", "tessera reference", "tessera fused",
+            "fused / torch", "reference peak MB (kernel's own)", "fused peak MB (kernel's own)"]
+    width = len(head) if any_peak else len(head) - 2
+    return "### Attention\n\n" + table(head[:width], [r[:width] for r in rows])
+
+
+def linear_section(run, opts):
+    shapes = "|".join(f"L:{L}/D:{D}/F:{F}" for L, D, F in opts.linear)
+    res = run.tessera("bench_attention", f"^BM_linear_forward/({shapes})/threads:{alt(opts.threads)}(/|$)")
+    rows = []
+    for L, D, F in opts.linear:
+        for t in opts.threads:
+            run.threads(t)
+            gf, note = torch_linear(run.torch, L, D, F, opts)
+            log(f"torch linear L={L} D={D} F={F} threads={t}: {gf and round(gf, 1)} GFLOPS")
+            ours = res.get(("linear", L, D, F, t), {}).get("GFLOPS")
+            rows.append([f"L={L} D={D} F={F}", t, run.notes.cell(gf, "{:.1f}", note),
+                         run.notes.cell(ours, "{:.1f}"), ratio(ours, gf)])
+    head = ["shape", "threads", "torch GFLOPS", "tessera GFLOPS", "tessera / torch"]
+    return "### Linear\n\n" + table(head, rows)
+
+
+def vit_section(run, opts):
+    res = run.tessera("bench_encoder", f"^BM_encode_batch/{alt(opts.vit)}/threads:{alt(opts.threads)}(/|$)")
+    model, rows, per_image = run.torchvision.models.vit_b_16(weights=None).eval(), [], {}
+    for case in opts.vit:
+        batch = VIT_CASES[case]
+        for t in opts.threads:
+            run.threads(t)
+            est = per_image[t] * batch if t in per_image else None  # from batch 1: skip hopeless cases
+            ips, note = torch_vit(run.torch, model, batch, opts, est)
+            per_image.setdefault(t, 1.0 / ips if ips else BUDGET_S)
+            log(f"torch vit_b_16 batch={batch} threads={t}: {ips and round(ips, 2)} images/s")
+            ours = res.get(("vit", case, t), {}).get("samples/s")
+            rows.append(["ViT-B/16", batch, t, run.notes.cell(ips, "{:.2f}", note),
+                         run.notes.cell(ours, "{:.2f}"), ratio(ours, ips)])
+    head = ["model", "batch", "threads", "torch images/s", "tessera images/s", "tessera / torch"]
+    return "### ViT-B/16 encoder\n\n" + table(head, rows)
+
+
+class Run:
+    """What the sections share: torch, the footnotes, the binaries and the thread setter."""
+
+    def __init__(self, opts, bins):
+        self.opts, self.bins, self.notes = opts, bins, Notes()
+        self.torch, self.torchvision = import_torch()
+        self.blas, self.openblas_threads = blas_of(self.torch)
+
+    def threads(self, t):
+        self.torch.set_num_threads(t)
+        if self.openblas_threads:
+            self.openblas_threads(t)
+
+    def tessera(self, name, regex):
+        return run_tessera(self.bins[name], regex, self.opts)
+
+
+def main():
+    opts = parse_args()
+    bins = {n: opts.build / "bin" / n for n in ("bench_attention", "bench_encoder")}
+    missing = [str(b) for b in bins.values() if not b.is_file()]
+    if missing and not opts.torch_only:
+        print(f"error: missing {', '.join(missing)}; {BUILD_HINT}", file=sys.stderr)
+        sys.exit(2)
+    run = Run(opts, bins)
+    if "reference" in run.blas:
+        log("warning: torch uses netlib reference BLAS here, far slower than a tuned BLAS")
+    with run.torch.inference_mode():
+        sections = [attention_section(run, opts), linear_section(run, opts), vit_section(run, opts)]
+    how = (f"tessera: Google Benchmark real_time, median of {opts.repetitions} repetition(s); "
+           f"torch: median per call after one warm-up, >= {MIN_CALLS} calls and >= {opts.min_time} s; "
+           "both in this run, interleaved per group.")
+    footer = [machine_line(run.torch, run.blas), how]
+    footer += [f"[{i}] {n}" for i, n in enumerate(run.notes.items, 1)]
+    if opts.torch_only:
+        footer.append("(--torch-only: tessera columns not run)")
+    text = "\n\n".join(sections + footer) + "\n"  # one paragraph per footer line
+    print(text)
+    if opts.out:
+        opts.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
