@@ -56,10 +56,16 @@ std::vector<Case> cases() {
       {"causal inside", 2, 32,
        with_causal(AttentionSegments::full(2 * tile + 10), {{{0, 3, tile + rows + 7}}}), 4.0},
       {"cross: few queries", 2, 32,
-       AttentionSegments{{0, 4, 8}, {0, 600, 900}, {0, 0}, {0, 0}}},
-      {"cross: many queries", 3, 16, AttentionSegments{{0, 300}, {0, 7}, {0}, {0}}},
+       AttentionSegments{{0, 4, 8}, {0, 600, 900}, {0, 0}, {0, 0}, {}}},
+      {"cross: many queries", 3, 16, AttentionSegments{{0, 300}, {0, 7}, {0}, {0}, {}}},
       {"a segment without queries", 2, 16,
-       AttentionSegments{{0, 0, 70}, {0, 40, 80}, {0, 0}, {0, 0}}},
+       AttentionSegments{{0, 0, 70}, {0, 40, 80}, {0, 0}, {0, 0}, {}}},
+      // new tokens after a KV cache: query row i stands at key row i + shift
+      {"queries after a cache", 2, 32,
+       AttentionSegments{{0, 100}, {0, 2 * tile + 100}, {2 * tile - 50}, {2 * tile + 100},
+                         {2 * tile}}},
+      {"two segments after caches", 2, 16,
+       AttentionSegments{{0, 30, 50}, {0, 300, 400}, {250, 380}, {300, 400}, {270, 350}}},
   };
 }
 
@@ -87,6 +93,27 @@ Matrix<Scalar> run(const Case& c, const Inputs<Scalar>& in, bool fused) {
     nn::attention_reference<Scalar>(ctx, in.q, in.k, in.v, c.heads, c.segments);
   }
   return ctx;
+}
+
+// New tokens attending to a cache of earlier keys and values (query_shift) get the rows that
+// full self attention gives them, when the earlier tokens do not see the new ones (causal).
+TEST(CachedAttention, NewRowsEqualTheirRowsOfFullSelfAttention) {
+  const Index heads = 2, dh = 32, length = 2 * nn::attention_key_tile + 100, fresh = 100;
+  const Index past = length - fresh;
+  for (const Index causal_begin : {Index{0}, past - 50, past}) {
+    SCOPED_TRACE("causal from " + std::to_string(causal_begin));
+    auto full = nn::AttentionSegments::full(length);
+    full.set_causal(0, causal_begin, length);
+    const Case whole{"whole", heads, dh, full};
+    const Inputs<double> in = inputs_of<double>(whole, 7);
+    const Matrix<double> expected = run(whole, in, false).bottomRows(fresh);
+    const Case cached{"cached", heads, dh,
+                      nn::AttentionSegments{{0, fresh}, {0, length}, {causal_begin}, {length}, {past}}};
+    const Inputs<double> tail{in.q.bottomRows(fresh), in.k, in.v};
+    for (const bool fused : {false, true}) {
+      EXPECT_TRUE(test::all_close(run(cached, tail, fused), expected, 1e-12, 0)) << "fused " << fused;
+    }
+  }
 }
 
 TEST(FusedAttention, FloatWithin1e5OfTheFloatReferenceKernel) {

@@ -237,6 +237,132 @@ void expect_error(const std::function<void()>& action, const std::string& messag
   EXPECT_THAT(test::error_of(action), HasSubstr(message));
 }
 
+// ---- Incremental encoding (encode_append, a KV cache) ----------------------------------------
+
+MultiModalEncoder<double> causal_text_model(const std::string& position, const std::string& pooling) {
+  MultiModalEncoder<double> model(parse_config(nlohmann::json::parse(
+      R"({"hidden_dim": 32, "num_layers": 2, "num_heads": 4, "ffn_dim": 64, "embed_dim": 16,
+          "position": ")" + position + R"(", "pooling": ")" + pooling + R"(",
+          "text": {"vocab_size": 50, "max_tokens": 16, "causal": true},
+          "image": {"size": 8, "patch": 4}})")));
+  model.init_random(5);
+  return model;
+}
+
+Sample<double> text_sample(const std::vector<std::int64_t>& ids) {
+  Sample<double> s;
+  s.text = ids;
+  return s;
+}
+
+TEST(EncodeAppend, CausalTextInPartsEqualsTheWholeTextAtOnce) {
+  const std::vector<std::int64_t> ids = {3, 14, 15, 9, 26, 5, 35, 8, 9, 7, 9, 32};
+  for (const std::string position : {"rope", "learned"}) {
+    for (const std::string pooling : {"mean", "routed"}) {
+      SCOPED_TRACE(position + ", " + pooling);
+      const auto model = causal_text_model(position, pooling);
+      const Encoding<double> whole = model.encode(text_sample(ids));
+      EncoderCache<double> cache;
+      Encoding<double> got;
+      std::size_t at = 0;
+      for (const std::size_t n : {5, 1, 6}) {
+        got = model.encode_append(
+            cache, text_sample({ids.begin() + static_cast<std::ptrdiff_t>(at),
+                                ids.begin() + static_cast<std::ptrdiff_t>(at + n)}));
+        at += n;
+        EXPECT_EQ(cache.size(), static_cast<Index>(at));
+        // what is there so far is the encoding of the text so far, at once
+        const Encoding<double> prefix =
+            model.encode(text_sample({ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(at)}));
+        EXPECT_TRUE(test::all_close(got.hidden, prefix.hidden, 1e-12, 0));
+      }
+      EXPECT_TRUE(test::all_close(got.hidden, whole.hidden, 1e-12, 0));
+      EXPECT_TRUE(test::all_close(got.embedding, whole.embedding, 1e-12, 0));
+      EXPECT_TRUE(got.positions == whole.positions);
+      EXPECT_EQ(got.modality, whole.modality);
+      EXPECT_TRUE(cache.encoding.embedding == got.embedding);
+      for (const auto& layer : cache.layers) EXPECT_EQ(layer.length, 12);
+    }
+  }
+}
+
+TEST(EncodeAppend, StreamingPartsContinueThePositionsOfTheWholeSample) {
+  // Text, then an image: the image tokens see the text's cached keys, the text does not see
+  // the image (in the whole sample it would), so only the layout is the whole sample's.
+  for (const std::string pooling : {"mean", "cls"}) {
+    SCOPED_TRACE(pooling);
+    const auto model = causal_text_model("rope", pooling);
+    Sample<double> whole = text_sample({1, 2, 3});
+    whole.image = Tensor3<double>(3, 8, 8);
+    whole.image->setRandom();
+    Sample<double> picture;
+    picture.image = whole.image;
+    EncoderCache<double> cache;
+    const Encoding<double> first = model.encode_append(cache, text_sample({1, 2, 3}));
+    const Encoding<double> text_alone = model.encode(text_sample({1, 2, 3}));
+    EXPECT_TRUE(first.hidden == text_alone.hidden);
+    EXPECT_TRUE(first.embedding == text_alone.embedding);
+    const Encoding<double> both = model.encode_append(cache, picture);
+    const Encoding<double> at_once = model.encode(whole);
+    EXPECT_TRUE(both.positions == at_once.positions);
+    EXPECT_EQ(both.modality, at_once.modality);
+    EXPECT_TRUE(both.hidden.topRows(first.hidden.rows()) == first.hidden)
+        << "the earlier tokens keep their states";
+    EXPECT_NEAR(both.embedding.norm(), 1.0, 1e-12);
+  }
+}
+
+TEST(EncodeAppend, BitwiseIdenticalForOneAndTwoThreads) {
+  const auto model = random_model();
+  const auto batch = random_batch();
+  std::vector<Encoding<float>> results;
+  for (const int count : {1, 2}) {
+    ScopedThreads threads(count);
+    EncoderCache<float> cache;
+    for (const auto& part : batch) results.push_back(model.encode_append(cache, part));
+  }
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    EXPECT_TRUE(results[i].hidden == results[batch.size() + i].hidden) << "part " << i;
+    EXPECT_TRUE(results[i].embedding == results[batch.size() + i].embedding) << "part " << i;
+  }
+}
+
+TEST(EncodeAppend, BadPartsAreErrorsThatLeaveTheCacheAsItWas) {
+  const auto model = causal_text_model("learned", "mean");
+  EncoderCache<double> cache;
+  model.encode_append(cache, text_sample({1, 2, 3, 4, 5, 6, 7, 8, 9, 10}));
+  const EncoderCache<double> before = cache;
+  auto unchanged = [&] {
+    EXPECT_EQ(cache.size(), before.size());
+    EXPECT_TRUE(cache.encoding.hidden == before.encoding.hidden);
+    EXPECT_EQ(cache.cursor.counts, before.cursor.counts);
+    EXPECT_EQ(cache.cursor.offset, before.cursor.offset);
+    for (std::size_t l = 0; l < cache.layers.size(); ++l)
+      EXPECT_EQ(cache.layers[l].length, before.layers[l].length);
+  };
+  expect_error([&] { model.encode_append(cache, text_sample({1, 2, 3, 4, 5, 6, 7})); },
+               "text would reach token 17, past its 16 learned positions");
+  unchanged();
+  expect_error([&] { model.encode_append(cache, text_sample({1, 50})); }, "text id 50");
+  unchanged();
+  expect_error([&] { model.encode_append(cache, Sample<double>{}); }, "has no input");
+  unchanged();
+  Sample<double> picture;
+  picture.image = Tensor3<double>(3, 8, 8);
+  picture.image->setConstant(std::numeric_limits<double>::quiet_NaN());
+  expect_error([&] { model.encode_append(cache, picture); }, "image holds a non-finite value");
+  unchanged();
+  MultiModalEncoder<double> wider(parse_config(nlohmann::json::parse(
+      R"({"hidden_dim": 16, "num_layers": 2, "num_heads": 2, "ffn_dim": 32, "embed_dim": 8,
+          "text": {"vocab_size": 50, "max_tokens": 16}})")));
+  expect_error([&] { wider.encode_append(cache, text_sample({1})); },
+               "the cache holds 2 layers of width 32, this model has 2 of width 16");
+  unchanged();
+  // the cache still works after the errors
+  const auto next = model.encode_append(cache, text_sample({11, 12}));
+  EXPECT_EQ(next.hidden.rows(), 12);
+}
+
 TEST(Encoder, BadInputsAreErrorsNamingTheProblem) {
   const auto model = random_model();
   Sample<float> s;

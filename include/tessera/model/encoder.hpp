@@ -74,6 +74,25 @@ struct Encoding {
   int audio_clips = 1;          // > 1: long audio was split into this many clips (SPEC 5.3)
 };
 
+// Where a sample's next tokens start: the running RoPE offset s of SPEC 2 and, per modality
+// (4 + custom), how many tokens the sample has already (learned positions continue there).
+// Empty counts: nothing yet (a cls token, with cls pooling, comes first).
+struct TokenCursor {
+  std::int64_t offset = 0;
+  std::vector<Index> counts;  // [4 + custom] or empty
+};
+
+// The state of an incremental encoding of one sample (MultiModalEncoder::encode_append):
+// per layer the keys and values of every token so far, and the encoding of them all.
+template <class Scalar>
+struct EncoderCache {
+  std::vector<nn::KVCache<Scalar>> layers;  // [num_layers]
+  Encoding<Scalar> encoding;                // hidden [L, D], modality, positions, embedding
+  TokenCursor cursor;
+
+  Index size() const { return encoding.hidden.rows(); }  // L, the tokens so far
+};
+
 // A named weight of the model: a view of its storage in the PyTorch layout.
 template <class T>  // Scalar or const Scalar
 struct Parameter {
@@ -238,6 +257,71 @@ class MultiModalEncoder {
     return out;
   }
 
+  // Incremental encoding of one sample with a KV cache: appends the tokens of `part` to the
+  // sample held in `cache` (empty at first) and returns the encoding of all its tokens so far
+  // (also kept in cache.encoding). Only the new tokens are computed: in every layer they
+  // attend to the cached keys and values of the earlier tokens and to each other (text
+  // causally with text.causal), while the earlier tokens keep the states they had. The result
+  // equals encoding the whole sample at once where the mask makes it so, i.e. where no earlier
+  // token would see a later one: causal text appended to causal text, with mean or routed
+  // pooling. Elsewhere it is the streaming form (a new video window sees the earlier ones, not
+  // the reverse; with cls pooling the cls token has seen the first part only).
+  // Positions continue: the running RoPE offset and each modality's learned positions (an
+  // error once a learned table is used up). Long audio is refused, not split into clips.
+  // Throws tessera::Error, leaving cache unchanged, for a part that does not fit.
+  Encoding<Scalar> encode_append(EncoderCache<Scalar>& cache, const Sample<Scalar>& part) const {
+    check_sample(part, 0);
+    check(cache.layers.empty() ||
+              (cache.layers.size() == layers.size() &&
+               cache.layers.front().k.cols() == config.hidden_dim),
+          "encode_append: the cache holds ", cache.layers.size(), " layers of width ",
+          cache.layers.empty() ? 0 : cache.layers.front().k.cols(), ", this model has ",
+          layers.size(), " of width ", config.hidden_dim, " (a cache of another model?)");
+    check_learned_room(cache.cursor, part);
+
+    TokenCursor cursor = cache.cursor;  // committed with the rest at the end
+    const bool first = cursor.counts.empty();
+    Encoding<Scalar> fresh;
+    Matrix<Scalar> x = embed(part, fresh, cursor);  // [n, D]
+    const Index past = cache.size(), n = x.rows();
+    Index causal_begin = 0, causal_end = 0;  // the new text, in key rows
+    if (config.text && config.text->causal && part.text) {
+      causal_begin = past + (first && config.pooling == PoolingKind::cls ? 1 : 0);
+      causal_end = causal_begin + static_cast<Index>(part.text->size());
+    }
+
+    std::vector<nn::KVCache<Scalar>> started;  // the first part's caches, kept on success only
+    std::vector<nn::KVCache<Scalar>>& kv = first ? started : cache.layers;
+    if (first) kv.resize(layers.size());
+    try {
+      const nn::Rope<Scalar>* rotary = config.position == PositionKind::rope ? &rope : nullptr;
+      Matrix<Scalar> next(n, config.hidden_dim);
+      for (std::size_t l = 0; l < layers.size(); ++l) {
+        layers[l].forward_cached(next, x, kv[l], causal_begin, causal_end, rotary,
+                                 &fresh.positions);
+        x.swap(next);
+      }
+      final_norm.forward(x, x);
+
+      Encoding<Scalar> all = cache.encoding;
+      all.hidden.conservativeResize(past + n, config.hidden_dim);
+      all.hidden.bottomRows(n) = x;
+      all.positions.conservativeResize(past + n, 3);
+      all.positions.bottomRows(n) = fresh.positions;
+      all.modality.insert(all.modality.end(), fresh.modality.begin(), fresh.modality.end());
+      finish(all, 0);
+      if (first) cache.layers = std::move(started);
+      cache.encoding = all;
+      cache.cursor = std::move(cursor);
+      return all;
+    } catch (...) {
+      if (!first) {  // forget the keys and values appended before the failure
+        for (auto& layer : cache.layers) layer.length = std::min(layer.length, past);
+      }
+      throw;
+    }
+  }
+
  private:
   // encode_batch for samples that each fit the model (checked).
   std::vector<Encoding<Scalar>> encode_packed(std::span<const Sample<Scalar>> samples) const {
@@ -246,7 +330,8 @@ class MultiModalEncoder {
     std::vector<Matrix<Scalar>> tokens(samples.size());
     std::vector<Index> offsets{0};
     for (std::size_t i = 0; i < samples.size(); ++i) {
-      tokens[i] = embed(samples[i], out[i]);
+      TokenCursor cursor;
+      tokens[i] = embed(samples[i], out[i], cursor);
       offsets.push_back(offsets.back() + tokens[i].rows());
     }
     Matrix<Scalar> x(offsets.back(), config.hidden_dim);  // [sum L_i, D]
@@ -275,15 +360,45 @@ class MultiModalEncoder {
     // Pooling and projection, per sample.
     for (std::size_t i = 0; i < samples.size(); ++i) {
       out[i].hidden = x.middleRows(offsets[i], offsets[i + 1] - offsets[i]);
-      const RowVector<Scalar> pooled = pool(out[i]);  // [D]
-      Vector<Scalar> e = proj.weight * pooled.transpose();  // [E]
-      const Scalar norm = e.norm();
-      check(std::isfinite(static_cast<double>(norm)) && norm > Scalar(0),
-            "encode: the embedding of sample ", i, " has norm ", norm,
-            " (non-finite or zero weights?)");
-      out[i].embedding = e / norm;
+      finish(out[i], i);
     }
     return out;
+  }
+
+  // Pooling and projection of sample i's final hidden states: sets the embedding.
+  void finish(Encoding<Scalar>& enc, std::size_t i) const {
+    const RowVector<Scalar> pooled = pool(enc);  // [D]
+    Vector<Scalar> e = proj.weight * pooled.transpose();  // [E]
+    const Scalar norm = e.norm();
+    check(std::isfinite(static_cast<double>(norm)) && norm > Scalar(0),
+          "encode: the embedding of sample ", i, " has norm ", norm,
+          " (non-finite or zero weights?)");
+    enc.embedding = e / norm;
+  }
+
+  // The learned position tables that `part` would continue past the end of, after cursor:
+  // a tessera::Error naming the first one (RoPE positions have no such table).
+  void check_learned_room(const TokenCursor& cursor, const Sample<Scalar>& part) const {
+    if (config.position != PositionKind::learned || cursor.counts.empty()) return;
+    auto room = [&](auto m, Index n, const Matrix<Scalar>& table, const std::string& name) {
+      const Index had = cursor.counts[static_cast<std::size_t>(m)];
+      check(had + n <= table.rows(), "encode_append: ", name, " would reach token ", had + n,
+            ", past its ", table.rows(), " learned positions");
+    };
+    if (part.text) room(Modality::text, static_cast<Index>(part.text->size()), text_pos_embed, "text");
+    if (part.image) room(Modality::image, config.image->num_patches(), image_pos_embed, "image");
+    if (part.audio) {
+      const Index chunks = (part.audio->cols() + config.audio->patch_frames - 1) / config.audio->patch_frames;
+      room(Modality::audio, chunks, audio_pos_embed, "audio");
+    }
+    if (part.video && !pooled_video())
+      room(Modality::video, video_tokens(part.video->dimension(0)), video_pos_embed, "video");
+    for (std::size_t k = 0; k < config.custom.size(); ++k) {
+      const auto found = part.custom.find(config.custom[k].name);
+      if (found != part.custom.end())
+        room(num_modalities + static_cast<int>(k), found->second.features.rows(),
+             custom_pos_embed[k], config.custom[k].name);
+    }
   }
 
   Scalar eps() const { return static_cast<Scalar>(config.norm_eps); }
@@ -389,26 +504,34 @@ class MultiModalEncoder {
   // and every running offset far from overflow).
   static constexpr std::int64_t max_position_offset = std::int64_t{1} << 24;
 
-  // The front ends of SPEC 2 for one sample: returns its tokens [L, D] and fills the
-  // encoding's modality and positions.
-  Matrix<Scalar> embed(const Sample<Scalar>& s, Encoding<Scalar>& enc) const {
+  // The front ends of SPEC 2 for one sample, or for the next part of one (after `cursor`,
+  // which it advances): returns the tokens [L, D] and fills the encoding's modality and
+  // positions.
+  Matrix<Scalar> embed(const Sample<Scalar>& s, Encoding<Scalar>& enc, TokenCursor& cursor) const {
     const Index d = config.hidden_dim;
     const bool learned = config.position == PositionKind::learned;
     std::vector<Matrix<Scalar>> parts;  // each [L_m, D]
     std::vector<std::array<std::int64_t, 3>> pos;
-    std::int64_t offset = 0;  // the running RoPE offset s
+    const bool first = cursor.counts.empty();
+    if (first) cursor.counts.assign(static_cast<std::size_t>(config.modality_count()), 0);
+    std::int64_t& offset = cursor.offset;  // the running RoPE offset s
 
-    // Adds one modality's tokens [n, D]: modality embedding, then learned positions.
-    // `m` is a Modality or 4 + k for the k-th custom modality.
+    // Adds one modality's tokens [n, D]: modality embedding, then learned positions (from
+    // the modality's tokens so far on). `m` is a Modality or 4 + k for the k-th custom one.
     auto add = [&](Matrix<Scalar> t, auto m, const Matrix<Scalar>* pos_embed) {
+      Index& count = cursor.counts[static_cast<std::size_t>(m)];
       t.rowwise() += modality_embed.row(static_cast<Index>(m));
-      if (learned && pos_embed != nullptr) t += pos_embed->topRows(t.rows());
+      if (learned && pos_embed != nullptr) {
+        TESSERA_ASSERT(count + t.rows() <= pos_embed->rows());
+        t += pos_embed->middleRows(count, t.rows());
+      }
+      count += t.rows();
       enc.modality.insert(enc.modality.end(), static_cast<std::size_t>(t.rows()),
                           static_cast<int>(m));
       parts.push_back(std::move(t));
     };
 
-    if (config.pooling == PoolingKind::cls) {
+    if (first && config.pooling == PoolingKind::cls) {
       parts.push_back(cls_token);
       enc.modality.push_back(-1);
       pos.push_back({0, 0, 0});

@@ -28,26 +28,31 @@ namespace tessera::nn {
 
 // Which queries see which keys. Segment s pairs query rows [query_offsets[s], query_offsets[s+1])
 // with key rows [key_offsets[s], key_offsets[s+1]). Within a segment, rows in the causal range
-// [causal_begin[s], causal_end[s]) (absolute indices, shared by queries and keys; an empty range
-// when the segment has no causal part) do not see causal rows after them.
+// [causal_begin[s], causal_end[s]) (absolute key-row indices; an empty range when the segment
+// has no causal part) do not see causal rows after them. Query row i stands at key row
+// i + query_shift[s] for that rule: 0 in self attention (query row i is key row i), the
+// cache's length when new tokens attend to a KV cache followed by their own keys. An empty
+// query_shift means 0 for every segment.
 struct AttentionSegments {
   std::vector<Index> query_offsets;  // [N+1]
   std::vector<Index> key_offsets;    // [N+1]
   std::vector<Index> causal_begin;   // [N]
   std::vector<Index> causal_end;     // [N]
+  std::vector<Index> query_shift;    // [N] or empty
 
   Index size() const { return static_cast<Index>(query_offsets.size()) - 1; }
+  Index shift(std::size_t s) const { return query_shift.empty() ? 0 : query_shift[s]; }
 
   // One segment where all `length` tokens see each other.
   static AttentionSegments full(Index length) { return full(length, length); }
   // One segment of `queries` query rows seeing all `keys` key rows.
   static AttentionSegments full(Index queries, Index keys) {
-    return AttentionSegments{{0, queries}, {0, keys}, {0}, {0}};
+    return AttentionSegments{{0, queries}, {0, keys}, {0}, {0}, {}};
   }
   // Self attention over samples packed back to back: offsets [N+1]; no causal part.
   static AttentionSegments packed(const std::vector<Index>& offsets) {
     const std::size_t n = offsets.size() - 1;
-    return AttentionSegments{offsets, offsets, std::vector<Index>(n, 0), std::vector<Index>(n, 0)};
+    return AttentionSegments{offsets, offsets, std::vector<Index>(n, 0), std::vector<Index>(n, 0), {}};
   }
 
   // Adds a causal range [begin, end) to segment s (self attention only).
@@ -82,10 +87,11 @@ void attention_reference(MatrixRef<Scalar> ctx,              // [Lq, H*dh]
     probs.noalias() = q.block(q0, h * dh, nq, dh) * k.block(k0, h * dh, nk, dh).transpose();
     probs *= scale;
     const Index cb = segments.causal_begin[s], ce = segments.causal_end[s];
-    for (Index i = std::max(cb, q0); i < std::min(ce, q0 + nq); ++i) {
-      // query i (causal text) does not see causal keys j > i
-      for (Index j = std::max(i + 1, k0); j < std::min(ce, k0 + nk); ++j) {
-        probs(i - q0, j - k0) = -std::numeric_limits<Scalar>::infinity();
+    const Index a0 = q0 + segments.shift(s);  // the key row the first query stands at
+    for (Index a = std::max(cb, a0); a < std::min(ce, a0 + nq); ++a) {
+      // the query at key row a (causal text) does not see causal keys j > a
+      for (Index j = std::max(a + 1, k0); j < std::min(ce, k0 + nk); ++j) {
+        probs(a - a0, j - k0) = -std::numeric_limits<Scalar>::infinity();
       }
     }
     for (Index i = 0; i < nq; ++i) {
@@ -154,9 +160,10 @@ void attention_fused(MatrixRef<Scalar> ctx,              // [Lq, H*dh]
       const Index rows = std::min(tile_rows, segments.query_offsets[s + 1] - i0);
       const Index k0 = segments.key_offsets[s], k1 = segments.key_offsets[s + 1];
       const Index cb = segments.causal_begin[s], ce = segments.causal_end[s];
-      // the tile's causal query rows [ci0, ci1): they do not see causal keys after them
-      const Index ci0 = std::max(i0, cb), ci1 = std::min(i0 + rows, ce);
-      const bool all_rows_causal = ci0 == i0 && ci1 == i0 + rows;
+      const Index a0 = i0 + segments.shift(s);  // the key row the tile's first query stands at
+      // the tile's causal queries, at key rows [ci0, ci1): they do not see causal keys after them
+      const Index ci0 = std::max(a0, cb), ci1 = std::min(a0 + rows, ce);
+      const bool all_rows_causal = ci0 == a0 && ci1 == a0 + rows;
 
       q_tile.topRows(rows) = q.block(i0, h * dh, rows, dh) * scale;
       row_max.head(rows).setConstant(minus_infinity);
@@ -165,12 +172,12 @@ void attention_fused(MatrixRef<Scalar> ctx,              // [Lq, H*dh]
       for (Index j0 = k0; j0 < k1; j0 += tile_keys) {
         const Index keys = std::min(tile_keys, k1 - j0);
         // Every (row, key) pair of the tile is masked: skip it.
-        if (all_rows_causal && j0 >= cb && j0 + keys <= ce && j0 > i0 + rows - 1) continue;
+        if (all_rows_causal && j0 >= cb && j0 + keys <= ce && j0 > a0 + rows - 1) continue;
         auto p = scores.topLeftCorner(rows, keys);
         detail::gemm<true>(p, q_tile.topRows(rows), k.block(j0, h * dh, keys, dh), false);
-        for (Index i = ci0; i < ci1; ++i) {
-          for (Index j = std::max(i + 1, std::max(j0, cb)); j < std::min(ce, j0 + keys); ++j) {
-            p(i - i0, j - j0) = minus_infinity;
+        for (Index a = ci0; a < ci1; ++a) {
+          for (Index j = std::max(a + 1, std::max(j0, cb)); j < std::min(ce, j0 + keys); ++j) {
+            p(a - a0, j - j0) = minus_infinity;
           }
         }
         // The online softmax, row by row (each row a contiguous, vectorized run).
@@ -194,6 +201,34 @@ void attention_fused(MatrixRef<Scalar> ctx,              // [Lq, H*dh]
     }
   }
 }
+
+// The keys and values of the tokens encoded so far, for incremental encoding: new tokens
+// attend to them without recomputing them. Rows grow by doubling, so appending n tokens to
+// a cache of Lc costs O(n) amortized copies, not O(Lc).
+template <class Scalar>
+struct KVCache {
+  Matrix<Scalar> k;  // [capacity, D]: rows [0, length) are the cached keys (after RoPE)
+  Matrix<Scalar> v;  // [capacity, D]: rows [0, length) are the cached values
+  Index length = 0;  // Lc
+
+  auto keys() const { return k.topRows(length); }    // [Lc, D]
+  auto values() const { return v.topRows(length); }  // [Lc, D]
+
+  // requires: new_k, new_v [n, D] (D fixed by the first append).
+  void append(const ConstMatrixRef<Scalar>& new_k, const ConstMatrixRef<Scalar>& new_v) {
+    TESSERA_ASSERT(new_k.rows() == new_v.rows() && new_k.cols() == new_v.cols());
+    TESSERA_ASSERT(length == 0 || new_k.cols() == k.cols());
+    const Index n = new_k.rows();
+    if (length + n > k.rows() || new_k.cols() != k.cols()) {
+      const Index capacity = std::max(length + n, 2 * k.rows());
+      k.conservativeResize(capacity, new_k.cols());
+      v.conservativeResize(capacity, new_k.cols());
+    }
+    k.middleRows(length, n) = new_k;
+    v.middleRows(length, n) = new_v;
+    length += n;
+  }
+};
 
 template <class Scalar>
 struct MultiHeadAttention {
@@ -262,6 +297,35 @@ struct MultiHeadAttention {
     }
     attention_fused<Scalar>(s.ctx, s.q, s.k, s.v, heads, segments);
     out_proj.forward(out, s.ctx);
+  }
+
+  // Incremental self attention: x holds n new tokens of one sample. Their keys and values
+  // (after RoPE) are appended to the cache, then each new token attends to every cached
+  // token and to the new ones, except that within the causal range [causal_begin,
+  // causal_end) of key rows (cache rows first, then new token i at row Lc + i; an empty range
+  // for none) a token does not see later ones. The cached tokens are not recomputed.
+  // requires: x [n, D]; positions [n, 3] (the new tokens') when rope is given.
+  // ensures: out is assigned; cache.length grew by n.
+  void forward_cached(MatrixRef<Scalar> out,               // [n, D]
+                      const ConstMatrixRef<Scalar>& x,     // [n, D]
+                      KVCache<Scalar>& cache,              // [Lc, D] -> [Lc + n, D]
+                      Index causal_begin, Index causal_end,
+                      const Rope<Scalar>* rope = nullptr,
+                      const Positions* positions = nullptr) const {
+    const Index n = x.rows(), past = cache.length;
+    Matrix<Scalar> q(n, dim()), k(n, dim()), v(n, dim()), ctx(n, dim());  // [n, D] each
+    q_proj.forward(q, x);
+    k_proj.forward(k, x);
+    v_proj.forward(v, x);
+    if (rope != nullptr) {
+      TESSERA_ASSERT(positions != nullptr && positions->rows() == n);
+      rope->forward(q, *positions);
+      rope->forward(k, *positions);
+    }
+    cache.append(k, v);
+    const AttentionSegments segments{{0, n}, {0, past + n}, {causal_begin}, {causal_end}, {past}};
+    attention_fused<Scalar>(ctx, q, cache.keys(), cache.values(), heads, segments);
+    out_proj.forward(out, ctx);
   }
 };
 

@@ -56,6 +56,24 @@ struct TransformerBlock {
     ffn.forward(out, s.normed2, &s.ffn);
     out += s.h;
   }
+
+  // The block for n new tokens of one sample over a KV cache of the earlier ones
+  // (MultiHeadAttention::forward_cached, whose causal range this passes on).
+  // requires: x [n, D]; positions [n, 3] when rope is given.
+  // ensures: out is assigned (out may alias x); cache.length grew by n.
+  void forward_cached(MatrixRef<Scalar> out,            // [n, D]
+                      const ConstMatrixRef<Scalar>& x,  // [n, D]
+                      KVCache<Scalar>& cache, Index causal_begin, Index causal_end,
+                      const Rope<Scalar>* rope = nullptr,
+                      const Positions* positions = nullptr) const {
+    Matrix<Scalar> normed(x.rows(), x.cols()), h(x.rows(), x.cols());  // [n, D] each
+    norm1.forward(normed, x);
+    attn.forward_cached(h, normed, cache, causal_begin, causal_end, rope, positions);
+    h += x;
+    norm2.forward(normed, h);
+    ffn.forward(out, normed);
+    out += h;
+  }
 };
 
 }  // namespace tessera::nn
