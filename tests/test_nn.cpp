@@ -119,10 +119,10 @@ TYPED_TEST(NnTest, Linear) {
 TYPED_TEST(NnTest, LinearLargeMatchesPlainProduct) {
   using Scalar = TypeParam;  // 3 x 3 product tiles (the last ones partial), with and without bias
   for (const bool bias : {false, true}) {
-    nn::Linear<Scalar> linear(24, 2 * detail::matmul_tile_cols + 8, bias);
+    nn::Linear<Scalar> linear(24, 2 * detail::matmul_tile_max + 8, bias);
     linear.weight.setRandom();
     if (bias) linear.bias.setRandom();
-    const Matrix<Scalar> x = Matrix<Scalar>::Random(2 * detail::matmul_tile_rows + 88, 24);
+    const Matrix<Scalar> x = Matrix<Scalar>::Random(2 * detail::matmul_tile_max + 88, 24);
     Matrix<double> expected =
         x.template cast<double>() * linear.weight.template cast<double>().transpose();
     if (bias) expected.rowwise() += linear.bias.template cast<double>().transpose();
@@ -169,6 +169,17 @@ TYPED_TEST(NnTest, GemmAssignsAndAccumulatesOnBlocks) {
   EXPECT_TRUE(empty_sum == start);
   detail::gemm<true>(empty_sum, Matrix<Scalar>(40, 0), Matrix<Scalar>(50, 0), false);
   EXPECT_TRUE(empty_sum.isZero(0));
+}
+
+TEST(Products, TilesAreEqualPartsOfTheShapeAlone) {
+  using detail::matmul_tile_extent;
+  EXPECT_EQ(matmul_tile_extent(0), 1);
+  EXPECT_EQ(matmul_tile_extent(197), 197);    // one ViT-B/16 image: one row tile
+  EXPECT_EQ(matmul_tile_extent(512), 512);
+  EXPECT_EQ(matmul_tile_extent(513), 272);    // two parts of 257, rounded up to 16
+  EXPECT_EQ(matmul_tile_extent(768), 384);    // D = 768: two equal column tiles
+  EXPECT_EQ(matmul_tile_extent(1576), 400);   // 8 images: four row tiles (the last 376)
+  EXPECT_EQ(matmul_tile_extent(3072), 512);   // F = 3072: six column tiles
 }
 
 TEST(Products, RouteIsTheConfiguredOne) {

@@ -1,9 +1,11 @@
 #pragma once
 // Thread-count-independent matrix products.
 //
-// out = a b^T (+ bias) is cut into fixed tiles of the output, matmul_tile_rows x
-// matmul_tile_cols; OpenMP hands the tiles to threads, and each tile is one single-threaded
-// product with its own cache blocking inside:
+// out = a b^T (+ bias) is cut into tiles of the output: its rows and its columns are each cut
+// into equal parts of at most matmul_tile_max (matmul_tile_extent; a ViT-B/16 image's
+// [197, 768] projection makes two tiles, the [1576, 3072] FFN of a batch of 8 makes 24).
+// OpenMP hands the tiles to threads, and each tile is one single-threaded product with its
+// own cache blocking inside:
 //
 // - through OpenBLAS's cblas_?gemm when tessera was configured with it (TESSERA_HAS_OPENBLAS;
 //   1.3-1.5x Eigen's speed on one core of an AVX2 machine, bench_attention's
@@ -15,7 +17,7 @@
 // gemm() is that single-threaded product on its own, for kernels that tile their own work
 // (the fused attention's score and value products).
 //
-// The tiles do not depend on the number of threads, so every output element is computed by
+// The tiles depend on the product's shape alone, never on the number of threads, so every output element is computed by
 // the same instructions whatever thread computes it, and results are bitwise identical for
 // 1 and N threads. Called from inside a parallel region (per sample, per head), the loop runs
 // in the calling thread.
@@ -36,8 +38,17 @@
 
 namespace tessera::detail {
 
-inline constexpr Index matmul_tile_rows = 256;
-inline constexpr Index matmul_tile_cols = 256;
+inline constexpr Index matmul_tile_max = 512;   // the largest tile extent
+inline constexpr Index matmul_tile_align = 16;  // tile extents are multiples of this
+
+// The extent of the tiles that cut `total` rows (or columns) into equal parts of at most
+// matmul_tile_max, rounded up to a multiple of matmul_tile_align (the last part is shorter).
+inline Index matmul_tile_extent(Index total) {
+  if (total <= matmul_tile_max) return std::max<Index>(total, 1);
+  const Index parts = (total + matmul_tile_max - 1) / matmul_tile_max;
+  const Index even = (total + parts - 1) / parts;
+  return (even + matmul_tile_align - 1) / matmul_tile_align * matmul_tile_align;
+}
 
 // Whether matmul_transposed<Scalar> computes its tiles with OpenBLAS.
 template <class Scalar>
@@ -108,16 +119,17 @@ void matmul_transposed(MatrixRef<Scalar> out, const ConstMatrixRef<Scalar>& a,
                        const ConstMatrixRef<Scalar>& b, const Vector<Scalar>* bias = nullptr) {
   TESSERA_ASSERT(out.rows() == a.rows() && out.cols() == b.rows() && a.cols() == b.cols());
   const Index rows = a.rows(), cols = b.rows();
-  const Index row_tiles = (rows + matmul_tile_rows - 1) / matmul_tile_rows;
-  const Index col_tiles = (cols + matmul_tile_cols - 1) / matmul_tile_cols;
+  const Index tile_rows = matmul_tile_extent(rows), tile_cols = matmul_tile_extent(cols);
+  const Index row_tiles = (rows + tile_rows - 1) / tile_rows;
+  const Index col_tiles = (cols + tile_cols - 1) / tile_cols;
   const Index tiles = row_tiles * col_tiles;
 #pragma omp parallel for schedule(static) if (tiles > 1)
   for (Index tile = 0; tile < tiles; ++tile) {
     // column tiles inner: neighbouring tiles share their rows of a
-    const Index r0 = (tile / col_tiles) * matmul_tile_rows;
-    const Index c0 = (tile % col_tiles) * matmul_tile_cols;
-    const Index nr = std::min(matmul_tile_rows, rows - r0);
-    const Index nc = std::min(matmul_tile_cols, cols - c0);
+    const Index r0 = (tile / col_tiles) * tile_rows;
+    const Index c0 = (tile % col_tiles) * tile_cols;
+    const Index nr = std::min(tile_rows, rows - r0);
+    const Index nc = std::min(tile_cols, cols - c0);
     auto block = out.block(r0, c0, nr, nc);
     gemm<true>(block, a.middleRows(r0, nr), b.middleRows(c0, nc), false);
     if (bias != nullptr) block.rowwise() += bias->segment(c0, nc).transpose();
