@@ -46,15 +46,9 @@ struct TransformerBlock {
                Saved* saved = nullptr) const {
     Saved local;
     Saved& s = saved != nullptr ? *saved : local;
-    s.normed1.resize(x.rows(), x.cols());
-    norm1.forward(s.normed1, x, &s.norm1);
-    s.h.resize(x.rows(), x.cols());
-    attn.forward(s.h, s.normed1, segments, rope, positions, &s.attn);
-    s.h += x;
-    s.normed2.resize(x.rows(), x.cols());
-    norm2.forward(s.normed2, s.h, &s.norm2);
-    ffn.forward(out, s.normed2, &s.ffn);
-    out += s.h;
+    run(out, x, s, [&](MatrixRef<Scalar> h, const ConstMatrixRef<Scalar>& normed) {
+      attn.forward(h, normed, segments, rope, positions, &s.attn);
+    });
   }
 
   // The block for n new tokens of one sample over a KV cache of the earlier ones
@@ -66,13 +60,26 @@ struct TransformerBlock {
                       KVCache<Scalar>& cache, Index causal_begin, Index causal_end,
                       const Rope<Scalar>* rope = nullptr,
                       const Positions* positions = nullptr) const {
-    Matrix<Scalar> normed(x.rows(), x.cols()), h(x.rows(), x.cols());  // [n, D] each
-    norm1.forward(normed, x);
-    attn.forward_cached(h, normed, cache, causal_begin, causal_end, rope, positions);
-    h += x;
-    norm2.forward(normed, h);
-    ffn.forward(out, normed);
-    out += h;
+    Saved s;
+    run(out, x, s, [&](MatrixRef<Scalar> h, const ConstMatrixRef<Scalar>& normed) {
+      attn.forward_cached(h, normed, cache, causal_begin, causal_end, rope, positions);
+    });
+  }
+
+ private:
+  // The block's steps around one attention call: attend(h, normed) assigns Attn(normed) to h.
+  template <class Attend>
+  void run(MatrixRef<Scalar> out, const ConstMatrixRef<Scalar>& x, Saved& s,
+           Attend&& attend) const {
+    s.normed1.resize(x.rows(), x.cols());
+    norm1.forward(s.normed1, x, &s.norm1);
+    s.h.resize(x.rows(), x.cols());
+    attend(s.h, s.normed1);
+    s.h += x;
+    s.normed2.resize(x.rows(), x.cols());
+    norm2.forward(s.normed2, s.h, &s.norm2);
+    ffn.forward(out, s.normed2, &s.ffn);
+    out += s.h;
   }
 };
 
