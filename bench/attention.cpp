@@ -5,6 +5,10 @@
 //   BM_attention_fused      nn::attention_fused, the kernel the layer uses, on the same inputs.
 //                           flops per call = 4 L^2 dh H (q k^T and P v, 2 L^2 dh each per head;
 //                           the softmax is not counted).
+//   BM_attention_fused_bf16 the fused kernel with k and v stored in bfloat16 (KVPrecision), the
+//                           same inputs rounded; also reports its error against float storage,
+//                           computed once outside the timing: max_abs_err, the largest error of
+//                           an output, and rel_err, |error| / |output| (Frobenius norms).
 //   BM_linear_forward       nn::Linear forward, [L, D] x [F, D]^T + bias; flops = 2 L D F.
 //
 // All report a GFLOPS counter and sweep the thread count set with tessera::set_num_threads.
@@ -26,6 +30,7 @@
 
 #include <benchmark/benchmark.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -49,27 +54,51 @@ benchmark::Counter gflops(double flops_per_iteration) {
                             benchmark::Counter::kIsIterationInvariantRate);
 }
 
-using Kernel = void (*)(tessera::MatrixRef<float>, const tessera::ConstMatrixRef<float>&,
-                        const tessera::ConstMatrixRef<float>&, const tessera::ConstMatrixRef<float>&,
-                        Index, const tessera::nn::AttentionSegments&);
+enum class Kernel { none, reference, fused, fused_bf16 };  // none: an unknown name
 
 Kernel kernel_named(const std::string& name) {
-  if (name == "reference") return &tessera::nn::attention_reference<float>;
-  if (name == "fused") return &tessera::nn::attention_fused<float>;
-  return nullptr;  // "none": the inputs alone, the baseline of work_MB
+  if (name == "reference") return Kernel::reference;
+  if (name == "fused") return Kernel::fused;
+  if (name == "fused_bf16") return Kernel::fused_bf16;
+  return Kernel::none;
 }
 
 // The inputs of one attention call: q, k, v and ctx [L, H*dh]. Uniform [-1, 1] entries keep
-// the scores q k^T / sqrt(dh) of order 1, as after a norm.
+// the scores q k^T / sqrt(dh) of order 1, as after a norm. For the bfloat16 kernel, k and v
+// are also held rounded to bfloat16 (k16, v16); `bfloat16_only` makes those alone, without
+// the float k and v (for the memory measurement), from the same random numbers.
 struct AttentionInputs {
+  using Half = tessera::Matrix<tessera::BFloat16>;
   Matrix q, k, v, ctx;  // [L, H*dh]
-  AttentionInputs(Index length, Index head_dim)
+  Half k16, v16;        // [L, H*dh] for Kernel::fused_bf16
+  AttentionInputs(Index length, Index head_dim, Kernel kernel, bool bfloat16_only = false)
       : q(Matrix::Random(length, attention_heads * head_dim)),
-        k(Matrix::Random(length, attention_heads * head_dim)),
-        v(Matrix::Random(length, attention_heads * head_dim)),
-        ctx(Matrix::Zero(length, attention_heads * head_dim)) {}
-  void run(Kernel kernel, Index length) {
-    kernel(ctx, q, k, v, attention_heads, tessera::nn::AttentionSegments::full(length));
+        ctx(Matrix::Zero(length, attention_heads * head_dim)) {
+    const Index width = attention_heads * head_dim;
+    if (kernel == Kernel::fused_bf16 && bfloat16_only) {
+      k16 = Matrix::Random(length, width).cast<tessera::BFloat16>();
+      v16 = Matrix::Random(length, width).cast<tessera::BFloat16>();
+      return;
+    }
+    k = Matrix::Random(length, width);
+    v = Matrix::Random(length, width);
+    if (kernel == Kernel::fused_bf16) {
+      k16 = k.cast<tessera::BFloat16>();
+      v16 = v.cast<tessera::BFloat16>();
+    }
+  }
+  void run(Kernel kernel, Index length) { run(kernel, length, ctx); }
+  void run(Kernel kernel, Index length, Matrix& out) const {
+    namespace nn = tessera::nn;
+    const auto segments = nn::AttentionSegments::full(length);
+    switch (kernel) {
+      case Kernel::reference: nn::attention_reference<float>(out, q, k, v, attention_heads, segments); break;
+      case Kernel::fused: nn::attention_fused<float>(out, q, k, v, attention_heads, segments); break;
+      case Kernel::fused_bf16:
+        nn::attention_fused<float, tessera::BFloat16>(out, q, k16, v16, attention_heads, segments);
+        break;
+      case Kernel::none: break;
+    }
   }
 };
 
@@ -83,25 +112,26 @@ long peak_resident_kb() {
   return 0;
 }
 
-// The child process of peak_megabytes: --peak-memory KERNEL L dh threads. Prints its peak
+// The child process of peak_megabytes: --peak-memory KERNEL L dh threads CALL. Makes the
+// inputs of KERNEL and, when CALL is 1, calls it once (0: the baseline). Prints its peak
 // resident set in kB. (The parent cannot read it from wait4's rusage: a child started by
 // posix_spawn reports the parent's peak, which it inherits until exec.)
 int peak_memory_child(char** argv) {
   const Kernel kernel = kernel_named(argv[2]);
   const Index length = std::atol(argv[3]);
   const tessera::ScopedThreads threads(std::atoi(argv[5]));
-  AttentionInputs inputs(length, std::atol(argv[4]));
-  if (kernel != nullptr) inputs.run(kernel, length);
+  AttentionInputs inputs(length, std::atol(argv[4]), kernel, true);
+  if (std::atoi(argv[6]) == 1) inputs.run(kernel, length);
   benchmark::DoNotOptimize(inputs.ctx.data());
   std::printf("%ld\n", peak_resident_kb());
   return 0;
 }
 
 // The peak resident set, in MB, of this program run as a peak_memory_child; 0 if it failed.
-double peak_megabytes(const char* kernel, Index length, Index head_dim, int threads) {
+double peak_megabytes(const char* kernel, Index length, Index head_dim, int threads, bool call) {
   std::ostringstream command;
   command << std::filesystem::read_symlink("/proc/self/exe") << " --peak-memory " << kernel << ' '
-          << length << ' ' << head_dim << ' ' << threads;
+          << length << ' ' << head_dim << ' ' << threads << ' ' << (call ? 1 : 0);
   FILE* child = popen(command.str().c_str(), "r");
   if (child == nullptr) return 0;
   long kb = 0;
@@ -115,7 +145,7 @@ void run_attention(benchmark::State& state, const char* kernel_name) {
   const Index head_dim = state.range(1);  // dh
   const int thread_count = static_cast<int>(state.range(2));
   const Kernel kernel = kernel_named(kernel_name);
-  AttentionInputs inputs(length, head_dim);
+  AttentionInputs inputs(length, head_dim, kernel);
   {
     const tessera::ScopedThreads threads(thread_count);
     for (auto _ : state) {
@@ -127,14 +157,22 @@ void run_attention(benchmark::State& state, const char* kernel_name) {
   const double l = static_cast<double>(length);
   state.counters["GFLOPS"] =
       gflops(4.0 * l * l * static_cast<double>(head_dim) * static_cast<double>(attention_heads));
-  const double peak = peak_megabytes(kernel_name, length, head_dim, thread_count);
-  const double baseline = peak_megabytes("none", length, head_dim, thread_count);
+  const double peak = peak_megabytes(kernel_name, length, head_dim, thread_count, true);
+  const double baseline = peak_megabytes(kernel_name, length, head_dim, thread_count, false);
   state.counters["peak_MB"] = peak;
   state.counters["work_MB"] = peak - baseline;
+  if (kernel == Kernel::fused_bf16) {  // the error of bfloat16 storage, against float
+    Matrix exact(inputs.ctx.rows(), inputs.ctx.cols());
+    inputs.run(Kernel::fused, length, exact);
+    const Matrix error = inputs.ctx - exact;
+    state.counters["max_abs_err"] = error.cwiseAbs().maxCoeff();
+    state.counters["rel_err"] = error.norm() / exact.norm();
+  }
 }
 
 void BM_attention_reference(benchmark::State& state) { run_attention(state, "reference"); }
 void BM_attention_fused(benchmark::State& state) { run_attention(state, "fused"); }
+void BM_attention_fused_bf16(benchmark::State& state) { run_attention(state, "fused_bf16"); }
 
 // Sequence lengths: a ViT-B/16 image (196 patches + cls), then long mixed sequences.
 void attention_shapes(benchmark::internal::Benchmark* b, std::initializer_list<Index> lengths) {
@@ -153,6 +191,11 @@ BENCHMARK(BM_attention_fused)
     ->Apply([](benchmark::internal::Benchmark* b) { attention_shapes(b, {197, 1024}); })
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
+BENCHMARK(BM_attention_fused_bf16)
+    ->ArgNames({"L", "dh", "threads"})
+    ->Apply([](benchmark::internal::Benchmark* b) { attention_shapes(b, {197, 1024}); })
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 // L = 4096 takes 0.3-2 s a call (the reference kernel holds a 64 MB score block per task):
 // a fixed two iterations, independent of --benchmark_min_time, keep the run short.
 BENCHMARK(BM_attention_reference)
@@ -167,9 +210,15 @@ BENCHMARK(BM_attention_fused)
     ->Iterations(2)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
+BENCHMARK(BM_attention_fused_bf16)
+    ->ArgNames({"L", "dh", "threads"})
+    ->Apply([](benchmark::internal::Benchmark* b) { attention_shapes(b, {4096}); })
+    ->Iterations(2)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 // With --long: L = 16384 for both kernels (the reference holds a 1 GB score block per task)
-// and L = 32768, dh 64, for the fused one; one iteration each, 5-60 s a call.
+// and L = 32768, dh 64, for the fused ones (float and bfloat16 k, v); one iteration each, 5-60 s a call.
 void register_long_sequences() {
   for (auto* b : {benchmark::RegisterBenchmark("BM_attention_reference", BM_attention_reference),
                   benchmark::RegisterBenchmark("BM_attention_fused", BM_attention_fused)}) {
@@ -179,13 +228,15 @@ void register_long_sequences() {
         ->Unit(benchmark::kMillisecond)
         ->UseRealTime();
   }
-  benchmark::RegisterBenchmark("BM_attention_fused", BM_attention_fused)
-      ->ArgNames({"L", "dh", "threads"})
-      ->Args({32768, 64, 1})
-      ->Args({32768, 64, 2})
-      ->Iterations(1)
-      ->Unit(benchmark::kMillisecond)
-      ->UseRealTime();
+  for (auto* b : {benchmark::RegisterBenchmark("BM_attention_fused", BM_attention_fused),
+                  benchmark::RegisterBenchmark("BM_attention_fused_bf16", BM_attention_fused_bf16)}) {
+    b->ArgNames({"L", "dh", "threads"})
+        ->Args({32768, 64, 1})
+        ->Args({32768, 64, 2})
+        ->Iterations(1)
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
+  }
 }
 
 // Args: L (rows), D (in features), F (out features), threads.
@@ -222,7 +273,7 @@ BENCHMARK(BM_linear_forward)
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc == 6 && std::strcmp(argv[1], "--peak-memory") == 0) return peak_memory_child(argv);
+  if (argc == 7 && std::strcmp(argv[1], "--peak-memory") == 0) return peak_memory_child(argv);
   int kept = 1;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--long") == 0) {

@@ -3,7 +3,9 @@
 // cross its tiles: long sequences, packed segments of odd lengths, causal ranges that start
 // and end inside tiles (and hide whole tiles), cross attention, large scores; float within
 // 1e-5 of the float reference, double within 1e-12 of the double one; bitwise identical for
-// one and two threads.
+// one and two threads. With k and v stored in bfloat16 (nn::KVPrecision), the kernel equals
+// itself on k and v rounded to bfloat16 beforehand, bit for bit, and its error against float
+// storage stays within the bound docs/encoder.md gives.
 
 #include <tessera/core/parallel.hpp>
 #include <tessera/nn/attention.hpp>
@@ -155,6 +157,90 @@ TEST(FusedAttention, BitwiseIdenticalForOneAndTwoThreads) {
     }
     EXPECT_TRUE(one == two) << c.name;
   }
+}
+
+// ---- k and v stored in bfloat16 --------------------------------------------------------------
+
+template <class Scalar>
+Matrix<Scalar> run_bfloat16(const Case& c, const Inputs<Scalar>& in) {
+  Matrix<Scalar> ctx = Matrix<Scalar>::Zero(in.q.rows(), in.q.cols());
+  const Matrix<BFloat16> k = in.k.template cast<BFloat16>();
+  const Matrix<BFloat16> v = in.v.template cast<BFloat16>();
+  nn::attention_fused<Scalar, BFloat16>(ctx, in.q, k, v, c.heads, c.segments);
+  return ctx;
+}
+
+template <class Scalar>
+Inputs<Scalar> rounded_to_bfloat16(const Inputs<Scalar>& in) {
+  return {in.q, in.k.template cast<BFloat16>().template cast<Scalar>(),
+          in.v.template cast<BFloat16>().template cast<Scalar>()};
+}
+
+TEST(Bfloat16KV, EqualsTheKernelOnKAndVRoundedBeforehand) {
+  for (const Case& c : cases()) {
+    const auto in = inputs_of<float>(c, 19);
+    EXPECT_TRUE(run_bfloat16(c, in) == run(c, rounded_to_bfloat16(in), true)) << c.name;
+    const auto in_double = inputs_of<double>(c, 23);
+    EXPECT_TRUE(run_bfloat16(c, in_double) == run(c, rounded_to_bfloat16(in_double), true))
+        << c.name;
+  }
+}
+
+TEST(Bfloat16KV, RoundingIsToNearestEven) {
+  // 1 + 2^-8 lies halfway between the bfloat16 neighbours 1 and 1 + 2^-7: to even, 1.
+  EXPECT_EQ(static_cast<float>(BFloat16(1.0f + 0x1p-8f)), 1.0f);
+  EXPECT_EQ(static_cast<float>(BFloat16(1.0f + 0x1p-8f + 0x1p-20f)), 1.0f + 0x1p-7f);
+  EXPECT_EQ(static_cast<float>(BFloat16(1.0f + 3 * 0x1p-8f)), 1.0f + 0x1p-6f);
+}
+
+// Storing k and v in bfloat16 rounds each to 8 significant bits (relative error <= 2^-9).
+// With v of order 1, every output of the kernel is a convex combination of values, so its
+// error from v is at most 2^-9 max|v|; the error from k moves the scores by up to
+// 2^-9 |q| |k| / sqrt(dh) and the weights with them. docs/encoder.md reports the measured
+// errors; this holds the kernel to them on the test shapes.
+TEST(Bfloat16KV, ErrorAgainstFloatStorageIsThatOfTheRounding) {
+  for (const Case& c : cases()) {
+    if (c.magnitude != 1.0) continue;  // scores of order 1, as after a norm
+    const auto in = inputs_of<float>(c, 29);
+    const Matrix<float> full = run(c, in, true), half = run_bfloat16(c, in);
+    const double max_error = (half - full).cwiseAbs().maxCoeff();
+    EXPECT_LT(max_error, 4e-3) << c.name;
+    EXPECT_GT(max_error, 0.0) << c.name << ": bfloat16 changed nothing?";
+  }
+}
+
+TEST(Bfloat16KV, BitwiseIdenticalForOneAndTwoThreads) {
+  for (const Case& c : cases()) {
+    const auto in = inputs_of<float>(c, 31);
+    Matrix<float> one, two;
+    {
+      ScopedThreads threads(1);
+      one = run_bfloat16(c, in);
+    }
+    {
+      ScopedThreads threads(2);
+      two = run_bfloat16(c, in);
+    }
+    EXPECT_TRUE(one == two) << c.name;
+  }
+}
+
+TEST(Bfloat16KV, CacheStoresHalfTheBytesAndKeepsItsPrecision) {
+  nn::KVCache<float> cache;
+  const Matrix<float> k = Matrix<float>::Random(5, 16), v = Matrix<float>::Random(5, 16);
+  cache.append(k, v, nn::KVPrecision::bfloat16);
+  cache.append(k, v, nn::KVPrecision::native);  // a started cache keeps its precision
+  EXPECT_EQ(cache.precision, nn::KVPrecision::bfloat16);
+  EXPECT_EQ(cache.length, 10);
+  EXPECT_EQ(cache.width(), 16);
+  EXPECT_EQ(cache.k.size(), 0);
+  EXPECT_EQ(sizeof(BFloat16), 2u);
+  cache.visit([&](const auto& keys, const auto& values) {
+    EXPECT_TRUE(keys.bottomRows(5).template cast<float>() ==
+                k.cast<BFloat16>().cast<float>());
+    EXPECT_TRUE(values.topRows(5).template cast<float>() ==
+                v.cast<BFloat16>().cast<float>());
+  });
 }
 
 }  // namespace

@@ -233,6 +233,22 @@ TEST(Encoder, EmbeddingsAreUnitVectors) {
   }
 }
 
+TEST(Encoder, Bfloat16KeysAndValuesStayCloseToFloat) {
+  auto model = random_model();
+  const auto batch = random_batch();
+  const auto full = model.encode_batch(batch);
+  model.set_kv_precision(nn::KVPrecision::bfloat16);
+  EXPECT_EQ(model.kv_precision(), nn::KVPrecision::bfloat16);
+  const auto half = model.encode_batch(batch);
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    const double hidden_error = (half[i].hidden - full[i].hidden).cwiseAbs().maxCoeff();
+    const double cosine = half[i].embedding.dot(full[i].embedding);
+    EXPECT_GT(hidden_error, 0.0) << "sample " << i << ": bfloat16 changed nothing?";
+    EXPECT_LT(hidden_error, 1e-2) << "sample " << i;
+    EXPECT_GT(cosine, 1 - 1e-4) << "sample " << i;
+  }
+}
+
 void expect_error(const std::function<void()>& action, const std::string& message) {
   EXPECT_THAT(test::error_of(action), HasSubstr(message));
 }
@@ -324,6 +340,21 @@ TEST(EncodeAppend, BitwiseIdenticalForOneAndTwoThreads) {
   for (std::size_t i = 0; i < batch.size(); ++i) {
     EXPECT_TRUE(results[i].hidden == results[batch.size() + i].hidden) << "part " << i;
     EXPECT_TRUE(results[i].embedding == results[batch.size() + i].embedding) << "part " << i;
+  }
+}
+
+TEST(EncodeAppend, Bfloat16CacheEqualsTheBfloat16EncodingOfTheWholeText) {
+  const std::vector<std::int64_t> ids = {3, 14, 15, 9, 26, 5, 35, 8, 9, 7};
+  auto model = causal_text_model("rope", "mean");
+  model.set_kv_precision(nn::KVPrecision::bfloat16);
+  const Encoding<double> whole = model.encode(text_sample(ids));
+  EncoderCache<double> cache;
+  model.encode_append(cache, text_sample({ids.begin(), ids.begin() + 4}));
+  const Encoding<double> got = model.encode_append(cache, text_sample({ids.begin() + 4, ids.end()}));
+  EXPECT_TRUE(test::all_close(got.hidden, whole.hidden, 1e-12, 0));
+  for (const auto& layer : cache.layers) {
+    EXPECT_EQ(layer.precision, nn::KVPrecision::bfloat16);
+    EXPECT_EQ(layer.k.size(), 0) << "no native copy is kept";
   }
 }
 

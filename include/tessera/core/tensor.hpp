@@ -39,6 +39,10 @@ using Tensor3 = Eigen::Tensor<Scalar, 3, Eigen::RowMajor>;  // e.g. an image [C,
 template <class Scalar>
 using Tensor4 = Eigen::Tensor<Scalar, 4, Eigen::RowMajor>;  // e.g. a video [T, C, S, S]
 
+// bfloat16: 8 exponent and 8 significant bits in 2 bytes, rounded to nearest even from float
+// (Eigen's type). tessera can store attention keys and values in it (nn::KVPrecision).
+using BFloat16 = Eigen::bfloat16;
+
 // One (t, y, x) position per token, the axes of multi-axis RoPE (SPEC 2).
 using Positions = Eigen::Matrix<std::int64_t, Eigen::Dynamic, 3, Eigen::RowMajor>;  // [L, 3]
 

@@ -200,6 +200,18 @@ class MultiModalEncoder {
     return collect_parameters<const Scalar>(*this);
   }
 
+  // How every attention layer (the blocks' and the video pooler's) stores the keys and values
+  // its kernel reads: nn::KVPrecision::native (the default) or bfloat16, which halves their
+  // memory, the KV caches of encode_append included, at the cost docs/encoder.md measures.
+  // A setting of this object, not of the model file. Not to be called during an encode.
+  void set_kv_precision(nn::KVPrecision precision) {
+    for (auto& layer : layers) layer.attn.kv_precision = precision;
+    video_pool.attn.kv_precision = precision;
+  }
+  nn::KVPrecision kv_precision() const {
+    return layers.empty() ? nn::KVPrecision::native : layers.front().attn.kv_precision;
+  }
+
   // Encodes one sample.
   Encoding<Scalar> encode(const Sample<Scalar>& sample) const {
     return encode_batch(std::span<const Sample<Scalar>>(&sample, 1)).front();
@@ -273,9 +285,9 @@ class MultiModalEncoder {
     check_sample(part, 0);
     check(cache.layers.empty() ||
               (cache.layers.size() == layers.size() &&
-               cache.layers.front().k.cols() == config.hidden_dim),
+               cache.layers.front().width() == config.hidden_dim),
           "encode_append: the cache holds ", cache.layers.size(), " layers of width ",
-          cache.layers.empty() ? 0 : cache.layers.front().k.cols(), ", this model has ",
+          cache.layers.empty() ? 0 : cache.layers.front().width(), ", this model has ",
           layers.size(), " of width ", config.hidden_dim, " (a cache of another model?)");
     check_learned_room(cache.cursor, part);
 
@@ -294,14 +306,10 @@ class MultiModalEncoder {
     std::vector<nn::KVCache<Scalar>>& kv = first ? started : cache.layers;
     if (first) kv.resize(layers.size());
     try {
-      const nn::Rope<Scalar>* rotary = config.position == PositionKind::rope ? &rope : nullptr;
-      Matrix<Scalar> next(n, config.hidden_dim);
-      for (std::size_t l = 0; l < layers.size(); ++l) {
-        layers[l].forward_cached(next, x, kv[l], causal_begin, causal_end, rotary,
+      run_layers(x, [&](std::size_t l, Matrix<Scalar>& out, const Matrix<Scalar>& in) {
+        layers[l].forward_cached(out, in, kv[l], causal_begin, causal_end, rotary(),
                                  &fresh.positions);
-        x.swap(next);
-      }
-      final_norm.forward(x, x);
+      });
 
       Encoding<Scalar> all = cache.encoding;
       all.hidden.conservativeResize(past + n, config.hidden_dim);
@@ -349,13 +357,9 @@ class MultiModalEncoder {
     tokens.clear();
 
     // The transformer.
-    const nn::Rope<Scalar>* rotary = config.position == PositionKind::rope ? &rope : nullptr;
-    Matrix<Scalar> next(x.rows(), x.cols());
-    for (const auto& layer : layers) {
-      layer.forward(next, x, segments, rotary, &positions);
-      x.swap(next);
-    }
-    final_norm.forward(x, x);
+    run_layers(x, [&](std::size_t l, Matrix<Scalar>& out, const Matrix<Scalar>& in) {
+      layers[l].forward(out, in, segments, rotary(), &positions);
+    });
 
     // Pooling and projection, per sample.
     for (std::size_t i = 0; i < samples.size(); ++i) {
@@ -363,6 +367,22 @@ class MultiModalEncoder {
       finish(out[i], i);
     }
     return out;
+  }
+
+  // The transformer on x [L, D] in place: every layer, then the final norm.
+  // step(l, out, in) runs layer l from in to out.
+  template <class Step>
+  void run_layers(Matrix<Scalar>& x, Step&& step) const {
+    Matrix<Scalar> next(x.rows(), x.cols());
+    for (std::size_t l = 0; l < layers.size(); ++l) {
+      step(l, next, x);
+      x.swap(next);
+    }
+    final_norm.forward(x, x);
+  }
+
+  const nn::Rope<Scalar>* rotary() const {
+    return config.position == PositionKind::rope ? &rope : nullptr;
   }
 
   // Pooling and projection of sample i's final hidden states: sets the embedding.

@@ -15,6 +15,7 @@
 
 #include <tessera/core/error.hpp>
 #include <tessera/core/tensor.hpp>
+#include <tessera/detail/bfloat16.hpp>
 #include <tessera/detail/matmul.hpp>
 #include <tessera/nn/linear.hpp>
 #include <tessera/nn/rope.hpp>
@@ -22,6 +23,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 namespace tessera::nn {
@@ -118,14 +120,19 @@ inline constexpr Index attention_key_tile = 512;
 // it, so the result does not depend on the thread count. The result differs from
 // attention_reference only by rounding (q is scaled before the product, and the softmax's
 // sum is accumulated tile by tile).
+// k and v may be stored in bfloat16 instead of Scalar (KV = BFloat16, see KVPrecision);
+// each key tile is then converted to Scalar in a per-thread buffer before its products, so
+// the result equals this kernel's on k and v converted to Scalar beforehand, bit for bit.
 // requires: q, ctx [Lq, H*dh]; k, v [Lk, H*dh]; segments within those rows.
 // ensures: the rows of ctx covered by segments are assigned.
-template <class Scalar>
+template <class Scalar, class KV = Scalar>
 void attention_fused(MatrixRef<Scalar> ctx,              // [Lq, H*dh]
                      const ConstMatrixRef<Scalar>& q,    // [Lq, H*dh]
-                     const ConstMatrixRef<Scalar>& k,    // [Lk, H*dh]
-                     const ConstMatrixRef<Scalar>& v,    // [Lk, H*dh]
+                     const ConstMatrixRef<std::type_identity_t<KV>>& k,  // [Lk, H*dh]
+                     const ConstMatrixRef<std::type_identity_t<KV>>& v,  // [Lk, H*dh]
                      Index heads, const AttentionSegments& segments) {
+  constexpr bool convert = !std::is_same_v<KV, Scalar>;
+  static_assert(!convert || std::is_same_v<KV, BFloat16>, "k and v: Scalar or BFloat16");
   TESSERA_ASSERT(q.cols() % heads == 0 && k.cols() == q.cols() && v.cols() == q.cols());
   constexpr Index tile_rows = attention_query_tile, tile_keys = attention_key_tile;
   constexpr Scalar minus_infinity = -std::numeric_limits<Scalar>::infinity();
@@ -150,6 +157,8 @@ void attention_fused(MatrixRef<Scalar> ctx,              // [Lq, H*dh]
     Matrix<Scalar> out(tile_rows, dh);             // [64, dh] o: sum of exp(score - m) v
     Vector<Scalar> row_max(tile_rows);             // [64] m
     Vector<Scalar> row_sum(tile_rows);             // [64] l
+    Matrix<Scalar> k_tile(convert ? tile_keys : 0, dh);  // [512, dh] k converted (convert only)
+    Matrix<Scalar> v_tile(convert ? tile_keys : 0, dh);  // [512, dh] v converted (convert only)
 #pragma omp for schedule(dynamic)
     for (Index task = 0; task < tasks; ++task) {
       // Heads outer, tiles inner: threads working at the same time share a head's k and v.
@@ -174,7 +183,12 @@ void attention_fused(MatrixRef<Scalar> ctx,              // [Lq, H*dh]
         // Every (row, key) pair of the tile is masked: skip it.
         if (all_rows_causal && j0 >= cb && j0 + keys <= ce && j0 > a0 + rows - 1) continue;
         auto p = scores.topLeftCorner(rows, keys);
-        detail::gemm<true>(p, q_tile.topRows(rows), k.block(j0, h * dh, keys, dh), false);
+        if constexpr (convert) {
+          detail::widen(k_tile.topRows(keys), k.block(j0, h * dh, keys, dh));
+          detail::gemm<true>(p, q_tile.topRows(rows), k_tile.topRows(keys), false);
+        } else {
+          detail::gemm<true>(p, q_tile.topRows(rows), k.block(j0, h * dh, keys, dh), false);
+        }
         for (Index a = ci0; a < ci1; ++a) {
           for (Index j = std::max(a + 1, std::max(j0, cb)); j < std::min(ce, j0 + keys); ++j) {
             p(a - a0, j - j0) = minus_infinity;
@@ -194,7 +208,12 @@ void attention_fused(MatrixRef<Scalar> ctx,              // [Lq, H*dh]
           out.row(r) *= rescale;
           row_max[r] = new_max;
         }
-        detail::gemm<false>(out.topRows(rows), p, v.block(j0, h * dh, keys, dh), true);
+        if constexpr (convert) {
+          detail::widen(v_tile.topRows(keys), v.block(j0, h * dh, keys, dh));
+          detail::gemm<false>(out.topRows(rows), p, v_tile.topRows(keys), true);
+        } else {
+          detail::gemm<false>(out.topRows(rows), p, v.block(j0, h * dh, keys, dh), true);
+        }
       }
       ctx.block(i0, h * dh, rows, dh) =
           out.topRows(rows).array().colwise() / row_sum.head(rows).array();
@@ -202,31 +221,62 @@ void attention_fused(MatrixRef<Scalar> ctx,              // [Lq, H*dh]
   }
 }
 
+// How an attention layer stores the keys and values its kernel reads: in the layer's own
+// Scalar (native), or in bfloat16 (8 bits of mantissa: half the memory of float, and half
+// the bytes the kernel streams per key tile). With bfloat16, k and v are rounded to nearest
+// even after projection and RoPE, and converted back to Scalar tile by tile for the
+// products (exact: every bfloat16 is a float); q, the scores, the softmax and the
+// accumulation stay in Scalar. docs/encoder.md gives the error this costs against float.
+enum class KVPrecision { native, bfloat16 };
+
 // The keys and values of the tokens encoded so far, for incremental encoding: new tokens
-// attend to them without recomputing them. Rows grow by doubling, so appending n tokens to
-// a cache of Lc costs O(n) amortized copies, not O(Lc).
+// attend to them without recomputing them. Stored in Scalar or in bfloat16 (`precision`,
+// fixed by the first append). Rows grow by doubling, so appending n tokens to a cache of Lc
+// costs O(n) amortized copies, not O(Lc).
 template <class Scalar>
 struct KVCache {
-  Matrix<Scalar> k;  // [capacity, D]: rows [0, length) are the cached keys (after RoPE)
-  Matrix<Scalar> v;  // [capacity, D]: rows [0, length) are the cached values
-  Index length = 0;  // Lc
+  KVPrecision precision = KVPrecision::native;
+  Matrix<Scalar> k, v;      // native: [capacity, D], rows [0, length) the keys (after RoPE) and values
+  Matrix<BFloat16> k16, v16;  // bfloat16: the same, rounded to bfloat16
+  Index length = 0;         // Lc
 
-  auto keys() const { return k.topRows(length); }    // [Lc, D]
-  auto values() const { return v.topRows(length); }  // [Lc, D]
+  Index width() const { return precision == KVPrecision::native ? k.cols() : k16.cols(); }  // D
 
-  // requires: new_k, new_v [n, D] (D fixed by the first append).
-  void append(const ConstMatrixRef<Scalar>& new_k, const ConstMatrixRef<Scalar>& new_v) {
-    TESSERA_ASSERT(new_k.rows() == new_v.rows() && new_k.cols() == new_v.cols());
-    TESSERA_ASSERT(length == 0 || new_k.cols() == k.cols());
-    const Index n = new_k.rows();
-    if (length + n > k.rows() || new_k.cols() != k.cols()) {
-      const Index capacity = std::max(length + n, 2 * k.rows());
-      k.conservativeResize(capacity, new_k.cols());
-      v.conservativeResize(capacity, new_k.cols());
+  // Calls f(keys [Lc, D], values [Lc, D]) on the cached rows, in their stored type.
+  template <class F>
+  decltype(auto) visit(F&& f) const {
+    if (precision == KVPrecision::bfloat16) {
+      return f(k16.topRows(length), v16.topRows(length));
     }
-    k.middleRows(length, n) = new_k;
-    v.middleRows(length, n) = new_v;
-    length += n;
+    return f(k.topRows(length), v.topRows(length));
+  }
+
+  // Appends n rows; an empty cache takes `as` for its precision.
+  // requires: new_k, new_v [n, D] (D fixed by the first append).
+  void append(const ConstMatrixRef<Scalar>& new_k, const ConstMatrixRef<Scalar>& new_v,
+              KVPrecision as = KVPrecision::native) {
+    if (length == 0) precision = as;
+    if (precision == KVPrecision::bfloat16) {
+      append_rows(k16, v16, new_k.template cast<BFloat16>(), new_v.template cast<BFloat16>());
+    } else {
+      append_rows(k, v, new_k, new_v);
+    }
+    length += new_k.rows();
+  }
+
+ private:
+  template <class T, class NewK, class NewV>
+  void append_rows(Matrix<T>& keys, Matrix<T>& values, const NewK& new_k, const NewV& new_v) {
+    TESSERA_ASSERT(new_k.rows() == new_v.rows() && new_k.cols() == new_v.cols());
+    TESSERA_ASSERT(length == 0 || new_k.cols() == keys.cols());
+    const Index n = new_k.rows();
+    if (length + n > keys.rows() || new_k.cols() != keys.cols()) {
+      const Index capacity = std::max(length + n, 2 * keys.rows());
+      keys.conservativeResize(capacity, new_k.cols());
+      values.conservativeResize(capacity, new_k.cols());
+    }
+    keys.middleRows(length, n) = new_k;
+    values.middleRows(length, n) = new_v;
   }
 };
 
@@ -237,6 +287,7 @@ struct MultiHeadAttention {
   Linear<Scalar> k_proj;    // [D, D] with bias
   Linear<Scalar> v_proj;    // [D, D] with bias
   Linear<Scalar> out_proj;  // [D, D] with bias
+  KVPrecision kv_precision = KVPrecision::native;  // a setting, not a weight
 
   struct Saved {
     Matrix<Scalar> q;    // [Lq, D] after RoPE
@@ -283,19 +334,14 @@ struct MultiHeadAttention {
                      Saved* saved = nullptr) const {
     Saved local;
     Saved& s = saved != nullptr ? *saved : local;
-    s.q.resize(x_q.rows(), dim());
-    s.k.resize(x_kv.rows(), dim());
-    s.v.resize(x_kv.rows(), dim());
-    s.ctx.resize(x_q.rows(), dim());
-    q_proj.forward(s.q, x_q);
-    k_proj.forward(s.k, x_kv);
-    v_proj.forward(s.v, x_kv);
-    if (rope != nullptr) {
-      TESSERA_ASSERT(positions != nullptr && x_q.rows() == x_kv.rows());
-      rope->forward(s.q, *positions);
-      rope->forward(s.k, *positions);
+    project(s, x_q, x_kv, rope, positions);
+    if (kv_precision == KVPrecision::bfloat16) {
+      const Matrix<BFloat16> k16 = s.k.template cast<BFloat16>();  // [Lk, D]
+      const Matrix<BFloat16> v16 = s.v.template cast<BFloat16>();  // [Lk, D]
+      attention_fused<Scalar, BFloat16>(s.ctx, s.q, k16, v16, heads, segments);
+    } else {
+      attention_fused<Scalar>(s.ctx, s.q, s.k, s.v, heads, segments);
     }
-    attention_fused<Scalar>(s.ctx, s.q, s.k, s.v, heads, segments);
     out_proj.forward(out, s.ctx);
   }
 
@@ -303,7 +349,8 @@ struct MultiHeadAttention {
   // (after RoPE) are appended to the cache, then each new token attends to every cached
   // token and to the new ones, except that within the causal range [causal_begin,
   // causal_end) of key rows (cache rows first, then new token i at row Lc + i; an empty range
-  // for none) a token does not see later ones. The cached tokens are not recomputed.
+  // for none) a token does not see later ones. The cached tokens are not recomputed. An empty
+  // cache takes this layer's kv_precision; a started one keeps its own.
   // requires: x [n, D]; positions [n, 3] (the new tokens') when rope is given.
   // ensures: out is assigned; cache.length grew by n.
   void forward_cached(MatrixRef<Scalar> out,               // [n, D]
@@ -313,19 +360,35 @@ struct MultiHeadAttention {
                       const Rope<Scalar>* rope = nullptr,
                       const Positions* positions = nullptr) const {
     const Index n = x.rows(), past = cache.length;
-    Matrix<Scalar> q(n, dim()), k(n, dim()), v(n, dim()), ctx(n, dim());  // [n, D] each
-    q_proj.forward(q, x);
-    k_proj.forward(k, x);
-    v_proj.forward(v, x);
-    if (rope != nullptr) {
-      TESSERA_ASSERT(positions != nullptr && positions->rows() == n);
-      rope->forward(q, *positions);
-      rope->forward(k, *positions);
-    }
-    cache.append(k, v);
+    Saved s;
+    project(s, x, x, rope, positions);
+    cache.append(s.k, s.v, kv_precision);
     const AttentionSegments segments{{0, n}, {0, past + n}, {causal_begin}, {causal_end}, {past}};
-    attention_fused<Scalar>(ctx, q, cache.keys(), cache.values(), heads, segments);
-    out_proj.forward(out, ctx);
+    cache.visit([&](const auto& keys, const auto& values) {
+      using KV = typename std::decay_t<decltype(keys)>::Scalar;
+      attention_fused<Scalar, KV>(s.ctx, s.q, keys, values, heads, segments);
+    });
+    out_proj.forward(out, s.ctx);
+  }
+
+ private:
+  // s.q, s.k, s.v: the projections of x_q and x_kv, q and k rotated when rope is given;
+  // s.ctx sized for the kernel.
+  void project(Saved& s, const ConstMatrixRef<Scalar>& x_q, const ConstMatrixRef<Scalar>& x_kv,
+               const Rope<Scalar>* rope, const Positions* positions) const {
+    s.q.resize(x_q.rows(), dim());
+    s.k.resize(x_kv.rows(), dim());
+    s.v.resize(x_kv.rows(), dim());
+    s.ctx.resize(x_q.rows(), dim());
+    q_proj.forward(s.q, x_q);
+    k_proj.forward(s.k, x_kv);
+    v_proj.forward(s.v, x_kv);
+    if (rope != nullptr) {
+      TESSERA_ASSERT(positions != nullptr && positions->rows() == x_q.rows() &&
+                     x_q.rows() == x_kv.rows());
+      rope->forward(s.q, *positions);
+      rope->forward(s.k, *positions);
+    }
   }
 };
 
