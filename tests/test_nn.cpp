@@ -151,8 +151,8 @@ TYPED_TEST(NnTest, GemmAssignsAndAccumulatesOnBlocks) {
   const Matrix<double> base = start.block(2, 3, 20, 25).template cast<double>();
   for (const bool accumulate : {false, true}) {
     Matrix<Scalar> t = start, n = start;
-    detail::gemm<true>(t.block(2, 3, 20, 25), a_block, bt_block, accumulate);
-    detail::gemm<false>(n.block(2, 3, 20, 25), a_block, bn_block, accumulate);
+    detail::gemm<false, true>(t.block(2, 3, 20, 25), a_block, bt_block, accumulate);
+    detail::gemm<false, false>(n.block(2, 3, 20, 25), a_block, bn_block, accumulate);
     const Matrix<double> add = accumulate ? base : Matrix<double>::Zero(20, 25);
     EXPECT_TRUE(close_to_reference<Scalar>(
         t.block(2, 3, 20, 25), add + ad * bt_block.template cast<double>().transpose()));
@@ -165,10 +165,55 @@ TYPED_TEST(NnTest, GemmAssignsAndAccumulatesOnBlocks) {
   }
   // k = 0: the empty sum assigns zeros, or adds nothing
   Matrix<Scalar> empty_sum = start;
-  detail::gemm<true>(empty_sum, Matrix<Scalar>(40, 0), Matrix<Scalar>(50, 0), true);
+  detail::gemm<false, true>(empty_sum, Matrix<Scalar>(40, 0), Matrix<Scalar>(50, 0), true);
   EXPECT_TRUE(empty_sum == start);
-  detail::gemm<true>(empty_sum, Matrix<Scalar>(40, 0), Matrix<Scalar>(50, 0), false);
+  detail::gemm<false, true>(empty_sum, Matrix<Scalar>(40, 0), Matrix<Scalar>(50, 0), false);
   EXPECT_TRUE(empty_sum.isZero(0));
+}
+
+TYPED_TEST(NnTest, GemmWithATransposedFirstOperand) {
+  using Scalar = TypeParam;  // op(a) = a^T for a [k, m]: the weight gradient d_y^T x
+  const Matrix<Scalar> a = Matrix<Scalar>::Random(40, 30), b = Matrix<Scalar>::Random(50, 30);
+  const auto at_block = a.block(3, 2, 17, 20);   // [17, 20]: op(a) = a^T [20, 17]
+  const auto bt_block = b.block(5, 4, 25, 17);   // [25, 17]: op(b) = b^T
+  const auto bn_block = b.block(1, 6, 17, 25);   // [17, 25]: op(b) = b
+  const Matrix<double> atd = at_block.template cast<double>().transpose();
+  for (const bool accumulate : {false, true}) {
+    const Matrix<Scalar> start = Matrix<Scalar>::Random(20, 25);
+    Matrix<Scalar> tt = start, tn = start;
+    detail::gemm<true, true>(tt, at_block, bt_block, accumulate);
+    detail::gemm<true, false>(tn, at_block, bn_block, accumulate);
+    const Matrix<double> add = accumulate ? Matrix<double>(start.template cast<double>()) : Matrix<double>::Zero(20, 25);
+    EXPECT_TRUE(close_to_reference<Scalar>(tt, add + atd * bt_block.template cast<double>().transpose()));
+    EXPECT_TRUE(close_to_reference<Scalar>(tn, add + atd * bn_block.template cast<double>()));
+  }
+}
+
+TYPED_TEST(NnTest, MatmulEveryTransposeOverTilesIsThreadCountIndependent) {
+  using Scalar = TypeParam;  // outputs of 2 x 2 tiles, inner sums longer than a tile
+  const Index m = detail::matmul_tile_max + 40, n = detail::matmul_tile_max + 9, k = 600;
+  const Matrix<Scalar> a = Matrix<Scalar>::Random(m, k), at = a.transpose();
+  const Matrix<Scalar> b = Matrix<Scalar>::Random(k, n), bt = b.transpose();
+  const Matrix<double> expected = a.template cast<double>() * b.template cast<double>();
+  const Matrix<Scalar> start = Matrix<Scalar>::Random(m, n);
+  Matrix<Scalar> first_tn;  // the one-thread result
+  for (int threads : {1, 2}) {
+    ScopedThreads scoped(threads);
+    Matrix<Scalar> nn_out(m, n), nt_out(m, n), tn_out(m, n), tt_out = start;
+    detail::matmul<false, false, Scalar>(nn_out, a, b);
+    detail::matmul<false, true, Scalar>(nt_out, a, bt);
+    detail::matmul<true, false, Scalar>(tn_out, at, b);
+    detail::matmul<true, true, Scalar>(tt_out, at, bt, true);
+    EXPECT_TRUE(close_to_reference<Scalar>(nn_out, expected));
+    EXPECT_TRUE(close_to_reference<Scalar>(nt_out, expected));
+    EXPECT_TRUE(close_to_reference<Scalar>(tn_out, expected));
+    EXPECT_TRUE(close_to_reference<Scalar>(tt_out, expected + start.template cast<double>()));
+    if (threads == 1) {
+      first_tn = tn_out;
+    } else {
+      EXPECT_TRUE(first_tn == tn_out) << "1 vs 2 threads";
+    }
+  }
 }
 
 TEST(Products, TilesAreEqualPartsOfTheShapeAlone) {

@@ -1,7 +1,9 @@
 #pragma once
 // Thread-count-independent matrix products.
 //
-// out = a b^T (+ bias) is cut into tiles of the output: its rows and its columns are each cut
+// out = op(a) op(b) (+ bias), op being the transpose or not (a Linear layer's a b^T, and its
+// backward pass's d_out W and d_out^T x), is cut into tiles of the output: its rows and its
+// columns are each cut
 // into equal parts of at most matmul_tile_max (matmul_tile_extent; a ViT-B/16 image's
 // [197, 768] projection makes two tiles, the [1576, 3072] FFN of a batch of 8 makes 24).
 // OpenMP hands the tiles to threads, and each tile is one single-threaded product with its
@@ -15,7 +17,9 @@
 // - through Eigen otherwise (and for other scalar types).
 //
 // gemm() is that single-threaded product on its own, for kernels that tile their own work
-// (the fused attention's score and value products).
+// (the fused attention's score and value products). A tile always sums over the whole inner
+// dimension in one call, so a weight gradient (a sum over the L rows of a batch) is not split
+// between threads either.
 //
 // The tiles depend on the product's shape alone, never on the number of threads, so every output element is computed by
 // the same instructions whatever thread computes it, and results are bitwise identical for
@@ -50,7 +54,7 @@ inline Index matmul_tile_extent(Index total) {
   return (even + matmul_tile_align - 1) / matmul_tile_align * matmul_tile_align;
 }
 
-// Whether matmul_transposed<Scalar> computes its tiles with OpenBLAS.
+// Whether matmul<Scalar> computes its tiles with OpenBLAS.
 template <class Scalar>
 inline constexpr bool matmul_uses_blas =
 #ifdef TESSERA_BLAS_PRODUCTS
@@ -59,15 +63,26 @@ inline constexpr bool matmul_uses_blas =
     false;
 #endif
 
-// out [m, n] = a [m, k] * op(b) (+ out when accumulate), in the calling thread: op(b) is b^T
-// for b [n, k] (transposed_b) or b itself for b [k, n]. All three are row-major blocks with
-// unit inner stride (any outer stride). Through cblas_?gemm when matmul_uses_blas<Scalar>,
-// through Eigen otherwise.
-template <bool transposed_b, class Out, class A, class B>
+// The operand of a product as it enters it: x^T when transposed, else x (an Eigen expression).
+template <bool transposed, class X>
+auto operand(const X& x) {
+  if constexpr (transposed) {
+    return x.transpose();
+  } else {
+    return x.derived();
+  }
+}
+
+// out [m, n] = op(a) * op(b) (+ out when accumulate), in the calling thread: op(a) is a^T for
+// a [k, m] (transposed_a) or a itself for a [m, k]; op(b) is b^T for b [n, k] (transposed_b)
+// or b itself for b [k, n]. All three are row-major blocks with unit inner stride (any outer
+// stride). Through cblas_?gemm when matmul_uses_blas<Scalar>, through Eigen otherwise.
+template <bool transposed_a, bool transposed_b, class Out, class A, class B>
 void gemm(Out&& out, const A& a, const B& b, bool accumulate) {
-  TESSERA_ASSERT(out.rows() == a.rows() &&
+  const Index inner = transposed_a ? a.rows() : a.cols();
+  TESSERA_ASSERT(out.rows() == (transposed_a ? a.cols() : a.rows()) &&
                  out.cols() == (transposed_b ? b.rows() : b.cols()) &&
-                 a.cols() == (transposed_b ? b.cols() : b.rows()));
+                 inner == (transposed_b ? b.cols() : b.rows()));
 #ifdef TESSERA_BLAS_PRODUCTS
   using Scalar = typename std::decay_t<A>::Scalar;
   if constexpr (matmul_uses_blas<Scalar>) {
@@ -77,61 +92,65 @@ void gemm(Out&& out, const A& a, const B& b, bool accumulate) {
     }();
     (void)single_threaded;
     if (out.rows() == 0 || out.cols() == 0) return;
-    if (a.cols() == 0) {  // an empty sum (BLAS wants k >= 1)
+    if (inner == 0) {  // an empty sum (BLAS wants k >= 1)
       if (!accumulate) out.setZero();
       return;
     }
     const auto m = static_cast<blasint>(out.rows()), n = static_cast<blasint>(out.cols()),
-               k = static_cast<blasint>(a.cols());
+               k = static_cast<blasint>(inner);
     const auto lda = static_cast<blasint>(a.outerStride()),
                ldb = static_cast<blasint>(b.outerStride()),
                ldc = static_cast<blasint>(out.outerStride());
+    const auto op_a = transposed_a ? CblasTrans : CblasNoTrans;
     const auto op_b = transposed_b ? CblasTrans : CblasNoTrans;
     const Scalar beta = accumulate ? Scalar(1) : Scalar(0);
     if constexpr (std::is_same_v<Scalar, float>) {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, op_b, m, n, k, 1.0f, a.data(), lda, b.data(), ldb,
+      cblas_sgemm(CblasRowMajor, op_a, op_b, m, n, k, 1.0f, a.data(), lda, b.data(), ldb,
                   beta, out.data(), ldc);
     } else {
-      cblas_dgemm(CblasRowMajor, CblasNoTrans, op_b, m, n, k, 1.0, a.data(), lda, b.data(), ldb,
+      cblas_dgemm(CblasRowMajor, op_a, op_b, m, n, k, 1.0, a.data(), lda, b.data(), ldb,
                   beta, out.data(), ldc);
     }
     return;
   }
 #endif
-  if constexpr (transposed_b) {
-    if (accumulate) {
-      out.noalias() += a * b.transpose();
-    } else {
-      out.noalias() = a * b.transpose();
-    }
+  if (accumulate) {
+    out.noalias() += operand<transposed_a>(a) * operand<transposed_b>(b);
   } else {
-    if (accumulate) {
-      out.noalias() += a * b;
-    } else {
-      out.noalias() = a * b;
-    }
+    out.noalias() = operand<transposed_a>(a) * operand<transposed_b>(b);
   }
 }
 
-// out [L, N] = a [L, K] * b [N, K]^T (+ bias [N] on every row when given): a Linear layer.
-template <class Scalar>
-void matmul_transposed(MatrixRef<Scalar> out, const ConstMatrixRef<Scalar>& a,
-                       const ConstMatrixRef<Scalar>& b, const Vector<Scalar>* bias = nullptr) {
-  TESSERA_ASSERT(out.rows() == a.rows() && out.cols() == b.rows() && a.cols() == b.cols());
-  const Index rows = a.rows(), cols = b.rows();
+// out [M, N] = op(a) * op(b) (+ out when accumulate) (+ bias [N] on every row when given),
+// op as in gemm, in tiles spread over threads. a Linear layer's forward is
+// matmul<false, true>(y, x, W, false, &b); its backward d_x = matmul<false, false>(d_y, W) and
+// d_W += matmul<true, false>(d_y, x).
+template <bool transposed_a, bool transposed_b, class Scalar>
+void matmul(MatrixRef<Scalar> out, const ConstMatrixRef<Scalar>& a,
+            const ConstMatrixRef<Scalar>& b, bool accumulate = false,
+            const Vector<Scalar>* bias = nullptr) {
+  const Index rows = out.rows(), cols = out.cols();
+  TESSERA_ASSERT(rows == (transposed_a ? a.cols() : a.rows()) &&
+                 cols == (transposed_b ? b.rows() : b.cols()));
   const Index tile_rows = matmul_tile_extent(rows), tile_cols = matmul_tile_extent(cols);
   const Index row_tiles = (rows + tile_rows - 1) / tile_rows;
   const Index col_tiles = (cols + tile_cols - 1) / tile_cols;
   const Index tiles = row_tiles * col_tiles;
 #pragma omp parallel for schedule(static) if (tiles > 1)
   for (Index tile = 0; tile < tiles; ++tile) {
-    // column tiles inner: neighbouring tiles share their rows of a
+    // column tiles inner: neighbouring tiles share their rows of op(a)
     const Index r0 = (tile / col_tiles) * tile_rows;
     const Index c0 = (tile % col_tiles) * tile_cols;
     const Index nr = std::min(tile_rows, rows - r0);
     const Index nc = std::min(tile_cols, cols - c0);
     auto block = out.block(r0, c0, nr, nc);
-    gemm<true>(block, a.middleRows(r0, nr), b.middleRows(c0, nc), false);
+    const auto a_part = [&] {
+      if constexpr (transposed_a) return a.middleCols(r0, nr); else return a.middleRows(r0, nr);
+    }();
+    const auto b_part = [&] {
+      if constexpr (transposed_b) return b.middleRows(c0, nc); else return b.middleCols(c0, nc);
+    }();
+    gemm<transposed_a, transposed_b>(block, a_part, b_part, accumulate);
     if (bias != nullptr) block.rowwise() += bias->segment(c0, nc).transpose();
   }
 }
