@@ -8,6 +8,7 @@
 #include <tessera/model/model_io.hpp>
 #include <tessera/model/sample_io.hpp>
 
+#include "encoder_fixtures.hpp"
 #include "test_util.hpp"
 
 #include <gmock/gmock.h>
@@ -32,14 +33,7 @@ std::vector<std::string> variants() {
   return names;
 }
 
-template <class Scalar>
-std::vector<Sample<Scalar>> read_inputs(const std::filesystem::path& dir) {
-  std::vector<Sample<Scalar>> batch;
-  for (int i = 0; std::filesystem::exists(dir / ("input." + std::to_string(i) + ".safetensors")); ++i) {
-    batch.push_back(read_sample<Scalar>(dir / ("input." + std::to_string(i) + ".safetensors")));
-  }
-  return batch;
-}
+using test::read_inputs;
 
 class EncoderFixture : public ::testing::TestWithParam<std::string> {
  protected:

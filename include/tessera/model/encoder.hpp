@@ -12,6 +12,7 @@
 // SPEC 4 tensor; parameters() lists them all, which is how model files are read and written.
 
 #include <tessera/core/error.hpp>
+#include <tessera/core/parameter.hpp>
 #include <tessera/core/warning.hpp>
 #include <tessera/core/tensor.hpp>
 #include <tessera/model/config.hpp>
@@ -93,19 +94,32 @@ struct EncoderCache {
   Index size() const { return encoding.hidden.rows(); }  // L, the tokens so far
 };
 
-// A named weight of the model: a view of its storage in the PyTorch layout.
-template <class T>  // Scalar or const Scalar
-struct Parameter {
-  std::string name;                    // the SPEC 4 tensor name
-  T* data;                             // row-major, shape's product elements
-  std::vector<std::int64_t> shape;     // SPEC 4 shape ({} for a scalar)
-  std::vector<std::int64_t> conv_shape;  // the accepted convolution shape of a patch embed, or {}
-
-  std::int64_t size() const {
-    std::int64_t n = 1;
-    for (auto d : shape) n *= d;
-    return n;
-  }
+// What a training forward (MultiModalEncoder::encode_batch with a trace) keeps of a batch for
+// MultiModalEncoder::backward: each sample's inputs to its weights (ids, patches), the layers'
+// inputs and saved values, and the encodings.
+template <class Scalar>
+struct EncoderTrace {
+  // One modality's tokens within a sample: rows [first, first + rows) of it.
+  struct Part {
+    int modality;            // a Modality, or 4 + k for the k-th custom one
+    Index first = 0, rows = 0;
+    Matrix<Scalar> patches;  // [n, patch_dim] the patch embedding's input (not for text)
+  };
+  struct SampleTrace {
+    bool cls = false;                       // the sample starts with the cls token
+    std::vector<std::int64_t> text;         // the text ids
+    std::vector<Part> parts;
+    typename nn::AttentionPool<Scalar>::Saved video_pool;  // pooled video
+  };
+  std::vector<SampleTrace> samples;
+  std::vector<Index> offsets;                // [N+1] the samples' rows in the packed batch
+  nn::AttentionSegments segments;
+  Positions positions;                       // [sum L, 3]
+  std::vector<Matrix<Scalar>> layer_inputs;  // [num_layers] each [sum L, D]
+  std::vector<typename nn::TransformerBlock<Scalar>::Saved> layers;
+  Matrix<Scalar> final_input;                // [sum L, D] the final norm's input
+  typename nn::Norm<Scalar>::Saved final_norm;
+  std::vector<Encoding<Scalar>> encodings;   // [N]
 };
 
 template <class Scalar>
@@ -210,6 +224,11 @@ class MultiModalEncoder {
   }
   nn::KVPrecision kv_precision() const {
     return layers.empty() ? nn::KVPrecision::native : layers.front().attn.kv_precision;
+  }
+
+  // Every weight (logit_scale included) set to 0: a model used as a gradient accumulator.
+  void set_zero() {
+    for (auto& p : parameters()) std::fill(p.data, p.data + p.size(), Scalar(0));
   }
 
   // Encodes one sample.
@@ -330,16 +349,69 @@ class MultiModalEncoder {
     }
   }
 
+  // The training forward: encode_batch that also fills `trace` with what backward needs. Every
+  // sample must fit the model as it is (long audio is an error here, not split into clips).
+  // Throws tessera::Error, before any computation, for an input that does not fit.
+  std::vector<Encoding<Scalar>> encode_batch(std::span<const Sample<Scalar>> samples,
+                                             EncoderTrace<Scalar>& trace) const {
+    check(!samples.empty(), "encode_batch: the batch is empty");
+    for (std::size_t i = 0; i < samples.size(); ++i) check_sample(samples[i], i);
+    trace = EncoderTrace<Scalar>{};
+    trace.encodings = encode_packed(samples, &trace);
+    return trace.encodings;
+  }
+
+  // Backward of encode_batch(samples, trace): given d_embeddings, the loss's gradient with
+  // respect to each sample's embedding, adds the gradient of every weight to grad's (a model
+  // of the same config, zeroed with set_zero() before the first batch). logit_scale is not
+  // touched: the loss gives its gradient.
+  //   e = u / |u|, u = proj p:  d_u = (d_e - e (e . d_e)) / |u|,  d_proj += d_u p^T,
+  //   d_p = proj^T d_u; then each pooling's, the final norm's, the layers' and the front
+  //   ends' backward passes in turn.
+  // requires: grad.config is this config; d_embeddings [N, E] for trace's N samples.
+  // ensures: grad's weights are accumulated into.
+  void backward(MultiModalEncoder& grad,
+                const ConstMatrixRef<Scalar>& d_embeddings,  // [N, E]
+                const EncoderTrace<Scalar>& trace) const {
+    const auto count = trace.encodings.size();
+    check(d_embeddings.rows() == static_cast<Index>(count) &&
+              d_embeddings.cols() == config.embed_dim,
+          "encoder backward: d_embeddings is [", d_embeddings.rows(), ", ", d_embeddings.cols(),
+          "], expected [", count, ", ", config.embed_dim, "] (one row per sample of the trace)");
+    check(grad.layers.size() == layers.size() && grad.config.hidden_dim == config.hidden_dim &&
+              grad.config.embed_dim == config.embed_dim,
+          "encoder backward: grad is not a model of this config");
+    Matrix<Scalar> d_x = Matrix<Scalar>::Zero(trace.final_input.rows(), config.hidden_dim);
+    for (std::size_t i = 0; i < count; ++i) {
+      const Index first = trace.offsets[i], rows = trace.offsets[i + 1] - first;
+      finish_backward(grad, d_x.middleRows(first, rows), d_embeddings.row(static_cast<Index>(i)),
+                      trace.encodings[i]);
+    }
+    final_norm.backward(d_x, grad.final_norm, d_x, trace.final_input, trace.final_norm);
+    Matrix<Scalar> d_in(d_x.rows(), d_x.cols());
+    for (std::size_t l = layers.size(); l-- > 0;) {
+      layers[l].backward(d_in, grad.layers[l], d_x, trace.layer_inputs[l], trace.segments,
+                         rotary(), &trace.positions, trace.layers[l]);
+      d_x.swap(d_in);
+    }
+    for (std::size_t i = 0; i < count; ++i) {
+      const Index first = trace.offsets[i], rows = trace.offsets[i + 1] - first;
+      embed_backward(grad, d_x.middleRows(first, rows), trace.samples[i]);
+    }
+  }
+
  private:
-  // encode_batch for samples that each fit the model (checked).
-  std::vector<Encoding<Scalar>> encode_packed(std::span<const Sample<Scalar>> samples) const {
+  // encode_batch for samples that each fit the model (checked); fills trace when given.
+  std::vector<Encoding<Scalar>> encode_packed(std::span<const Sample<Scalar>> samples,
+                                              EncoderTrace<Scalar>* trace = nullptr) const {
     // Front ends: each sample's tokens, positions and modalities, packed back to back.
     std::vector<Encoding<Scalar>> out(samples.size());
     std::vector<Matrix<Scalar>> tokens(samples.size());
     std::vector<Index> offsets{0};
+    if (trace != nullptr) trace->samples.resize(samples.size());
     for (std::size_t i = 0; i < samples.size(); ++i) {
       TokenCursor cursor;
-      tokens[i] = embed(samples[i], out[i], cursor);
+      tokens[i] = embed(samples[i], out[i], cursor, trace != nullptr ? &trace->samples[i] : nullptr);
       offsets.push_back(offsets.back() + tokens[i].rows());
     }
     Matrix<Scalar> x(offsets.back(), config.hidden_dim);  // [sum L_i, D]
@@ -357,9 +429,22 @@ class MultiModalEncoder {
     tokens.clear();
 
     // The transformer.
+    if (trace != nullptr) {
+      trace->offsets = offsets;
+      trace->segments = segments;
+      trace->positions = positions;
+      trace->layer_inputs.resize(layers.size());
+      trace->layers.resize(layers.size());
+    }
     run_layers(x, [&](std::size_t l, Matrix<Scalar>& out, const Matrix<Scalar>& in) {
-      layers[l].forward(out, in, segments, rotary(), &positions);
-    });
+      if (trace == nullptr) {
+        layers[l].forward(out, in, segments, rotary(), &positions);
+        return;
+      }
+      trace->layer_inputs[l] = in;
+      layers[l].forward(out, in, segments, rotary(), &positions, &trace->layers[l]);
+    }, trace != nullptr ? &trace->final_input : nullptr,
+       trace != nullptr ? &trace->final_norm : nullptr);
 
     // Pooling and projection, per sample.
     for (std::size_t i = 0; i < samples.size(); ++i) {
@@ -370,15 +455,18 @@ class MultiModalEncoder {
   }
 
   // The transformer on x [L, D] in place: every layer, then the final norm.
-  // step(l, out, in) runs layer l from in to out.
+  // step(l, out, in) runs layer l from in to out. With final_input given, the final norm's
+  // input and saved values are kept there and in final_saved.
   template <class Step>
-  void run_layers(Matrix<Scalar>& x, Step&& step) const {
+  void run_layers(Matrix<Scalar>& x, Step&& step, Matrix<Scalar>* final_input = nullptr,
+                  typename nn::Norm<Scalar>::Saved* final_saved = nullptr) const {
     Matrix<Scalar> next(x.rows(), x.cols());
     for (std::size_t l = 0; l < layers.size(); ++l) {
       step(l, next, x);
       x.swap(next);
     }
-    final_norm.forward(x, x);
+    if (final_input != nullptr) *final_input = x;
+    final_norm.forward(x, x, final_saved);
   }
 
   const nn::Rope<Scalar>* rotary() const {
@@ -527,7 +615,9 @@ class MultiModalEncoder {
   // The front ends of SPEC 2 for one sample, or for the next part of one (after `cursor`,
   // which it advances): returns the tokens [L, D] and fills the encoding's modality and
   // positions.
-  Matrix<Scalar> embed(const Sample<Scalar>& s, Encoding<Scalar>& enc, TokenCursor& cursor) const {
+  // With trace given, records what embed_backward needs.
+  Matrix<Scalar> embed(const Sample<Scalar>& s, Encoding<Scalar>& enc, TokenCursor& cursor,
+                       typename EncoderTrace<Scalar>::SampleTrace* trace = nullptr) const {
     const Index d = config.hidden_dim;
     const bool learned = config.position == PositionKind::learned;
     std::vector<Matrix<Scalar>> parts;  // each [L_m, D]
@@ -538,7 +628,15 @@ class MultiModalEncoder {
 
     // Adds one modality's tokens [n, D]: modality embedding, then learned positions (from
     // the modality's tokens so far on). `m` is a Modality or 4 + k for the k-th custom one.
-    auto add = [&](Matrix<Scalar> t, auto m, const Matrix<Scalar>* pos_embed) {
+    // `patches` (the patch embedding's input) are kept in the trace.
+    auto add = [&](Matrix<Scalar> t, auto m, const Matrix<Scalar>* pos_embed,
+                   const Matrix<Scalar>* patches) {
+      if (trace != nullptr) {
+        Index first = 0;
+        for (const auto& p : parts) first += p.rows();
+        trace->parts.push_back({static_cast<int>(m), first, t.rows(),
+                                patches != nullptr ? *patches : Matrix<Scalar>()});
+      }
       Index& count = cursor.counts[static_cast<std::size_t>(m)];
       t.rowwise() += modality_embed.row(static_cast<Index>(m));
       if (learned && pos_embed != nullptr) {
@@ -553,6 +651,7 @@ class MultiModalEncoder {
 
     if (first && config.pooling == PoolingKind::cls) {
       parts.push_back(cls_token);
+      if (trace != nullptr) trace->cls = true;
       enc.modality.push_back(-1);
       pos.push_back({0, 0, 0});
       offset = 1;
@@ -563,7 +662,8 @@ class MultiModalEncoder {
       text_token_embed.forward(t, *s.text, "text_ids");
       for (Index i = 0; i < n; ++i) pos.push_back({offset + i, offset + i, offset + i});
       offset += n;
-      add(std::move(t), Modality::text, &text_pos_embed);
+      if (trace != nullptr) trace->text = *s.text;
+      add(std::move(t), Modality::text, &text_pos_embed, nullptr);
     }
     if (s.image) {
       const auto& im = *config.image;
@@ -574,7 +674,7 @@ class MultiModalEncoder {
       for (Index r = 0; r < grid; ++r)
         for (Index c = 0; c < grid; ++c) pos.push_back({offset, offset + r, offset + c});
       offset += grid;
-      add(std::move(t), Modality::image, &image_pos_embed);
+      add(std::move(t), Modality::image, &image_pos_embed, &patches);
     }
     if (s.audio) {
       const Matrix<Scalar> patches = nn::patchify_audio<Scalar>(*s.audio, config.audio->patch_frames);
@@ -582,7 +682,7 @@ class MultiModalEncoder {
       audio_patch_embed.forward(t, patches);
       for (Index j = 0; j < t.rows(); ++j) pos.push_back({offset + j, offset + j, offset + j});
       offset += t.rows();
-      add(std::move(t), Modality::audio, &audio_pos_embed);
+      add(std::move(t), Modality::audio, &audio_pos_embed, &patches);
     }
     if (s.video) {
       const auto& fr = frame();
@@ -595,17 +695,17 @@ class MultiModalEncoder {
       if (pooled_video()) {
         const Index nq = config.video->pool_queries;
         Matrix<Scalar> pooled(steps * nq, d);
-        video_pool.forward(pooled, t);
+        video_pool.forward(pooled, t, trace != nullptr ? &trace->video_pool : nullptr);
         for (Index k = 0; k < steps; ++k)
           for (Index j = 0; j < nq; ++j) pos.push_back({offset + k, offset + k, offset + k});
         offset += steps;
-        add(std::move(pooled), Modality::video, nullptr);
+        add(std::move(pooled), Modality::video, nullptr, &patches);
       } else {
         for (Index k = 0; k < steps; ++k)
           for (Index r = 0; r < grid; ++r)
             for (Index c = 0; c < grid; ++c) pos.push_back({offset + k, offset + r, offset + c});
         offset += std::max(steps, grid);
-        add(std::move(t), Modality::video, &video_pos_embed);
+        add(std::move(t), Modality::video, &video_pos_embed, &patches);
       }
     }
     for (std::size_t k = 0; k < config.custom.size(); ++k) {
@@ -624,7 +724,7 @@ class MultiModalEncoder {
         }
         offset += 1 + in.positions.maxCoeff();
       }
-      add(std::move(t), num_modalities + static_cast<int>(k), &custom_pos_embed[k]);
+      add(std::move(t), num_modalities + static_cast<int>(k), &custom_pos_embed[k], &in.features);
     }
 
     Index rows = 0;
@@ -649,43 +749,150 @@ class MultiModalEncoder {
       case PoolingKind::cls: return h.row(0);
       case PoolingKind::routed: break;
     }
-    // routed: p_m = mean of modality m's tokens; g = router(mean_m p_m); w = softmax over
-    // the present modalities; p = sum_m w_m p_m.
-    std::vector<RowVector<Scalar>> means;
-    std::vector<int> present;
+    const Routed r = route(enc);
+    enc.routing = Vector<Scalar>::Zero(config.modality_count());
+    RowVector<Scalar> pooled = RowVector<Scalar>::Zero(h.cols());
+    for (std::size_t j = 0; j < r.present.size(); ++j) {
+      enc.routing[r.present[j]] = r.weights[j];
+      pooled += r.weights[j] * r.means[j];
+    }
+    return pooled;
+  }
+
+  // Routed pooling's pieces for one sample: p_m = mean of modality m's tokens (m present);
+  // g = router(mean_m p_m); w = softmax of g over the present modalities; p = sum_m w_m p_m.
+  struct Routed {
+    std::vector<int> present;               // the modalities present
+    std::vector<Index> counts;              // their token counts
+    std::vector<RowVector<Scalar>> means;   // p_m, each [D]
+    RowVector<Scalar> mean_of_means;        // [D]
+    std::vector<Scalar> weights;            // w_m
+  };
+  Routed route(const Encoding<Scalar>& enc) const {
+    const Matrix<Scalar>& h = enc.hidden;  // [L, D]
+    Routed r;
     const int count_modalities = static_cast<int>(config.modality_count());
     for (int m = 0; m < count_modalities; ++m) {
       RowVector<Scalar> sum = RowVector<Scalar>::Zero(h.cols());
       Index count = 0;
-      for (Index r = 0; r < h.rows(); ++r) {
-        if (enc.modality[static_cast<std::size_t>(r)] == m) {
-          sum += h.row(r);
+      for (Index row = 0; row < h.rows(); ++row) {
+        if (enc.modality[static_cast<std::size_t>(row)] == m) {
+          sum += h.row(row);
           ++count;
         }
       }
       if (count == 0) continue;
-      means.push_back(sum / static_cast<Scalar>(count));
-      present.push_back(m);
+      r.means.push_back(sum / static_cast<Scalar>(count));
+      r.present.push_back(m);
+      r.counts.push_back(count);
     }
-    RowVector<Scalar> mean_of_means = RowVector<Scalar>::Zero(h.cols());
-    for (const auto& p : means) mean_of_means += p;
-    mean_of_means /= static_cast<Scalar>(means.size());
-    const Vector<Scalar> logits = router.weight * mean_of_means.transpose() + router.bias;  // [4 + custom]
+    r.mean_of_means = RowVector<Scalar>::Zero(h.cols());
+    for (const auto& p : r.means) r.mean_of_means += p;
+    r.mean_of_means /= static_cast<Scalar>(r.means.size());
+    const Vector<Scalar> logits = router.weight * r.mean_of_means.transpose() + router.bias;  // [4 + custom]
     Scalar max_logit = -std::numeric_limits<Scalar>::infinity();
-    for (int m : present) max_logit = std::max(max_logit, logits[m]);
+    for (int m : r.present) max_logit = std::max(max_logit, logits[m]);
     Scalar total = 0;
-    std::vector<Scalar> w;
-    for (int m : present) {
-      w.push_back(std::exp(logits[m] - max_logit));
-      total += w.back();
+    for (int m : r.present) {
+      r.weights.push_back(std::exp(logits[m] - max_logit));
+      total += r.weights.back();
     }
-    RowVector<Scalar> pooled = RowVector<Scalar>::Zero(h.cols());
-    enc.routing = Vector<Scalar>::Zero(count_modalities);
-    for (std::size_t j = 0; j < means.size(); ++j) {
-      enc.routing[present[j]] = w[j] / total;
-      pooled += enc.routing[present[j]] * means[j];
+    for (auto& w : r.weights) w /= total;
+    return r;
+  }
+
+  // Backward of finish(enc) and the pooling: d_hidden [L, D] += the gradient reaching the
+  // sample's final hidden states from d_e (its embedding's), and grad's proj (and router)
+  // accumulate theirs.
+  void finish_backward(MultiModalEncoder& grad, MatrixRef<Scalar> d_hidden,
+                       const RowVector<Scalar>& d_e, const Encoding<Scalar>& enc) const {
+    Encoding<Scalar> copy = enc;
+    const RowVector<Scalar> pooled = pool(copy);                  // [D]
+    const Vector<Scalar> u = proj.weight * pooled.transpose();    // [E]
+    const Scalar norm = u.norm();
+    const Vector<Scalar> e = u / norm;
+    const Vector<Scalar> d_u = (d_e.transpose() - e * e.dot(d_e.transpose())) / norm;  // [E]
+    grad.proj.weight.noalias() += d_u * pooled;
+    const RowVector<Scalar> d_p = d_u.transpose() * proj.weight;  // [D]
+    const Matrix<Scalar>& h = enc.hidden;
+    switch (config.pooling) {
+      case PoolingKind::mean:
+        d_hidden.rowwise() += d_p / static_cast<Scalar>(h.rows());
+        return;
+      case PoolingKind::cls:
+        d_hidden.row(0) += d_p;
+        return;
+      case PoolingKind::routed: break;
     }
-    return pooled;
+    // p = sum_j w_j p_j:  d_w_j = d_p . p_j;  d_g_j = w_j (d_w_j - sum_i w_i d_w_i);
+    // g = router(mean of means):  d_mean_of_means = router^T d_g;  d_p_j = w_j d_p + that / n
+    const Routed r = route(enc);
+    const std::size_t n = r.present.size();
+    Scalar weighted = 0;
+    std::vector<Scalar> d_w(n);
+    for (std::size_t j = 0; j < n; ++j) {
+      d_w[j] = d_p.dot(r.means[j]);
+      weighted += r.weights[j] * d_w[j];
+    }
+    RowVector<Scalar> d_mean_of_means = RowVector<Scalar>::Zero(h.cols());
+    for (std::size_t j = 0; j < n; ++j) {
+      const Scalar d_logit = r.weights[j] * (d_w[j] - weighted);
+      grad.router.weight.row(r.present[j]) += d_logit * r.mean_of_means;
+      grad.router.bias[r.present[j]] += d_logit;
+      d_mean_of_means += d_logit * router.weight.row(r.present[j]);
+    }
+    for (std::size_t j = 0; j < n; ++j) {
+      const RowVector<Scalar> d_mean =
+          (r.weights[j] * d_p + d_mean_of_means / static_cast<Scalar>(n)) /
+          static_cast<Scalar>(r.counts[j]);
+      for (Index row = 0; row < h.rows(); ++row) {
+        if (enc.modality[static_cast<std::size_t>(row)] == r.present[j]) d_hidden.row(row) += d_mean;
+      }
+    }
+  }
+
+  // The learned position table of modality m (4 + k: custom), or nullptr (none, or pooled
+  // video, or RoPE positions).
+  template <class Self>
+  static auto position_table(Self& self, int m) -> decltype(&self.text_pos_embed) {
+    if (self.config.position != PositionKind::learned) return nullptr;
+    switch (m) {
+      case 0: return &self.text_pos_embed;
+      case 1: return &self.image_pos_embed;
+      case 2: return &self.audio_pos_embed;
+      case 3: return self.pooled_video() ? nullptr : &self.video_pos_embed;
+      default: return &self.custom_pos_embed[static_cast<std::size_t>(m - num_modalities)];
+    }
+  }
+
+  // Backward of embed() for one sample of a fresh batch: d_tokens [L, D] reaches the cls
+  // token, the modality embeddings, the learned positions and each front end's weights.
+  void embed_backward(MultiModalEncoder& grad, const ConstMatrixRef<Scalar>& d_tokens,
+                      const typename EncoderTrace<Scalar>::SampleTrace& trace) const {
+    if (trace.cls) grad.cls_token.row(0) += d_tokens.row(0);
+    for (const auto& part : trace.parts) {
+      const auto d = d_tokens.middleRows(part.first, part.rows);  // [n, D]
+      grad.modality_embed.row(part.modality) += d.colwise().sum();
+      if (auto* table = position_table(grad, part.modality)) table->topRows(part.rows) += d;
+      switch (part.modality) {
+        case 0: text_token_embed.backward(grad.text_token_embed, d, trace.text); break;
+        case 1: image_patch_embed.backward(grad.image_patch_embed, d, part.patches); break;
+        case 2: audio_patch_embed.backward(grad.audio_patch_embed, d, part.patches); break;
+        case 3:
+          if (pooled_video()) {
+            Matrix<Scalar> d_patch_tokens(part.patches.rows(), config.hidden_dim);  // [K*Np, D]
+            video_pool.backward(d_patch_tokens, grad.video_pool, d, trace.video_pool);
+            video_patch_embed.backward(grad.video_patch_embed, d_patch_tokens, part.patches);
+          } else {
+            video_patch_embed.backward(grad.video_patch_embed, d, part.patches);
+          }
+          break;
+        default: {
+          const auto k = static_cast<std::size_t>(part.modality - num_modalities);
+          custom_patch_embed[k].backward(grad.custom_patch_embed[k], d, part.patches);
+        }
+      }
+    }
   }
 
   template <class T, class Self>

@@ -62,15 +62,47 @@ struct AttentionPool {
     norm_q.forward(normed, queries, &s.norm_q);
     s.normed_q.resize(steps * nq, queries.cols());
     for (Index k = 0; k < steps; ++k) s.normed_q.middleRows(k * nq, nq) = normed;
+    attn.forward_cross(out, s.normed_q, s.normed_kv, segments_of(steps), nullptr, nullptr, &s.attn);
+    for (Index k = 0; k < steps; ++k) out.middleRows(k * nq, nq) += queries;
+  }
+
+  // Backward of forward(out, tokens, &saved): the queries, pos_embed and norms get the sums
+  // over the steps that share them.
+  // requires: grad has this layer's shapes; d_out [K*Nq, D]; saved from that forward.
+  // ensures: d_tokens is assigned; grad's weights are accumulated into.
+  void backward(MatrixRef<Scalar> d_tokens,           // [K*Np, D]
+                AttentionPool& grad,
+                const ConstMatrixRef<Scalar>& d_out,  // [K*Nq, D]
+                const Saved& saved) const {
+    const Index np = patches_per_step(), nq = num_queries();
+    const Index steps = saved.keys.rows() / np, dim = queries.cols();
+    TESSERA_ASSERT(d_out.rows() == steps * nq && d_tokens.rows() == steps * np);
+    Matrix<Scalar> d_normed_q(steps * nq, dim), d_normed_kv(steps * np, dim);
+    attn.backward_cross(d_normed_q, d_normed_kv, grad.attn, d_out, saved.normed_q,
+                        saved.normed_kv, segments_of(steps), nullptr, nullptr, saved.attn);
+    Matrix<Scalar> d_normed = Matrix<Scalar>::Zero(nq, dim);  // [Nq, D] summed over steps
+    for (Index k = 0; k < steps; ++k) {
+      grad.queries += d_out.middleRows(k * nq, nq);
+      d_normed += d_normed_q.middleRows(k * nq, nq);
+    }
+    Matrix<Scalar> d_queries(nq, dim);  // [Nq, D]
+    norm_q.backward(d_queries, grad.norm_q, d_normed, queries, saved.norm_q);
+    grad.queries += d_queries;
+    norm_kv.backward(d_tokens, grad.norm_kv, d_normed_kv, saved.keys, saved.norm_kv);
+    for (Index k = 0; k < steps; ++k) grad.pos_embed += d_tokens.middleRows(k * np, np);
+  }
+
+ private:
+  // K steps: step k's Nq queries attend to its Np keys only.
+  AttentionSegments segments_of(Index steps) const {
     AttentionSegments segments;
     for (Index k = 0; k <= steps; ++k) {
-      segments.query_offsets.push_back(k * nq);
-      segments.key_offsets.push_back(k * np);
+      segments.query_offsets.push_back(k * num_queries());
+      segments.key_offsets.push_back(k * patches_per_step());
     }
     segments.causal_begin.assign(static_cast<std::size_t>(steps), 0);
     segments.causal_end.assign(static_cast<std::size_t>(steps), 0);
-    attn.forward_cross(out, s.normed_q, s.normed_kv, segments, nullptr, nullptr, &s.attn);
-    for (Index k = 0; k < steps; ++k) out.middleRows(k * nq, nq) += queries;
+    return segments;
   }
 };
 

@@ -51,6 +51,27 @@ struct TransformerBlock {
     });
   }
 
+  // Backward of forward(out, x, segments, rope, positions, &saved):
+  //   d_h = d_out + Norm2'(FFN'(d_out)),   d_x = d_h + Norm1'(Attn'(d_h))
+  // requires: grad has this layer's shapes; d_out, x [L, D]; saved from that forward.
+  // ensures: d_x is assigned; grad's weights are accumulated into.
+  void backward(MatrixRef<Scalar> d_x,                // [L, D]
+                TransformerBlock& grad,
+                const ConstMatrixRef<Scalar>& d_out,  // [L, D]
+                const ConstMatrixRef<Scalar>& x,      // [L, D]
+                const AttentionSegments& segments,
+                const Rope<Scalar>* rope, const Positions* positions,
+                const Saved& saved) const {
+    const Index rows = x.rows(), cols = x.cols();
+    Matrix<Scalar> d_normed(rows, cols), d_h(rows, cols);  // [L, D] each
+    ffn.backward(d_normed, grad.ffn, d_out, saved.normed2, saved.ffn);
+    norm2.backward(d_h, grad.norm2, d_normed, saved.h, saved.norm2);
+    d_h += d_out;
+    attn.backward(d_normed, grad.attn, d_h, saved.normed1, segments, rope, positions, saved.attn);
+    norm1.backward(d_x, grad.norm1, d_normed, x, saved.norm1);
+    d_x += d_h;
+  }
+
   // The block for n new tokens of one sample over a KV cache of the earlier ones
   // (MultiHeadAttention::forward_cached, whose causal range this passes on).
   // requires: x [n, D]; positions [n, 3] when rope is given.

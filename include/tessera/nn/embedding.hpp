@@ -1,6 +1,7 @@
 #pragma once
 // Embedding: row lookup, out[i] = weight[ids[i]] (torch.nn.functional.embedding).
 // An id outside [0, V) is an error, never a clamp.
+// Backward: grad.weight[ids[i]] += d_out[i] for every i (an id used twice gets both rows).
 
 #include <tessera/core/error.hpp>
 #include <tessera/core/tensor.hpp>
@@ -32,6 +33,21 @@ struct Embedding {
     }
     for (std::size_t i = 0; i < ids.size(); ++i) {
       out.row(static_cast<Index>(i)) = weight.row(static_cast<Index>(ids[i]));
+    }
+  }
+
+  // Backward of forward(out, ids), which checked the ids.
+  // requires: grad has this layer's shape; d_out [ids.size(), D].
+  // ensures: grad.weight is accumulated into, row after row in the order of ids.
+  void backward(Embedding& grad,                       // weight [V, D]
+                const ConstMatrixRef<Scalar>& d_out,   // [n, D]
+                std::span<const std::int64_t> ids      // [n]
+  ) const {
+    TESSERA_ASSERT(d_out.rows() == static_cast<Index>(ids.size()) && d_out.cols() == dim() &&
+                   grad.weight.rows() == num_embeddings() && grad.weight.cols() == dim());
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      TESSERA_ASSERT(ids[i] >= 0 && ids[i] < num_embeddings());
+      grad.weight.row(static_cast<Index>(ids[i])) += d_out.row(static_cast<Index>(i));
     }
   }
 };

@@ -5,7 +5,11 @@
 //   swiglu:                                y = down(silu(gate x) * up x)  (no biases;
 //                                          Shazeer 2020, "GLU Variants Improve Transformer")
 //
-// Forward saves `hidden` = fc1 x (resp. gate x and up x), the pre-activation values.
+// Forward saves `hidden` = fc1 x (resp. gate x and up x), the pre-activation values; backward
+// recomputes the activation from them:
+//   d_a = fc2^T-backward(d_y);  d_hidden = d_a * act'(hidden);  d_x = fc1-backward(d_hidden)
+//   swiglu: a = silu(g) * u;  d_u = d_a * silu(g);  d_g = d_a * u * silu'(g);
+//           d_x = d_g W_gate + d_u W_up
 
 #include <tessera/core/tensor.hpp>
 #include <tessera/model/config.hpp>
@@ -65,6 +69,36 @@ struct FeedForward {
       if (saved != nullptr) saved->hidden = act;
       activate<Scalar>(activation, act);
       fc2.forward(out, act);
+    }
+  }
+
+  // Backward of forward(out, in, &saved).
+  // requires: grad has this layer's shapes; d_out [L, D]; in [L, D] and saved from forward.
+  // ensures: d_in is assigned; grad's weights are accumulated into.
+  void backward(MatrixRef<Scalar> d_in,               // [L, D]
+                FeedForward& grad,
+                const ConstMatrixRef<Scalar>& d_out,  // [L, D]
+                const ConstMatrixRef<Scalar>& in,     // [L, D]
+                const Saved& saved) const {
+    const Index rows = in.rows();
+    Matrix<Scalar> act = saved.hidden;           // [L, F] recomputed activation
+    Matrix<Scalar> d_act(rows, ffn_dim());       // [L, F]
+    if (gated()) {
+      activate<Scalar>(Activation::swiglu, act);  // silu(g)
+      const Matrix<Scalar> product = act.cwiseProduct(saved.up);  // [L, F] down's input
+      down.backward(d_act, grad.down, d_out, product);
+      Matrix<Scalar> d_up = d_act.cwiseProduct(act);               // [L, F]
+      d_act.array() *= saved.up.array();                          // d silu(g)
+      activate_backward<Scalar>(Activation::swiglu, d_act, saved.hidden);  // d g
+      Matrix<Scalar> d_from_up(rows, dim());                      // [L, D]
+      up.backward(d_from_up, grad.up, d_up, in);
+      gate.backward(d_in, grad.gate, d_act, in);
+      d_in += d_from_up;
+    } else {
+      activate<Scalar>(activation, act);
+      fc2.backward(d_act, grad.fc2, d_out, act);
+      activate_backward<Scalar>(activation, d_act, saved.hidden);
+      fc1.backward(d_in, grad.fc1, d_act, in);
     }
   }
 };

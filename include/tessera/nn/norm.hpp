@@ -7,6 +7,11 @@
 //
 // Forward saves, per row, `mean` (0 for rmsnorm) and `rstd` = 1 / sqrt(var + eps) (resp.
 // 1 / sqrt(mean(x^2) + eps)): what the backward pass needs besides the input.
+//
+// Backward, per row, with xhat = (x - mean) rstd (rmsnorm: x rstd) and d_xhat = d_y * w:
+//   layernorm: d_x = rstd (d_xhat - mean(d_xhat) - xhat mean(d_xhat * xhat))
+//   rmsnorm:   d_x = rstd (d_xhat - xhat mean(d_xhat * xhat))
+//   d_w += sum over rows of d_y * xhat,   d_b += sum over rows of d_y
 
 #include <tessera/core/error.hpp>
 #include <tessera/core/tensor.hpp>
@@ -66,6 +71,37 @@ struct Norm {
         saved->mean[r] = mean;
         saved->rstd[r] = rstd;
       }
+    }
+  }
+
+  // Backward of forward(out, in, &saved).
+  // requires: grad has this layer's shapes; d_out, in [L, D]; saved from that forward.
+  // ensures: d_in is assigned (d_in may alias d_out); grad.weight and grad.bias are
+  // accumulated into.
+  void backward(MatrixRef<Scalar> d_in,               // [L, D]
+                Norm& grad,                           // weight [D], bias [D] or empty
+                const ConstMatrixRef<Scalar>& d_out,  // [L, D]
+                const ConstMatrixRef<Scalar>& in,     // [L, D]
+                const Saved& saved) const {
+    TESSERA_ASSERT(in.cols() == dim() && d_out.rows() == in.rows() && d_out.cols() == dim() &&
+                   d_in.rows() == in.rows() && d_in.cols() == dim() &&
+                   saved.rstd.size() == in.rows() && grad.weight.size() == dim() &&
+                   grad.bias.size() == bias.size());
+    const Index rows = in.rows();
+    const bool layer = kind == NormKind::layernorm;
+    Matrix<Scalar> xhat(rows, dim());  // [L, D]
+    for (Index r = 0; r < rows; ++r) {
+      xhat.row(r) = (in.row(r).array() - saved.mean[r]) * saved.rstd[r];
+    }
+    // The weight gradients first: d_in may overwrite d_out below.
+    grad.weight += (d_out.array() * xhat.array()).colwise().sum().matrix().transpose();
+    if (layer) grad.bias += d_out.colwise().sum().transpose();
+#pragma omp parallel for schedule(static) if (rows >= 256)
+    for (Index r = 0; r < rows; ++r) {
+      const RowVector<Scalar> d_xhat = d_out.row(r).cwiseProduct(weight.transpose());  // [D]
+      const Scalar mean_dot = d_xhat.dot(xhat.row(r)) / static_cast<Scalar>(dim());
+      const Scalar mean_d = layer ? d_xhat.mean() : Scalar(0);
+      d_in.row(r) = saved.rstd[r] * (d_xhat.array() - mean_d - xhat.row(r).array() * mean_dot).matrix();
     }
   }
 

@@ -93,6 +93,16 @@ struct PatchEmbed {
   ) const {
     proj.forward(out, patches);
   }
+
+  // Backward of forward(out, patches): the projection's weight gradients (the patches are
+  // data and get none).
+  // ensures: grad.proj.weight and grad.proj.bias are accumulated into.
+  void backward(PatchEmbed& grad,                      // proj [D, patch_dim], [D]
+                const ConstMatrixRef<Scalar>& d_out,   // [L, D]
+                const ConstMatrixRef<Scalar>& patches  // [L, patch_dim]
+  ) const {
+    proj.backward_weights(grad.proj, d_out, patches);
+  }
 };
 
 }  // namespace tessera::nn

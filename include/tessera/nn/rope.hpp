@@ -6,6 +6,7 @@
 // s_t <= i < s_t + s_y, x otherwise:
 //   out_i = x_i cos - x_{i+dh/2} sin,   out_{i+dh/2} = x_{i+dh/2} cos + x_i sin.
 // Angles are computed in double whatever Scalar is, so float loses nothing to the angle.
+// Backward: the rotation is orthogonal, so d_x is d_out rotated by the opposite angles.
 
 #include <tessera/core/error.hpp>
 #include <tessera/core/tensor.hpp>
@@ -46,6 +47,19 @@ struct Rope {
   void forward(MatrixRef<Scalar> x,          // [L, H*dh], rotated in place
                const Positions& positions    // [L, 3] (t, y, x)
   ) const {
+    rotate(x, positions, 1.0);
+  }
+
+  // Backward of forward: d (d_out in, d_x out) rotated back, in place.
+  void backward(MatrixRef<Scalar> d,         // [L, H*dh]
+                const Positions& positions   // [L, 3] (t, y, x)
+  ) const {
+    rotate(d, positions, -1.0);
+  }
+
+ private:
+  // Rotates every head of x by direction * the positions' angles.
+  void rotate(MatrixRef<Scalar> x, const Positions& positions, double direction) const {
     TESSERA_ASSERT(x.cols() % head_dim == 0 && positions.rows() == x.rows());
     const Index half = head_dim / 2;
     const Index heads = x.cols() / head_dim;
@@ -55,8 +69,8 @@ struct Rope {
 #pragma omp parallel for schedule(static) if (rows >= 64)
     for (Index r = 0; r < rows; ++r) {
       for (Index i = 0; i < half; ++i) {
-        const double angle =
-            static_cast<double>(positions(r, axis_of_pair(i))) * freq[static_cast<std::size_t>(i)];
+        const double angle = direction * static_cast<double>(positions(r, axis_of_pair(i))) *
+                             freq[static_cast<std::size_t>(i)];
         const Scalar c = static_cast<Scalar>(std::cos(angle));
         const Scalar s = static_cast<Scalar>(std::sin(angle));
         for (Index h = 0; h < heads; ++h) {
