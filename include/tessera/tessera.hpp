@@ -1,9 +1,10 @@
 #pragma once
 // tessera: the umbrella header. Include this, or only the module headers you need.
 
-// core: errors, warnings, matrix types, threads
+// core: errors, warnings, matrix types, threads, named parameters
 #include <tessera/core/error.hpp>
 #include <tessera/core/parallel.hpp>
+#include <tessera/core/parameter.hpp>
 #include <tessera/core/warning.hpp>
 #include <tessera/core/tensor.hpp>
 
@@ -51,5 +52,6 @@
 #include <tessera/tokenize/files.hpp>
 #endif
 
-// train: losses
+// train: losses, optimizer
 #include <tessera/train/losses.hpp>
+#include <tessera/train/optimizer.hpp>
