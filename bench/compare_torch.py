@@ -8,13 +8,18 @@ What is compared (float32 throughout, same thread count t on both sides):
   linear     y = x W^T + b, x [L, D], W [F, D]. tessera: BM_linear_forward; torch: F.linear.
   vit        ViT-B/16 on 224x224 images, batch 1 and 8. tessera: BM_encode_batch/vit_b16*;
              torch: torchvision.models.vit_b_16(weights=None) in eval mode under inference_mode.
+  train      one training step of a small CLIP-like model (D 256, 4 pre-norm layers of 4 heads,
+             F 1024, E 256, learned positions, mean pooling) on P caption-image pairs (32 ids;
+             64 px images, patch 8): forward, InfoNCE, backward, clip_grad_norm_(1), AdamW.
+             tessera: BM_train_step (bench/train.cpp); torch: nn.TransformerEncoderLayer
+             (norm_first, GELU, no dropout) with torch.optim.AdamW. samples/s = 2P / step.
 
 Timing: tessera cells are Google Benchmark's real_time (per-iteration mean of a repetition;
 the `_median` aggregate over --repetitions). torch cells are the median per-call
 time.perf_counter time after one warm-up call, over >= 3 calls and >= 1 s (0.2 s with --quick).
 Threads: tessera's threads:<t> argument; torch.set_num_threads(t), plus
 openblas_set_num_threads(t) when torch's BLAS is OpenBLAS (torch does not forward it). Groups
-are interleaved (tessera then torch per attention L, then linear, then vit): noise hits both.
+are interleaved (tessera then torch per attention L, then linear, vit, train): noise hits both.
 
 Big shapes: when the [12, L, L] score tensor would exceed 6 GB (L = 16384 under --long), torch
 runs the heads one at a time in a Python loop (1 GB of scores each; footnoted). Any torch case
@@ -24,6 +29,7 @@ the warm-up itself) is "n/a" with a footnote. Fused L = 32768 (--long) has no to
 Usage (from the repository root):
   python3 bench/compare_torch.py [--build build/test] [--threads 1,2] [--long] [--quick]
                                  [--repetitions 3] [--out FILE.md] [--torch-only]
+                                 [--sections attention,linear,vit,train]
 --quick: L = 197 attention, one linear shape, ViT batch 1, 1 thread, short timing (smoke test).
 --torch-only: skip the tessera binaries (their columns print "-").
 Needs Debian's python3-torch and python3-torchvision (re-runs itself with /usr/bin/python3 if
@@ -37,7 +43,7 @@ SCORE_LIMIT_BYTES = 6e9  # above this torch runs attention one head at a time
 BUDGET_S = 120.0  # longest a single torch case may take (warm-up + MIN_CALLS calls)
 MIN_CALLS = 3
 BUILD_HINT = ("build it first: cmake --preset test && "
-              "cmake --build --preset test --target bench_attention bench_encoder")
+              "cmake --build --preset test --target bench_attention bench_encoder bench_train")
 LINEAR_SHAPES = [(1576, 768, 768), (1576, 768, 3072), (1576, 3072, 768)]
 VIT_CASES = {"vit_b16": 1, "vit_b16_batch8": 8}  # tessera case name -> batch
 UNITS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
@@ -46,6 +52,7 @@ PATTERNS = {  # matched on Google Benchmark's name; suffixes such as /real_time 
     "attention": re.compile(r"^BM_attention_(fused|reference)/L:(\d+)/dh:(\d+)/threads:(\d+)(?:/|$)"),
     "linear": re.compile(r"^BM_linear_forward/L:(\d+)/D:(\d+)/F:(\d+)/threads:(\d+)(?:/|$)"),
     "vit": re.compile(r"^BM_encode_batch/(vit_b16(?:_batch8)?)/threads:(\d+)(?:/|$)"),
+    "train": re.compile(r"^BM_train_step/pairs:(\d+)/threads:(\d+)(?:/|$)"),
 }
 
 
@@ -54,7 +61,8 @@ def log(msg):
 
 
 def bench_key(name):
-    """('attention', kind, L, dh, t) | ('linear', L, D, F, t) | ('vit', case, t) | None."""
+    """('attention', kind, L, dh, t) | ('linear', L, D, F, t) | ('vit', case, t) |
+    ('train', P, t) | None."""
     for family, pattern in PATTERNS.items():
         m = pattern.match(AGGREGATE.sub("", name))
         if m:
@@ -237,7 +245,13 @@ def parse_args():
     p.add_argument("--repetitions", type=int, default=None, help="Google Benchmark repetitions (3)")
     p.add_argument("--out", type=Path, help="also write the markdown here")
     p.add_argument("--torch-only", action="store_true", help="skip the tessera binaries")
+    p.add_argument("--sections", default="attention,linear,vit,train",
+                   help="comma-separated sections to run (default: all four)")
     o = p.parse_args()
+    o.sections = o.sections.split(",")
+    unknown = set(o.sections) - {"attention", "linear", "vit", "train"}
+    if unknown:
+        p.error(f"unknown section(s): {', '.join(sorted(unknown))}")
     o.threads = [int(t) for t in (o.threads or ("1" if o.quick else "1,2")).split(",")]
     o.repetitions = o.repetitions or (1 if o.quick else 3)
     o.min_time, o.bench_min_time = (0.2, 0.05) if o.quick else (1.0, 0.5)
@@ -245,6 +259,7 @@ def parse_args():
     o.head_dims = [64, 128]
     o.linear = LINEAR_SHAPES[:1] if o.quick else LINEAR_SHAPES
     o.vit = ["vit_b16"] if o.quick else list(VIT_CASES)
+    o.train = [16] if o.quick else [16, 64]
     return o
 
 
@@ -312,6 +327,71 @@ def vit_section(run, opts):
     return "### ViT-B/16 encoder\n\n" + table(head, rows)
 
 
+def torch_train_step(torch, pairs):
+    """One training step of bench/train.cpp's model in PyTorch, as a closure."""
+    nn, F = torch.nn, torch.nn.functional
+    D, L, H, FF, E, V, T, S, P = 256, 4, 4, 1024, 256, 1024, 32, 64, 8
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.tokens = nn.Embedding(V, D)
+            self.text_pos = nn.Parameter(torch.randn(T, D) * 0.02)
+            self.patches = nn.Conv2d(3, D, P, P)
+            self.image_pos = nn.Parameter(torch.randn((S // P) ** 2, D) * 0.02)
+            self.modality = nn.Parameter(torch.randn(2, D) * 0.02)
+            layer = nn.TransformerEncoderLayer(D, H, FF, dropout=0.0, activation="gelu",
+                                               batch_first=True, norm_first=True)
+            self.layers = nn.TransformerEncoder(layer, L, enable_nested_tensor=False)
+            self.norm = nn.LayerNorm(D)
+            self.proj = nn.Linear(D, E, bias=False)
+            self.logit_scale = nn.Parameter(torch.tensor(2.6592600369327779))
+
+        def embed(self, x):  # [B, n, D] -> [B, E] unit rows
+            return F.normalize(self.proj(self.norm(self.layers(x)).mean(1)), dim=-1)
+
+        def forward(self, ids, images):
+            texts = self.embed(self.tokens(ids) + self.text_pos + self.modality[0])
+            pics = self.embed(self.patches(images).flatten(2).transpose(1, 2) + self.image_pos
+                              + self.modality[1])
+            logits = torch.exp(torch.clamp(self.logit_scale, max=4.6051701859880914)) * texts @ pics.T
+            target = torch.arange(pairs)
+            return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+    torch.manual_seed(0)
+    model = Model()
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.dim() < 2]
+    optim = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
+                               {"params": rest, "weight_decay": 0.0}], lr=1e-4)
+    ids = torch.randint(0, V, (pairs, T))
+    images = torch.rand(pairs, 3, S, S) * 2 - 1
+
+    def step():
+        optim.zero_grad(set_to_none=True)
+        loss = model(ids, images)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optim.step()
+    return step
+
+
+def train_section(run, opts):
+    res = run.tessera("bench_train", f"^BM_train_step/pairs:{alt(opts.train)}/threads:{alt(opts.threads)}(/|$)")
+    rows = []
+    for pairs in opts.train:
+        for t in opts.threads:
+            run.threads(t)
+            seconds, note = measure(torch_train_step(run.torch, pairs), opts)
+            sps = 2 * pairs / seconds if seconds else None
+            log(f"torch train step pairs={pairs} threads={t}: {sps and round(sps, 1)} samples/s")
+            ours = res.get(("train", pairs, t), {}).get("samples/s")
+            rows.append([pairs, t, run.notes.cell(sps, "{:.1f}", note), run.notes.cell(ours, "{:.1f}"),
+                         ratio(ours, sps)])
+    head = ["pairs per step", "threads", "torch samples/s", "tessera samples/s", "tessera / torch"]
+    return "### Training step (small CLIP-like model)\n\n" + table(head, rows)
+
+
 class Run:
     """What the sections share: torch, the footnotes, the binaries and the thread setter."""
 
@@ -331,7 +411,7 @@ class Run:
 
 def main():
     opts = parse_args()
-    bins = {n: opts.build / "bin" / n for n in ("bench_attention", "bench_encoder")}
+    bins = {n: opts.build / "bin" / n for n in ("bench_attention", "bench_encoder", "bench_train")}
     missing = [str(b) for b in bins.values() if not b.is_file()]
     if missing and not opts.torch_only:
         print(f"error: missing {', '.join(missing)}; {BUILD_HINT}", file=sys.stderr)
@@ -339,8 +419,11 @@ def main():
     run = Run(opts, bins)
     if "reference" in run.blas:
         log("warning: torch uses netlib reference BLAS here, far slower than a tuned BLAS")
+    inference = {"attention": attention_section, "linear": linear_section, "vit": vit_section}
     with run.torch.inference_mode():
-        sections = [attention_section(run, opts), linear_section(run, opts), vit_section(run, opts)]
+        sections = [inference[name](run, opts) for name in inference if name in opts.sections]
+    if "train" in opts.sections:
+        sections.append(train_section(run, opts))  # with autograd
     how = (f"tessera: Google Benchmark real_time, median of {opts.repetitions} repetition(s); "
            f"torch: median per call after one warm-up, >= {MIN_CALLS} calls and >= {opts.min_time} s; "
            "both in this run, interleaved per group.")

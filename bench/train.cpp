@@ -1,0 +1,111 @@
+// bench_train: training throughput, one whole step per iteration.
+//
+// A small CLIP-like model (D 256, 4 layers, 4 heads, F 1024, E 256, GELU, LayerNorm, learned
+// positions, mean pooling; text with V 1024 and images of 64 px, patch 8) and one batch of P
+// caption-image pairs: P texts of 32 ids and their P images (64 patches each), packed into
+// one batch of 2P samples. One step:
+//
+//   encode_batch(batch, trace)         the training forward
+//   InfoNCE(texts, images)             and its backward (info_nce_backward)
+//   backward(grad, d_embeddings)       every weight's gradient
+//   clip_grad_norm(1.0), AdamW.step    the update
+//
+// Counters: samples/s (2P per step) and pairs/s, per wall-clock second, for P 16 and 64, on
+// 1 and 2 threads. bench/compare_torch.py runs the same model and step in PyTorch
+// (nn.TransformerEncoderLayer, norm_first, torch.optim.AdamW) and prints the ratio.
+//
+//   build/test/bin/bench_train [--benchmark_filter=pairs:16] [--benchmark_min_time=0.5]
+
+#include <tessera/core/parallel.hpp>
+#include <tessera/core/tensor.hpp>
+#include <tessera/model/config.hpp>
+#include <tessera/model/encoder.hpp>
+#include <tessera/train/losses.hpp>
+#include <tessera/train/optimizer.hpp>
+
+#include <benchmark/benchmark.h>
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+namespace {
+
+using tessera::Index;
+using Matrix = tessera::Matrix<float>;
+
+constexpr Index text_tokens = 32;
+
+tessera::Config train_config() {
+  const nlohmann::json config = {
+      {"hidden_dim", 256}, {"num_layers", 4}, {"num_heads", 4}, {"ffn_dim", 1024},
+      {"embed_dim", 256}, {"position", "learned"}, {"pooling", "mean"},
+      {"text", {{"vocab_size", 1024}, {"max_tokens", text_tokens}}},
+      {"image", {{"size", 64}, {"patch", 8}}}};
+  return tessera::parse_config(config, "bench_train config");
+}
+
+// P texts, then their P images.
+std::vector<tessera::Sample<float>> train_batch(Index pairs) {
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<std::int64_t> id(0, 1023);
+  std::vector<tessera::Sample<float>> batch(static_cast<std::size_t>(2 * pairs));
+  for (Index i = 0; i < pairs; ++i) {
+    std::vector<std::int64_t> ids(text_tokens);
+    for (auto& x : ids) x = id(rng);
+    batch[static_cast<std::size_t>(i)].text = ids;
+    tessera::Tensor3<float> image(3, 64, 64);
+    image.setRandom();
+    batch[static_cast<std::size_t>(pairs + i)].image = image;
+  }
+  return batch;
+}
+
+// Args: P (pairs), threads.
+void BM_train_step(benchmark::State& state) {
+  const Index pairs = state.range(0);
+  const tessera::ScopedThreads threads(static_cast<int>(state.range(1)));
+  const tessera::Config config = train_config();
+  tessera::MultiModalEncoder<float> model(config), grad(config);
+  model.init_random(1);
+  const auto batch = train_batch(pairs);
+  tessera::AdamW<float> optimizer({.lr = 1e-4, .weight_decay = 0.1});
+  tessera::EncoderTrace<float> trace;
+  const Index e = config.embed_dim;
+  float loss = 0;
+  for (auto _ : state) {
+    const auto encoded = model.encode_batch(batch, trace);
+    Matrix embeddings(2 * pairs, e);  // [2P, E] texts, then images
+    for (Index i = 0; i < 2 * pairs; ++i) {
+      embeddings.row(i) = encoded[static_cast<std::size_t>(i)].embedding;
+    }
+    loss = tessera::info_nce_loss<float>(embeddings.topRows(pairs), embeddings.bottomRows(pairs),
+                                         model.logit_scale);
+    Matrix d_embeddings = Matrix::Zero(2 * pairs, e);
+    grad.set_zero();
+    grad.logit_scale = tessera::info_nce_backward<float>(
+        d_embeddings.topRows(pairs), d_embeddings.bottomRows(pairs), embeddings.topRows(pairs),
+        embeddings.bottomRows(pairs), model.logit_scale);
+    model.backward(grad, d_embeddings, trace);
+    auto grads = grad.parameters();
+    tessera::clip_grad_norm<float>(grads, 1.0);
+    optimizer.step(model.parameters(), tessera::read_only<float>(grads));
+    benchmark::DoNotOptimize(loss);
+  }
+  state.counters["samples/s"] = benchmark::Counter(static_cast<double>(2 * pairs),
+                                                   benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["pairs/s"] = benchmark::Counter(static_cast<double>(pairs),
+                                                 benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["loss"] = loss;
+}
+
+BENCHMARK(BM_train_step)
+    ->ArgNames({"pairs", "threads"})
+    ->ArgsProduct({{16, 64}, {1, 2}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+}  // namespace
+
+BENCHMARK_MAIN();
