@@ -52,6 +52,9 @@
 #include <tessera/tokenize/files.hpp>
 #endif
 
-// train: losses, optimizer
+// train: losses, the gradient checker, the optimizer, the pair sampler, checkpoints
+#include <tessera/train/checkpoint.hpp>
+#include <tessera/train/grad_check.hpp>
 #include <tessera/train/losses.hpp>
 #include <tessera/train/optimizer.hpp>
+#include <tessera/train/sampler.hpp>

@@ -1,0 +1,139 @@
+#pragma once
+// Training checkpoints: the weights, the optimizer's state and the loop's position in one
+// safetensors file, written atomically (a temporary file renamed into place, so an
+// interrupted save leaves the previous checkpoint intact).
+//
+//   model.<name>               every weight of the model (parameters(), logit_scale included)
+//   adamw.<name>.exp_avg       AdamW's first and second moments, per weight (flat)
+//   adamw.<name>.exp_avg_sq
+//   __metadata__               "config" (the model's config.json), "step" (the next step of the
+//                              loop), "adamw_steps", "scalar" (float or double), and the
+//                              caller's own entries (a sampler's position, say) under "user.*"
+//
+// Tensors are stored in Scalar's own type (F32 or F64), so load_checkpoint(save_checkpoint(...))
+// restores every bit, and a resumed training equals an uninterrupted one (tested).
+
+#include <tessera/core/error.hpp>
+#include <tessera/io/safetensors.hpp>
+#include <tessera/model/config.hpp>
+#include <tessera/model/encoder.hpp>
+#include <tessera/train/optimizer.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <string>
+
+namespace tessera {
+
+// Where a training loop stands, besides the weights and the optimizer.
+struct TrainingPosition {
+  std::int64_t step = 0;                     // the next step to run
+  std::map<std::string, std::string> user;   // the caller's own state, as text
+};
+
+// Writes model, optimizer and position to `file` (replacing it atomically).
+// ensures: load_checkpoint(file, ...) restores all three exactly.
+// A weight that is not finite (a diverged run) is a tessera::Error naming it, and the
+// previous checkpoint stays as it was.
+template <class Scalar>
+void save_checkpoint(const std::filesystem::path& file, const MultiModalEncoder<Scalar>& model,
+                     const AdamW<Scalar>& optimizer, const TrainingPosition& position) {
+  const DType dtype = sizeof(Scalar) == 8 ? DType::F64 : DType::F32;
+  std::map<std::string, TensorData> tensors;
+  for (const auto& p : model.parameters()) {
+    for (std::int64_t i = 0; i < p.size(); ++i) {
+      check(std::isfinite(static_cast<double>(p.data[i])), "save_checkpoint ", file.string(),
+            ": weight '", p.name, "' holds a non-finite value (", p.data[i], ") at flat index ", i);
+    }
+    tensors["model." + p.name] = TensorData::from_span(
+        std::span<const Scalar>(p.data, static_cast<std::size_t>(p.size())), p.shape, dtype);
+  }
+  const AdamWState<Scalar> state = optimizer.state();
+  for (const auto& [name, values] : state.tensors) {
+    tensors["adamw." + name] = TensorData::from_span(
+        std::span<const Scalar>(values.data(), static_cast<std::size_t>(values.size())),
+        {values.size()}, dtype);
+  }
+  std::map<std::string, std::string> metadata{
+      {"format", "tessera-checkpoint"},
+      {"config", to_json(model.config).dump()},
+      {"step", std::to_string(position.step)},
+      {"adamw_steps", std::to_string(state.steps)},
+      {"scalar", detail::scalar_name<Scalar>()}};
+  for (const auto& [key, value] : position.user) metadata["user." + key] = value;
+  save_safetensors(file, tensors, metadata);
+}
+
+// Reads a checkpoint written by save_checkpoint<Scalar> into model (whose config must equal
+// the checkpoint's), optimizer and position. Everything is read and checked before anything
+// is changed: on a tessera::Error (a missing or malformed file, another config, a missing or
+// misshapen tensor) model, optimizer and position are as they were.
+template <class Scalar>
+void load_checkpoint(const std::filesystem::path& file, MultiModalEncoder<Scalar>& model,
+                     AdamW<Scalar>& optimizer, TrainingPosition& position) {
+  const SafetensorsFile in = SafetensorsFile::open(file);
+  const std::string where = file.string();
+  const auto& metadata = in.metadata();
+  auto entry = [&](const std::string& key) -> const std::string& {
+    const auto found = metadata.find(key);
+    check(found != metadata.end(), where, ": not a tessera checkpoint (no metadata '", key, "')");
+    return found->second;
+  };
+  check(entry("format") == "tessera-checkpoint", where, ": not a tessera checkpoint (format '",
+        entry("format"), "', expected 'tessera-checkpoint')");
+  check(entry("scalar") == detail::scalar_name<Scalar>(), where, ": written for ",
+        entry("scalar"), ", read as ", detail::scalar_name<Scalar>());
+  const Config saved_config = parse_config(nlohmann::json::parse(entry("config")), where + " config");
+  check(to_json(saved_config) == to_json(model.config), where,
+        ": the checkpoint's model config differs from this model's");
+  auto integer = [&](const std::string& key) {
+    const std::string& text = entry(key);
+    std::size_t used = 0;
+    long long value = -1;
+    try {
+      value = std::stoll(text, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    check(used == text.size() && value >= 0, where, ": metadata '", key, "' is '", text,
+          "', expected an integer >= 0");
+    return static_cast<std::int64_t>(value);
+  };
+  TrainingPosition next{integer("step"), {}};
+  for (const auto& [key, value] : metadata) {
+    if (key.rfind("user.", 0) == 0) next.user[key.substr(5)] = value;
+  }
+
+  // Weights, into copies first.
+  std::vector<std::vector<Scalar>> weights;
+  const auto params = model.parameters();
+  for (const auto& p : params) {
+    const std::string name = "model." + p.name;
+    check(in.contains(name), where, ": missing tensor '", name, "'");
+    check(in.info(name).shape == p.shape, where, ": tensor '", name, "' has shape ",
+          detail::shape_string(in.info(name).shape), ", expected ", detail::shape_string(p.shape));
+    weights.push_back(in.read<Scalar>(name));
+  }
+  // The optimizer's state, loaded into a fresh AdamW (which checks it against the weights).
+  AdamWState<Scalar> state;
+  state.steps = integer("adamw_steps");
+  for (const auto& name : in.names()) {
+    if (name.rfind("adamw.", 0) != 0) continue;
+    const std::vector<Scalar> values = in.read<Scalar>(name);
+    state.tensors.emplace_back(name.substr(6), Eigen::Map<const Vector<Scalar>>(
+                                                   values.data(), static_cast<Index>(values.size())));
+  }
+  AdamW<Scalar> restored(optimizer.options);
+  restored.decays = optimizer.decays;
+  restored.load_state(state, params);
+
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    std::copy(weights[i].begin(), weights[i].end(), params[i].data);
+  }
+  optimizer = std::move(restored);
+  position = std::move(next);
+}
+
+}  // namespace tessera

@@ -1,0 +1,220 @@
+#pragma once
+// PairSampler: modality-balanced batches of cross-modal pairs for contrastive training.
+//
+// A pair kind is two modalities of one item (text-image, text-audio, ..., audio-video: six).
+// Every batch holds each kind in a set proportion: with weights w_k and B pairs per batch,
+// kind k gets n_k pairs, the largest-remainder rounding of B w_k / sum(w), the same in every
+// batch of a stage. The items of kind k (those that have both modalities) are drawn without
+// replacement, epoch after epoch, each epoch a fresh permutation.
+//
+// A schedule of stages changes the weights with the step: progressive() is the seed's
+// curriculum, text-image first, then text-audio and text-video joining, then all six kinds.
+//
+// batch(step) is a pure function of (items, B, seed, stages, step): the k-th kind's draws up
+// to a step are counted in closed form, and each epoch's permutation comes from its own
+// splitmix64 stream (Fisher-Yates, not std::shuffle, whose algorithm the standard leaves
+// open). So a resumed run needs only the step to continue exactly, on any platform.
+
+#include <tessera/core/error.hpp>
+#include <tessera/core/tensor.hpp>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <numeric>
+#include <string>
+#include <vector>
+
+namespace tessera {
+
+inline constexpr int pair_kind_count = 6;
+
+// The six pair kinds, in this order, as modality indices (0 text, 1 image, 2 audio, 3 video).
+inline constexpr std::array<std::array<int, 2>, pair_kind_count> pair_kinds{
+    {{0, 1}, {0, 2}, {0, 3}, {1, 2}, {1, 3}, {2, 3}}};
+
+inline const char* pair_kind_name(int kind) {
+  static constexpr const char* names[pair_kind_count] = {
+      "text-image", "text-audio", "text-video", "image-audio", "image-video", "audio-video"};
+  return names[kind];
+}
+
+// Which of the four modalities an item has.
+using ModalitySet = std::array<bool, 4>;
+
+// The weights of the pair kinds from step `from` on (until the next stage's `from`).
+struct SamplerStage {
+  std::int64_t from = 0;
+  std::array<double, pair_kind_count> weights{};
+};
+
+// One pair of a batch: two modalities of one item.
+struct PairDraw {
+  std::size_t item;
+  int kind;  // index into pair_kinds
+};
+
+class PairSampler {
+ public:
+  // requires: stages non-empty, the first from step 0, strictly increasing `from`; weights
+  // finite, >= 0, some > 0 in every stage; every kind with weight > 0 has an item with both
+  // of its modalities; pairs_per_batch >= 1.
+  PairSampler(std::vector<ModalitySet> items, Index pairs_per_batch, std::uint64_t seed,
+              std::vector<SamplerStage> stages)
+      : pairs_per_batch_(pairs_per_batch), seed_(seed), stages_(std::move(stages)) {
+    check(pairs_per_batch >= 1, "PairSampler: pairs_per_batch is ", pairs_per_batch,
+          ", expected >= 1");
+    check(!stages_.empty() && stages_.front().from == 0,
+          "PairSampler: the first stage must start at step 0");
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      for (int k = 0; k < pair_kind_count; ++k) {
+        const auto [a, b] = pair_kinds[static_cast<std::size_t>(k)];
+        if (items[i][static_cast<std::size_t>(a)] && items[i][static_cast<std::size_t>(b)]) {
+          eligible_[static_cast<std::size_t>(k)].push_back(i);
+        }
+      }
+    }
+    for (std::size_t s = 0; s < stages_.size(); ++s) {
+      const auto& stage = stages_[s];
+      check(s == 0 || stage.from > stages_[s - 1].from, "PairSampler: stage ", s,
+            " starts at step ", stage.from, ", not after the previous stage");
+      double total = 0;
+      for (int k = 0; k < pair_kind_count; ++k) {
+        const double w = stage.weights[static_cast<std::size_t>(k)];
+        check(std::isfinite(w) && w >= 0, "PairSampler: stage ", s, " weight of ",
+              pair_kind_name(k), " is ", w, ", expected finite and >= 0");
+        check(w == 0 || !eligible_[static_cast<std::size_t>(k)].empty(), "PairSampler: stage ", s,
+              " wants ", pair_kind_name(k), " pairs but no item has both modalities");
+        total += w;
+      }
+      check(total > 0, "PairSampler: stage ", s, " has no weight > 0");
+      counts_.push_back(split(stage.weights, total));
+    }
+  }
+
+  // All six kinds alike.
+  static std::vector<SamplerStage> uniform() {
+    SamplerStage all;
+    all.weights.fill(1.0);
+    return {all};
+  }
+
+  // The progressive curriculum: text-image alone for steps [0, audio_video_from); text-image,
+  // text-audio and text-video alike until all_pairs_from; then all six kinds alike.
+  static std::vector<SamplerStage> progressive(std::int64_t audio_video_from,
+                                               std::int64_t all_pairs_from) {
+    check(0 < audio_video_from && audio_video_from < all_pairs_from,
+          "PairSampler::progressive: expected 0 < ", audio_video_from, " < ", all_pairs_from);
+    SamplerStage first, second{audio_video_from, {}}, third{all_pairs_from, {}};
+    first.weights = {1, 0, 0, 0, 0, 0};
+    second.weights = {1, 1, 1, 0, 0, 0};
+    third.weights.fill(1.0);
+    return {first, second, third};
+  }
+
+  // The pairs of batch `step`, grouped by kind in kind order.
+  // requires: step >= 0.
+  std::vector<PairDraw> batch(std::int64_t step) const {
+    check(step >= 0, "PairSampler::batch: step ", step, " < 0");
+    const std::size_t stage = stage_of(step);
+    std::vector<PairDraw> out;
+    for (int k = 0; k < pair_kind_count; ++k) {
+      const Index count = counts_[stage][static_cast<std::size_t>(k)];
+      const auto& items = eligible_[static_cast<std::size_t>(k)];
+      const auto n = static_cast<std::int64_t>(items.size());
+      const std::int64_t first = drawn_before(k, step);
+      std::int64_t epoch = -1;
+      std::vector<std::size_t> order;
+      for (std::int64_t p = first; p < first + count; ++p) {
+        if (p / n != epoch) {
+          epoch = p / n;
+          order = permutation(k, epoch, items);
+        }
+        out.push_back({order[static_cast<std::size_t>(p % n)], k});
+      }
+    }
+    return out;
+  }
+
+  // How many pairs of each kind a batch of `step` holds.
+  const std::array<Index, pair_kind_count>& counts(std::int64_t step) const {
+    return counts_[stage_of(step)];
+  }
+
+  // The items that have both modalities of `kind`.
+  const std::vector<std::size_t>& eligible(int kind) const {
+    return eligible_[static_cast<std::size_t>(kind)];
+  }
+
+ private:
+  // Largest-remainder rounding of pairs_per_batch * w / total (ties to the lower kind).
+  std::array<Index, pair_kind_count> split(const std::array<double, pair_kind_count>& weights,
+                                           double total) const {
+    std::array<Index, pair_kind_count> counts{};
+    std::array<double, pair_kind_count> remainder{};
+    Index given = 0;
+    for (std::size_t k = 0; k < pair_kind_count; ++k) {
+      const double exact = static_cast<double>(pairs_per_batch_) * weights[k] / total;
+      counts[k] = static_cast<Index>(std::floor(exact));
+      remainder[k] = exact - std::floor(exact);
+      given += counts[k];
+    }
+    while (given < pairs_per_batch_) {
+      std::size_t best = 0;
+      for (std::size_t k = 1; k < pair_kind_count; ++k) {
+        if (remainder[k] > remainder[best]) best = k;
+      }
+      ++counts[best];
+      remainder[best] = -1;
+      ++given;
+    }
+    return counts;
+  }
+
+  std::size_t stage_of(std::int64_t step) const {
+    std::size_t s = 0;
+    while (s + 1 < stages_.size() && stages_[s + 1].from <= step) ++s;
+    return s;
+  }
+
+  // Pairs of `kind` drawn by the batches before `step`.
+  std::int64_t drawn_before(int kind, std::int64_t step) const {
+    std::int64_t total = 0;
+    for (std::size_t s = 0; s < stages_.size() && stages_[s].from < step; ++s) {
+      const std::int64_t end = s + 1 < stages_.size() ? std::min(step, stages_[s + 1].from) : step;
+      total += (end - stages_[s].from) * counts_[s][static_cast<std::size_t>(kind)];
+    }
+    return total;
+  }
+
+  // splitmix64 (Steele, Lea and Flood 2014): a small, well-mixed generator with a defined output.
+  static std::uint64_t splitmix64(std::uint64_t& state) {
+    std::uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+
+  // Epoch `epoch` of kind `kind`: a Fisher-Yates shuffle of its items.
+  std::vector<std::size_t> permutation(int kind, std::int64_t epoch,
+                                       const std::vector<std::size_t>& items) const {
+    std::uint64_t state = seed_ ^ (0xA24BAED4963EE407ull * static_cast<std::uint64_t>(kind + 1));
+    state = splitmix64(state) ^ static_cast<std::uint64_t>(epoch);
+    std::vector<std::size_t> order = items;
+    for (std::size_t i = order.size(); i > 1; --i) {
+      const std::uint64_t j = splitmix64(state) % i;  // modulo bias ~i / 2^64: negligible
+      std::swap(order[i - 1], order[static_cast<std::size_t>(j)]);
+    }
+    return order;
+  }
+
+  Index pairs_per_batch_;
+  std::uint64_t seed_;
+  std::vector<SamplerStage> stages_;
+  std::array<std::vector<std::size_t>, pair_kind_count> eligible_;
+  std::vector<std::array<Index, pair_kind_count>> counts_;  // per stage
+};
+
+}  // namespace tessera
