@@ -20,7 +20,7 @@
 // instead of Google Benchmark's adaptive count; L = 16384 and the fused kernel's L = 32768
 // (up to a minute a call) run only with --long.
 //
-//   build/test/bin/bench_attention [--long] [--benchmark_filter=fused] [--benchmark_min_time=0.05]
+//   build/bench/bin/bench_attention [--long] [--benchmark_filter=fused] [--benchmark_min_time=0.05]
 //   python3 bench/compare_torch.py     # the same shapes in PyTorch, side by side
 
 #include <tessera/core/parallel.hpp>

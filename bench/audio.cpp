@@ -10,7 +10,7 @@
 // per wall-clock second (30 / time of one call). Each case runs with 1 and 2 threads.
 // tests/reference/bench_audio_torch.py times torchaudio on the same cases for comparison.
 //
-//   build/dev/bin/bench_audio [--benchmark_filter=fbank]
+//   build/bench/bin/bench_audio [--benchmark_filter=fbank]
 
 #include <tessera/core/parallel.hpp>
 #include <tessera/core/tensor.hpp>

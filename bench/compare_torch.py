@@ -27,7 +27,7 @@ whose warm-up + 3 calls would exceed 120 s (estimated from one head, from ViT ba
 the warm-up itself) is "n/a" with a footnote. Fused L = 32768 (--long) has no torch twin.
 
 Usage (from the repository root):
-  python3 bench/compare_torch.py [--build build/test] [--threads 1,2] [--long] [--quick]
+  python3 bench/compare_torch.py [--build build/bench] [--threads 1,2] [--long] [--quick]
                                  [--repetitions 3] [--out FILE.md] [--torch-only]
                                  [--sections attention,linear,vit,train]
 --quick: L = 197 attention, one linear shape, ViT batch 1, 1 thread, short timing (smoke test).
@@ -42,8 +42,7 @@ HEADS = 12
 SCORE_LIMIT_BYTES = 6e9  # above this torch runs attention one head at a time
 BUDGET_S = 120.0  # longest a single torch case may take (warm-up + MIN_CALLS calls)
 MIN_CALLS = 3
-BUILD_HINT = ("build it first: cmake --preset test && "
-              "cmake --build --preset test --target bench_attention bench_encoder bench_train")
+BUILD_HINT = "build it first: cmake --preset bench && cmake --build --preset bench"
 LINEAR_SHAPES = [(1576, 768, 768), (1576, 768, 3072), (1576, 3072, 768)]
 VIT_CASES = {"vit_b16": 1, "vit_b16_batch8": 8}  # tessera case name -> batch
 UNITS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
@@ -238,7 +237,7 @@ def machine_line(torch, blas):
 def parse_args():
     root = Path(__file__).resolve().parent.parent
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--build", type=Path, default=root / "build" / "test", help="tessera build tree")
+    p.add_argument("--build", type=Path, default=root / "build" / "bench", help="tessera build tree (the bench preset: -O3)")
     p.add_argument("--threads", default=None, help="comma-separated thread counts (default 1,2)")
     p.add_argument("--long", action="store_true", help="add L = 16384 (and fused L = 32768)")
     p.add_argument("--quick", action="store_true", help="smallest shapes, 1 thread, short timing")

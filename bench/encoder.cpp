@@ -22,7 +22,7 @@
 // second; `tokens` is the tokens of one call. Each case runs with 1 and 2 threads
 // (tessera::set_num_threads). The whole binary runs in well under a minute on two cores.
 //
-//   build/dev/bin/bench_encoder [--benchmark_filter=mixed] [--benchmark_min_time=0.05]
+//   build/bench/bin/bench_encoder [--benchmark_filter=mixed] [--benchmark_min_time=0.05]
 
 #include <tessera/core/parallel.hpp>
 #include <tessera/core/tensor.hpp>

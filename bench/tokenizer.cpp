@@ -14,7 +14,7 @@
 // vocabulary trained on the corpus, and the label says so. Compare with the npm reference:
 //
 //   node tests/reference/gpt2_bench.js build/gpt2-reference
-//   build/test/bin/bench_tokenizer
+//   build/bench/bin/bench_tokenizer
 
 #include <benchmark/benchmark.h>
 
