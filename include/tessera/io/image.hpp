@@ -1,9 +1,11 @@
 #pragma once
-// Decoding image files to 8-bit RGB (SPEC 5.2), the way PIL.Image.open(f).convert("RGB") does.
+// Decoding image files to 8-bit RGB (SPEC 5.2), the way PIL.Image.open(f).convert("RGB") does,
+// and writing PNG.
 //
 //   decode_image(path, limits)                 a PNG, JPEG, BMP or binary PPM/PGM file
 //   decode_image_memory(bytes, name, limits)   the same from memory; `name` is used in errors
 //   preprocess_image(path, config)             decode + the pipeline of tokenize/image.hpp
+//   write_png(path, image)                     8-bit RGB PNG (stb_image_write), atomically
 //
 // What comes out, per input kind (each checked against Pillow 9.4, see docs/image.md):
 //   gray, gray + alpha         gray replicated to R, G, B; alpha dropped
@@ -45,10 +47,12 @@
 
 #include <tessera/core/error.hpp>
 #include <tessera/core/tensor.hpp>
+#include <tessera/io/atomic_file.hpp>
 #include <tessera/model/config.hpp>
 #include <tessera/tokenize/image.hpp>
 
 #include <stb_image.h>
+#include <stb_image_write.h>
 #if TESSERA_HAS_LIBJPEG
 #include <csetjmp>
 #include <cstdio>  // jpeglib.h uses FILE and size_t without declaring them
@@ -558,6 +562,29 @@ Tensor3<Scalar> preprocess_image(const std::filesystem::path& path,
                                  const ImageConfig& config,  // -> [C, S, S]
                                  const ImageLimits& limits = {}) {
   return preprocess_image<Scalar>(decode_image(path, limits), config);
+}
+
+// Writes `image` as an 8-bit RGB PNG (stb_image_write), through a temporary file renamed into
+// place, so `file` is either the old file or the whole new one.
+inline void write_png(const std::filesystem::path& file, const Image& image) {
+  check(image.width >= 1 && image.height >= 1 &&
+            image.rgb.size() == static_cast<std::size_t>(image.width * image.height * 3) &&
+            image.width <= INT_MAX / 3 && image.height <= INT_MAX,
+        file.string(), ": cannot write a ", image.width, " x ", image.height, " image of ",
+        image.rgb.size(), " bytes as PNG");
+  std::vector<std::uint8_t> bytes;
+  const auto append = [](void* context, void* data, int size) {
+    auto* out = static_cast<std::vector<std::uint8_t>*>(context);
+    const auto* begin = static_cast<const std::uint8_t*>(data);
+    out->insert(out->end(), begin, begin + size);
+  };
+  const int ok = stbi_write_png_to_func(append, &bytes, static_cast<int>(image.width),
+                                        static_cast<int>(image.height), 3, image.rgb.data(),
+                                        static_cast<int>(image.width * 3));
+  check(ok != 0 && !bytes.empty(), file.string(), ": stb_image_write could not encode the PNG");
+  detail::AtomicFileWriter writer(file);
+  writer.write(bytes.data(), bytes.size());
+  writer.commit();
 }
 
 }  // namespace tessera

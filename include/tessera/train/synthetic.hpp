@@ -43,12 +43,12 @@
 #include <tessera/core/error.hpp>
 #include <tessera/core/tensor.hpp>
 #include <tessera/io/atomic_file.hpp>
+#include <tessera/io/image.hpp>
 #include <tessera/io/wav.hpp>
 #include <tessera/io/y4m.hpp>
 #include <tessera/tokenize/image.hpp>
 
 #include <nlohmann/json.hpp>
-#include <stb_image_write.h>
 
 #include <algorithm>
 #include <array>
@@ -305,22 +305,6 @@ inline std::int64_t synthetic_position_y(Index position, std::int64_t size) {
   return position == 2 ? size * 27 / 100 : position == 3 ? size * 73 / 100 : size / 2;
 }
 
-inline void write_synthetic_png(const std::filesystem::path& file, const Image& image) {
-  std::vector<std::uint8_t> bytes;
-  const auto append = [](void* context, void* data, int size) {
-    auto* out = static_cast<std::vector<std::uint8_t>*>(context);
-    const auto* begin = static_cast<const std::uint8_t*>(data);
-    out->insert(out->end(), begin, begin + size);
-  };
-  const int ok = stbi_write_png_to_func(append, &bytes, static_cast<int>(image.width),
-                                        static_cast<int>(image.height), 3, image.rgb.data(),
-                                        static_cast<int>(image.width * 3));
-  check(ok != 0 && !bytes.empty(), file.string(), ": stb_image_write could not encode the PNG");
-  AtomicFileWriter writer(file);
-  writer.write(bytes.data(), bytes.size());
-  writer.commit();
-}
-
 // The frames as 4:2:0 Y4M through Y4mWriter, written under a temporary name and renamed into
 // place, as AtomicFileWriter does for the other files.
 inline void write_synthetic_y4m(const std::filesystem::path& file, const std::vector<Image>& frames,
@@ -511,7 +495,7 @@ inline SyntheticWorldSummary write_synthetic_world(const std::filesystem::path& 
     const std::string image = "images/" + item.id + ".png";
     const std::string audio = "audio/" + item.id + ".wav";
     const std::string video = "video/" + item.id + ".y4m";
-    detail::write_synthetic_png(dir / image, item.image);
+    write_png(dir / image, item.image);
     write_wav(dir / audio, item.audio, options.sample_rate);
     detail::write_synthetic_y4m(dir / video, item.video, options.frame_rate);
 
