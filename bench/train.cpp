@@ -3,7 +3,7 @@
 // A small CLIP-like model (D 256, 4 layers, 4 heads, F 1024, E 256, GELU, LayerNorm, learned
 // positions, mean pooling; text with V 1024 and images of 64 px, patch 8) and one batch of P
 // caption-image pairs: P texts of 32 ids and their P images (64 patches each), packed into
-// one batch of 2P samples. One step:
+// one batch of 2P samples. One step is tessera::contrastive_step (train/step.hpp):
 //
 //   encode_batch(batch, trace)         the training forward
 //   InfoNCE(texts, images)             and its backward (info_nce_backward)
@@ -14,14 +14,14 @@
 // 1 and 2 threads. bench/compare_torch.py runs the same model and step in PyTorch
 // (nn.TransformerEncoderLayer, norm_first, torch.optim.AdamW) and prints the ratio.
 //
-//   build/test/bin/bench_train [--benchmark_filter=pairs:16] [--benchmark_min_time=0.5]
+//   build/bench/bin/bench_train [--benchmark_filter=pairs:16] [--benchmark_min_time=0.5]
 
 #include <tessera/core/parallel.hpp>
 #include <tessera/core/tensor.hpp>
 #include <tessera/model/config.hpp>
 #include <tessera/model/encoder.hpp>
-#include <tessera/train/losses.hpp>
 #include <tessera/train/optimizer.hpp>
+#include <tessera/train/step.hpp>
 
 #include <benchmark/benchmark.h>
 #include <nlohmann/json.hpp>
@@ -33,7 +33,6 @@
 namespace {
 
 using tessera::Index;
-using Matrix = tessera::Matrix<float>;
 
 constexpr Index text_tokens = 32;
 
@@ -72,25 +71,12 @@ void BM_train_step(benchmark::State& state) {
   const auto batch = train_batch(pairs);
   tessera::AdamW<float> optimizer({.lr = 1e-4, .weight_decay = 0.1});
   tessera::EncoderTrace<float> trace;
-  const Index e = config.embed_dim;
-  float loss = 0;
+  const tessera::PairGroup pairs_group{0, pairs, pairs, 1.0};
+  double loss = 0;
   for (auto _ : state) {
-    const auto encoded = model.encode_batch(batch, trace);
-    Matrix embeddings(2 * pairs, e);  // [2P, E] texts, then images
-    for (Index i = 0; i < 2 * pairs; ++i) {
-      embeddings.row(i) = encoded[static_cast<std::size_t>(i)].embedding;
-    }
-    loss = tessera::info_nce_loss<float>(embeddings.topRows(pairs), embeddings.bottomRows(pairs),
-                                         model.logit_scale);
-    Matrix d_embeddings = Matrix::Zero(2 * pairs, e);
-    grad.set_zero();
-    grad.logit_scale = tessera::info_nce_backward<float>(
-        d_embeddings.topRows(pairs), d_embeddings.bottomRows(pairs), embeddings.topRows(pairs),
-        embeddings.bottomRows(pairs), model.logit_scale);
-    model.backward(grad, d_embeddings, trace);
-    auto grads = grad.parameters();
-    tessera::clip_grad_norm<float>(grads, 1.0);
-    optimizer.step(model.parameters(), tessera::read_only<float>(grads));
+    loss = tessera::contrastive_step<float>(model, grad, optimizer, batch,
+                                            std::span(&pairs_group, 1), 1e-4, 1.0, trace)
+               .loss;
     benchmark::DoNotOptimize(loss);
   }
   state.counters["samples/s"] = benchmark::Counter(static_cast<double>(2 * pairs),

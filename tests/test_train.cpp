@@ -7,7 +7,9 @@
 #include <tessera/train/checkpoint.hpp>
 #include <tessera/train/losses.hpp>
 #include <tessera/train/optimizer.hpp>
+#include <tessera/train/retrieval.hpp>
 #include <tessera/train/sampler.hpp>
+#include <tessera/train/step.hpp>
 
 #include "test_util.hpp"
 
@@ -53,19 +55,10 @@ std::vector<Sample<float>> pair_batch() {
 float train_step(MultiModalEncoder<float>& model, MultiModalEncoder<float>& grad,
                  AdamW<float>& optimizer, const std::vector<Sample<float>>& batch) {
   EncoderTrace<float> trace;
-  const auto encoded = model.encode_batch(batch, trace);
-  Matrix<float> e(8, model.config.embed_dim);
-  for (Index i = 0; i < 8; ++i) e.row(i) = encoded[static_cast<std::size_t>(i)].embedding;
-  const float loss = info_nce_loss<float>(e.topRows(4), e.bottomRows(4), model.logit_scale);
-  Matrix<float> d_e = Matrix<float>::Zero(8, model.config.embed_dim);
-  grad.set_zero();
-  grad.logit_scale = info_nce_backward<float>(d_e.topRows(4), d_e.bottomRows(4), e.topRows(4),
-                                              e.bottomRows(4), model.logit_scale);
-  model.backward(grad, d_e, trace);
-  auto grads = grad.parameters();
-  clip_grad_norm<float>(grads, 1.0);
-  optimizer.step(model.parameters(), read_only<float>(grads), 3e-3);
-  return loss;
+  const PairGroup pairs{0, 4, 4, 1.0};
+  return static_cast<float>(contrastive_step<float>(model, grad, optimizer, batch,
+                                                    std::span(&pairs, 1), 3e-3, 1.0, trace)
+                                .loss);
 }
 
 TEST(Checkpoint, ResumedTrainingEqualsUninterruptedTraining) {
@@ -147,6 +140,160 @@ TEST(Checkpoint, ErrorsLeaveEverythingAsItWas) {
               HasSubstr("not a tessera checkpoint"));
   EXPECT_THAT(test::error_of([&] { load_checkpoint(dir / "missing.ckpt", model, optimizer, position); }),
               HasSubstr("missing.ckpt"));
+}
+
+// ---- The training step ---------------------------------------------------------------------
+
+// contrastive_gradients against the loop written out: the weighted InfoNCE of each group,
+// the embeddings' gradients added where a sample serves in two groups, the encoder's backward.
+TEST(ContrastiveStep, GroupsAreWeightedInfoNcesOverTheirRuns) {
+  MultiModalEncoder<float> model(small_config()), grad(small_config()), expected_grad(small_config());
+  model.init_random(4);
+  model.logit_scale = 1.5f;
+  const auto batch = pair_batch();  // 4 texts, then 4 images
+  // texts 0-3 with images 4-7, and texts 1-2 with texts 2-3 (overlapping runs)
+  const std::vector<PairGroup> groups{{0, 4, 4, 0.75}, {1, 2, 2, 0.25}};
+  EncoderTrace<float> trace;
+  grad.set_zero();
+  const StepStats stats = contrastive_gradients<float>(model, grad, batch, groups, trace);
+
+  EncoderTrace<float> expected_trace;
+  const auto encoded = model.encode_batch(batch, expected_trace);
+  Matrix<float> e(8, model.config.embed_dim);
+  for (Index i = 0; i < 8; ++i) e.row(i) = encoded[static_cast<std::size_t>(i)].embedding;
+  Matrix<float> d_e = Matrix<float>::Zero(8, model.config.embed_dim);
+  double loss = 0;
+  expected_grad.set_zero();
+  for (const PairGroup& g : groups) {
+    const Matrix<float> a = e.middleRows(g.a_first, g.count), b = e.middleRows(g.b_first, g.count);
+    const float l = info_nce_loss<float>(a, b, model.logit_scale);
+    loss += g.weight * l;
+    Matrix<float> d_a = Matrix<float>::Zero(g.count, e.cols()), d_b = d_a;
+    expected_grad.logit_scale += info_nce_backward<float>(d_a, d_b, a, b, model.logit_scale,
+                                                          static_cast<float>(g.weight));
+    d_e.middleRows(g.a_first, g.count) += d_a;
+    d_e.middleRows(g.b_first, g.count) += d_b;
+  }
+  model.backward(expected_grad, d_e, expected_trace);
+
+  EXPECT_NEAR(stats.loss, loss, 1e-6);
+  ASSERT_EQ(stats.group_loss.size(), 2u);
+  EXPECT_NEAR(0.75 * stats.group_loss[0] + 0.25 * stats.group_loss[1], stats.loss, 1e-6);
+  const auto got = grad.parameters(), want = expected_grad.parameters();
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    EXPECT_TRUE(std::equal(got[i].data, got[i].data + got[i].size(), want[i].data)) << got[i].name;
+  }
+  EXPECT_NE(grad.logit_scale, 0.0f);
+}
+
+TEST(ContrastiveStep, StepsLowerTheLossAndReportTheGradientNorm) {
+  MultiModalEncoder<float> model(small_config()), grad(small_config());
+  model.init_random(2);
+  AdamW<float> optimizer;
+  const auto batch = pair_batch();
+  const PairGroup pairs{0, 4, 4, 1.0};
+  EncoderTrace<float> trace;
+  std::vector<StepStats> steps;
+  for (int i = 0; i < 8; ++i) {
+    steps.push_back(contrastive_step<float>(model, grad, optimizer, batch, std::span(&pairs, 1),
+                                            3e-3, 0.0, trace));
+  }
+  EXPECT_LT(steps.back().loss, steps.front().loss);
+  EXPECT_GT(steps.front().grad_norm, 0);
+  // the norm is measured before clipping, and the gradients left clipped
+  grad.set_zero();
+  contrastive_gradients<float>(model, grad, batch, std::span(&pairs, 1), trace);
+  double norm = 0;
+  for (const auto& p : grad.parameters()) {
+    for (Index j = 0; j < p.size(); ++j) norm += static_cast<double>(p.data[j]) * p.data[j];
+  }
+  const StepStats clipped = contrastive_step<float>(model, grad, optimizer, batch,
+                                                    std::span(&pairs, 1), 3e-3, 1e-3, trace);
+  EXPECT_NEAR(clipped.grad_norm, std::sqrt(norm), 1e-4 * std::sqrt(norm));
+  double after = 0;
+  for (const auto& p : grad.parameters()) {
+    for (Index j = 0; j < p.size(); ++j) after += static_cast<double>(p.data[j]) * p.data[j];
+  }
+  EXPECT_NEAR(std::sqrt(after), 1e-3, 1e-6);
+}
+
+TEST(ContrastiveStep, GroupsOutsideTheBatchAreErrorsBeforeAnyWork) {
+  MultiModalEncoder<float> model(small_config()), grad(small_config());
+  model.init_random(2);
+  const auto batch = pair_batch();
+  EncoderTrace<float> trace;
+  const std::vector<PairGroup> outside{{0, 4, 5, 1.0}};
+  EXPECT_THAT(test::error_of([&] { contrastive_gradients<float>(model, grad, batch, outside, trace); }),
+              HasSubstr("group 0 (pairs 0 and 4, count 5) does not fit a batch of 8 samples"));
+  const std::vector<PairGroup> nan_weight{{0, 4, 4, std::nan("")}};
+  EXPECT_THAT(test::error_of([&] { contrastive_gradients<float>(model, grad, batch, nan_weight, trace); }),
+              HasSubstr("group 0 has weight nan"));
+  EXPECT_THAT(test::error_of([&] { contrastive_gradients<float>(model, grad, batch, {}, trace); }),
+              HasSubstr("no pair groups"));
+}
+
+TEST(ContrastiveStep, PairBatchLaysOutEachKindsFirstViewsThenSecondViews) {
+  SamplerStage stage;
+  stage.weights = {2, 0, 1, 0, 0, 1};  // 8 pairs: 4 text-image, 2 text-video, 2 audio-video
+  const std::vector<ModalitySet> items(5, ModalitySet{true, true, true, true});
+  const PairSampler sampler(items, 8, 3, {stage});
+  const auto draws = sampler.batch(2);
+  std::vector<Sample<float>> samples;
+  std::vector<PairGroup> groups;
+  // each view a one-id text that says its item and modality
+  pair_batch<float>(draws, [](std::size_t item, int m) {
+    Sample<float> s;
+    s.text = std::vector<std::int64_t>{static_cast<std::int64_t>(10 * item + static_cast<std::size_t>(m))};
+    return s;
+  }, samples, groups);
+  ASSERT_EQ(samples.size(), 16u);
+  ASSERT_EQ(groups.size(), 3u);
+  const std::vector<std::array<Index, 3>> layout{{0, 4, 4}, {8, 10, 2}, {12, 14, 2}};
+  const std::vector<double> weights{0.5, 0.25, 0.25};
+  std::size_t d = 0;
+  for (std::size_t g = 0; g < 3; ++g) {
+    EXPECT_EQ(groups[g].a_first, layout[g][0]);
+    EXPECT_EQ(groups[g].b_first, layout[g][1]);
+    EXPECT_EQ(groups[g].count, layout[g][2]);
+    EXPECT_DOUBLE_EQ(groups[g].weight, weights[g]);
+    for (Index i = 0; i < groups[g].count; ++i, ++d) {
+      const auto [a, b] = pair_kinds[static_cast<std::size_t>(draws[d].kind)];
+      const auto item = static_cast<std::int64_t>(10 * draws[d].item);
+      EXPECT_EQ(samples[static_cast<std::size_t>(groups[g].a_first + i)].text->front(), item + a);
+      EXPECT_EQ(samples[static_cast<std::size_t>(groups[g].b_first + i)].text->front(), item + b);
+    }
+  }
+}
+
+// ---- Retrieval ------------------------------------------------------------------------------
+
+TEST(Retrieval, TopKAndChanceWithTiesRankedByIndex) {
+  // queries and candidates on the unit circle; query 0 wants candidates 0 and 3, query 1
+  // candidates 1 and 4, query 2 candidate 2
+  Matrix<float> queries(3, 2), candidates(6, 2);
+  queries << 1, 0, 0, 1, -1, 0;
+  candidates << 1, 0,    // 0: relevant to q0, its best
+      0, 1,              // 1: relevant to q1, its best
+      0.6f, 0.8f,        // 2: relevant to q2, far from it
+      1, 0,              // 3: relevant to q0 too (a tie with 0)
+      0, 1,              // 4: q1's tie, ranked after 1
+      -1, 0;             // 5: q2's best, not relevant to it
+  const auto relevant = [](Index q, Index c) { return c % 3 == q && c != 5; };
+  const RetrievalScores s = retrieval_scores<float>(queries, candidates, relevant);
+  EXPECT_EQ(s.queries, 3);
+  EXPECT_DOUBLE_EQ(s.top1, 2.0 / 3);   // q0 and q1 hit at once; q2's best (5) is not relevant
+  EXPECT_DOUBLE_EQ(s.top5, 3.0 / 3);   // q2 finds 2 among its five best
+  EXPECT_DOUBLE_EQ(s.chance_top1, (2.0 / 6 + 2.0 / 6 + 1.0 / 6) / 3);
+  // ties never flatter: with candidate 0 made irrelevant, q0's tie (0 before 3) is a miss
+  const RetrievalScores strict = retrieval_scores<float>(queries, candidates,
+      [](Index q, Index c) { return c % 3 == q && c != 5 && c != 0; });
+  EXPECT_DOUBLE_EQ(strict.top1, 1.0 / 3);
+  Matrix<float> bad = queries;
+  bad(1, 1) = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_THAT(test::error_of([&] { retrieval_scores<float>(bad, candidates, relevant); }),
+              HasSubstr("non-finite"));
+  EXPECT_THAT(test::error_of([&] { retrieval_scores<float>(queries, Matrix<float>(2, 3), relevant); }),
+              HasSubstr("expected non-empty with one width"));
 }
 
 // ---- The pair sampler -----------------------------------------------------------------------

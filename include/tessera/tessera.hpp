@@ -52,13 +52,15 @@
 #include <tessera/tokenize/files.hpp>
 #endif
 
-// train: losses, the gradient checker, the optimizer, the pair sampler, checkpoints, the
-// synthetic world of the training demo (needs stb)
+// train: losses, the gradient checker, the optimizer, the pair sampler, the contrastive step,
+// retrieval scores, checkpoints, the synthetic world of the training demo (needs stb)
 #include <tessera/train/checkpoint.hpp>
 #include <tessera/train/grad_check.hpp>
 #include <tessera/train/losses.hpp>
 #include <tessera/train/optimizer.hpp>
+#include <tessera/train/retrieval.hpp>
 #include <tessera/train/sampler.hpp>
+#include <tessera/train/step.hpp>
 #if defined(TESSERA_HAS_STB)
 #include <tessera/train/synthetic.hpp>
 #endif

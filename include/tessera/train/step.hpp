@@ -1,0 +1,136 @@
+#pragma once
+// One contrastive training step, the loop body of tessera-train, bench_train and the tests:
+//
+//   encode_batch(samples, trace)             the training forward over the packed batch
+//   loss = sum_g weight_g InfoNCE(a_g, b_g)  one InfoNCE per group of pairs (SPEC 6)
+//   backward                                 the losses', then the encoder's (grad += ...)
+//   clip_grad_norm(max_grad_norm)            when max_grad_norm > 0
+//   AdamW.step(lr)
+//
+// A group is `count` pairs whose two views sit in two runs of the batch: sample a_first + i
+// and sample b_first + i are pair i (a caption and its image, say). The other pairs of a group
+// are its negatives, as in CLIP; pairs of different groups (text-image and audio-video, say)
+// never meet in one loss. Groups may share samples and need not cover the batch.
+//
+// pair_batch() lays out a PairSampler batch this way: per pair kind, its pairs' first views,
+// then their second views, one group per kind weighted by its share of the pairs.
+//
+// contrastive_gradients() is the forward and backward alone, adding to a gradient model, for
+// gradient accumulation (several calls between set_zero() and the optimizer's step; InfoNCE's
+// negatives then come from each micro-batch, so the sum is not the large batch's gradient).
+
+#include <tessera/core/error.hpp>
+#include <tessera/core/tensor.hpp>
+#include <tessera/model/encoder.hpp>
+#include <tessera/train/losses.hpp>
+#include <tessera/train/optimizer.hpp>
+#include <tessera/train/sampler.hpp>
+
+#include <cmath>
+#include <limits>
+#include <span>
+#include <vector>
+
+namespace tessera {
+
+// Pairs (samples[a_first + i], samples[b_first + i]) for i in [0, count), in one InfoNCE.
+struct PairGroup {
+  Index a_first = 0;
+  Index b_first = 0;
+  Index count = 0;
+  double weight = 1.0;  // the group's InfoNCE is multiplied by this in the total loss
+};
+
+// The samples and groups of `draws` (a PairSampler batch, grouped by kind), each view taken
+// from view(item, modality) -> const Sample<Scalar>& (0 text, 1 image, 2 audio, 3 video).
+// ensures: samples and groups are replaced; group g's weight is its pairs / all pairs.
+template <class Scalar, class View>
+void pair_batch(std::span<const PairDraw> draws, View&& view, std::vector<Sample<Scalar>>& samples,
+                std::vector<PairGroup>& groups) {
+  samples.clear();
+  groups.clear();
+  for (std::size_t first = 0; first < draws.size();) {
+    std::size_t end = first;
+    while (end < draws.size() && draws[end].kind == draws[first].kind) ++end;
+    const auto [a, b] = pair_kinds[static_cast<std::size_t>(draws[first].kind)];
+    const auto start = static_cast<Index>(samples.size());
+    for (std::size_t i = first; i < end; ++i) samples.push_back(view(draws[i].item, a));
+    for (std::size_t i = first; i < end; ++i) samples.push_back(view(draws[i].item, b));
+    const auto count = static_cast<Index>(end - first);
+    groups.push_back({start, start + count, count,
+                      static_cast<double>(count) / static_cast<double>(draws.size())});
+    first = end;
+  }
+}
+
+// What a step measured.
+struct StepStats {
+  double loss = 0;                  // sum over groups of weight * InfoNCE
+  std::vector<double> group_loss;   // [groups] each group's InfoNCE (unweighted)
+  double grad_norm = 0;             // the global gradient norm before clipping
+};
+
+// The forward and backward of the groups' weighted InfoNCE over `samples`.
+// requires: grad has model's config; every group inside the batch with count >= 1; weights
+// finite.
+// ensures: grad's weights (logit_scale included) are added to; returns the loss and each
+// group's InfoNCE (grad_norm is left 0).
+template <class Scalar>
+StepStats contrastive_gradients(const MultiModalEncoder<Scalar>& model,
+                                MultiModalEncoder<Scalar>& grad,
+                                std::span<const Sample<Scalar>> samples,
+                                std::span<const PairGroup> groups, EncoderTrace<Scalar>& trace) {
+  const auto n = static_cast<Index>(samples.size());
+  check(!groups.empty(), "contrastive step: no pair groups");
+  for (std::size_t g = 0; g < groups.size(); ++g) {
+    const PairGroup& group = groups[g];
+    check(group.count >= 1 && group.a_first >= 0 && group.b_first >= 0 &&
+              group.a_first + group.count <= n && group.b_first + group.count <= n,
+          "contrastive step: group ", g, " (pairs ", group.a_first, " and ", group.b_first,
+          ", count ", group.count, ") does not fit a batch of ", n, " samples");
+    check(std::isfinite(group.weight), "contrastive step: group ", g, " has weight ",
+          group.weight);
+  }
+  const auto encoded = model.encode_batch(samples, trace);
+  Matrix<Scalar> embeddings(n, model.config.embed_dim);  // [N, E]
+  for (Index i = 0; i < n; ++i) embeddings.row(i) = encoded[static_cast<std::size_t>(i)].embedding;
+
+  StepStats stats;
+  Matrix<Scalar> d_embeddings = Matrix<Scalar>::Zero(n, model.config.embed_dim);
+  for (const PairGroup& group : groups) {
+    const auto a = embeddings.middleRows(group.a_first, group.count);
+    const auto b = embeddings.middleRows(group.b_first, group.count);
+    const Scalar loss = info_nce_loss<Scalar>(a, b, model.logit_scale);
+    stats.group_loss.push_back(static_cast<double>(loss));
+    stats.loss += group.weight * static_cast<double>(loss);
+    // the two runs may overlap (a sample in both views), so each side gets its own buffer
+    Matrix<Scalar> d_a = Matrix<Scalar>::Zero(group.count, model.config.embed_dim), d_b = d_a;
+    grad.logit_scale += info_nce_backward<Scalar>(d_a, d_b, a, b, model.logit_scale,
+                                                  static_cast<Scalar>(group.weight));
+    d_embeddings.middleRows(group.a_first, group.count) += d_a;
+    d_embeddings.middleRows(group.b_first, group.count) += d_b;
+  }
+  model.backward(grad, d_embeddings, trace);
+  return stats;
+}
+
+// One whole step: set_zero, contrastive_gradients, clipping (max_grad_norm > 0) and AdamW at
+// rate lr. `grad` and `trace` are the caller's, so their buffers live across steps.
+// Throws tessera::Error when a gradient is not finite (clip_grad_norm names it), before the
+// weights change.
+template <class Scalar>
+StepStats contrastive_step(MultiModalEncoder<Scalar>& model, MultiModalEncoder<Scalar>& grad,
+                           AdamW<Scalar>& optimizer, std::span<const Sample<Scalar>> samples,
+                           std::span<const PairGroup> groups, double lr, double max_grad_norm,
+                           EncoderTrace<Scalar>& trace) {
+  grad.set_zero();
+  StepStats stats = contrastive_gradients<Scalar>(model, grad, samples, groups, trace);
+  auto grads = grad.parameters();
+  // an infinite max_norm measures the norm (and checks every gradient is finite) without scaling
+  stats.grad_norm = clip_grad_norm<Scalar>(
+      grads, max_grad_norm > 0 ? max_grad_norm : std::numeric_limits<double>::max());
+  optimizer.step(model.parameters(), read_only<Scalar>(grads), lr);
+  return stats;
+}
+
+}  // namespace tessera
