@@ -1,6 +1,7 @@
 // tessera-encode: encode samples with a model directory and write their embeddings.
 //
 //   tessera-encode --model DIR [SAMPLES...] --out OUT.safetensors [--threads N] [--repeat N]
+//                  [--similarities]
 //
 // SAMPLES, in any order and number (at least one sample in all):
 //   --inputs FILE.safetensors   one sample of preprocessed tensors (text_ids, image, audio,
@@ -10,7 +11,8 @@
 //                               another one. --video-fps is a frame directory's rate (30).
 // All samples form one packed batch. OUT holds `embeddings` [N, E] and `hidden.0`,
 // `hidden.1`, ... ([L_i, D]). --repeat N runs everything N times and prints per-stage timings
-// (decode, preprocess, encode) as JSON on stdout. Errors print one line to stderr and exit 1.
+// (decode, preprocess, encode) as JSON on stdout. --similarities prints the cosine similarity
+// of every two samples' embeddings, as a table. Errors print one line to stderr and exit 1.
 
 #include <tessera/tessera.hpp>
 #include <tessera/tokenize/files.hpp>
@@ -19,6 +21,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <filesystem>
 #include <cstdlib>
 #include <exception>
 #include <iostream>
@@ -31,7 +35,7 @@ namespace {
 constexpr const char* usage =
     "usage: tessera-encode --model DIR [--inputs FILE.safetensors ...] [--text T] [--image F] "
     "[--audio F] [--video F|DIR [--video-fps R]] [--next ...] --out OUT.safetensors "
-    "[--threads N] [--repeat N]";
+    "[--threads N] [--repeat N] [--similarities]";
 
 // One sample of the batch: a preprocessed inputs file or raw inputs.
 struct SampleSource {
@@ -45,6 +49,7 @@ struct Options {
   std::string out;
   int threads = 0;  // 0: OpenMP's default
   int repeat = 0;   // 0: no timing report
+  bool similarities = false;
 };
 
 Options parse(int argc, char** argv) {
@@ -70,6 +75,10 @@ Options parse(int argc, char** argv) {
     if (arg == "--next") {
       tessera::check(raw_open, "--next must follow the raw inputs of a sample");
       raw_open = false;
+      continue;
+    }
+    if (arg == "--similarities") {
+      options.similarities = true;
       continue;
     }
     tessera::check(i + 1 < argc, "option ", arg, " needs a value (", usage, ")");
@@ -102,6 +111,37 @@ Options parse(int argc, char** argv) {
   tessera::check(!options.samples.empty(), "no sample: give --inputs or raw inputs (", usage, ")");
   tessera::check(!options.out.empty(), "--out is required (", usage, ")");
   return options;
+}
+
+// A sample's name in the similarity table: its inputs file, or its raw inputs (text quoted
+// and cut to 40 characters, files by name).
+std::string label(const SampleSource& source) {
+  if (!source.inputs_file.empty()) return std::filesystem::path(source.inputs_file).filename().string();
+  std::string out;
+  for (const auto& in : source.files.inputs()) {
+    std::string part = in.modality == "text"
+                           ? "\"" + (in.value.size() > 40 ? in.value.substr(0, 37) + "..." : in.value) + "\""
+                           : std::filesystem::path(in.value).filename().string();
+    out += (out.empty() ? "" : " + ") + part;
+  }
+  return out;
+}
+
+// Row i: sample i's label, then its cosine similarity with every sample (unit embeddings: dot).
+void print_similarities(const std::vector<SampleSource>& samples,
+                        const std::vector<tessera::Encoding<float>>& encodings) {
+  std::size_t width = 0;
+  for (const auto& s : samples) width = std::max(width, label(s).size());
+  std::printf("cosine similarities\n%*s", static_cast<int>(width + 6), "");
+  for (std::size_t j = 0; j < samples.size(); ++j) std::printf(" %6zu", j);
+  std::printf("\n");
+  for (std::size_t i = 0; i < samples.size(); ++i) {
+    std::printf("  %2zu  %-*s", i, static_cast<int>(width), label(samples[i]).c_str());
+    for (std::size_t j = 0; j < samples.size(); ++j) {
+      std::printf(" %6.3f", encodings[i].embedding.dot(encodings[j].embedding));
+    }
+    std::printf("\n");
+  }
 }
 
 struct Timing {
@@ -161,6 +201,7 @@ int main(int argc, char** argv) {
     } else {
       std::cout << "encoded " << encodings.size() << " sample(s) into " << options.out << "\n";
     }
+    if (options.similarities) print_similarities(options.samples, encodings);
     return 0;
   } catch (const std::exception& e) {
     std::cerr << "tessera-encode: error: " << e.what() << "\n";

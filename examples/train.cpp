@@ -1,0 +1,453 @@
+// tessera-train: train a multimodal encoder with a contrastive loss on a directory of paired
+// data, and write a model directory that tessera-encode loads (docs/training-demo.md).
+//
+//   tessera-train --data DIR --config CONFIG.json --out MODEL_DIR [--steps N] [--pairs N]
+//       [--lr X] [--min-lr X] [--warmup N] [--weight-decay X] [--clip X]
+//       [--schedule uniform|progressive] [--seed N] [--threads N] [--checkpoint-every N]
+//       [--resume] [--stop-at STEP]
+//
+// DIR is laid out as tessera-synth writes it (docs/synthetic-data.md): train.jsonl and
+// heldout.jsonl (one item per line: "id", "caption", and "image", "audio", "video" paths
+// relative to DIR; any of them may be missing) and captions.txt (the tokenizer's corpus).
+// CONFIG.json is the model's config (SPEC 1); text.vocab_size is the size the tokenizer is
+// trained to.
+//
+//   1. a BPE tokenizer trained on captions.txt (vocab.json + merges.txt in MODEL_DIR)
+//   2. every item's views through the model's front ends, once, in parallel
+//   3. steps of PairSampler batches (every pair kind the data and the model have, in equal
+//      proportions, or the progressive curriculum), one InfoNCE per kind weighted by its share
+//      of the batch, AdamW with warmup + cosine decay, gradient clipping; a progress bar on
+//      stderr; MODEL_DIR/checkpoint.safetensors every --checkpoint-every steps, which
+//      --resume continues from (the result equals an uninterrupted run); --stop-at STEP
+//      ends the run early, after STEP steps and a checkpoint (training in several sittings)
+//   4. MODEL_DIR/config.json + model.safetensors, loss.png (the loss curve) and
+//      training.json (the options, every step's loss, the retrieval table)
+//   5. retrieval on the held-out items, printed as a table
+//
+// Errors print one line to stderr and exit 1.
+
+#include <tessera/tessera.hpp>
+#include <tessera/tokenize/bpe_trainer.hpp>
+#include <tessera/tokenize/files.hpp>
+#include <tessera/train/checkpoint.hpp>
+#include <tessera/train/retrieval.hpp>
+#include <tessera/train/sampler.hpp>
+#include <tessera/train/step.hpp>
+
+#include "example_util.hpp"
+#include "loss_plot.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace {
+
+namespace fs = std::filesystem;
+using tessera::Index;
+
+constexpr const char* usage =
+    "usage: tessera-train --data DIR --config CONFIG.json --out MODEL_DIR [--steps N] "
+    "[--pairs N] [--lr X] [--min-lr X] [--warmup N] [--weight-decay X] [--clip X] "
+    "[--schedule uniform|progressive] [--seed N] [--threads N] [--checkpoint-every N] [--resume] "
+    "[--stop-at STEP]";
+
+constexpr std::array<const char*, 4> modality_names{"text", "image", "audio", "video"};
+
+struct Options {
+  fs::path data, config, out;
+  std::int64_t steps = 1000;
+  int pairs = 48;  // pairs per batch
+  double lr = 1e-3, min_lr = 1e-4, weight_decay = 0.1, clip = 1.0;
+  std::int64_t warmup = 50;
+  std::string schedule = "uniform";
+  std::uint64_t seed = 1;
+  int threads = 0;
+  std::int64_t checkpoint_every = 250;
+  bool resume = false;
+  std::int64_t stop_at = 0;  // > 0: stop after this many steps, with a checkpoint to resume
+
+  // What a checkpoint must agree on to be resumed.
+  nlohmann::json run() const {
+    return {{"data", fs::absolute(data).lexically_normal().string()}, {"steps", steps},
+            {"pairs", pairs}, {"lr", lr}, {"min_lr", min_lr}, {"warmup", warmup},
+            {"weight_decay", weight_decay}, {"clip", clip}, {"schedule", schedule},
+            {"seed", seed}};
+  }
+};
+
+double non_negative_number(std::string_view option, const std::string& text) {
+  std::size_t used = 0;
+  double value = -1;
+  try {
+    value = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  tessera::check(used == text.size() && value >= 0 && std::isfinite(value), option,
+                 " expects a number >= 0, got '", text, "'");
+  return value;
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  example::for_each_option(argc, argv, usage, {"--resume"}, [&](std::string_view arg,
+                                                                const std::string& value) {
+    if (arg == "--data") o.data = value;
+    else if (arg == "--config") o.config = value;
+    else if (arg == "--out") o.out = value;
+    else if (arg == "--steps") o.steps = example::positive_integer(arg, value);
+    else if (arg == "--pairs") o.pairs = example::positive_integer(arg, value);
+    else if (arg == "--lr") o.lr = example::positive_number(arg, value);
+    else if (arg == "--min-lr") o.min_lr = non_negative_number(arg, value);
+    else if (arg == "--warmup") o.warmup = static_cast<std::int64_t>(non_negative_number(arg, value));
+    else if (arg == "--weight-decay") o.weight_decay = non_negative_number(arg, value);
+    else if (arg == "--clip") o.clip = non_negative_number(arg, value);
+    else if (arg == "--seed") o.seed = static_cast<std::uint64_t>(non_negative_number(arg, value));
+    else if (arg == "--threads") o.threads = example::positive_integer(arg, value);
+    else if (arg == "--checkpoint-every") o.checkpoint_every = example::positive_integer(arg, value);
+    else if (arg == "--resume") o.resume = true;
+    else if (arg == "--stop-at") o.stop_at = example::positive_integer(arg, value);
+    else if (arg == "--schedule") {
+      tessera::check(value == "uniform" || value == "progressive",
+                     "--schedule expects uniform or progressive, got '", value, "'");
+      o.schedule = value;
+    } else {
+      return false;
+    }
+    return true;
+  });
+  tessera::check(!o.data.empty(), "--data is required (", usage, ")");
+  tessera::check(!o.config.empty(), "--config is required (", usage, ")");
+  tessera::check(!o.out.empty(), "--out is required (", usage, ")");
+  tessera::check(o.min_lr <= o.lr, "--min-lr ", o.min_lr, " is above --lr ", o.lr);
+  tessera::check(o.warmup <= o.steps, "--warmup ", o.warmup, " is more than --steps ", o.steps);
+  return o;
+}
+
+// ---- The data -------------------------------------------------------------------------------
+
+// One item: its caption and files, its attributes when the data has them (the synthetic
+// world's color, shape, position, motion) and its views once loaded (one Sample per modality).
+struct Item {
+  std::string id, caption;
+  std::array<std::optional<fs::path>, 4> files;  // [text unused, image, audio, video]
+  std::array<std::string, 4> attributes;         // color, shape, position, motion ("" if none)
+  std::array<std::optional<tessera::Sample<float>>, 4> views;
+};
+
+constexpr std::array<const char*, 4> attribute_names{"color", "shape", "position", "motion"};
+
+std::vector<Item> read_items(const fs::path& data, const char* list) {
+  const fs::path file = data / list;
+  std::ifstream in(file);
+  tessera::check(in.is_open(), file.string(), ": cannot open the item list");
+  std::vector<Item> items;
+  std::string line;
+  for (int number = 1; std::getline(in, line); ++number) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const std::string where = tessera::detail::concat(file.string(), ":", number);
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception& e) {
+      tessera::fail(where, ": not a JSON object: ", e.what());
+    }
+    tessera::check(j.is_object(), where, ": expected a JSON object per line");
+    const auto text = [&](const char* key) -> std::optional<std::string> {
+      if (!j.contains(key)) return std::nullopt;
+      tessera::check(j[key].is_string(), where, ": \"", key, "\" must be a string");
+      return j[key].get<std::string>();
+    };
+    Item item;
+    item.id = text("id").value_or(tessera::detail::concat(list, ":", number));
+    item.caption = text("caption").value_or("");
+    for (int m = 1; m < 4; ++m) {
+      if (auto path = text(modality_names[static_cast<std::size_t>(m)])) {
+        item.files[static_cast<std::size_t>(m)] = data / *path;
+      }
+    }
+    for (std::size_t a = 0; a < 4; ++a) item.attributes[a] = text(attribute_names[a]).value_or("");
+    items.push_back(std::move(item));
+  }
+  tessera::check(!items.empty(), file.string(), ": no items");
+  return items;
+}
+
+// Every view the model can take, through its front ends; items in parallel.
+void load_views(std::vector<Item>& items, const tessera::FrontEnds& front) {
+  std::vector<std::string> errors(items.size());
+#pragma omp parallel for schedule(dynamic)
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    Item& item = items[i];
+    try {
+      for (std::size_t m = 0; m < 4; ++m) {
+        if (!front.can_load(modality_names[m])) continue;
+        std::optional<tessera::RawInput> input;
+        if (m == 0 && !item.caption.empty()) input = {"text", item.caption, {}};
+        if (m > 0 && item.files[m]) input = {modality_names[m], item.files[m]->string(), {}};
+        if (input) item.views[m] = front.load(std::span<const tessera::RawInput>(&*input, 1));
+      }
+    } catch (const std::exception& e) {
+      errors[i] = tessera::detail::concat("item ", item.id, ": ", e.what());
+    }
+  }
+  for (const auto& e : errors) tessera::check(e.empty(), e);
+}
+
+tessera::ModalitySet modalities(const Item& item) {
+  tessera::ModalitySet set{};
+  for (std::size_t m = 0; m < 4; ++m) set[m] = item.views[m].has_value();
+  return set;
+}
+
+// ---- Retrieval ------------------------------------------------------------------------------
+
+// The attributes a view shows, in the synthetic world: text and video all four, an image no
+// motion (a still), audio no position (mono).
+constexpr std::array<std::array<bool, 4>, 4> shows{{
+    {true, true, true, true}, {true, true, true, false}, {true, true, false, true},
+    {true, true, true, true}}};
+
+struct RetrievalRow {
+  int query, candidate;  // modalities
+  tessera::RetrievalScores scores;
+  std::string matched_on;
+};
+
+std::vector<RetrievalRow> evaluate(const tessera::MultiModalEncoder<float>& model,
+                                   const std::vector<Item>& items) {
+  // embeddings of every view, per modality: [items, E]
+  std::array<tessera::Matrix<float>, 4> embedded;
+  std::array<bool, 4> present{};
+  for (std::size_t m = 0; m < 4; ++m) {
+    present[m] = std::all_of(items.begin(), items.end(), [&](const Item& i) { return i.views[m].has_value(); });
+    if (!present[m]) continue;
+    embedded[m].resize(static_cast<Index>(items.size()), model.config.embed_dim);
+    for (std::size_t first = 0; first < items.size(); first += 64) {
+      std::vector<tessera::Sample<float>> batch;
+      for (std::size_t i = first; i < std::min(items.size(), first + 64); ++i) batch.push_back(*items[i].views[m]);
+      const auto encoded = model.encode_batch(batch);
+      for (std::size_t i = 0; i < encoded.size(); ++i) {
+        embedded[m].row(static_cast<Index>(first + i)) = encoded[i].embedding;
+      }
+    }
+  }
+  const bool attributed = std::all_of(items.begin(), items.end(), [](const Item& i) {
+    return std::none_of(i.attributes.begin(), i.attributes.end(), [](const auto& a) { return a.empty(); });
+  });
+  std::vector<RetrievalRow> rows;
+  for (const auto& [a, b] : tessera::pair_kinds) {
+    for (const auto& [q, c] : {std::pair{a, b}, std::pair{b, a}}) {
+      if (!present[static_cast<std::size_t>(q)] || !present[static_cast<std::size_t>(c)]) continue;
+      std::array<bool, 4> compare{};
+      std::string matched_on;
+      for (std::size_t k = 0; k < 4; ++k) {
+        compare[k] = shows[static_cast<std::size_t>(q)][k] && shows[static_cast<std::size_t>(c)][k];
+        if (compare[k]) matched_on += std::string(matched_on.empty() ? "" : " ") + attribute_names[k];
+      }
+      const auto relevant = [&](Index i, Index j) {
+        const Item &x = items[static_cast<std::size_t>(i)], &y = items[static_cast<std::size_t>(j)];
+        if (!attributed) return x.caption.empty() ? i == j : x.caption == y.caption;
+        for (std::size_t k = 0; k < 4; ++k) {
+          if (compare[k] && x.attributes[k] != y.attributes[k]) return false;
+        }
+        return true;
+      };
+      rows.push_back({q, c,
+                      tessera::retrieval_scores<float>(embedded[static_cast<std::size_t>(q)],
+                                                       embedded[static_cast<std::size_t>(c)], relevant),
+                      attributed ? matched_on : "caption"});
+    }
+  }
+  return rows;
+}
+
+void print_table(const std::vector<RetrievalRow>& rows, std::size_t items) {
+  std::printf("\nretrieval on the %zu held-out items (a hit shares the query's attributes that both views show)\n",
+              items);
+  std::printf("  %-16s %7s %7s %7s   %s\n", "query -> found", "top-1", "top-5", "chance", "matched on");
+  for (const auto& r : rows) {
+    const std::string pair = std::string(modality_names[static_cast<std::size_t>(r.query)]) + " -> " +
+                             modality_names[static_cast<std::size_t>(r.candidate)];
+    std::printf("  %-16s %6.1f%% %6.1f%% %6.1f%%   %s\n", pair.c_str(), 100 * r.scores.top1,
+                100 * r.scores.top5, 100 * r.scores.chance_top1, r.matched_on.c_str());
+  }
+}
+
+// ---- Training -------------------------------------------------------------------------------
+
+std::string join_losses(const std::vector<double>& losses) {
+  std::ostringstream out;
+  out.precision(9);
+  for (std::size_t i = 0; i < losses.size(); ++i) out << (i ? " " : "") << losses[i];
+  return out.str();
+}
+
+std::vector<double> split_losses(const std::string& text) {
+  std::istringstream in(text);
+  std::vector<double> losses;
+  for (double x; in >> x;) losses.push_back(x);
+  return losses;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return example::run("tessera-train", [&] {
+    std::setvbuf(stdout, nullptr, _IOLBF, 0);  // lines in order with the progress on stderr
+    const Options o = parse(argc, argv);
+    if (o.threads > 0) tessera::set_num_threads(o.threads);
+    const auto start = std::chrono::steady_clock::now();
+
+    tessera::Config config = tessera::load_config(o.config);
+    std::vector<Item> train = read_items(o.data, "train.jsonl");
+    std::vector<Item> heldout = read_items(o.data, "heldout.jsonl");
+
+    // a checkpoint to resume must come from this very run; checked before anything is written
+    const fs::path checkpoint = o.out / "checkpoint.safetensors";
+    const bool resuming = o.resume && fs::exists(checkpoint);
+    if (resuming) {
+      const auto file = tessera::SafetensorsFile::open(checkpoint);
+      const auto& metadata = file.metadata();
+      const auto run = metadata.find("user.run");
+      tessera::check(run != metadata.end(), checkpoint.string(), ": not written by tessera-train");
+      tessera::check(nlohmann::json::parse(run->second) == o.run(), checkpoint.string(),
+                     ": written by another run (", run->second, "); this run is ", o.run().dump());
+    } else if (o.resume) {
+      std::printf("no checkpoint in %s: starting at step 0\n", o.out.string().c_str());
+    }
+
+    // 1. the tokenizer, trained on the captions
+    if (config.text) {
+      std::ifstream in(o.data / "captions.txt");
+      tessera::check(in.is_open(), (o.data / "captions.txt").string(), ": cannot open the captions");
+      std::vector<std::string> captions;
+      for (std::string line; std::getline(in, line);) captions.push_back(line);
+      const auto bpe = tessera::train_bpe(captions, static_cast<std::size_t>(config.text->vocab_size));
+      bpe.save(o.out);
+      std::printf("tokenizer: %zu ids (%zu merges) from %zu captions\n", bpe.vocab.size(),
+                  bpe.merges.size(), captions.size());
+    }
+    tessera::save_config(config, o.out / tessera::config_file_name);
+
+    // 2. every view, preprocessed once
+    const tessera::FrontEnds front(config, o.out);
+    load_views(train, front);
+    load_views(heldout, front);
+    std::printf("data: %zu training and %zu held-out items, preprocessed in %.1f s\n",
+                train.size(), heldout.size(), seconds_since(start));
+
+    // 3. training
+    tessera::MultiModalEncoder<float> model(config), grad(config);
+    model.init_random(o.seed);
+    tessera::AdamW<float> optimizer({.weight_decay = o.weight_decay});
+    std::vector<tessera::ModalitySet> sets;
+    for (const Item& item : train) sets.push_back(modalities(item));
+    std::vector<tessera::SamplerStage> stages;
+    if (o.schedule == "progressive") {
+      stages = tessera::PairSampler::progressive(std::max<std::int64_t>(1, o.steps / 4),
+                                                 std::max<std::int64_t>(2, o.steps / 2));
+    } else {
+      stages = tessera::PairSampler::uniform();
+    }
+    // kinds no item has (a dataset without audio, a model without video) are left out
+    for (auto& stage : stages) {
+      for (int k = 0; k < tessera::pair_kind_count; ++k) {
+        const auto [a, b] = tessera::pair_kinds[static_cast<std::size_t>(k)];
+        const bool possible = std::any_of(sets.begin(), sets.end(), [&](const auto& s) {
+          return s[static_cast<std::size_t>(a)] && s[static_cast<std::size_t>(b)];
+        });
+        if (!possible) stage.weights[static_cast<std::size_t>(k)] = 0;
+      }
+    }
+    const tessera::PairSampler sampler(sets, o.pairs, o.seed, stages);
+    const tessera::LearningRateSchedule schedule{o.lr, o.warmup, o.steps, o.min_lr};
+
+    std::int64_t first_step = 0;
+    std::vector<double> losses;
+    if (resuming) {
+      tessera::TrainingPosition position;
+      tessera::load_checkpoint(checkpoint, model, optimizer, position);
+      first_step = position.step;
+      losses = split_losses(position.user.at("losses"));
+      tessera::check(static_cast<std::int64_t>(losses.size()) == first_step, checkpoint.string(),
+                     ": ", losses.size(), " losses for ", first_step, " steps");
+      std::printf("resumed at step %ld of %ld\n", static_cast<long>(first_step), static_cast<long>(o.steps));
+    }
+
+    tessera::EncoderTrace<float> trace;
+    std::vector<tessera::Sample<float>> batch;
+    std::vector<tessera::PairGroup> groups;
+    example::Progress progress(o.steps, first_step);
+    const auto train_start = std::chrono::steady_clock::now();
+    double average = 0;
+    const std::int64_t last_step = o.stop_at > 0 ? std::min(o.stop_at, o.steps) : o.steps;
+    for (std::int64_t step = first_step; step < last_step; ++step) {
+      tessera::pair_batch<float>(sampler.batch(step), [&](std::size_t item, int m) -> const auto& {
+        return *train[item].views[static_cast<std::size_t>(m)];
+      }, batch, groups);
+      const auto stats = tessera::contrastive_step<float>(model, grad, optimizer, batch, groups,
+                                                          schedule.at(step), o.clip, trace);
+      losses.push_back(stats.loss);
+      average = step == first_step ? stats.loss : 0.95 * average + 0.05 * stats.loss;
+      const double rate = static_cast<double>(step + 1 - first_step) * 2 * o.pairs / seconds_since(train_start);
+      char status[96];
+      std::snprintf(status, sizeof status, "loss %.3f  %.0f samples/s", average, rate);
+      progress.update(step + 1, status);
+      if ((step + 1) % o.checkpoint_every == 0 || step + 1 == last_step) {
+        tessera::save_checkpoint(checkpoint, model, optimizer,
+                                 {step + 1, {{"run", o.run().dump()}, {"losses", join_losses(losses)}}});
+      }
+    }
+    const double train_seconds = seconds_since(train_start);
+    if (last_step < o.steps) {
+      std::printf("stopped after step %ld of %ld: %s holds the run; --resume continues it\n",
+                  static_cast<long>(last_step), static_cast<long>(o.steps), checkpoint.string().c_str());
+      return;
+    }
+
+    // 4. the model directory
+    tessera::save_model(model, o.out);
+    example::write_loss_plot(o.out / "loss.png", losses);
+
+    // 5. held-out retrieval
+    const auto rows = evaluate(model, heldout);
+    print_table(rows, heldout.size());
+
+    nlohmann::json report = o.run();
+    report["losses"] = losses;
+    report["train_seconds"] = train_seconds;
+    report["threads"] = tessera::num_threads();
+    for (const auto& r : rows) {
+      report["retrieval"].push_back({{"query", modality_names[static_cast<std::size_t>(r.query)]},
+                                     {"found", modality_names[static_cast<std::size_t>(r.candidate)]},
+                                     {"top1", r.scores.top1}, {"top5", r.scores.top5},
+                                     {"chance_top1", r.scores.chance_top1},
+                                     {"matched_on", r.matched_on}});
+    }
+    const std::string text = report.dump(1) + "\n";
+    tessera::detail::AtomicFileWriter writer(o.out / "training.json");
+    writer.write(text.data(), text.size());
+    writer.commit();
+    std::printf("\nwrote %s: the model (config.json, model.safetensors, vocab.json, merges.txt), "
+                "loss.png, training.json; %ld steps in %.0f s, %.1f s in all\n",
+                o.out.string().c_str(), static_cast<long>(last_step - first_step), train_seconds,
+                seconds_since(start));
+  });
+}
