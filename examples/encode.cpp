@@ -66,27 +66,18 @@ Options parse(int argc, char** argv) {
     tessera::check(!slot.has_value(), option, " given twice for one sample (use --next to start another)");
     slot = std::move(value);
   };
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view arg = argv[i];
-    if (arg == "--help" || arg == "-h") {
-      std::cout << usage << "\n";
-      std::exit(0);
-    }
+  example::for_each_option(argc, argv, usage, {"--next", "--similarities"},
+                           [&](std::string_view arg, const std::string& value) {
     if (arg == "--next") {
       tessera::check(raw_open, "--next must follow the raw inputs of a sample");
       raw_open = false;
-      continue;
-    }
-    if (arg == "--similarities") {
+    } else if (arg == "--similarities") {
       options.similarities = true;
-      continue;
-    }
-    tessera::check(i + 1 < argc, "option ", arg, " needs a value (", usage, ")");
-    const std::string value = argv[++i];
-    if (arg == "--model") {
+    } else if (arg == "--model") {
       options.model = value;
     } else if (arg == "--inputs") {
       options.samples.push_back({value, {}});
+      raw_open = false;
     } else if (arg == "--text") {
       set_once(raw().text, value, arg);
     } else if (arg == "--image") {
@@ -104,9 +95,10 @@ Options parse(int argc, char** argv) {
     } else if (arg == "--repeat") {
       options.repeat = example::positive_integer(arg, value);
     } else {
-      tessera::fail("unknown option ", arg, " (", usage, ")");
+      return false;
     }
-  }
+    return true;
+  });
   tessera::check(!options.model.empty(), "--model is required (", usage, ")");
   tessera::check(!options.samples.empty(), "no sample: give --inputs or raw inputs (", usage, ")");
   tessera::check(!options.out.empty(), "--out is required (", usage, ")");

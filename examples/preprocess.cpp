@@ -43,14 +43,7 @@ struct Options {
 Options parse(int argc, char** argv) {
   Options options;
   std::vector<std::string_view> inputs;  // the modality options given
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view arg = argv[i];
-    if (arg == "--help" || arg == "-h") {
-      std::cout << usage << "\n";
-      std::exit(0);
-    }
-    tessera::check(i + 1 < argc, "option ", arg, " needs a value (", usage, ")");
-    const std::string value = argv[++i];
+  example::for_each_option(argc, argv, usage, {}, [&](std::string_view arg, const std::string& value) {
     if (arg == "--model") {
       options.model = value;
     } else if (arg == "--text") {
@@ -66,12 +59,13 @@ Options parse(int argc, char** argv) {
     } else if (arg == "--out") {
       options.out = value;
     } else {
-      tessera::fail("unknown option ", arg, " (", usage, ")");
+      return false;
     }
     if (arg == "--text" || arg == "--image" || arg == "--audio" || arg == "--video") {
       inputs.push_back(arg);
     }
-  }
+    return true;
+  });
   tessera::check(!options.model.empty(), "--model is required (", usage, ")");
   tessera::check(!inputs.empty(), "no input: give one of --text, --image, --audio, --video (",
                  usage, ")");

@@ -37,14 +37,7 @@ int main(int argc, char** argv) {
   return example::run("tessera-synth", [&] {
     std::string out;
     tessera::SyntheticOptions options;
-    for (int i = 1; i < argc; ++i) {
-      const std::string_view arg = argv[i];
-      if (arg == "--help" || arg == "-h") {
-        std::cout << usage << "\n";
-        std::exit(0);
-      }
-      tessera::check(i + 1 < argc, "option ", arg, " needs a value (", usage, ")");
-      const std::string value = argv[++i];
+    example::for_each_option(argc, argv, usage, {}, [&](std::string_view arg, const std::string& value) {
       if (arg == "--out") {
         out = value;
       } else if (arg == "--seed") {
@@ -54,9 +47,10 @@ int main(int argc, char** argv) {
       } else if (arg == "--image-size") {
         options.image_size = example::positive_integer(arg, value);
       } else {
-        tessera::fail("unknown option ", arg, " (", usage, ")");
+        return false;
       }
-    }
+      return true;
+    });
     tessera::check(!out.empty(), "--out is required (", usage, ")");
 
     const auto summary = tessera::write_synthetic_world(out, options);
