@@ -1,10 +1,10 @@
 // tessera-train: train a multimodal encoder with a contrastive loss on a directory of paired
-// data, and write a model directory that tessera-encode loads (docs/training-demo.md).
+// data, and write a model directory that tessera-encode loads (docs/training.md#tessera-train).
 //
 //   tessera-train --data DIR --config CONFIG.json --out MODEL_DIR [--steps N] [--pairs N]
 //       [--lr X] [--min-lr X] [--warmup N] [--weight-decay X] [--clip X]
-//       [--schedule uniform|progressive] [--seed N] [--threads N] [--checkpoint-every N]
-//       [--resume] [--stop-at STEP]
+//       [--schedule uniform|progressive [--stages A,B]] [--seed N] [--threads N]
+//       [--checkpoint-every N] [--resume] [--stop-at STEP]
 //
 // DIR is laid out as tessera-synth writes it (docs/synthetic-data.md): train.jsonl and
 // heldout.jsonl (one item per line: "id", "caption", and "image", "audio", "video" paths
@@ -15,7 +15,8 @@
 //   1. a BPE tokenizer trained on captions.txt (vocab.json + merges.txt in MODEL_DIR)
 //   2. every item's views through the model's front ends, once, in parallel
 //   3. steps of PairSampler batches (every pair kind the data and the model have, in equal
-//      proportions, or the progressive curriculum), one InfoNCE per kind weighted by its share
+//      proportions, or the progressive curriculum: text-image alone before step A, text-audio
+//      and text-video joining, all kinds from step B; A, B = steps/4, steps/2 unless given), one InfoNCE per kind weighted by its share
 //      of the batch, AdamW with warmup + cosine decay, gradient clipping; a progress bar on
 //      stderr; MODEL_DIR/checkpoint.safetensors every --checkpoint-every steps, which
 //      --resume continues from (the result equals an uninterrupted run); --stop-at STEP
@@ -60,8 +61,8 @@ using tessera::Index;
 constexpr const char* usage =
     "usage: tessera-train --data DIR --config CONFIG.json --out MODEL_DIR [--steps N] "
     "[--pairs N] [--lr X] [--min-lr X] [--warmup N] [--weight-decay X] [--clip X] "
-    "[--schedule uniform|progressive] [--seed N] [--threads N] [--checkpoint-every N] [--resume] "
-    "[--stop-at STEP]";
+    "[--schedule uniform|progressive [--stages A,B]] [--seed N] [--threads N] "
+    "[--checkpoint-every N] [--resume] [--stop-at STEP]";
 
 constexpr std::array<const char*, 4> modality_names{"text", "image", "audio", "video"};
 
@@ -72,6 +73,7 @@ struct Options {
   double lr = 1e-3, min_lr = 1e-4, weight_decay = 0.1, clip = 1.0;
   std::int64_t warmup = 50;
   std::string schedule = "uniform";
+  std::int64_t audio_video_from = 0, all_pairs_from = 0;  // progressive stages (0: steps/4, steps/2)
   std::uint64_t seed = 1;
   int threads = 0;
   std::int64_t checkpoint_every = 250;
@@ -83,7 +85,7 @@ struct Options {
     return {{"data", fs::absolute(data).lexically_normal().string()}, {"steps", steps},
             {"pairs", pairs}, {"lr", lr}, {"min_lr", min_lr}, {"warmup", warmup},
             {"weight_decay", weight_decay}, {"clip", clip}, {"schedule", schedule},
-            {"seed", seed}};
+            {"stages", {audio_video_from, all_pairs_from}}, {"seed", seed}};
   }
 };
 
@@ -119,6 +121,12 @@ Options parse(int argc, char** argv) {
     else if (arg == "--checkpoint-every") o.checkpoint_every = example::positive_integer(arg, value);
     else if (arg == "--resume") o.resume = true;
     else if (arg == "--stop-at") o.stop_at = example::positive_integer(arg, value);
+    else if (arg == "--stages") {
+      const auto comma = value.find(',');
+      tessera::check(comma != std::string::npos, "--stages expects A,B (two steps), got '", value, "'");
+      o.audio_video_from = example::positive_integer(arg, value.substr(0, comma));
+      o.all_pairs_from = example::positive_integer(arg, value.substr(comma + 1));
+    }
     else if (arg == "--schedule") {
       tessera::check(value == "uniform" || value == "progressive",
                      "--schedule expects uniform or progressive, got '", value, "'");
@@ -133,6 +141,12 @@ Options parse(int argc, char** argv) {
   tessera::check(!o.out.empty(), "--out is required (", usage, ")");
   tessera::check(o.min_lr <= o.lr, "--min-lr ", o.min_lr, " is above --lr ", o.lr);
   tessera::check(o.warmup <= o.steps, "--warmup ", o.warmup, " is more than --steps ", o.steps);
+  if (o.audio_video_from == 0) {
+    o.audio_video_from = std::max<std::int64_t>(1, o.steps / 4);
+    o.all_pairs_from = std::max<std::int64_t>(2, o.steps / 2);
+  }
+  tessera::check(o.audio_video_from < o.all_pairs_from, "--stages ", o.audio_video_from, ",",
+                 o.all_pairs_from, ": the second step must come after the first");
   return o;
 }
 
@@ -361,8 +375,7 @@ int main(int argc, char** argv) {
     for (const Item& item : train) sets.push_back(modalities(item));
     std::vector<tessera::SamplerStage> stages;
     if (o.schedule == "progressive") {
-      stages = tessera::PairSampler::progressive(std::max<std::int64_t>(1, o.steps / 4),
-                                                 std::max<std::int64_t>(2, o.steps / 2));
+      stages = tessera::PairSampler::progressive(o.audio_video_from, o.all_pairs_from);
     } else {
       stages = tessera::PairSampler::uniform();
     }
