@@ -4,7 +4,7 @@
 //   tessera-train --data DIR --config CONFIG.json --out MODEL_DIR [--steps N] [--pairs N]
 //       [--lr X] [--min-lr X] [--warmup N] [--weight-decay X] [--clip X]
 //       [--schedule uniform|progressive [--stages A,B]] [--seed N] [--threads N]
-//       [--checkpoint-every N] [--resume] [--stop-at STEP]
+//       [--temperature T] [--checkpoint-every N] [--resume] [--stop-at STEP]
 //
 // DIR is laid out as tessera-synth writes it (docs/synthetic-data.md): train.jsonl and
 // heldout.jsonl (one item per line: "id", "caption", and "image", "audio", "video" paths
@@ -62,7 +62,7 @@ constexpr const char* usage =
     "usage: tessera-train --data DIR --config CONFIG.json --out MODEL_DIR [--steps N] "
     "[--pairs N] [--lr X] [--min-lr X] [--warmup N] [--weight-decay X] [--clip X] "
     "[--schedule uniform|progressive [--stages A,B]] [--seed N] [--threads N] "
-    "[--checkpoint-every N] [--resume] [--stop-at STEP]";
+    "[--temperature T] [--checkpoint-every N] [--resume] [--stop-at STEP]";
 
 constexpr std::array<const char*, 4> modality_names{"text", "image", "audio", "video"};
 
@@ -79,13 +79,15 @@ struct Options {
   std::int64_t checkpoint_every = 250;
   bool resume = false;
   std::int64_t stop_at = 0;  // > 0: stop after this many steps, with a checkpoint to resume
+  double temperature = 0.07;  // the initial softmax temperature: logit_scale = ln(1 / temperature)
 
   // What a checkpoint must agree on to be resumed.
   nlohmann::json run() const {
     return {{"data", fs::absolute(data).lexically_normal().string()}, {"steps", steps},
             {"pairs", pairs}, {"lr", lr}, {"min_lr", min_lr}, {"warmup", warmup},
             {"weight_decay", weight_decay}, {"clip", clip}, {"schedule", schedule},
-            {"stages", {audio_video_from, all_pairs_from}}, {"seed", seed}};
+            {"stages", {audio_video_from, all_pairs_from}}, {"temperature", temperature},
+            {"seed", seed}};
   }
 };
 
@@ -121,6 +123,7 @@ Options parse(int argc, char** argv) {
     else if (arg == "--checkpoint-every") o.checkpoint_every = example::positive_integer(arg, value);
     else if (arg == "--resume") o.resume = true;
     else if (arg == "--stop-at") o.stop_at = example::positive_integer(arg, value);
+    else if (arg == "--temperature") o.temperature = example::positive_number(arg, value);
     else if (arg == "--stages") {
       const auto comma = value.find(',');
       tessera::check(comma != std::string::npos, "--stages expects A,B (two steps), got '", value, "'");
@@ -370,6 +373,7 @@ int main(int argc, char** argv) {
     // 3. training
     tessera::MultiModalEncoder<float> model(config), grad(config);
     model.init_random(o.seed);
+    model.logit_scale = static_cast<float>(std::log(1 / o.temperature));
     tessera::AdamW<float> optimizer({.weight_decay = o.weight_decay});
     std::vector<tessera::ModalitySet> sets;
     for (const Item& item : train) sets.push_back(modalities(item));
