@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <string_view>
 
 #if defined(__unix__) || defined(__APPLE__)
 #define TESSERA_ATOMIC_FILE_POSIX 1
@@ -85,6 +86,17 @@ class AtomicFileWriter {
   std::ofstream out_;
   bool committed_ = false;
 };
+
+// The whole of `bytes` as `file`, through an AtomicFileWriter.
+inline void write_file_atomically(const std::filesystem::path& file, const void* bytes,
+                                  std::size_t size) {
+  AtomicFileWriter writer(file);
+  writer.write(bytes, size);
+  writer.commit();
+}
+inline void write_file_atomically(const std::filesystem::path& file, std::string_view text) {
+  write_file_atomically(file, text.data(), text.size());
+}
 
 }  // namespace detail
 

@@ -582,9 +582,7 @@ inline void write_png(const std::filesystem::path& file, const Image& image) {
                                         static_cast<int>(image.height), 3, image.rgb.data(),
                                         static_cast<int>(image.width * 3));
   check(ok != 0 && !bytes.empty(), file.string(), ": stb_image_write could not encode the PNG");
-  detail::AtomicFileWriter writer(file);
-  writer.write(bytes.data(), bytes.size());
-  writer.commit();
+  detail::write_file_atomically(file, bytes.data(), bytes.size());
 }
 
 }  // namespace tessera

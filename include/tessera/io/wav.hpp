@@ -419,9 +419,7 @@ template <class Scalar>
 void write_wav(const std::filesystem::path& file, const Matrix<Scalar>& samples /* [C, N] */,
                Index sample_rate, WavEncoding encoding) {
   const std::vector<std::uint8_t> bytes = encode_wav(samples, sample_rate, encoding);
-  detail::AtomicFileWriter writer(file);
-  writer.write(bytes.data(), bytes.size());
-  writer.commit();
+  detail::write_file_atomically(file, bytes.data(), bytes.size());
 }
 
 }  // namespace tessera

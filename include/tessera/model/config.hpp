@@ -749,9 +749,7 @@ inline nlohmann::json to_json(const Config& config) {
 inline void save_config(const Config& config, const std::filesystem::path& file) {
   validate(config, file.string());
   const std::string text = to_json(config).dump(2) + "\n";
-  detail::AtomicFileWriter out(file);
-  out.write(text.data(), text.size());
-  out.commit();
+  detail::write_file_atomically(file, text);
 }
 
 }  // namespace tessera

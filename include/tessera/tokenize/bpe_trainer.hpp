@@ -72,9 +72,7 @@ struct BpeModel {
     for (const auto& [a, b] : merges) merges_text += a + " " + b + "\n";
     for (const auto& [name, text] : {std::pair<const char*, const std::string&>{"vocab.json", vocab_text},
                                      std::pair<const char*, const std::string&>{"merges.txt", merges_text}}) {
-      detail::AtomicFileWriter writer(directory / name);
-      writer.write(text.data(), text.size());
-      writer.commit();
+      detail::write_file_atomically(directory / name, text);
     }
   }
 };
