@@ -13,6 +13,7 @@
 
 #include <tessera/core/error.hpp>
 #include <tessera/core/parameter.hpp>
+#include <tessera/core/random.hpp>
 #include <tessera/core/warning.hpp>
 #include <tessera/core/tensor.hpp>
 #include <tessera/model/config.hpp>
@@ -32,7 +33,6 @@
 #include <limits>
 #include <map>
 #include <optional>
-#include <random>
 #include <span>
 #include <string>
 #include <vector>
@@ -195,14 +195,13 @@ class MultiModalEncoder {
   // Fills every weight with a seeded random initialization (normal(0, 0.02) for matrices and
   // embeddings, norms at 1, biases 0, logit_scale ln(1/0.07)): a fresh model to train or try.
   void init_random(std::uint64_t seed) {
-    std::mt19937_64 rng(seed);
-    std::normal_distribution<double> normal(0.0, 0.02);
+    SplitMix64 rng{seed};  // the same numbers with any standard library
     for (auto& p : parameters()) {
       const bool is_norm = p.name.find("norm") != std::string::npos;
       const bool is_bias = p.name.size() > 5 && p.name.ends_with(".bias");
       for (std::int64_t i = 0; i < p.size(); ++i) {
         p.data[i] = is_norm ? Scalar(is_bias ? 0 : 1) : is_bias ? Scalar(0)
-                                                               : static_cast<Scalar>(normal(rng));
+                                                               : static_cast<Scalar>(rng.normal(0.0, 0.02));
       }
     }
     logit_scale = static_cast<Scalar>(2.6592600369327779);

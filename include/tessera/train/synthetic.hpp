@@ -41,6 +41,7 @@
 #endif
 
 #include <tessera/core/error.hpp>
+#include <tessera/core/random.hpp>
 #include <tessera/core/tensor.hpp>
 #include <tessera/io/atomic_file.hpp>
 #include <tessera/io/image.hpp>
@@ -172,27 +173,7 @@ SyntheticWorldSummary write_synthetic_world(const std::filesystem::path& dir,
 
 namespace detail {
 
-// SplitMix64 (Steele, Lea and Flood 2014): a tiny generator whose output is fixed by its
-// definition (std:: distributions are not, between standard libraries).
-struct SplitMix64 {
-  std::uint64_t state;
-
-  std::uint64_t next() {
-    std::uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  // Uniform in [0, 1), 53 random bits.
-  double uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
-  double uniform(double low, double high) { return low + (high - low) * uniform(); }
-  // Uniform in [low, high] (the modulo bias, range / 2^64, is negligible for small ranges).
-  std::int64_t integer(std::int64_t low, std::int64_t high) {
-    return low + static_cast<std::int64_t>(next() % static_cast<std::uint64_t>(high - low + 1));
-  }
-};
-
-// Independent streams of one seed: the held-out choice and one stream per item.
+// Independent streams of one seed (core/random.hpp): the held-out choice and one per item.
 inline SplitMix64 synthetic_stream(std::uint64_t seed, std::uint64_t stream) {
   SplitMix64 mixer{seed ^ (0xD1B54A32D192ED03ull * (stream + 1))};
   return SplitMix64{mixer.next()};
@@ -306,7 +287,7 @@ inline std::int64_t synthetic_position_y(Index position, std::int64_t size) {
 }
 
 // The frames as 4:2:0 Y4M through Y4mWriter, written under a temporary name and renamed into
-// place, as AtomicFileWriter does for the other files.
+// place, as write_file_atomically does for the other files.
 inline void write_synthetic_y4m(const std::filesystem::path& file, const std::vector<Image>& frames,
                                 Index frame_rate) {
   std::filesystem::path temporary = file;
@@ -330,12 +311,6 @@ inline void write_synthetic_y4m(const std::filesystem::path& file, const std::ve
   std::filesystem::rename(temporary, file, error);
   check(!error, file.string(), ": cannot rename ", temporary.string(), " into place: ",
         error.message());
-}
-
-inline void write_synthetic_text(const std::filesystem::path& file, const std::string& text) {
-  AtomicFileWriter writer(file);
-  writer.write(text.data(), text.size());
-  writer.commit();
 }
 
 inline void create_synthetic_directory(const std::filesystem::path& dir) {
@@ -384,17 +359,14 @@ inline std::string synthetic_caption(std::string_view color, std::string_view sh
 inline std::vector<SyntheticCombination> synthetic_heldout_combinations(
     const SyntheticOptions& options) {
   options.validate();
-  detail::SplitMix64 rng = detail::synthetic_stream(options.seed, 0);
+  SplitMix64 rng = detail::synthetic_stream(options.seed, 0);
   const Index offset = rng.integer(0, 3);
   std::vector<SyntheticCombination> candidates;
   for (Index color = 0; color < 4; ++color) {
     for (Index shape = 0; shape < 3; ++shape)
       candidates.push_back({color, shape, (color + shape + offset) % 4});
   }
-  for (std::size_t i = candidates.size() - 1; i > 0; --i) {  // Fisher-Yates
-    const auto j = static_cast<std::size_t>(rng.integer(0, static_cast<std::int64_t>(i)));
-    std::swap(candidates[i], candidates[j]);
-  }
+  shuffle(candidates, rng);
   candidates.resize(static_cast<std::size_t>(options.heldout_combinations));
   return candidates;
 }
@@ -512,9 +484,9 @@ inline SyntheticWorldSummary write_synthetic_world(const std::filesystem::path& 
       ++summary.heldout;
     }
   }
-  detail::write_synthetic_text(dir / "captions.txt", captions);
-  detail::write_synthetic_text(dir / "heldout.jsonl", heldout_lines);
-  detail::write_synthetic_text(dir / "train.jsonl", train_lines);
+  detail::write_file_atomically(dir / "captions.txt", captions);
+  detail::write_file_atomically(dir / "heldout.jsonl", heldout_lines);
+  detail::write_file_atomically(dir / "train.jsonl", train_lines);
   return summary;
 }
 
