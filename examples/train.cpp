@@ -4,7 +4,8 @@
 //   tessera-train --data DIR --config CONFIG.json --out MODEL_DIR [--steps N] [--pairs N]
 //       [--lr X] [--min-lr X] [--warmup N] [--weight-decay X] [--clip X]
 //       [--schedule uniform|progressive [--stages A,B]] [--seed N] [--threads N]
-//       [--temperature T] [--checkpoint-every N] [--resume] [--stop-at STEP]
+//       [--temperature T] [--hard-negatives ATTR[,ATTR...] [--run-length N]]
+//       [--checkpoint-every N] [--resume] [--stop-at STEP]
 //
 // DIR is laid out as tessera-synth writes it (docs/synthetic-data.md): train.jsonl and
 // heldout.jsonl (one item per line: "id", "caption", and "image", "audio", "video" paths
@@ -16,8 +17,9 @@
 //   2. every item's views through the model's front ends, once, in parallel
 //   3. steps of PairSampler batches (every pair kind the data and the model have, in equal
 //      proportions, or the progressive curriculum: text-image alone before step A, text-audio
-//      and text-video joining, all kinds from step B; A, B = steps/4, steps/2 unless given), one InfoNCE per kind weighted by its share
-//      of the batch, AdamW with warmup + cosine decay, gradient clipping; a progress bar on
+//      and text-video joining, all kinds from step B; A, B = steps/4, steps/2 unless given;
+//      with --hard-negatives, in runs of --run-length items alike in the named attributes),
+//      one InfoNCE per kind weighted by its share of the batch, AdamW with warmup + cosine decay, gradient clipping; a progress bar on
 //      stderr; MODEL_DIR/checkpoint.safetensors every --checkpoint-every steps, which
 //      --resume continues from (the result equals an uninterrupted run); --stop-at STEP
 //      ends the run early, after STEP steps and a checkpoint (training in several sittings)
@@ -40,6 +42,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstdint>
@@ -47,6 +50,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -62,9 +66,14 @@ constexpr const char* usage =
     "usage: tessera-train --data DIR --config CONFIG.json --out MODEL_DIR [--steps N] "
     "[--pairs N] [--lr X] [--min-lr X] [--warmup N] [--weight-decay X] [--clip X] "
     "[--schedule uniform|progressive [--stages A,B]] [--seed N] [--threads N] "
-    "[--temperature T] [--checkpoint-every N] [--resume] [--stop-at STEP]";
+    "[--temperature T] [--hard-negatives ATTR[,ATTR...] [--run-length N]] "
+    "[--checkpoint-every N] [--resume] [--stop-at STEP]";
 
-constexpr std::array<const char*, 4> modality_names{"text", "image", "audio", "video"};
+const char* modality(std::size_t m) {
+  return tessera::modality_name(static_cast<tessera::Modality>(m));
+}
+
+constexpr std::array<const char*, 4> attribute_names{"color", "shape", "position", "motion"};
 
 struct Options {
   fs::path data, config, out;
@@ -80,6 +89,8 @@ struct Options {
   bool resume = false;
   std::int64_t stop_at = 0;  // > 0: stop after this many steps, with a checkpoint to resume
   double temperature = 0.07;  // the initial softmax temperature: logit_scale = ln(1 / temperature)
+  std::vector<std::size_t> hard_negatives;  // attributes (indices into attribute_names)
+  std::int64_t run_length = 4;              // items alike in them per run, with hard_negatives
 
   // What a checkpoint must agree on to be resumed.
   nlohmann::json run() const {
@@ -87,7 +98,7 @@ struct Options {
             {"pairs", pairs}, {"lr", lr}, {"min_lr", min_lr}, {"warmup", warmup},
             {"weight_decay", weight_decay}, {"clip", clip}, {"schedule", schedule},
             {"stages", {audio_video_from, all_pairs_from}}, {"temperature", temperature},
-            {"seed", seed}};
+            {"hard_negatives", hard_negatives}, {"run_length", run_length}, {"seed", seed}};
   }
 };
 
@@ -124,6 +135,19 @@ Options parse(int argc, char** argv) {
     else if (arg == "--resume") o.resume = true;
     else if (arg == "--stop-at") o.stop_at = example::positive_integer(arg, value);
     else if (arg == "--temperature") o.temperature = example::positive_number(arg, value);
+    else if (arg == "--run-length") o.run_length = example::positive_integer(arg, value);
+    else if (arg == "--hard-negatives") {
+      o.hard_negatives.clear();
+      for (std::size_t first = 0; first <= value.size();) {
+        const std::size_t comma = std::min(value.find(',', first), value.size());
+        const std::string name = value.substr(first, comma - first);
+        const auto at = std::find(attribute_names.begin(), attribute_names.end(), name);
+        tessera::check(at != attribute_names.end(), "--hard-negatives: unknown attribute '", name,
+                       "' (expected some of color, shape, position, motion)");
+        o.hard_negatives.push_back(static_cast<std::size_t>(at - attribute_names.begin()));
+        first = comma + 1;
+      }
+    }
     else if (arg == "--stages") {
       const auto comma = value.find(',');
       tessera::check(comma != std::string::npos, "--stages expects A,B (two steps), got '", value, "'");
@@ -164,8 +188,6 @@ struct Item {
   std::array<std::optional<tessera::Sample<float>>, 4> views;
 };
 
-constexpr std::array<const char*, 4> attribute_names{"color", "shape", "position", "motion"};
-
 std::vector<Item> read_items(const fs::path& data, const char* list) {
   const fs::path file = data / list;
   std::ifstream in(file);
@@ -191,7 +213,7 @@ std::vector<Item> read_items(const fs::path& data, const char* list) {
     item.id = text("id").value_or(tessera::detail::concat(list, ":", number));
     item.caption = text("caption").value_or("");
     for (int m = 1; m < 4; ++m) {
-      if (auto path = text(modality_names[static_cast<std::size_t>(m)])) {
+      if (auto path = text(modality(static_cast<std::size_t>(m)))) {
         item.files[static_cast<std::size_t>(m)] = data / *path;
       }
     }
@@ -210,10 +232,10 @@ void load_views(std::vector<Item>& items, const tessera::FrontEnds& front) {
     Item& item = items[i];
     try {
       for (std::size_t m = 0; m < 4; ++m) {
-        if (!front.can_load(modality_names[m])) continue;
+        if (!front.can_load(modality(m))) continue;
         std::optional<tessera::RawInput> input;
         if (m == 0 && !item.caption.empty()) input = {"text", item.caption, {}};
-        if (m > 0 && item.files[m]) input = {modality_names[m], item.files[m]->string(), {}};
+        if (m > 0 && item.files[m]) input = {modality(m), item.files[m]->string(), {}};
         if (input) item.views[m] = front.load(std::span<const tessera::RawInput>(&*input, 1));
       }
     } catch (const std::exception& e) {
@@ -229,13 +251,43 @@ tessera::ModalitySet modalities(const Item& item) {
   return set;
 }
 
-// ---- Retrieval ------------------------------------------------------------------------------
-
 // The attributes a view shows, in the synthetic world: text and video all four, an image no
 // motion (a still), audio no position (mono).
 constexpr std::array<std::array<bool, 4>, 4> shows{{
     {true, true, true, true}, {true, true, true, false}, {true, true, false, true},
     {true, true, true, true}}};
+
+// With --hard-negatives, one group per combination of the named attributes' values, for the
+// pair kinds whose two views both show an attribute left open (text-image: position, with
+// color,shape; not image-audio, which share no attribute but color and shape).
+tessera::SamplerGroups hard_negative_groups(const std::vector<Item>& items, const Options& o) {
+  if (o.hard_negatives.empty()) return {};
+  std::map<std::string, std::size_t> ids;
+  tessera::SamplerGroups groups{{}, o.run_length, {}};
+  for (int k = 0; k < tessera::pair_kind_count; ++k) {
+    const auto [a, b] = tessera::pair_kinds[static_cast<std::size_t>(k)];
+    for (std::size_t attribute = 0; attribute < 4; ++attribute) {
+      const bool open = std::find(o.hard_negatives.begin(), o.hard_negatives.end(), attribute) ==
+                        o.hard_negatives.end();
+      if (open && shows[static_cast<std::size_t>(a)][attribute] &&
+          shows[static_cast<std::size_t>(b)][attribute]) {
+        groups.kinds[static_cast<std::size_t>(k)] = true;
+      }
+    }
+  }
+  for (const Item& item : items) {
+    std::string key;
+    for (const std::size_t a : o.hard_negatives) {
+      tessera::check(!item.attributes[a].empty(), "--hard-negatives: item ", item.id, " has no \"",
+                     attribute_names[a], "\"");
+      key += item.attributes[a] + '\n';
+    }
+    groups.group.push_back(ids.emplace(key, ids.size()).first->second);
+  }
+  return groups;
+}
+
+// ---- Retrieval ------------------------------------------------------------------------------
 
 struct RetrievalRow {
   int query, candidate;  // modalities
@@ -296,8 +348,8 @@ void print_table(const std::vector<RetrievalRow>& rows, std::size_t items) {
               items);
   std::printf("  %-16s %7s %7s %7s   %s\n", "query -> found", "top-1", "top-5", "chance", "matched on");
   for (const auto& r : rows) {
-    const std::string pair = std::string(modality_names[static_cast<std::size_t>(r.query)]) + " -> " +
-                             modality_names[static_cast<std::size_t>(r.candidate)];
+    const std::string pair = std::string(modality(static_cast<std::size_t>(r.query))) + " -> " +
+                             modality(static_cast<std::size_t>(r.candidate));
     std::printf("  %-16s %6.1f%% %6.1f%% %6.1f%%   %s\n", pair.c_str(), 100 * r.scores.top1,
                 100 * r.scores.top5, 100 * r.scores.chance_top1, r.matched_on.c_str());
   }
@@ -352,10 +404,9 @@ int main(int argc, char** argv) {
 
     // 1. the tokenizer, trained on the captions
     if (config.text) {
-      std::ifstream in(o.data / "captions.txt");
-      tessera::check(in.is_open(), (o.data / "captions.txt").string(), ": cannot open the captions");
+      std::istringstream text(tessera::detail::read_text_file(o.data / "captions.txt", "captions"));
       std::vector<std::string> captions;
-      for (std::string line; std::getline(in, line);) captions.push_back(line);
+      for (std::string line; std::getline(text, line);) captions.push_back(line);
       const auto bpe = tessera::train_bpe(captions, static_cast<std::size_t>(config.text->vocab_size));
       bpe.save(o.out);
       std::printf("tokenizer: %zu ids (%zu merges) from %zu captions\n", bpe.vocab.size(),
@@ -377,23 +428,13 @@ int main(int argc, char** argv) {
     tessera::AdamW<float> optimizer({.weight_decay = o.weight_decay});
     std::vector<tessera::ModalitySet> sets;
     for (const Item& item : train) sets.push_back(modalities(item));
-    std::vector<tessera::SamplerStage> stages;
-    if (o.schedule == "progressive") {
-      stages = tessera::PairSampler::progressive(o.audio_video_from, o.all_pairs_from);
-    } else {
-      stages = tessera::PairSampler::uniform();
-    }
     // kinds no item has (a dataset without audio, a model without video) are left out
-    for (auto& stage : stages) {
-      for (int k = 0; k < tessera::pair_kind_count; ++k) {
-        const auto [a, b] = tessera::pair_kinds[static_cast<std::size_t>(k)];
-        const bool possible = std::any_of(sets.begin(), sets.end(), [&](const auto& s) {
-          return s[static_cast<std::size_t>(a)] && s[static_cast<std::size_t>(b)];
-        });
-        if (!possible) stage.weights[static_cast<std::size_t>(k)] = 0;
-      }
-    }
-    const tessera::PairSampler sampler(sets, o.pairs, o.seed, stages);
+    const auto stages = tessera::PairSampler::possible_only(
+        o.schedule == "progressive"
+            ? tessera::PairSampler::progressive(o.audio_video_from, o.all_pairs_from)
+            : tessera::PairSampler::uniform(),
+        sets);
+    const tessera::PairSampler sampler(sets, o.pairs, o.seed, stages, hard_negative_groups(train, o));
     const tessera::LearningRateSchedule schedule{o.lr, o.warmup, o.steps, o.min_lr};
 
     std::int64_t first_step = 0;
@@ -452,16 +493,13 @@ int main(int argc, char** argv) {
     report["train_seconds"] = train_seconds;
     report["threads"] = tessera::num_threads();
     for (const auto& r : rows) {
-      report["retrieval"].push_back({{"query", modality_names[static_cast<std::size_t>(r.query)]},
-                                     {"found", modality_names[static_cast<std::size_t>(r.candidate)]},
+      report["retrieval"].push_back({{"query", modality(static_cast<std::size_t>(r.query))},
+                                     {"found", modality(static_cast<std::size_t>(r.candidate))},
                                      {"top1", r.scores.top1}, {"top5", r.scores.top5},
                                      {"chance_top1", r.scores.chance_top1},
                                      {"matched_on", r.matched_on}});
     }
-    const std::string text = report.dump(1) + "\n";
-    tessera::detail::AtomicFileWriter writer(o.out / "training.json");
-    writer.write(text.data(), text.size());
-    writer.commit();
+    tessera::detail::write_file_atomically(o.out / "training.json", report.dump(1) + "\n");
     std::printf("\nwrote %s: the model (config.json, model.safetensors, vocab.json, merges.txt), "
                 "loss.png, training.json; %ld steps in %.0f s, %.1f s in all\n",
                 o.out.string().c_str(), static_cast<long>(last_step - first_step), train_seconds,

@@ -363,6 +363,75 @@ TEST(PairSampler, ProgressiveCurriculum) {
   EXPECT_EQ(at_ten[1].item, stream[61]);
 }
 
+TEST(PairSampler, HardNegativesComeInRunsOfOneGroupAndEachEpochStillDrawsEveryItemOnce) {
+  // 40 text-image items in 4 groups of 10 (group = i % 4); runs of 3: per group 3 + 3 + 3 + 1
+  std::vector<ModalitySet> items(40, ModalitySet{true, true, false, false});
+  SamplerGroups groups{{}, 3};
+  for (std::size_t i = 0; i < items.size(); ++i) groups.group.push_back(i % 4);
+  SamplerStage text_image{0, {1, 0, 0, 0, 0, 0}};
+  const PairSampler sampler(items, 8, 5, {text_image}, groups);
+  std::vector<std::size_t> stream;  // two epochs, 5 batches each
+  for (std::int64_t step = 0; step < 10; ++step) {
+    for (const PairDraw& d : sampler.batch(step)) stream.push_back(d.item);
+  }
+  for (int epoch = 0; epoch < 2; ++epoch) {
+    const auto first = stream.begin() + 40 * epoch;
+    std::vector<std::size_t> drawn(first, first + 40);
+    std::sort(drawn.begin(), drawn.end());
+    for (std::size_t i = 0; i < 40; ++i) EXPECT_EQ(drawn[i], i) << "epoch " << epoch;
+    // a group's 10 items are 4 runs, so they lie in at most 4 stretches of the epoch
+    std::array<int, 4> stretches{};
+    for (std::size_t i = 0; i < 40; ++i) {
+      const std::size_t g = first[static_cast<std::ptrdiff_t>(i)] % 4;
+      if (i == 0 || first[static_cast<std::ptrdiff_t>(i) - 1] % 4 != g) ++stretches[g];
+    }
+    for (const int n : stretches) EXPECT_LE(n, 4) << "epoch " << epoch;
+  }
+  // same-group neighbours in the first epoch: at least 2 + 2 + 2 + 0 inside each group's runs
+  int alike = 0;
+  for (std::size_t i = 0; i + 1 < 40; ++i) alike += stream[i] % 4 == stream[i + 1] % 4;
+  EXPECT_GE(alike, 24);
+  // the plain sampler rarely puts two of one group side by side
+  const PairSampler plain(items, 8, 5, {text_image});
+  std::vector<std::size_t> shuffled;
+  for (std::int64_t step = 0; step < 5; ++step) {
+    for (const PairDraw& d : plain.batch(step)) shuffled.push_back(d.item);
+  }
+  int plain_alike = 0;
+  for (std::size_t i = 0; i + 1 < 40; ++i) plain_alike += shuffled[i] % 4 == shuffled[i + 1] % 4;
+  EXPECT_LT(plain_alike, alike);
+  // a kind left out of groups.kinds keeps the plain shuffle
+  SamplerGroups other_kinds = groups;
+  other_kinds.kinds = {false, true, true, true, true, true};
+  const PairSampler ungrouped(items, 8, 5, {text_image}, other_kinds);
+  for (std::int64_t step = 0; step < 5; ++step) {
+    const auto a = ungrouped.batch(step), b = plain.batch(step);
+    for (std::size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i].item, b[i].item);
+  }
+  // pure function of the step, as without groups
+  const PairSampler again(items, 8, 5, {text_image}, groups);
+  EXPECT_EQ(again.batch(7)[3].item, sampler.batch(7)[3].item);
+  EXPECT_THAT(test::error_of([&] { PairSampler(items, 8, 5, {text_image}, SamplerGroups{{0, 1}, 2, {}}); }),
+              HasSubstr("2 groups for 40 items"));
+  EXPECT_THAT(test::error_of([&] { PairSampler(items, 8, 5, {text_image}, SamplerGroups{{}, 0, {}}); }),
+              HasSubstr("run_length is 0"));
+}
+
+TEST(PairSampler, PossibleOnlyDropsKindsNoItemHas) {
+  const std::vector<ModalitySet> text_image_only(4, ModalitySet{true, true, false, false});
+  const auto stages = PairSampler::possible_only(PairSampler::progressive(10, 20), text_image_only);
+  ASSERT_EQ(stages.size(), 3u);
+  EXPECT_EQ(stages[1].from, 10);
+  for (const auto& stage : stages) {
+    EXPECT_EQ(stage.weights, (std::array<double, pair_kind_count>{1, 0, 0, 0, 0, 0}));
+  }
+  const PairSampler sampler(text_image_only, 4, 1, stages);
+  EXPECT_EQ(sampler.counts(25), (std::array<Index, pair_kind_count>{4, 0, 0, 0, 0, 0}));
+  // kinds some item has keep their weights
+  EXPECT_EQ(PairSampler::possible_only(PairSampler::uniform(), sampler_items())[0].weights,
+            PairSampler::uniform()[0].weights);
+}
+
 TEST(PairSampler, BadArgumentsAreErrors) {
   SamplerStage audio_video;
   audio_video.weights = {0, 0, 0, 0, 0, 1};

@@ -10,12 +10,24 @@
 // A schedule of stages changes the weights with the step: progressive() is the seed's
 // curriculum, text-image first, then text-audio and text-video joining, then all six kinds.
 //
-// batch(step) is a pure function of (items, B, seed, stages, step): the k-th kind's draws up
+// Hard negatives (optional): give every item a group (items alike in what the model learns
+// easily, the same color and shape, say) and a run length r. Each epoch's permutation is then
+// made of runs of up to r items of one group: per group, its items shuffled and cut into runs
+// of r (the last may be shorter); the runs shuffled. A batch of a kind then holds several items
+// that differ only in what the group leaves open (position, motion), so one InfoNCE has to tell
+// them apart, where a uniform batch rarely brings such items together. Every item is still
+// drawn once per epoch. Runs suit only the kinds whose two views both show something the group
+// leaves open: an image and a sound of one color and shape (a sound has no position, an image
+// no motion) cannot be told apart, and a batch of them would be all false negatives. So the
+// groups apply to the kinds chosen in `kinds`; the others keep the plain shuffle.
+//
+// batch(step) is a pure function of (items, B, seed, stages, groups, step): the k-th kind's draws up
 // to a step are counted in closed form, and each epoch's permutation comes from its own
-// splitmix64 stream (Fisher-Yates, not std::shuffle, whose algorithm the standard leaves
-// open). So a resumed run needs only the step to continue exactly, on any platform.
+// SplitMix64 stream (core/random.hpp: Fisher-Yates, not std::shuffle, whose algorithm the
+// standard leaves open). So a resumed run needs only the step to continue exactly, on any platform.
 
 #include <tessera/core/error.hpp>
+#include <tessera/core/random.hpp>
 #include <tessera/core/tensor.hpp>
 
 #include <algorithm>
@@ -25,6 +37,7 @@
 #include <limits>
 #include <numeric>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace tessera {
@@ -50,6 +63,15 @@ struct SamplerStage {
   std::array<double, pair_kind_count> weights{};
 };
 
+// Hard negatives: group[i] is item i's group; batches of the kinds with kinds[k] set draw runs
+// of up to run_length items of one group (see above). run_length 1 (the default) is the plain
+// shuffle for every kind.
+struct SamplerGroups {
+  std::vector<std::size_t> group;  // [items], or empty when run_length is 1
+  Index run_length = 1;
+  std::array<bool, pair_kind_count> kinds{true, true, true, true, true, true};
+};
+
 // One pair of a batch: two modalities of one item.
 struct PairDraw {
   std::size_t item;
@@ -60,12 +82,18 @@ class PairSampler {
  public:
   // requires: stages non-empty, the first from step 0, strictly increasing `from`; weights
   // finite, >= 0, some > 0 in every stage; every kind with weight > 0 has an item with both
-  // of its modalities; pairs_per_batch >= 1.
+  // of its modalities; pairs_per_batch >= 1; groups.run_length >= 1, and when it is > 1,
+  // groups.group has one entry per item.
   PairSampler(std::vector<ModalitySet> items, Index pairs_per_batch, std::uint64_t seed,
-              std::vector<SamplerStage> stages)
-      : pairs_per_batch_(pairs_per_batch), seed_(seed), stages_(std::move(stages)) {
+              std::vector<SamplerStage> stages, SamplerGroups groups = {})
+      : pairs_per_batch_(pairs_per_batch), seed_(seed), stages_(std::move(stages)),
+        groups_(std::move(groups)) {
     check(pairs_per_batch >= 1, "PairSampler: pairs_per_batch is ", pairs_per_batch,
           ", expected >= 1");
+    check(groups_.run_length >= 1, "PairSampler: run_length is ", groups_.run_length,
+          ", expected >= 1");
+    check(groups_.run_length == 1 || groups_.group.size() == items.size(), "PairSampler: ",
+          groups_.group.size(), " groups for ", items.size(), " items");
     check(!stages_.empty() && stages_.front().from == 0,
           "PairSampler: the first stage must start at step 0");
     for (std::size_t i = 0; i < items.size(); ++i) {
@@ -112,6 +140,21 @@ class PairSampler {
     second.weights = {1, 1, 1, 0, 0, 0};
     third.weights.fill(1.0);
     return {first, second, third};
+  }
+
+  // `stages` with the weight of every kind no item has set to 0 (a dataset without audio, a
+  // model without video), so the constructor accepts them.
+  static std::vector<SamplerStage> possible_only(std::vector<SamplerStage> stages,
+                                                 const std::vector<ModalitySet>& items) {
+    for (int k = 0; k < pair_kind_count; ++k) {
+      const auto [a, b] = pair_kinds[static_cast<std::size_t>(k)];
+      const bool possible = std::any_of(items.begin(), items.end(), [&](const ModalitySet& s) {
+        return s[static_cast<std::size_t>(a)] && s[static_cast<std::size_t>(b)];
+      });
+      if (possible) continue;
+      for (auto& stage : stages) stage.weights[static_cast<std::size_t>(k)] = 0;
+    }
+    return stages;
   }
 
   // The pairs of batch `step`, grouped by kind in kind order.
@@ -189,30 +232,47 @@ class PairSampler {
     return total;
   }
 
-  // splitmix64 (Steele, Lea and Flood 2014): a small, well-mixed generator with a defined output.
-  static std::uint64_t splitmix64(std::uint64_t& state) {
-    std::uint64_t z = (state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-
-  // Epoch `epoch` of kind `kind`: a Fisher-Yates shuffle of its items.
+  // Epoch `epoch` of kind `kind`: a shuffle of its items, or with groups, shuffled runs of
+  // shuffled groups.
   std::vector<std::size_t> permutation(int kind, std::int64_t epoch,
                                        const std::vector<std::size_t>& items) const {
-    std::uint64_t state = seed_ ^ (0xA24BAED4963EE407ull * static_cast<std::uint64_t>(kind + 1));
-    state = splitmix64(state) ^ static_cast<std::uint64_t>(epoch);
+    SplitMix64 rng{seed_ ^ (0xA24BAED4963EE407ull * static_cast<std::uint64_t>(kind + 1))};
+    rng.state = rng.next() ^ static_cast<std::uint64_t>(epoch);
     std::vector<std::size_t> order = items;
-    for (std::size_t i = order.size(); i > 1; --i) {
-      const std::uint64_t j = splitmix64(state) % i;  // modulo bias ~i / 2^64: negligible
-      std::swap(order[i - 1], order[static_cast<std::size_t>(j)]);
+    if (groups_.run_length == 1 || !groups_.kinds[static_cast<std::size_t>(kind)]) {
+      shuffle(order, rng);
+      return order;
     }
-    return order;
+    // items by group (stable: in item order), each group shuffled and cut into runs
+    std::stable_sort(order.begin(), order.end(), [&](std::size_t x, std::size_t y) {
+      return groups_.group[x] < groups_.group[y];
+    });
+    std::vector<std::pair<std::size_t, std::size_t>> runs;  // [first, end) into order
+    for (std::size_t first = 0; first < order.size();) {
+      std::size_t end = first;
+      while (end < order.size() && groups_.group[order[end]] == groups_.group[order[first]]) ++end;
+      std::vector<std::size_t> members(order.begin() + static_cast<std::ptrdiff_t>(first),
+                                       order.begin() + static_cast<std::ptrdiff_t>(end));
+      shuffle(members, rng);
+      std::copy(members.begin(), members.end(), order.begin() + static_cast<std::ptrdiff_t>(first));
+      const auto run = static_cast<std::size_t>(groups_.run_length);
+      for (std::size_t r = first; r < end; r += run) runs.push_back({r, std::min(end, r + run)});
+      first = end;
+    }
+    shuffle(runs, rng);
+    std::vector<std::size_t> out;
+    out.reserve(order.size());
+    for (const auto& [first, end] : runs) {
+      out.insert(out.end(), order.begin() + static_cast<std::ptrdiff_t>(first),
+                 order.begin() + static_cast<std::ptrdiff_t>(end));
+    }
+    return out;
   }
 
   Index pairs_per_batch_;
   std::uint64_t seed_;
   std::vector<SamplerStage> stages_;
+  SamplerGroups groups_;
   std::array<std::vector<std::size_t>, pair_kind_count> eligible_;
   std::vector<std::array<Index, pair_kind_count>> counts_;  // per stage
 };
