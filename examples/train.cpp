@@ -398,7 +398,9 @@ int main(int argc, char** argv) {
       const auto& metadata = file.metadata();
       const auto run = metadata.find("user.run");
       tessera::check(run != metadata.end(), checkpoint.string(), ": not written by tessera-train");
-      tessera::check(nlohmann::json::parse(run->second) == o.run(), checkpoint.string(),
+      // A damaged entry parses as `discarded`, which equals no run.
+      const auto saved_run = nlohmann::json::parse(run->second, nullptr, false);
+      tessera::check(saved_run == o.run(), checkpoint.string(),
                      ": written by another run (", run->second, "); this run is ", o.run().dump());
     } else if (o.resume) {
       std::printf("no checkpoint in %s: starting at step 0\n", o.out.string().c_str());

@@ -703,13 +703,13 @@ class SafetensorsFile {
     const std::string_view text(reinterpret_cast<const char*>(data_ + 8),
                                 static_cast<std::size_t>(header_size));
     nlohmann::json header;
-    std::string duplicate;
+    std::string problem;
     try {
-      header = detail::parse_json_unique_keys(text, &duplicate);
+      header = detail::parse_json_checked(text, &problem);
     } catch (const nlohmann::json::exception& e) {
       fail_file("header is not valid JSON: ", e.what());
     }
-    if (!duplicate.empty()) fail_file("header has the key '", duplicate, "' twice");
+    if (!problem.empty()) fail_file("header: ", problem);
     if (!header.is_object()) {
       fail_file("header is not a JSON object (got ", header.type_name(), ")");
     }

@@ -583,31 +583,27 @@ WordCache& thread_word_cache() {
 
 // The id <-> token tables of a BPE vocabulary, checked on construction: ids in [0, 2^31),
 // tokens valid UTF-8, no token and no id twice. `who` names the tokenizer in messages.
+// Memory follows the number of tokens, not the largest id: a file with one token of id
+// 2^31 - 1 holds one entry.
 struct VocabTable {
   std::unordered_map<std::string, std::int64_t, StringHash, std::equal_to<>> encoder;
-  std::vector<std::string> decoder;  // id -> bytes
-  std::vector<bool> known;           // id -> in the vocabulary
+  std::unordered_map<std::int64_t, std::string> decoder;  // id -> bytes
+  std::int64_t max_id = -1;
 
   VocabTable() = default;
   VocabTable(const BpeVocabulary& vocab, const char* who) {
     check(!vocab.empty(), who, ": the vocabulary is empty");
-    std::int64_t max_id = -1;
+    encoder.reserve(vocab.size());
+    decoder.reserve(vocab.size());
     for (const auto& [token, id] : vocab) {
       check(id >= 0 && id < (std::int64_t{1} << 31), who, ": the id ", id, " of \"", token,
             "\" is not in [0, 2^31)");
       validate_utf8(token, concat(who, ": vocabulary token"));
-      max_id = std::max(max_id, id);
-    }
-    decoder.assign(static_cast<std::size_t>(max_id + 1), std::string());
-    known.assign(static_cast<std::size_t>(max_id + 1), false);
-    encoder.reserve(vocab.size());
-    for (const auto& [token, id] : vocab) {
       check(encoder.emplace(token, id).second, who, ": the token \"", token,
             "\" appears twice in the vocabulary");
-      check(!known[static_cast<std::size_t>(id)], who, ": the id ", id,
+      check(decoder.emplace(id, token_to_bytes(token)).second, who, ": the id ", id,
             " belongs to two tokens, \"", token, "\" and another");
-      known[static_cast<std::size_t>(id)] = true;
-      decoder[static_cast<std::size_t>(id)] = token_to_bytes(token);
+      max_id = std::max(max_id, id);
     }
   }
 
@@ -637,11 +633,9 @@ struct VocabTable {
     std::string out;
     for (std::size_t i = 0; i < ids.size(); ++i) {
       const std::int64_t id = ids[i];
-      if (id < 0 || id >= static_cast<std::int64_t>(decoder.size()) ||
-          !known[static_cast<std::size_t>(id)]) {
-        fail(who, ": id ", id, " at position ", i, " is not in the vocabulary");
-      }
-      out += decoder[static_cast<std::size_t>(id)];
+      const auto it = decoder.find(id);
+      check(it != decoder.end(), who, ": id ", id, " at position ", i, " is not in the vocabulary");
+      out += it->second;
     }
     return out;
   }
@@ -723,7 +717,7 @@ class Gpt2Bpe {
 
   // Number of tokens in the vocabulary; ids are below max_id() + 1.
   std::size_t size() const { return vocab_.encoder.size(); }
-  std::int64_t max_id() const { return static_cast<std::int64_t>(vocab_.decoder.size()) - 1; }
+  std::int64_t max_id() const { return vocab_.max_id; }
   std::size_t num_merges() const { return num_merges_; }
 
   // The id of a token spelled in the vocabulary's alphabet ("Ġworld"), or -1.

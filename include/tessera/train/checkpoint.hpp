@@ -85,7 +85,9 @@ void load_checkpoint(const std::filesystem::path& file, MultiModalEncoder<Scalar
         entry("format"), "', expected 'tessera-checkpoint')");
   check(entry("scalar") == detail::scalar_name<Scalar>(), where, ": written for ",
         entry("scalar"), ", read as ", detail::scalar_name<Scalar>());
-  const Config saved_config = parse_config(nlohmann::json::parse(entry("config")), where + " config");
+  const Config saved_config =
+      parse_config(detail::ConfigReader::parse_text(entry("config"), where + " config"),
+                   where + " config");
   check(to_json(saved_config) == to_json(model.config), where,
         ": the checkpoint's model config differs from this model's");
   auto integer = [&](const std::string& key) {
