@@ -381,8 +381,12 @@ class ContainerSource final : public FrameSource {
 
 #endif  // TESSERA_HAS_FFMPEG
 
-// True when the file starts with the Y4M magic.
+// True when the file starts with the Y4M magic or is named *.y4m (Y4mReader then says what
+// is wrong with it, rather than FFmpeg failing to recognize it).
 inline bool is_y4m_file(const std::filesystem::path& file) {
+  std::string extension = file.extension().string();
+  for (char& c : extension) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (extension == ".y4m") return true;
   std::ifstream in(file, std::ios::binary);
   char magic[9] = {};
   in.read(magic, 9);

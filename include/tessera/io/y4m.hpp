@@ -32,6 +32,7 @@
 
 #include <tessera/core/error.hpp>
 #include <tessera/core/tensor.hpp>
+#include <tessera/io/atomic_file.hpp>
 #include <tessera/tokenize/image.hpp>  // Image: the 8-bit RGB frame type
 
 #include <algorithm>
@@ -181,6 +182,11 @@ class Y4mReader {
   explicit Y4mReader(const std::filesystem::path& file, VideoLimits limits = {})
       : where_(file.string()), limits_(limits), in_(file, std::ios::binary) {
     check(in_.is_open(), where_, ": cannot open the Y4M file: ", std::strerror(errno));
+    std::error_code error;
+    if (std::filesystem::is_regular_file(file, error)) {
+      const auto size = std::filesystem::file_size(file, error);
+      if (!error) file_size_ = static_cast<Index>(size);
+    }
     read_header();
   }
 
@@ -239,6 +245,13 @@ class Y4mReader {
   }
 
   void read_plane(std::vector<std::uint8_t>& plane, Index bytes, const char* name) {
+    // A header may claim frames larger than the file: compare with what is left before
+    // allocating (a regular file; a pipe is read and found short instead).
+    if (file_size_ >= 0) {
+      const Index left = std::max<Index>(0, file_size_ - static_cast<Index>(in_.tellg()));
+      check(left >= bytes, where_, ": truncated frame ", frames_read_, ": the ", name,
+            " plane needs ", bytes, " bytes, the file has ", left);
+    }
     plane.resize(static_cast<std::size_t>(bytes));
     if (bytes == 0) return;
     in_.read(reinterpret_cast<char*>(plane.data()), static_cast<std::streamsize>(bytes));
@@ -328,6 +341,7 @@ class Y4mReader {
   std::string where_;
   VideoLimits limits_;
   std::ifstream in_;
+  Index file_size_ = -1;  // bytes, when `file` is a regular file
   Y4mHeader header_;
   YuvPlanes planes_;
   Index frames_read_ = 0;
@@ -340,14 +354,13 @@ class Y4mWriter {
  public:
   // requires: header.width, height, rate_num, rate_den positive.
   Y4mWriter(const std::filesystem::path& file, const Y4mHeader& header)
-      : where_(file.string()), header_(header), out_(file, std::ios::binary) {
-    check(header.width > 0 && header.height > 0 && header.rate_num > 0 && header.rate_den > 0,
-          where_, ": Y4mWriter needs a positive width, height and frame rate");
-    check(out_.is_open(), where_, ": cannot create the Y4M file: ", std::strerror(errno));
-    out_ << "YUV4MPEG2 W" << header.width << " H" << header.height << " F" << header.rate_num
-         << ":" << header.rate_den << " Ip A1:1 C" << to_string(header.colorspace);
-    if (header.full_range) out_ << " XCOLORRANGE=FULL";
-    out_ << "\n";
+      : where_(file.string()), header_(header), out_(checked(file, header)) {
+    std::string line = detail::concat("YUV4MPEG2 W", header.width, " H", header.height, " F",
+                                      header.rate_num, ":", header.rate_den, " Ip A1:1 C",
+                                      to_string(header.colorspace));
+    if (header.full_range) line += " XCOLORRANGE=FULL";
+    line += "\n";
+    out_.write(line.data(), line.size());
   }
 
   // requires: planes sized as header().frame_bytes() says.
@@ -359,11 +372,10 @@ class Y4mWriter {
               static_cast<Index>(planes.v.size()) == chroma,
           where_, ": write_planes: plane sizes do not match ", header_.width, "x",
           header_.height, " C", to_string(header_.colorspace));
-    out_ << "FRAME\n";
-    out_.write(reinterpret_cast<const char*>(planes.y.data()), static_cast<std::streamsize>(luma));
-    out_.write(reinterpret_cast<const char*>(planes.u.data()), static_cast<std::streamsize>(chroma));
-    out_.write(reinterpret_cast<const char*>(planes.v.data()), static_cast<std::streamsize>(chroma));
-    check(out_.good(), where_, ": write error");
+    out_.write("FRAME\n", 6);
+    out_.write(planes.y.data(), planes.y.size());
+    out_.write(planes.u.data(), planes.u.size());
+    out_.write(planes.v.data(), planes.v.size());
   }
 
   // Converts an RGB frame (limited range) and writes it. requires: the header's size.
@@ -409,16 +421,22 @@ class Y4mWriter {
 
   const Y4mHeader& header() const { return header_; }
 
-  // Flushes and closes; errors are reported here rather than lost in the destructor.
-  void close() {
-    out_.close();
-    check(!out_.fail(), where_, ": cannot finish writing the Y4M file");
-  }
+  // Finishes the file: until close() the frames go to a temporary file beside it, which
+  // close() renames into place (io/atomic_file.hpp), so a crash or an error mid-way never
+  // leaves a half-written video under the real name. A writer destroyed without close()
+  // removes the temporary and leaves no file.
+  void close() { out_.commit(); }
 
  private:
+  static std::filesystem::path checked(const std::filesystem::path& file, const Y4mHeader& header) {
+    check(header.width > 0 && header.height > 0 && header.rate_num > 0 && header.rate_den > 0,
+          file.string(), ": Y4mWriter needs a positive width, height and frame rate");
+    return file;
+  }
+
   std::string where_;
   Y4mHeader header_;
-  std::ofstream out_;
+  detail::AtomicFileWriter out_;
 };
 
 }  // namespace tessera

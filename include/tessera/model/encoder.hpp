@@ -35,6 +35,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace tessera {
@@ -230,6 +231,91 @@ class MultiModalEncoder {
     for (auto& p : parameters()) std::fill(p.data, p.data + p.size(), Scalar(0));
   }
 
+  // Throws tessera::Error when sample `s` does not fit the model: input for a modality the
+  // model lacks, a wrong shape, a text id out of range, more tokens than max_tokens, a
+  // non-finite value. `where` starts the message ("sample 3", "inputs.safetensors").
+  // encode and encode_batch check every sample so; a program that reads samples from files
+  // calls it first to name the file.
+  void check_sample(const Sample<Scalar>& s, std::string_view where) const {
+    check(!s.empty(), where, " has no input");
+    auto require = [&](bool given, Modality m) {
+      check(!given || config.has(m), where, " has ", modality_name(m),
+            " input but the model has no ", modality_name(m), " modality");
+    };
+    require(s.text.has_value(), Modality::text);
+    require(s.image.has_value(), Modality::image);
+    require(s.audio.has_value(), Modality::audio);
+    require(s.video.has_value(), Modality::video);
+    if (s.text) {
+      const auto n = static_cast<Index>(s.text->size());
+      check(n > 0, where, ": text has no tokens");
+      check(n <= config.text->max_tokens, where, ": text has ", n,
+            " tokens, more than text.max_tokens = ", config.text->max_tokens);
+      for (std::size_t j = 0; j < s.text->size(); ++j) {
+        const auto id = (*s.text)[j];
+        check(id >= 0 && id < config.text->vocab_size, where, ": text id ", id,
+              " at position ", j, " is out of range [0, ", config.text->vocab_size, ")");
+      }
+    }
+    if (s.image) {
+      const auto& im = *config.image;
+      check(s.image->dimension(0) == im.channels && s.image->dimension(1) == im.size &&
+                s.image->dimension(2) == im.size,
+            where, ": image has shape [", s.image->dimension(0), ", ",
+            s.image->dimension(1), ", ", s.image->dimension(2), "], expected [", im.channels,
+            ", ", im.size, ", ", im.size, "]");
+      check_finite(s.image->data(), s.image->size(), where, "image");
+    }
+    if (s.audio) {
+      const auto& au = *config.audio;
+      check(s.audio->rows() == au.n_mels && s.audio->cols() > 0, where,
+            ": audio has shape [", s.audio->rows(), ", ", s.audio->cols(), "], expected [",
+            au.n_mels, ", T] with T >= 1");
+      const Index chunks = (s.audio->cols() + au.patch_frames - 1) / au.patch_frames;
+      check(chunks <= au.max_tokens, where, ": audio of ", s.audio->cols(),
+            " frames makes ", chunks, " tokens, more than audio.max_tokens = ", au.max_tokens);
+      check_finite(s.audio->data(), s.audio->size(), where, "audio");
+    }
+    if (s.video) {
+      const auto& fr = frame();
+      check(s.video->dimension(0) > 0 && s.video->dimension(1) == fr.channels &&
+                s.video->dimension(2) == fr.size && s.video->dimension(3) == fr.size,
+            where, ": video has shape [", s.video->dimension(0), ", ",
+            s.video->dimension(1), ", ", s.video->dimension(2), ", ", s.video->dimension(3),
+            "], expected [T, ", fr.channels, ", ", fr.size, ", ", fr.size, "] with T >= 1");
+      const Index n = video_tokens(s.video->dimension(0));
+      check(n <= config.video->max_tokens, where, ": video of ", s.video->dimension(0),
+            " frames makes ", n, " tokens, more than video.max_tokens = ",
+            config.video->max_tokens);
+      check_finite(s.video->data(), s.video->size(), where, "video");
+    }
+    for (const auto& [name, in] : s.custom) {
+      const CustomModalityConfig* c = config.find_custom(name);
+      if (c == nullptr) {
+        std::string known;
+        for (const auto& k : config.custom) known += (known.empty() ? "" : ", ") + k.name;
+        fail(where, " has input for modality '", name, "' but the model has no such ",
+             "custom modality (it has: ", known.empty() ? "none" : known, ")");
+      }
+      const Index n = in.features.rows();
+      check(n > 0 && in.features.cols() == c->input_dim, where, ": ", name,
+            " features have shape [", n, ", ", in.features.cols(), "], expected [n, ",
+            c->input_dim, "] with n >= 1");
+      check(n <= c->max_tokens, where, ": ", name, " has ", n,
+            " tokens, more than its max_tokens = ", c->max_tokens);
+      check_finite(in.features.data(), in.features.size(), where, name.c_str());
+      check(in.positions.rows() == 0 || in.positions.rows() == n, where, ": ", name,
+            " has ", in.positions.rows(), " positions for ", n, " tokens (give one per token, or none)");
+      for (Index r = 0; r < in.positions.rows(); ++r)
+        for (Index a = 0; a < 3; ++a) {
+          const std::int64_t p = in.positions(r, a);
+          check(p >= 0 && p <= max_position_offset, where, ": ", name, " position (",
+                in.positions(r, 0), ", ", in.positions(r, 1), ", ", in.positions(r, 2),
+                ") of token ", r, " is outside [0, ", max_position_offset, "]");
+        }
+    }
+  }
+
   // Encodes one sample.
   Encoding<Scalar> encode(const Sample<Scalar>& sample) const {
     return encode_batch(std::span<const Sample<Scalar>>(&sample, 1)).front();
@@ -261,7 +347,9 @@ class MultiModalEncoder {
         owner.push_back(i);
       }
     }
-    for (std::size_t p = 0; p < parts.size(); ++p) check_sample(parts[p], owner[p]);
+    for (std::size_t p = 0; p < parts.size(); ++p) {
+      check_sample(parts[p], detail::concat("sample ", owner[p]));
+    }
     std::vector<Encoding<Scalar>> encoded = encode_packed(parts);
     if (parts.size() == samples.size()) return encoded;
 
@@ -300,7 +388,7 @@ class MultiModalEncoder {
   // error once a learned table is used up). Long audio is refused, not split into clips.
   // Throws tessera::Error, leaving cache unchanged, for a part that does not fit.
   Encoding<Scalar> encode_append(EncoderCache<Scalar>& cache, const Sample<Scalar>& part) const {
-    check_sample(part, 0);
+    check_sample(part, "sample 0");
     check(cache.layers.empty() ||
               (cache.layers.size() == layers.size() &&
                cache.layers.front().width() == config.hidden_dim),
@@ -354,7 +442,9 @@ class MultiModalEncoder {
   std::vector<Encoding<Scalar>> encode_batch(std::span<const Sample<Scalar>> samples,
                                              EncoderTrace<Scalar>& trace) const {
     check(!samples.empty(), "encode_batch: the batch is empty");
-    for (std::size_t i = 0; i < samples.size(); ++i) check_sample(samples[i], i);
+    for (std::size_t i = 0; i < samples.size(); ++i) {
+      check_sample(samples[i], detail::concat("sample ", i));
+    }
     trace = EncoderTrace<Scalar>{};
     trace.encodings = encode_packed(samples, &trace);
     return trace.encodings;
@@ -519,93 +609,14 @@ class MultiModalEncoder {
   }
 
   template <class Tensor>
-  static void check_finite(const Tensor* data, Index size, std::size_t sample, const char* what) {
+  static void check_finite(const Tensor* data, Index size, std::string_view where,
+                           const char* what) {
     for (Index j = 0; j < size; ++j) {
-      check(std::isfinite(static_cast<double>(data[j])), "sample ", sample, ": ", what,
+      check(std::isfinite(static_cast<double>(data[j])), where, ": ", what,
             " holds a non-finite value (", data[j], ") at flat index ", j);
     }
   }
 
-  // Throws tessera::Error naming the sample and input when a sample does not fit the model.
-  void check_sample(const Sample<Scalar>& s, std::size_t i) const {
-    check(!s.empty(), "sample ", i, " has no input");
-    auto require = [&](bool given, Modality m) {
-      check(!given || config.has(m), "sample ", i, " has ", modality_name(m),
-            " input but the model has no ", modality_name(m), " modality");
-    };
-    require(s.text.has_value(), Modality::text);
-    require(s.image.has_value(), Modality::image);
-    require(s.audio.has_value(), Modality::audio);
-    require(s.video.has_value(), Modality::video);
-    if (s.text) {
-      const auto n = static_cast<Index>(s.text->size());
-      check(n > 0, "sample ", i, ": text has no tokens");
-      check(n <= config.text->max_tokens, "sample ", i, ": text has ", n,
-            " tokens, more than text.max_tokens = ", config.text->max_tokens);
-      for (std::size_t j = 0; j < s.text->size(); ++j) {
-        const auto id = (*s.text)[j];
-        check(id >= 0 && id < config.text->vocab_size, "sample ", i, ": text id ", id,
-              " at position ", j, " is out of range [0, ", config.text->vocab_size, ")");
-      }
-    }
-    if (s.image) {
-      const auto& im = *config.image;
-      check(s.image->dimension(0) == im.channels && s.image->dimension(1) == im.size &&
-                s.image->dimension(2) == im.size,
-            "sample ", i, ": image has shape [", s.image->dimension(0), ", ",
-            s.image->dimension(1), ", ", s.image->dimension(2), "], expected [", im.channels,
-            ", ", im.size, ", ", im.size, "]");
-      check_finite(s.image->data(), s.image->size(), i, "image");
-    }
-    if (s.audio) {
-      const auto& au = *config.audio;
-      check(s.audio->rows() == au.n_mels && s.audio->cols() > 0, "sample ", i,
-            ": audio has shape [", s.audio->rows(), ", ", s.audio->cols(), "], expected [",
-            au.n_mels, ", T] with T >= 1");
-      const Index chunks = (s.audio->cols() + au.patch_frames - 1) / au.patch_frames;
-      check(chunks <= au.max_tokens, "sample ", i, ": audio of ", s.audio->cols(),
-            " frames makes ", chunks, " tokens, more than audio.max_tokens = ", au.max_tokens);
-      check_finite(s.audio->data(), s.audio->size(), i, "audio");
-    }
-    if (s.video) {
-      const auto& fr = frame();
-      check(s.video->dimension(0) > 0 && s.video->dimension(1) == fr.channels &&
-                s.video->dimension(2) == fr.size && s.video->dimension(3) == fr.size,
-            "sample ", i, ": video has shape [", s.video->dimension(0), ", ",
-            s.video->dimension(1), ", ", s.video->dimension(2), ", ", s.video->dimension(3),
-            "], expected [T, ", fr.channels, ", ", fr.size, ", ", fr.size, "] with T >= 1");
-      const Index n = video_tokens(s.video->dimension(0));
-      check(n <= config.video->max_tokens, "sample ", i, ": video of ", s.video->dimension(0),
-            " frames makes ", n, " tokens, more than video.max_tokens = ",
-            config.video->max_tokens);
-      check_finite(s.video->data(), s.video->size(), i, "video");
-    }
-    for (const auto& [name, in] : s.custom) {
-      const CustomModalityConfig* c = config.find_custom(name);
-      if (c == nullptr) {
-        std::string known;
-        for (const auto& k : config.custom) known += (known.empty() ? "" : ", ") + k.name;
-        fail("sample ", i, " has input for modality '", name, "' but the model has no such ",
-             "custom modality (it has: ", known.empty() ? "none" : known, ")");
-      }
-      const Index n = in.features.rows();
-      check(n > 0 && in.features.cols() == c->input_dim, "sample ", i, ": ", name,
-            " features have shape [", n, ", ", in.features.cols(), "], expected [n, ",
-            c->input_dim, "] with n >= 1");
-      check(n <= c->max_tokens, "sample ", i, ": ", name, " has ", n,
-            " tokens, more than its max_tokens = ", c->max_tokens);
-      check_finite(in.features.data(), in.features.size(), i, name.c_str());
-      check(in.positions.rows() == 0 || in.positions.rows() == n, "sample ", i, ": ", name,
-            " has ", in.positions.rows(), " positions for ", n, " tokens (give one per token, or none)");
-      for (Index r = 0; r < in.positions.rows(); ++r)
-        for (Index a = 0; a < 3; ++a) {
-          const std::int64_t p = in.positions(r, a);
-          check(p >= 0 && p <= max_position_offset, "sample ", i, ": ", name, " position (",
-                in.positions(r, 0), ", ", in.positions(r, 1), ", ", in.positions(r, 2),
-                ") of token ", r, " is outside [0, ", max_position_offset, "]");
-        }
-    }
-  }
 
   // The largest position offset a custom modality may give (keeps RoPE angles exact enough
   // and every running offset far from overflow).

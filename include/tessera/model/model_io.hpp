@@ -13,6 +13,7 @@
 #include <tessera/model/encoder.hpp>
 
 #include <cmath>
+#include <cstdint>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -27,9 +28,18 @@ inline constexpr const char* weights_file_name = "model.safetensors";
 template <class Scalar = float>
 MultiModalEncoder<Scalar> load_model(const std::filesystem::path& dir) {
   check(std::filesystem::is_directory(dir), "load_model: ", dir.string(), " is not a directory");
-  MultiModalEncoder<Scalar> model(load_config(dir / config_file_name));
+  const Config config = load_config(dir / config_file_name);
   const auto file = SafetensorsFile::open(dir / weights_file_name);
   const std::string where = (dir / weights_file_name).string();
+  // Every weight is stored in 2 bytes at least (F16, BF16): a config describing more weights
+  // than the file can hold is refused before the model is allocated.
+  std::uint64_t stored_bytes = 0;
+  for (const auto& name : file.names()) stored_bytes += file.info(name).bytes.size();
+  const std::uint64_t weights = parameter_count(config);
+  check(weights <= stored_bytes / 2, where, ": ", (dir / config_file_name).string(),
+        " describes a model of ", weights, " weights, more than the file's ", stored_bytes,
+        " bytes of tensors can hold");
+  MultiModalEncoder<Scalar> model(config);
 
   std::set<std::string> expected;
   for (auto& p : model.parameters()) {

@@ -98,10 +98,7 @@ class PairSampler {
           "PairSampler: the first stage must start at step 0");
     for (std::size_t i = 0; i < items.size(); ++i) {
       for (int k = 0; k < pair_kind_count; ++k) {
-        const auto [a, b] = pair_kinds[static_cast<std::size_t>(k)];
-        if (items[i][static_cast<std::size_t>(a)] && items[i][static_cast<std::size_t>(b)]) {
-          eligible_[static_cast<std::size_t>(k)].push_back(i);
-        }
+        if (has_kind(items[i], k)) eligible_[static_cast<std::size_t>(k)].push_back(i);
       }
     }
     for (std::size_t s = 0; s < stages_.size(); ++s) {
@@ -147,10 +144,8 @@ class PairSampler {
   static std::vector<SamplerStage> possible_only(std::vector<SamplerStage> stages,
                                                  const std::vector<ModalitySet>& items) {
     for (int k = 0; k < pair_kind_count; ++k) {
-      const auto [a, b] = pair_kinds[static_cast<std::size_t>(k)];
-      const bool possible = std::any_of(items.begin(), items.end(), [&](const ModalitySet& s) {
-        return s[static_cast<std::size_t>(a)] && s[static_cast<std::size_t>(b)];
-      });
+      const bool possible = std::any_of(items.begin(), items.end(),
+                                        [k](const ModalitySet& s) { return has_kind(s, k); });
       if (possible) continue;
       for (auto& stage : stages) stage.weights[static_cast<std::size_t>(k)] = 0;
     }
@@ -192,6 +187,12 @@ class PairSampler {
   }
 
  private:
+  // Whether an item with modalities `s` can stand on both sides of pair kind `kind`.
+  static bool has_kind(const ModalitySet& s, int kind) {
+    const auto& [a, b] = pair_kinds[static_cast<std::size_t>(kind)];
+    return s[static_cast<std::size_t>(a)] && s[static_cast<std::size_t>(b)];
+  }
+
   // Largest-remainder rounding of pairs_per_batch * w / total (ties to the lower kind).
   std::array<Index, pair_kind_count> split(const std::array<double, pair_kind_count>& weights,
                                            double total) const {

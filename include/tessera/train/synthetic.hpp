@@ -286,31 +286,19 @@ inline std::int64_t synthetic_position_y(Index position, std::int64_t size) {
   return position == 2 ? size * 27 / 100 : position == 3 ? size * 73 / 100 : size / 2;
 }
 
-// The frames as 4:2:0 Y4M through Y4mWriter, written under a temporary name and renamed into
-// place, as write_file_atomically does for the other files.
+// The frames as 4:2:0 Y4M through Y4mWriter (which writes a temporary file and renames it
+// into place, as write_file_atomically does for the other files).
 inline void write_synthetic_y4m(const std::filesystem::path& file, const std::vector<Image>& frames,
                                 Index frame_rate) {
-  std::filesystem::path temporary = file;
-  temporary += ".tmp";
-  try {
-    Y4mHeader header;
-    header.width = frames.front().width;
-    header.height = frames.front().height;
-    header.rate_num = frame_rate;
-    header.rate_den = 1;
-    header.colorspace = Y4mColorspace::c420jpeg;
-    Y4mWriter writer(temporary, header);
-    for (const Image& frame : frames) writer.write(frame);
-    writer.close();
-  } catch (...) {
-    std::error_code ignored;
-    std::filesystem::remove(temporary, ignored);
-    throw;
-  }
-  std::error_code error;
-  std::filesystem::rename(temporary, file, error);
-  check(!error, file.string(), ": cannot rename ", temporary.string(), " into place: ",
-        error.message());
+  Y4mHeader header;
+  header.width = frames.front().width;
+  header.height = frames.front().height;
+  header.rate_num = frame_rate;
+  header.rate_den = 1;
+  header.colorspace = Y4mColorspace::c420jpeg;
+  Y4mWriter writer(file, header);
+  for (const Image& frame : frames) writer.write(frame);
+  writer.close();
 }
 
 inline void create_synthetic_directory(const std::filesystem::path& dir) {
