@@ -1,0 +1,69 @@
+#pragma once
+// What every fuzz target shares (fuzz/CMakeLists.txt, docs/robustness.md).
+//
+// A target hands libFuzzer's bytes to one parser. Refusing the bytes with tessera::Error is
+// the contract; anything else is a finding that libFuzzer reports and saves: a crash or a
+// sanitizer report, an exception of another type (it escapes LLVMFuzzerTestOneInput and
+// aborts), an internal assertion (TESSERA_ASSERT's Error, turned into an abort here), an
+// allocation above -malloc_limit_mb, or an input slower than -timeout.
+
+#include <tessera/core/error.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <span>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+#include <unistd.h>
+
+namespace fuzz {
+
+// Runs `parse`; a tessera::Error is an accepted refusal, unless it reports a broken invariant.
+template <class Parse>
+int refuse_with_error_only(Parse&& parse) {
+  try {
+    parse();
+  } catch (const tessera::Error& error) {
+    if (std::string_view(error.what()).starts_with("tessera internal error")) {
+      std::fprintf(stderr, "%s\n", error.what());
+      std::abort();
+    }
+  }
+  return 0;
+}
+
+inline std::string_view as_text(const std::uint8_t* data, std::size_t size) {
+  return {reinterpret_cast<const char*>(data), size};
+}
+
+// For the parsers that read a path: the bytes written to one file per process, rewritten for
+// every input (the fuzzers run one input at a time).
+inline std::filesystem::path as_file(const std::uint8_t* data, std::size_t size,
+                                     const char* extension) {
+  struct RemovedAtExit {
+    std::filesystem::path path;
+    ~RemovedAtExit() {
+      std::error_code ignored;
+      std::filesystem::remove(path, ignored);
+    }
+  };
+  static const RemovedAtExit file{std::filesystem::temp_directory_path() /
+                                  ("tessera-fuzz-" + std::to_string(::getpid()) + extension)};
+  const std::filesystem::path& path = file.path;
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
+  out.close();
+  if (!out) {
+    std::fprintf(stderr, "fuzz: cannot write %s\n", path.c_str());
+    std::abort();
+  }
+  return path;
+}
+
+}  // namespace fuzz
