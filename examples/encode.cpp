@@ -9,6 +9,8 @@
 //   --text "..." --image FILE --audio FILE.wav --video FILE|DIR [--video-fps R]
 //                               raw inputs, mixed freely into one sample; --next starts
 //                               another one. --video-fps is a frame directory's rate (30).
+//   --text-file FILE            the text of FILE (UTF-8; one final line end is dropped),
+//                               in place of --text
 // All samples form one packed batch. OUT holds `embeddings` [N, E] and `hidden.0`,
 // `hidden.1`, ... ([L_i, D]). --repeat N runs everything N times and prints per-stage timings
 // (decode, preprocess, encode) as JSON on stdout. --similarities prints the cosine similarity
@@ -33,8 +35,8 @@
 namespace {
 
 constexpr const char* usage =
-    "usage: tessera-encode --model DIR [--inputs FILE.safetensors ...] [--text T] [--image F] "
-    "[--audio F] [--video F|DIR [--video-fps R]] [--next ...] --out OUT.safetensors "
+    "usage: tessera-encode --model DIR [--inputs FILE.safetensors ...] [--text T | --text-file F] "
+    "[--image F] [--audio F] [--video F|DIR [--video-fps R]] [--next ...] --out OUT.safetensors "
     "[--threads N] [--repeat N] [--similarities]";
 
 // One sample of the batch: a preprocessed inputs file or raw inputs.
@@ -80,6 +82,12 @@ Options parse(int argc, char** argv) {
       raw_open = false;
     } else if (arg == "--text") {
       set_once(raw().text, value, arg);
+    } else if (arg == "--text-file") {
+      std::string text = tessera::detail::read_text_file(value, "--text-file");
+      tessera::validate_utf8(text, value);  // named by its file, not by the tokenizer
+      if (text.ends_with('\n')) text.pop_back();  // the file's last line end
+      if (text.ends_with('\r')) text.pop_back();
+      set_once(raw().text, std::move(text), "--text");
     } else if (arg == "--image") {
       set_once(raw().image, std::filesystem::path(value), arg);
     } else if (arg == "--audio") {
@@ -171,6 +179,7 @@ int main(int argc, char** argv) {
         if (!source.inputs_file.empty()) {
           const auto start = std::chrono::steady_clock::now();
           batch.push_back(tessera::read_sample<float>(source.inputs_file));
+          model.check_sample(batch.back(), source.inputs_file);  // errors name the file
           stages.decode += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         } else {
           batch.push_back(front->load(source.files, &stages));
