@@ -25,7 +25,7 @@
 #include <string>
 #include <vector>
 
-namespace {
+namespace test_audio {
 
 namespace fs = std::filesystem;
 using tessera::Index;

@@ -14,7 +14,7 @@
 #include <functional>
 #include <string>
 
-namespace {
+namespace test_config {
 
 using nlohmann::json;
 using tessera::Config;

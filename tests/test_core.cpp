@@ -19,7 +19,7 @@
 #include <type_traits>
 #include <vector>
 
-namespace {
+namespace test_core {
 
 using ::testing::HasSubstr;
 using ::testing::StartsWith;

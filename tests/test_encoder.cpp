@@ -20,7 +20,7 @@
 #include <vector>
 
 namespace tessera {
-namespace {
+namespace test_encoder {
 
 using ::testing::HasSubstr;
 

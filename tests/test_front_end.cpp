@@ -17,7 +17,7 @@
 #include <vector>
 
 namespace tessera {
-namespace {
+namespace test_front_end {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;

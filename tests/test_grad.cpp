@@ -43,7 +43,7 @@
 #include <vector>
 
 namespace tessera {
-namespace {
+namespace test_grad {
 
 using M = Matrix<double>;
 using V = Vector<double>;

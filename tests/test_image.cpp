@@ -30,7 +30,7 @@
 #include <set>
 
 namespace tessera {
-namespace {
+namespace test_image {
 
 using ::testing::HasSubstr;
 using test::data_dir;

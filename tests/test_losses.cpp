@@ -5,7 +5,7 @@
 #include "test_util.hpp"
 
 namespace tessera {
-namespace {
+namespace test_losses {
 
 template <class Scalar>
 class LossTest : public ::testing::Test {};

@@ -17,8 +17,16 @@
 #include <map>
 #include <string>
 
+#if defined(__unix__) || defined(__APPLE__)
+#include <csignal>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#define TESSERA_TEST_FORK 1
+#endif
+
 namespace tessera {
-namespace {
+namespace test_model_io {
 
 using ::testing::HasSubstr;
 namespace fs = std::filesystem;
@@ -172,6 +180,85 @@ TEST(ModelIo, DirectoryAndConfigErrors) {
   std::ofstream(tmp.path() / "config.json") << R"({"hidden_dim": 30, "num_heads": 4, "text": {}})";
   EXPECT_THAT(test::error_of([&] { load_model<float>(tmp.path()); }), HasSubstr("hidden_dim"));
 }
+
+TEST(ModelIo, ParameterCountMatchesTheModelsWeights) {
+  std::vector<Config> configs = {small_config("routed"), small_config("cls"), small_config("mean")};
+  for (const auto& entry : fs::directory_iterator(fs::path(TESSERA_TEST_DATA_DIR) / "encoder")) {
+    configs.push_back(load_config(entry.path() / config_file_name));
+  }
+  for (const auto& config : configs) {
+    const MultiModalEncoder<float> model(config);
+    std::uint64_t total = 0;
+    for (const auto& p : model.parameters()) total += static_cast<std::uint64_t>(p.size());
+    EXPECT_EQ(parameter_count(config), total) << to_json(config).dump();
+  }
+  Config huge = small_config();
+  huge.hidden_dim = huge.ffn_dim = huge.num_layers = detail::config_max_integer;
+  huge.num_heads = 1;
+  EXPECT_EQ(parameter_count(huge), ~std::uint64_t{0});  // saturates
+}
+
+// A config.json describing more weights than model.safetensors can hold (10^6 layers here,
+// about 12 GB of float weights) is refused before the model is allocated.
+TEST(ModelIo, ConfigLargerThanItsWeightsIsRefusedBeforeAllocating) {
+  TempDir tmp;
+  MultiModalEncoder<float> model(small_config());
+  save_model(model, tmp.path());
+  Config lying = small_config();
+  lying.num_layers = 1'000'000;
+  save_config(lying, tmp.path() / config_file_name);
+  const std::string error = test::error_of([&] { load_model<float>(tmp.path()); });
+  EXPECT_THAT(error, HasSubstr("model.safetensors: "));
+  EXPECT_THAT(error, HasSubstr("config.json describes a model of " +
+                               std::to_string(parameter_count(lying)) + " weights, more than "
+                               "the file's "));
+}
+
+#ifdef TESSERA_TEST_FORK
+// A save killed half-way leaves the model saved before it intact: save_model writes each
+// file to a temporary beside it and renames it into place when complete. The kill is real
+// and deterministic: a child process may write at most 64 KB to any file (RLIMIT_FSIZE), so
+// the kernel ends it with SIGXFSZ in the middle of writing the 1.3 MB weights file.
+TEST(ModelIo, InterruptedSaveLeavesTheOldModelIntact) {
+  TempDir tmp;
+  MultiModalEncoder<float> old_model(small_config());
+  old_model.init_random(1);
+  save_model(old_model, tmp.path());
+  Config bigger = small_config();
+  bigger.text->vocab_size = 20000;  // 20000 x 16 floats of token embeddings
+  MultiModalEncoder<float> new_model(bigger);
+  new_model.init_random(2);
+
+  const pid_t child = ::fork();
+  ASSERT_NE(child, -1);
+  if (child == 0) {
+    const rlimit limit{64 * 1024, 64 * 1024};
+    ::setrlimit(RLIMIT_FSIZE, &limit);
+    try {
+      save_model(new_model, tmp.path());
+    } catch (...) {
+    }
+    ::_exit(0);  // reached only if the save was not interrupted
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "the save was not interrupted (exit status " << status << ")";
+  EXPECT_EQ(WTERMSIG(status), SIGXFSZ);
+
+  // The old model loads, bit for bit; what the child wrote is a temporary file beside it.
+  expect_same_weights(old_model, load_model<float>(tmp.path()));
+  EXPECT_EQ(load_config(tmp.path() / config_file_name), small_config());
+  int temporaries = 0;
+  for (const auto& entry : fs::directory_iterator(tmp.path())) {
+    const std::string name = entry.path().filename().string();
+    if (name.starts_with(std::string(weights_file_name) + ".tmp-")) {
+      ++temporaries;
+      EXPECT_EQ(fs::file_size(entry.path()), 64u * 1024u);  // cut where the limit struck
+    }
+  }
+  EXPECT_EQ(temporaries, 1);
+}
+#endif
 
 TEST(SampleIo, RoundTripAndErrors) {
   TempDir tmp;

@@ -22,7 +22,7 @@
 #include <string>
 
 namespace tessera {
-namespace {
+namespace test_nn {
 
 using test::Fixture;
 using test::close_to_reference;
@@ -146,7 +146,7 @@ TYPED_TEST(NnTest, GemmAssignsAndAccumulatesOnBlocks) {
   const Matrix<Scalar> start = Matrix<Scalar>::Random(40, 50);
   const auto a_block = a.block(3, 2, 20, 17);                    // [20, 17]
   const auto bt_block = b.block(5, 4, 25, 17);                   // [25, 17]: op(b) = b^T
-  const auto bn_block = b.block(1, 6, 17, 25);                   // [17, 25]: op(b) = b
+  const auto bn_block = b.block(1, 4, 17, 25);                   // [17, 25]: op(b) = b
   const Matrix<double> ad = a_block.template cast<double>();
   const Matrix<double> base = start.block(2, 3, 20, 25).template cast<double>();
   for (const bool accumulate : {false, true}) {
@@ -176,7 +176,7 @@ TYPED_TEST(NnTest, GemmWithATransposedFirstOperand) {
   const Matrix<Scalar> a = Matrix<Scalar>::Random(40, 30), b = Matrix<Scalar>::Random(50, 30);
   const auto at_block = a.block(3, 2, 17, 20);   // [17, 20]: op(a) = a^T [20, 17]
   const auto bt_block = b.block(5, 4, 25, 17);   // [25, 17]: op(b) = b^T
-  const auto bn_block = b.block(1, 6, 17, 25);   // [17, 25]: op(b) = b
+  const auto bn_block = b.block(1, 4, 17, 25);   // [17, 25]: op(b) = b
   const Matrix<double> atd = at_block.template cast<double>().transpose();
   for (const bool accumulate : {false, true}) {
     const Matrix<Scalar> start = Matrix<Scalar>::Random(20, 25);

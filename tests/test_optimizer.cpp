@@ -18,7 +18,7 @@
 #include <vector>
 
 namespace tessera {
-namespace {
+namespace test_optimizer {
 
 using ::testing::HasSubstr;
 

@@ -29,7 +29,7 @@ TEST(PointCloud, NeedsIcuAndStb) {
 #include <vector>
 
 namespace point_cloud {
-namespace {
+namespace test_point_cloud {
 
 using ::testing::HasSubstr;
 using tessera::test::error_of;

@@ -11,7 +11,7 @@
 #include <vector>
 
 namespace tessera {
-namespace {
+namespace test_random {
 
 TEST(SplitMix64, MatchesTheReferenceSequence) {
   // The first outputs from state 0 of the reference implementation (Vigna's splitmix64.c).

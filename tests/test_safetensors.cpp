@@ -20,7 +20,7 @@
 #include <string>
 #include <vector>
 
-namespace {
+namespace test_safetensors {
 
 using tessera::DType;
 using tessera::SafetensorsFile;
@@ -549,12 +549,25 @@ TEST_F(SafetensorsTest, HeaderNotObject) {
               HasSubstr(path.string() + ": header is not a JSON object (got array)"));
 }
 
+// Values nested deeper than max_json_depth are refused, and never built: 100000 levels would
+// overflow the stack when a message prints the value (nlohmann's dump recurses).
+TEST_F(SafetensorsTest, HeaderNestedTooDeep) {
+  const std::string deep = "{\"a\":" + std::string(100000, '[') + std::string(100000, ']') + "}";
+  const fs::path path = write_file(dir, deep, 0);
+  EXPECT_THAT(open_error(path), HasSubstr(path.string() + ": header: nested deeper than 64 levels"));
+  const std::string ok = "{\"__metadata__\":{\"a\":\"b\"},\"x\":" + std::string(30, '[') +
+                         std::string(30, ']') + "}";
+  EXPECT_THAT(open_error(write_file(dir, ok, 0, "shallow")),
+              HasSubstr("tensor 'x': entry is not a JSON object"));  // parsed, then refused
+}
+
 TEST_F(SafetensorsTest, DuplicateName) {
   const fs::path path = write_file(dir,
                                    R"({"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},)"
                                    R"("w":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}})",
                                    2);
-  EXPECT_THAT(open_error(path), HasSubstr(path.string() + ": header has the key 'w' twice"));
+  EXPECT_THAT(open_error(path),
+              HasSubstr(path.string() + ": header: key \"w\" appears twice in one object"));
 }
 
 TEST_F(SafetensorsTest, EntryNotObject) {

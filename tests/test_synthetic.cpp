@@ -39,7 +39,7 @@ TEST(Synthetic, NeedsStb) {
 #include <vector>
 
 namespace tessera {
-namespace {
+namespace test_synthetic {
 
 using ::testing::HasSubstr;
 using test::error_of;
@@ -642,12 +642,13 @@ TEST(Synthetic, WriteErrorsNameThePathAndBadOptionsWriteNothing) {
               HasSubstr("SyntheticOptions::image_size must be in [16, 1024], got 8"));
   EXPECT_FALSE(std::filesystem::exists(dir / "world"));
 
-  // A failure midway (a directory blocks one video's temporary file): the error names the
-  // file, and the list of the world written there before is gone, so no list points at a
-  // mixture of two worlds.
+  // A failure midway (a directory where one video goes, so its temporary file cannot be
+  // renamed into place): the error names the file, and the list of the world written there
+  // before is gone, so no list points at a mixture of two worlds.
   const auto world = dir / "rewritten";
   write_synthetic_world(world, small_options());
-  std::filesystem::create_directories(world / "video" / "red-circle-top-up-0.y4m.tmp");
+  std::filesystem::remove(world / "video" / "red-circle-top-up-0.y4m");
+  std::filesystem::create_directories(world / "video" / "red-circle-top-up-0.y4m" / "blocked");
   EXPECT_THAT(error_of([&] { write_synthetic_world(world, small_options()); }),
               HasSubstr((world / "video" / "red-circle-top-up-0.y4m").string()));
   EXPECT_FALSE(std::filesystem::exists(world / "train.jsonl"));

@@ -45,7 +45,7 @@ TEST(TokenizeText, NeedsIcu) {
 #include <thread>
 #include <vector>
 
-namespace {
+namespace test_tokenize_text {
 
 using ::testing::HasSubstr;
 using tessera::BpeMerges;

@@ -25,7 +25,7 @@
 #include <vector>
 
 namespace tessera {
-namespace {
+namespace test_train {
 
 using ::testing::HasSubstr;
 

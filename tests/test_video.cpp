@@ -30,7 +30,7 @@ extern "C" {
 #endif
 
 namespace tessera {
-namespace {
+namespace test_video {
 
 using ::testing::HasSubstr;
 
