@@ -512,7 +512,7 @@ TEST(Gradients, TransformerBlock) {
   for (const auto& [norm, activation] : {std::pair{"layernorm", "gelu"}, {"rmsnorm", "swiglu"}}) {
     SCOPED_TRACE(std::string(norm) + ", " + activation);
     const Config config = block_config(norm, activation);
-    nn::TransformerBlock<double> layer(config), grad(config);
+    nn::TransformerBlock<double> layer(block_options(config)), grad(block_options(config));
     std::vector<Checked> tensors = attention_weights("attn.", layer.attn, grad.attn, 80);
     layer.norm1.weight = random_matrix(8, 1, 90) + V::Ones(8);
     layer.norm2.weight = random_matrix(8, 1, 91) + V::Ones(8);
@@ -571,7 +571,7 @@ TEST(Gradients, AttentionPool) {
 
 TEST(Gradients, BlockBackwardBitwiseIdenticalForOneAndTwoThreads) {
   const Config config = block_config("layernorm", "gelu");
-  nn::TransformerBlock<float> layer(config);
+  nn::TransformerBlock<float> layer(block_options(config));
   std::srand(120);
   for (auto* w : {&layer.attn.q_proj, &layer.attn.k_proj, &layer.attn.v_proj, &layer.attn.out_proj,
                   &layer.ffn.fc1, &layer.ffn.fc2}) {
@@ -583,7 +583,7 @@ TEST(Gradients, BlockBackwardBitwiseIdenticalForOneAndTwoThreads) {
   typename nn::TransformerBlock<float>::Saved saved;
   Matrix<float> out(300, 8);
   layer.forward(out, x, segments, nullptr, nullptr, &saved);
-  std::vector<nn::TransformerBlock<float>> grads(2, nn::TransformerBlock<float>(config));
+  std::vector<nn::TransformerBlock<float>> grads(2, nn::TransformerBlock<float>(block_options(config)));
   std::vector<Matrix<float>> d_x(2, Matrix<float>(300, 8));
   for (int t = 0; t < 2; ++t) {
     ScopedThreads threads(t + 1);

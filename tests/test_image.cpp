@@ -19,6 +19,7 @@
 #include <tessera/core/parallel.hpp>
 #include <tessera/io/image.hpp>
 #include <tessera/tokenize/image.hpp>
+#include <tessera/tokenize/image_file.hpp>
 
 #include "test_util.hpp"
 

@@ -3,6 +3,7 @@
 
 // core: errors, warnings, matrix types, threads, named parameters
 #include <tessera/core/error.hpp>
+#include <tessera/core/image.hpp>
 #include <tessera/core/parallel.hpp>
 #include <tessera/core/parameter.hpp>
 #include <tessera/core/warning.hpp>
@@ -47,6 +48,9 @@
 #include <tessera/tokenize/clip_bpe.hpp>
 #include <tessera/tokenize/gpt2_bpe.hpp>
 #include <tessera/tokenize/text.hpp>
+#endif
+#if defined(TESSERA_HAS_STB)
+#include <tessera/tokenize/image_file.hpp>
 #endif
 #if defined(TESSERA_HAS_ICU) && defined(TESSERA_HAS_STB)
 #include <tessera/tokenize/files.hpp>

@@ -4,7 +4,6 @@
 //
 //   decode_image(path, limits)                 a PNG, JPEG, BMP or binary PPM/PGM file
 //   decode_image_memory(bytes, name, limits)   the same from memory; `name` is used in errors
-//   preprocess_image(path, config)             decode + the pipeline of tokenize/image.hpp
 //   write_png(path, image)                     8-bit RGB PNG (stb_image_write), atomically
 //
 // What comes out, per input kind (each checked against Pillow 9.4, see docs/image.md):
@@ -48,8 +47,7 @@
 #include <tessera/core/error.hpp>
 #include <tessera/core/tensor.hpp>
 #include <tessera/io/atomic_file.hpp>
-#include <tessera/model/config.hpp>
-#include <tessera/tokenize/image.hpp>
+#include <tessera/core/image.hpp>
 
 #include <stb_image.h>
 #include <stb_image_write.h>
@@ -554,14 +552,6 @@ inline Image decode_image(const std::filesystem::path& path, const ImageLimits& 
                                         std::istreambuf_iterator<char>());
   check(!in.bad(), name, ": cannot read the image file: ", std::strerror(errno));
   return decode_image_memory(bytes, name, limits);
-}
-
-// SPEC 5.2 from a file: decode, resize the shorter side, center crop, /255, normalize.
-template <class Scalar = float>
-Tensor3<Scalar> preprocess_image(const std::filesystem::path& path,
-                                 const ImageConfig& config,  // -> [C, S, S]
-                                 const ImageLimits& limits = {}) {
-  return preprocess_image<Scalar>(decode_image(path, limits), config);
 }
 
 // Writes `image` as an 8-bit RGB PNG (stb_image_write), through a temporary file renamed into

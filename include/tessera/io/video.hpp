@@ -27,7 +27,7 @@
 #include <tessera/core/error.hpp>
 #include <tessera/core/tensor.hpp>
 #include <tessera/io/y4m.hpp>
-#include <tessera/tokenize/image.hpp>
+#include <tessera/core/image.hpp>
 #if TESSERA_HAS_STB
 #include <tessera/io/image.hpp>
 #endif

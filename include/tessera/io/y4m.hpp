@@ -33,7 +33,7 @@
 #include <tessera/core/error.hpp>
 #include <tessera/core/tensor.hpp>
 #include <tessera/io/atomic_file.hpp>
-#include <tessera/tokenize/image.hpp>  // Image: the 8-bit RGB frame type
+#include <tessera/core/image.hpp>
 
 #include <algorithm>
 #include <cerrno>

@@ -18,6 +18,8 @@
 #include <tessera/core/tensor.hpp>
 #include <tessera/io/atomic_file.hpp>
 #include <tessera/io/json.hpp>
+#include <tessera/nn/activation.hpp>
+#include <tessera/nn/norm.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -41,8 +43,6 @@
 
 namespace tessera {
 
-enum class Activation { gelu, gelu_tanh, quick_gelu, relu, swiglu };
-enum class NormKind { layernorm, rmsnorm };
 enum class PositionKind { rope, learned };
 enum class PoolingKind { mean, cls, routed };
 
@@ -160,32 +160,11 @@ inline void save_config(const Config& config, const std::filesystem::path& file)
 // against the weights file before allocating the model.
 inline std::uint64_t parameter_count(const Config& config);
 
-inline const char* to_string(Activation a);
-inline const char* to_string(NormKind n);
 inline const char* to_string(PositionKind p);
 inline const char* to_string(PoolingKind p);
 
 // ---------------------------------------------------------------------------------------------
 // Implementation
-
-inline const char* to_string(Activation a) {
-  switch (a) {
-    case Activation::gelu: return "gelu";
-    case Activation::gelu_tanh: return "gelu_tanh";
-    case Activation::quick_gelu: return "quick_gelu";
-    case Activation::relu: return "relu";
-    case Activation::swiglu: return "swiglu";
-  }
-  return "unknown";
-}
-
-inline const char* to_string(NormKind n) {
-  switch (n) {
-    case NormKind::layernorm: return "layernorm";
-    case NormKind::rmsnorm: return "rmsnorm";
-  }
-  return "unknown";
-}
 
 inline const char* to_string(PositionKind p) {
   switch (p) {

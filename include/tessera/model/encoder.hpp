@@ -17,6 +17,7 @@
 #include <tessera/core/warning.hpp>
 #include <tessera/core/tensor.hpp>
 #include <tessera/model/config.hpp>
+#include <tessera/model/sample.hpp>
 #include <tessera/nn/attention.hpp>
 #include <tessera/nn/attention_pool.hpp>
 #include <tessera/nn/block.hpp>
@@ -39,42 +40,6 @@
 #include <vector>
 
 namespace tessera {
-
-// The input of one custom modality (Config::custom): one vector per token, made by the
-// modality's front end, and optionally a RoPE position per token.
-//   token j = features.row(j) W^T + b    with `<name>.patch_embed.weight` W [D, input_dim]
-//   position j = (s + t_j, s + y_j, s + x_j), then s += 1 + the largest offset;
-//   no positions: (s + j, s + j, s + j), then s += n (a sequence, like audio)
-template <class Scalar>
-struct CustomInput {
-  Matrix<Scalar> features;  // [n, input_dim]
-  Positions positions;      // [n, 3] (t, y, x) offsets >= 0 within the modality, or empty
-};
-
-// One input of the encoder: any subset of the modalities (at least one).
-template <class Scalar>
-struct Sample {
-  std::optional<std::vector<std::int64_t>> text;  // [n] token ids
-  std::optional<Tensor3<Scalar>> image;           // [C, S, S] preprocessed (SPEC 5.2)
-  std::optional<Matrix<Scalar>> audio;            // [M, T] features (SPEC 5.3)
-  std::optional<Tensor4<Scalar>> video;           // [T, C, S, S] preprocessed frames (SPEC 5.4)
-  std::map<std::string, CustomInput<Scalar>> custom;  // by custom modality name
-
-  bool empty() const { return !text && !image && !audio && !video && custom.empty(); }
-};
-
-// The encoder's output for one sample.
-template <class Scalar>
-struct Encoding {
-  Vector<Scalar> embedding;     // [E] unit L2 norm
-  Matrix<Scalar> hidden;        // [L, D] final hidden states (after the final norm)
-  std::vector<int> modality;    // [L] 0 text, 1 image, 2 audio, 3 video, 4 + k the k-th
-                                // custom modality, -1 the cls token
-  Positions positions;          // [L, 3] (t, y, x) RoPE positions (computed in learned mode too)
-  Vector<Scalar> routing;       // [4 + custom] routed pooling's weight per modality (0 where absent);
-                                // empty with mean or cls pooling
-  int audio_clips = 1;          // > 1: long audio was split into this many clips (SPEC 5.3)
-};
 
 // Where a sample's next tokens start: the running RoPE offset s of SPEC 2 and, per modality
 // (4 + custom), how many tokens the sample has already (learned positions continue there).
@@ -122,6 +87,11 @@ struct EncoderTrace {
   typename nn::Norm<Scalar>::Saved final_norm;
   std::vector<Encoding<Scalar>> encodings;   // [N]
 };
+
+// The options of each of the encoder's transformer blocks.
+inline nn::BlockOptions block_options(const Config& c) {
+  return {c.hidden_dim, c.num_heads, c.ffn_dim, c.activation, c.norm, c.norm_eps};
+}
 
 template <class Scalar>
 class MultiModalEncoder {
@@ -182,7 +152,7 @@ class MultiModalEncoder {
     }
     modality_embed = Matrix<Scalar>::Zero(config.modality_count(), d);
     if (config.pooling == PoolingKind::cls) cls_token = Matrix<Scalar>::Zero(1, d);
-    layers.assign(static_cast<std::size_t>(config.num_layers), nn::TransformerBlock<Scalar>(config));
+    layers.assign(static_cast<std::size_t>(config.num_layers), nn::TransformerBlock<Scalar>(block_options(config)));
     final_norm = nn::Norm<Scalar>(config.norm, d, eps());
     if (config.pooling == PoolingKind::routed) {
       router = nn::Linear<Scalar>(d, config.modality_count(), true);

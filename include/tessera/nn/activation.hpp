@@ -8,12 +8,29 @@
 //   silu       f' = s (1 + x (1 - s))                          (s = sigmoid(x))
 
 #include <tessera/core/tensor.hpp>
-#include <tessera/model/config.hpp>
 
 #include <unsupported/Eigen/SpecialFunctions>
 
 #include <algorithm>
 #include <cmath>
+
+namespace tessera {
+
+// A transformer's feed-forward activation (config key "activation"; nn/ffn.hpp).
+enum class Activation { gelu, gelu_tanh, quick_gelu, relu, swiglu };
+
+inline const char* to_string(Activation a) {
+  switch (a) {
+    case Activation::gelu: return "gelu";
+    case Activation::gelu_tanh: return "gelu_tanh";
+    case Activation::quick_gelu: return "quick_gelu";
+    case Activation::relu: return "relu";
+    case Activation::swiglu: return "swiglu";
+  }
+  return "unknown";
+}
+
+}  // namespace tessera
 
 namespace tessera::nn {
 

@@ -12,6 +12,16 @@
 
 namespace tessera::nn {
 
+// The sizes and kinds of one block; the encoder fills them from its Config.
+struct BlockOptions {
+  Index dim = 256;      // D
+  Index num_heads = 4;  // H
+  Index ffn_dim = 1024;  // F
+  Activation activation = Activation::gelu;
+  NormKind norm = NormKind::layernorm;
+  double norm_eps = 1e-5;
+};
+
 template <class Scalar>
 struct TransformerBlock {
   Norm<Scalar> norm1;
@@ -30,11 +40,11 @@ struct TransformerBlock {
   };
 
   TransformerBlock() = default;
-  TransformerBlock(const Config& config)
-      : norm1(config.norm, config.hidden_dim, static_cast<Scalar>(config.norm_eps)),
-        attn(config.hidden_dim, config.num_heads),
-        norm2(config.norm, config.hidden_dim, static_cast<Scalar>(config.norm_eps)),
-        ffn(config.activation, config.hidden_dim, config.ffn_dim) {}
+  explicit TransformerBlock(const BlockOptions& o)
+      : norm1(o.norm, o.dim, static_cast<Scalar>(o.norm_eps)),
+        attn(o.dim, o.num_heads),
+        norm2(o.norm, o.dim, static_cast<Scalar>(o.norm_eps)),
+        ffn(o.activation, o.dim, o.ffn_dim) {}
 
   // requires: x [L, D]; segments cover [0, L); positions [L, 3] when rope is given.
   // ensures: out is assigned (out may alias x).

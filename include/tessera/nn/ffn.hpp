@@ -12,7 +12,6 @@
 //           d_x = d_g W_gate + d_u W_up
 
 #include <tessera/core/tensor.hpp>
-#include <tessera/model/config.hpp>
 #include <tessera/nn/activation.hpp>
 #include <tessera/nn/linear.hpp>
 

@@ -15,9 +15,23 @@
 
 #include <tessera/core/error.hpp>
 #include <tessera/core/tensor.hpp>
-#include <tessera/model/config.hpp>
 
 #include <cmath>
+
+namespace tessera {
+
+// Which normalization a norm layer computes (config key "norm").
+enum class NormKind { layernorm, rmsnorm };
+
+inline const char* to_string(NormKind n) {
+  switch (n) {
+    case NormKind::layernorm: return "layernorm";
+    case NormKind::rmsnorm: return "rmsnorm";
+  }
+  return "unknown";
+}
+
+}  // namespace tessera
 
 namespace tessera::nn {
 

@@ -25,10 +25,11 @@
 #include <tessera/io/video.hpp>
 #include <tessera/io/wav.hpp>
 #include <tessera/model/config.hpp>
-#include <tessera/model/encoder.hpp>
+#include <tessera/model/sample.hpp>
 #include <tessera/tokenize/audio.hpp>
 #include <tessera/tokenize/front_end.hpp>
 #include <tessera/tokenize/image.hpp>
+#include <tessera/tokenize/image_file.hpp>
 #include <tessera/tokenize/text.hpp>
 #include <tessera/tokenize/video.hpp>
 

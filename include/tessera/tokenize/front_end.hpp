@@ -19,7 +19,7 @@
 
 #include <tessera/core/error.hpp>
 #include <tessera/model/config.hpp>
-#include <tessera/model/encoder.hpp>
+#include <tessera/model/sample.hpp>
 
 #include <algorithm>
 #include <chrono>

@@ -8,7 +8,7 @@
 //   normalize_image(image, m, s)    ToTensor (/255) then Normalize ((x - mean) / std)
 //   preprocess_image(image, config) all three; preprocess_image_u8 stops before normalizing
 //
-// Decoding files lives in io/image.hpp (it needs stb_image); that header also has the
+// Decoding files lives in io/image.hpp (it needs stb_image); tokenize/image_file.hpp has the
 // one-call preprocess_image(path, config). This one needs nothing but Eigen, so video
 // frames from any source can go through the same pipeline.
 //
@@ -21,6 +21,7 @@
 
 #include <tessera/core/error.hpp>
 #include <tessera/core/tensor.hpp>
+#include <tessera/core/image.hpp>
 #include <tessera/detail/rounding.hpp>
 #include <tessera/model/config.hpp>
 
@@ -33,31 +34,8 @@
 
 namespace tessera {
 
-// An 8-bit RGB image, rows top to bottom: channel c of pixel (y, x) is
-// rgb[(y * width + x) * 3 + c].
-struct Image {
-  Index width = 0;
-  Index height = 0;
-  std::vector<std::uint8_t> rgb;  // [H, W, 3] row-major, interleaved R, G, B
-
-  Image() = default;
-  Image(Index width_, Index height_)
-      : width(width_), height(height_), rgb(static_cast<std::size_t>(width_ * height_ * 3)) {}
-
-  std::uint8_t* pixel(Index y, Index x) { return rgb.data() + 3 * (y * width + x); }
-  const std::uint8_t* pixel(Index y, Index x) const { return rgb.data() + 3 * (y * width + x); }
-  bool operator==(const Image&) const = default;
-};
-
 namespace detail {
 
-inline void check_image(const Image& image, const char* what) {
-  check(image.width > 0 && image.height > 0, what, ": the image is empty (", image.width, " x ",
-        image.height, " pixels)");
-  check(image.rgb.size() == static_cast<std::size_t>(image.width * image.height * 3), what,
-        ": the image holds ", image.rgb.size(), " bytes, expected width * height * 3 = ",
-        image.width * image.height * 3);
-}
 
 // ---- Pillow's separable resampling (libImaging/Resample.c) ---------------------------------
 // Fixed point: 8 bits of result, 2 bits of headroom for the negative lobes and for sums
