@@ -21,10 +21,13 @@
 // nn: the layers
 #include <tessera/nn/activation.hpp>
 #include <tessera/nn/attention.hpp>
+#include <tessera/nn/attention_kernel.hpp>
+#include <tessera/nn/attention_mask.hpp>
 #include <tessera/nn/attention_pool.hpp>
 #include <tessera/nn/block.hpp>
 #include <tessera/nn/embedding.hpp>
 #include <tessera/nn/ffn.hpp>
+#include <tessera/nn/kv_cache.hpp>
 #include <tessera/nn/linear.hpp>
 #include <tessera/nn/norm.hpp>
 #include <tessera/nn/patch_embed.hpp>
