@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <functional>
 #include <limits>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -480,6 +481,36 @@ TEST(Encoder, BadCustomInputsAreErrorsNamingTheProblem) {
   expected << 0, 0, 0, 1, 1, 1, 2, 2, 2, 5, 2, 9;
   EXPECT_TRUE(enc.positions == expected) << enc.positions;
   EXPECT_EQ(enc.modality, (std::vector<int>{0, 0, 4, 4}));
+}
+
+// init_random goes by each tensor's role in the weight table (model/weights.hpp), not by its
+// name: a custom modality called "normals" gets a random projection, not one of ones (as it
+// did when a name containing "norm" meant a norm's scale).
+TEST(Encoder, InitRandomGoesByRoleNotByName) {
+  MultiModalEncoder<float> model(parse_config(nlohmann::json::parse(
+      R"({"hidden_dim": 16, "num_layers": 2, "num_heads": 2, "ffn_dim": 32, "embed_dim": 8,
+          "pooling": "routed", "text": {"vocab_size": 10, "max_tokens": 4},
+          "custom_modalities": [{"name": "normals", "input_dim": 6}]})")));
+  model.init_random(5);
+  const auto& projection = model.custom_patch_embed[0].proj.weight;  // [D, input_dim]
+  EXPECT_GT(projection.cwiseAbs().maxCoeff(), 0.0f);
+  EXPECT_NE(projection.minCoeff(), projection.maxCoeff()) << "normals.patch_embed.weight is constant";
+  EXPECT_TRUE(model.custom_patch_embed[0].proj.bias.isZero());
+  for (const auto& layer : model.layers) {
+    EXPECT_TRUE(layer.norm1.weight.isOnes());
+    EXPECT_TRUE(layer.norm1.bias.isZero());
+    EXPECT_TRUE(layer.attn.q_proj.bias.isZero());
+  }
+  EXPECT_TRUE(model.final_norm.weight.isOnes());
+  EXPECT_TRUE(model.router.bias.isZero());
+  EXPECT_FLOAT_EQ(model.logit_scale, 2.6592600369327779f);
+  // Every parameter has exactly one role, and the roles cover what init_random fills.
+  std::map<WeightRole, int> roles;
+  for (const auto& p : model.parameters()) ++roles[p.role];
+  EXPECT_EQ(roles[WeightRole::logit_scale], 1);
+  EXPECT_GT(roles[WeightRole::one], 0);
+  EXPECT_GT(roles[WeightRole::zero], 0);
+  EXPECT_GT(roles[WeightRole::normal], 0);
 }
 
 }  // namespace

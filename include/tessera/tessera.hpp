@@ -36,8 +36,14 @@
 // model: configuration, the encoder, model directories
 #include <tessera/model/config.hpp>
 #include <tessera/model/encoder.hpp>
+#include <tessera/model/encoder_cache.hpp>
+#include <tessera/model/encoder_trace.hpp>
 #include <tessera/model/model_io.hpp>
+#include <tessera/model/pooling.hpp>
+#include <tessera/model/sample.hpp>
+#include <tessera/model/sample_check.hpp>
 #include <tessera/model/sample_io.hpp>
+#include <tessera/model/weights.hpp>
 
 // tokenize: the front ends that turn text and files into encoder inputs (SPEC 5); the text
 // tokenizers need ICU

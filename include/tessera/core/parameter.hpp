@@ -8,6 +8,14 @@
 
 namespace tessera {
 
+// How a fresh model's weight is initialised (MultiModalEncoder::init_random).
+enum class WeightRole {
+  normal,       // normal(0, 0.02): projections, embeddings, positions, queries, the cls token
+  zero,         // 0: biases and the norms' shifts
+  one,          // 1: the norms' scales
+  logit_scale,  // ln(1/0.07), CLIP's initial temperature
+};
+
 // A named weight: a view of its storage in the PyTorch layout.
 template <class T>  // Scalar or const Scalar
 struct Parameter {
@@ -15,6 +23,7 @@ struct Parameter {
   T* data;                             // row-major, shape's product elements
   std::vector<std::int64_t> shape;     // SPEC 4 shape ({} for a scalar)
   std::vector<std::int64_t> conv_shape;  // the accepted convolution shape of a patch embed, or {}
+  WeightRole role = WeightRole::normal;  // how init_random fills it
 
   std::int64_t size() const {
     std::int64_t n = 1;

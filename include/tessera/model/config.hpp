@@ -142,6 +142,11 @@ struct Config {
   // config has no image section.
   const ImageConfig& frame_geometry() const;
   Index video_patch_dim() const;  // C*tubelet*P*P; requires has(Modality::video)
+  // Video is pooled to video.pool_queries tokens per tubelet step (SPEC 3).
+  bool pooled_video() const { return video && video->pool_queries > 0; }
+  // The tokens a video of `frames` frames makes: K tubelet steps of (S/P)^2 patches, or
+  // K * Nq when pooled. Requires has(Modality::video).
+  Index video_tokens(Index frames) const;
 
   bool operator==(const Config&) const = default;
 };
@@ -155,10 +160,6 @@ inline void validate(const Config& config, const std::string& where = "config");
 // The JSON form of a config; parse_config(to_json(c)) == c.
 inline nlohmann::json to_json(const Config& config);
 inline void save_config(const Config& config, const std::filesystem::path& file);
-// The number of weights of a model with this config (every SPEC 4 tensor's elements, and
-// logit_scale), computed without allocating any; saturates at 2^64 - 1. load_model checks it
-// against the weights file before allocating the model.
-inline std::uint64_t parameter_count(const Config& config);
 
 inline const char* to_string(PositionKind p);
 inline const char* to_string(PoolingKind p);
@@ -217,6 +218,11 @@ inline std::array<Index, 3> Config::rope_axis_pairs() const {
 inline const ImageConfig& Config::frame_geometry() const {
   static const ImageConfig defaults;
   return image ? *image : defaults;
+}
+
+inline Index Config::video_tokens(Index frames) const {
+  const Index steps = (frames + video->tubelet - 1) / video->tubelet;
+  return steps * (pooled_video() ? video->pool_queries : frame_geometry().num_patches());
 }
 
 inline Index Config::video_patch_dim() const {
@@ -671,60 +677,6 @@ inline Config load_config(const std::filesystem::path& file) {
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   check(!in.bad(), where, ": cannot read the config");
   return parse_config(detail::ConfigReader::parse_text(text, where), where);
-}
-
-inline std::uint64_t parameter_count(const Config& c) {
-  // Saturating arithmetic: a config may hold any sizes up to 2^31 - 1 per key.
-  constexpr std::uint64_t most = ~std::uint64_t{0};
-  const auto add = [](std::uint64_t a, std::uint64_t b) { return a > most - b ? most : a + b; };
-  const auto mul = [](std::uint64_t a, std::uint64_t b) {
-    return a != 0 && b > most / a ? most : a * b;
-  };
-  const auto n = [](Index v) { return static_cast<std::uint64_t>(v); };
-  const std::uint64_t d = n(c.hidden_dim);
-  const bool learned = c.position == PositionKind::learned;
-  const std::uint64_t norm = c.norm == NormKind::layernorm ? 2 * d : d;    // weight (+ bias)
-  const std::uint64_t attention = add(mul(4, mul(d, d)), 4 * d);          // q, k, v, out + biases
-  const auto patch_embed = [&](std::uint64_t patch_dim) { return add(mul(d, patch_dim), d); };
-
-  std::uint64_t total = 1;  // logit_scale
-  if (c.text) {
-    total = add(total, mul(n(c.text->vocab_size), d));
-    if (learned) total = add(total, mul(n(c.text->max_tokens), d));
-  }
-  if (c.image) {
-    total = add(total, patch_embed(n(c.image->patch_dim())));
-    if (learned) total = add(total, mul(n(c.image->num_patches()), d));
-  }
-  if (c.audio) {
-    total = add(total, patch_embed(n(c.audio->patch_dim())));
-    if (learned) total = add(total, mul(n(c.audio->max_tokens), d));
-  }
-  if (c.video) {
-    total = add(total, patch_embed(n(c.video_patch_dim())));
-    if (c.video->pool_queries > 0) {
-      const std::uint64_t queries = n(c.video->pool_queries);
-      const std::uint64_t patches = n(c.frame_geometry().num_patches());
-      total = add(total, add(mul(add(queries, patches), d), add(2 * norm, attention)));
-    } else if (learned) {
-      total = add(total, mul(n(c.video->max_tokens), d));
-    }
-  }
-  for (const auto& custom : c.custom) {
-    total = add(total, patch_embed(n(custom.input_dim)));
-    if (learned) total = add(total, mul(n(custom.max_tokens), d));
-  }
-  const std::uint64_t modalities = n(c.modality_count());
-  total = add(total, mul(modalities, d));                          // modality_embed
-  if (c.pooling == PoolingKind::cls) total = add(total, d);        // cls_token
-  const std::uint64_t f = n(c.ffn_dim);
-  const std::uint64_t ffn = c.activation == Activation::swiglu
-                                ? mul(3, mul(d, f))                // gate, up, down
-                                : add(mul(2, mul(d, f)), add(f, d));  // fc1, fc2 + biases
-  total = add(total, mul(n(c.num_layers), add(add(2 * norm, attention), ffn)));
-  total = add(total, norm);                                        // final_norm
-  if (c.pooling == PoolingKind::routed) total = add(total, add(mul(modalities, d), modalities));
-  return add(total, mul(n(c.embed_dim), d));                      // proj
 }
 
 inline nlohmann::json to_json(const Config& config) {

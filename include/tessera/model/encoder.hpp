@@ -17,7 +17,12 @@
 #include <tessera/core/warning.hpp>
 #include <tessera/core/tensor.hpp>
 #include <tessera/model/config.hpp>
+#include <tessera/model/encoder_cache.hpp>
+#include <tessera/model/encoder_trace.hpp>
+#include <tessera/model/pooling.hpp>
 #include <tessera/model/sample.hpp>
+#include <tessera/model/sample_check.hpp>
+#include <tessera/model/weights.hpp>
 #include <tessera/nn/attention.hpp>
 #include <tessera/nn/attention_pool.hpp>
 #include <tessera/nn/block.hpp>
@@ -28,6 +33,7 @@
 #include <tessera/nn/rope.hpp>
 
 #include <algorithm>
+#include <type_traits>
 #include <array>
 #include <cmath>
 #include <cstdint>
@@ -40,53 +46,6 @@
 #include <vector>
 
 namespace tessera {
-
-// Where a sample's next tokens start: the running RoPE offset s of SPEC 2 and, per modality
-// (4 + custom), how many tokens the sample has already (learned positions continue there).
-// Empty counts: nothing yet (a cls token, with cls pooling, comes first).
-struct TokenCursor {
-  std::int64_t offset = 0;
-  std::vector<Index> counts;  // [4 + custom] or empty
-};
-
-// The state of an incremental encoding of one sample (MultiModalEncoder::encode_append):
-// per layer the keys and values of every token so far, and the encoding of them all.
-template <class Scalar>
-struct EncoderCache {
-  std::vector<nn::KVCache<Scalar>> layers;  // [num_layers]
-  Encoding<Scalar> encoding;                // hidden [L, D], modality, positions, embedding
-  TokenCursor cursor;
-
-  Index size() const { return encoding.hidden.rows(); }  // L, the tokens so far
-};
-
-// What a training forward (MultiModalEncoder::encode_batch with a trace) keeps of a batch for
-// MultiModalEncoder::backward: each sample's inputs to its weights (ids, patches), the layers'
-// inputs and saved values, and the encodings.
-template <class Scalar>
-struct EncoderTrace {
-  // One modality's tokens within a sample: rows [first, first + rows) of it.
-  struct Part {
-    int modality;            // a Modality, or 4 + k for the k-th custom one
-    Index first = 0, rows = 0;
-    Matrix<Scalar> patches;  // [n, patch_dim] the patch embedding's input (not for text)
-  };
-  struct SampleTrace {
-    bool cls = false;                       // the sample starts with the cls token
-    std::vector<std::int64_t> text;         // the text ids
-    std::vector<Part> parts;
-    typename nn::AttentionPool<Scalar>::Saved video_pool;  // pooled video
-  };
-  std::vector<SampleTrace> samples;
-  std::vector<Index> offsets;                // [N+1] the samples' rows in the packed batch
-  nn::AttentionSegments segments;
-  Positions positions;                       // [sum L, 3]
-  std::vector<Matrix<Scalar>> layer_inputs;  // [num_layers] each [sum L, D]
-  std::vector<typename nn::TransformerBlock<Scalar>::Saved> layers;
-  Matrix<Scalar> final_input;                // [sum L, D] the final norm's input
-  typename nn::Norm<Scalar>::Saved final_norm;
-  std::vector<Encoding<Scalar>> encodings;   // [N]
-};
 
 // The options of each of the encoder's transformer blocks.
 inline nn::BlockOptions block_options(const Config& c) {
@@ -163,19 +122,21 @@ class MultiModalEncoder {
     }
   }
 
-  // Fills every weight with a seeded random initialization (normal(0, 0.02) for matrices and
-  // embeddings, norms at 1, biases 0, logit_scale ln(1/0.07)): a fresh model to train or try.
+  // Fills every weight with a seeded random initialization by its role in the weight table
+  // (model/weights.hpp): normal(0, 0.02) for matrices, embeddings and positions, norms' scales
+  // at 1, biases and norms' shifts 0, logit_scale ln(1/0.07). A fresh model to train or try.
   void init_random(std::uint64_t seed) {
     SplitMix64 rng{seed};  // the same numbers with any standard library
     for (auto& p : parameters()) {
-      const bool is_norm = p.name.find("norm") != std::string::npos;
-      const bool is_bias = p.name.size() > 5 && p.name.ends_with(".bias");
       for (std::int64_t i = 0; i < p.size(); ++i) {
-        p.data[i] = is_norm ? Scalar(is_bias ? 0 : 1) : is_bias ? Scalar(0)
-                                                               : static_cast<Scalar>(rng.normal(0.0, 0.02));
+        switch (p.role) {
+          case WeightRole::normal: p.data[i] = static_cast<Scalar>(rng.normal(0.0, 0.02)); break;
+          case WeightRole::zero: p.data[i] = Scalar(0); break;
+          case WeightRole::one: p.data[i] = Scalar(1); break;
+          case WeightRole::logit_scale: p.data[i] = static_cast<Scalar>(2.6592600369327779); break;
+        }
       }
     }
-    logit_scale = static_cast<Scalar>(2.6592600369327779);
   }
 
   // Every weight, named and shaped as in SPEC 4, in a fixed order.
@@ -201,89 +162,11 @@ class MultiModalEncoder {
     for (auto& p : parameters()) std::fill(p.data, p.data + p.size(), Scalar(0));
   }
 
-  // Throws tessera::Error when sample `s` does not fit the model: input for a modality the
-  // model lacks, a wrong shape, a text id out of range, more tokens than max_tokens, a
-  // non-finite value. `where` starts the message ("sample 3", "inputs.safetensors").
+  // Throws tessera::Error when sample `s` does not fit the model (model/sample_check.hpp).
   // encode and encode_batch check every sample so; a program that reads samples from files
   // calls it first to name the file.
   void check_sample(const Sample<Scalar>& s, std::string_view where) const {
-    check(!s.empty(), where, " has no input");
-    auto require = [&](bool given, Modality m) {
-      check(!given || config.has(m), where, " has ", modality_name(m),
-            " input but the model has no ", modality_name(m), " modality");
-    };
-    require(s.text.has_value(), Modality::text);
-    require(s.image.has_value(), Modality::image);
-    require(s.audio.has_value(), Modality::audio);
-    require(s.video.has_value(), Modality::video);
-    if (s.text) {
-      const auto n = static_cast<Index>(s.text->size());
-      check(n > 0, where, ": text has no tokens");
-      check(n <= config.text->max_tokens, where, ": text has ", n,
-            " tokens, more than text.max_tokens = ", config.text->max_tokens);
-      for (std::size_t j = 0; j < s.text->size(); ++j) {
-        const auto id = (*s.text)[j];
-        check(id >= 0 && id < config.text->vocab_size, where, ": text id ", id,
-              " at position ", j, " is out of range [0, ", config.text->vocab_size, ")");
-      }
-    }
-    if (s.image) {
-      const auto& im = *config.image;
-      check(s.image->dimension(0) == im.channels && s.image->dimension(1) == im.size &&
-                s.image->dimension(2) == im.size,
-            where, ": image has shape [", s.image->dimension(0), ", ",
-            s.image->dimension(1), ", ", s.image->dimension(2), "], expected [", im.channels,
-            ", ", im.size, ", ", im.size, "]");
-      check_finite(s.image->data(), s.image->size(), where, "image");
-    }
-    if (s.audio) {
-      const auto& au = *config.audio;
-      check(s.audio->rows() == au.n_mels && s.audio->cols() > 0, where,
-            ": audio has shape [", s.audio->rows(), ", ", s.audio->cols(), "], expected [",
-            au.n_mels, ", T] with T >= 1");
-      const Index chunks = (s.audio->cols() + au.patch_frames - 1) / au.patch_frames;
-      check(chunks <= au.max_tokens, where, ": audio of ", s.audio->cols(),
-            " frames makes ", chunks, " tokens, more than audio.max_tokens = ", au.max_tokens);
-      check_finite(s.audio->data(), s.audio->size(), where, "audio");
-    }
-    if (s.video) {
-      const auto& fr = frame();
-      check(s.video->dimension(0) > 0 && s.video->dimension(1) == fr.channels &&
-                s.video->dimension(2) == fr.size && s.video->dimension(3) == fr.size,
-            where, ": video has shape [", s.video->dimension(0), ", ",
-            s.video->dimension(1), ", ", s.video->dimension(2), ", ", s.video->dimension(3),
-            "], expected [T, ", fr.channels, ", ", fr.size, ", ", fr.size, "] with T >= 1");
-      const Index n = video_tokens(s.video->dimension(0));
-      check(n <= config.video->max_tokens, where, ": video of ", s.video->dimension(0),
-            " frames makes ", n, " tokens, more than video.max_tokens = ",
-            config.video->max_tokens);
-      check_finite(s.video->data(), s.video->size(), where, "video");
-    }
-    for (const auto& [name, in] : s.custom) {
-      const CustomModalityConfig* c = config.find_custom(name);
-      if (c == nullptr) {
-        std::string known;
-        for (const auto& k : config.custom) known += (known.empty() ? "" : ", ") + k.name;
-        fail(where, " has input for modality '", name, "' but the model has no such ",
-             "custom modality (it has: ", known.empty() ? "none" : known, ")");
-      }
-      const Index n = in.features.rows();
-      check(n > 0 && in.features.cols() == c->input_dim, where, ": ", name,
-            " features have shape [", n, ", ", in.features.cols(), "], expected [n, ",
-            c->input_dim, "] with n >= 1");
-      check(n <= c->max_tokens, where, ": ", name, " has ", n,
-            " tokens, more than its max_tokens = ", c->max_tokens);
-      check_finite(in.features.data(), in.features.size(), where, name.c_str());
-      check(in.positions.rows() == 0 || in.positions.rows() == n, where, ": ", name,
-            " has ", in.positions.rows(), " positions for ", n, " tokens (give one per token, or none)");
-      for (Index r = 0; r < in.positions.rows(); ++r)
-        for (Index a = 0; a < 3; ++a) {
-          const std::int64_t p = in.positions(r, a);
-          check(p >= 0 && p <= max_position_offset, where, ": ", name, " position (",
-                in.positions(r, 0), ", ", in.positions(r, 1), ", ", in.positions(r, 2),
-                ") of token ", r, " is outside [0, ", max_position_offset, "]");
-        }
-    }
+    tessera::check_sample(config, s, where);
   }
 
   // Encodes one sample.
@@ -534,7 +417,8 @@ class MultiModalEncoder {
 
   // Pooling and projection of sample i's final hidden states: sets the embedding.
   void finish(Encoding<Scalar>& enc, std::size_t i) const {
-    const RowVector<Scalar> pooled = pool(enc);  // [D]
+    const RowVector<Scalar> pooled =
+        pool_forward(config.pooling, enc.hidden, enc.modality, router, &enc.routing);  // [D]
     Vector<Scalar> e = proj.weight * pooled.transpose();  // [E]
     const Scalar norm = e.norm();
     check(std::isfinite(static_cast<double>(norm)) && norm > Scalar(0),
@@ -569,28 +453,9 @@ class MultiModalEncoder {
   }
 
   Scalar eps() const { return static_cast<Scalar>(config.norm_eps); }
-  bool pooled_video() const { return config.video && config.video->pool_queries > 0; }
+  bool pooled_video() const { return config.pooled_video(); }
   const ImageConfig& frame() const { return config.frame_geometry(); }
-
-  // Tokens that video contributes: K steps of (S/P)^2 patches, or K * Nq when pooled.
-  Index video_tokens(Index frames) const {
-    const Index steps = (frames + config.video->tubelet - 1) / config.video->tubelet;
-    return steps * (pooled_video() ? config.video->pool_queries : frame().num_patches());
-  }
-
-  template <class Tensor>
-  static void check_finite(const Tensor* data, Index size, std::string_view where,
-                           const char* what) {
-    for (Index j = 0; j < size; ++j) {
-      check(std::isfinite(static_cast<double>(data[j])), where, ": ", what,
-            " holds a non-finite value (", data[j], ") at flat index ", j);
-    }
-  }
-
-
-  // The largest position offset a custom modality may give (keeps RoPE angles exact enough
-  // and every running offset far from overflow).
-  static constexpr std::int64_t max_position_offset = std::int64_t{1} << 24;
+  Index video_tokens(Index frames) const { return config.video_tokens(frames); }
 
   // The front ends of SPEC 2 for one sample, or for the next part of one (after `cursor`,
   // which it advances): returns the tokens [L, D] and fills the encoding's modality and
@@ -721,114 +586,23 @@ class MultiModalEncoder {
     return tokens;
   }
 
-  // SPEC 3 pooling of one sample's final hidden states.
-  RowVector<Scalar> pool(Encoding<Scalar>& enc) const {
-    const Matrix<Scalar>& h = enc.hidden;  // [L, D]
-    switch (config.pooling) {
-      case PoolingKind::mean: return h.colwise().mean();
-      case PoolingKind::cls: return h.row(0);
-      case PoolingKind::routed: break;
-    }
-    const Routed r = route(enc);
-    enc.routing = Vector<Scalar>::Zero(config.modality_count());
-    RowVector<Scalar> pooled = RowVector<Scalar>::Zero(h.cols());
-    for (std::size_t j = 0; j < r.present.size(); ++j) {
-      enc.routing[r.present[j]] = r.weights[j];
-      pooled += r.weights[j] * r.means[j];
-    }
-    return pooled;
-  }
-
-  // Routed pooling's pieces for one sample: p_m = mean of modality m's tokens (m present);
-  // g = router(mean_m p_m); w = softmax of g over the present modalities; p = sum_m w_m p_m.
-  struct Routed {
-    std::vector<int> present;               // the modalities present
-    std::vector<Index> counts;              // their token counts
-    std::vector<RowVector<Scalar>> means;   // p_m, each [D]
-    RowVector<Scalar> mean_of_means;        // [D]
-    std::vector<Scalar> weights;            // w_m
-  };
-  Routed route(const Encoding<Scalar>& enc) const {
-    const Matrix<Scalar>& h = enc.hidden;  // [L, D]
-    Routed r;
-    const int count_modalities = static_cast<int>(config.modality_count());
-    for (int m = 0; m < count_modalities; ++m) {
-      RowVector<Scalar> sum = RowVector<Scalar>::Zero(h.cols());
-      Index count = 0;
-      for (Index row = 0; row < h.rows(); ++row) {
-        if (enc.modality[static_cast<std::size_t>(row)] == m) {
-          sum += h.row(row);
-          ++count;
-        }
-      }
-      if (count == 0) continue;
-      r.means.push_back(sum / static_cast<Scalar>(count));
-      r.present.push_back(m);
-      r.counts.push_back(count);
-    }
-    r.mean_of_means = RowVector<Scalar>::Zero(h.cols());
-    for (const auto& p : r.means) r.mean_of_means += p;
-    r.mean_of_means /= static_cast<Scalar>(r.means.size());
-    const Vector<Scalar> logits = router.weight * r.mean_of_means.transpose() + router.bias;  // [4 + custom]
-    Scalar max_logit = -std::numeric_limits<Scalar>::infinity();
-    for (int m : r.present) max_logit = std::max(max_logit, logits[m]);
-    Scalar total = 0;
-    for (int m : r.present) {
-      r.weights.push_back(std::exp(logits[m] - max_logit));
-      total += r.weights.back();
-    }
-    for (auto& w : r.weights) w /= total;
-    return r;
-  }
-
   // Backward of finish(enc) and the pooling: d_hidden [L, D] += the gradient reaching the
   // sample's final hidden states from d_e (its embedding's), and grad's proj (and router)
   // accumulate theirs.
+  //   e = u / |u|, u = proj p:  d_u = (d_e - e (e . d_e)) / |u|,  d_proj += d_u p^T,
+  //   d_p = proj^T d_u; then pool_backward.
   void finish_backward(MultiModalEncoder& grad, MatrixRef<Scalar> d_hidden,
                        const RowVector<Scalar>& d_e, const Encoding<Scalar>& enc) const {
-    Encoding<Scalar> copy = enc;
-    const RowVector<Scalar> pooled = pool(copy);                  // [D]
+    RoutedPooling<Scalar> routed;
+    const RowVector<Scalar> pooled =
+        pool_forward(config.pooling, enc.hidden, enc.modality, router, nullptr, &routed);  // [D]
     const Vector<Scalar> u = proj.weight * pooled.transpose();    // [E]
     const Scalar norm = u.norm();
     const Vector<Scalar> e = u / norm;
     const Vector<Scalar> d_u = (d_e.transpose() - e * e.dot(d_e.transpose())) / norm;  // [E]
     grad.proj.weight.noalias() += d_u * pooled;
     const RowVector<Scalar> d_p = d_u.transpose() * proj.weight;  // [D]
-    const Matrix<Scalar>& h = enc.hidden;
-    switch (config.pooling) {
-      case PoolingKind::mean:
-        d_hidden.rowwise() += d_p / static_cast<Scalar>(h.rows());
-        return;
-      case PoolingKind::cls:
-        d_hidden.row(0) += d_p;
-        return;
-      case PoolingKind::routed: break;
-    }
-    // p = sum_j w_j p_j:  d_w_j = d_p . p_j;  d_g_j = w_j (d_w_j - sum_i w_i d_w_i);
-    // g = router(mean of means):  d_mean_of_means = router^T d_g;  d_p_j = w_j d_p + that / n
-    const Routed r = route(enc);
-    const std::size_t n = r.present.size();
-    Scalar weighted = 0;
-    std::vector<Scalar> d_w(n);
-    for (std::size_t j = 0; j < n; ++j) {
-      d_w[j] = d_p.dot(r.means[j]);
-      weighted += r.weights[j] * d_w[j];
-    }
-    RowVector<Scalar> d_mean_of_means = RowVector<Scalar>::Zero(h.cols());
-    for (std::size_t j = 0; j < n; ++j) {
-      const Scalar d_logit = r.weights[j] * (d_w[j] - weighted);
-      grad.router.weight.row(r.present[j]) += d_logit * r.mean_of_means;
-      grad.router.bias[r.present[j]] += d_logit;
-      d_mean_of_means += d_logit * router.weight.row(r.present[j]);
-    }
-    for (std::size_t j = 0; j < n; ++j) {
-      const RowVector<Scalar> d_mean =
-          (r.weights[j] * d_p + d_mean_of_means / static_cast<Scalar>(n)) /
-          static_cast<Scalar>(r.counts[j]);
-      for (Index row = 0; row < h.rows(); ++row) {
-        if (enc.modality[static_cast<std::size_t>(row)] == r.present[j]) d_hidden.row(row) += d_mean;
-      }
-    }
+    pool_backward(config.pooling, d_hidden, grad.router, d_p, enc.modality, router, routed);
   }
 
   // The learned position table of modality m (4 + k: custom), or nullptr (none, or pooled
@@ -875,94 +649,27 @@ class MultiModalEncoder {
     }
   }
 
+  // The weight table (model/weights.hpp) bound to this encoder's storage: each entry's
+  // storage is checked to hold exactly the table's shape.
   template <class T, class Self>
   static std::vector<Parameter<T>> collect_parameters(Self& self) {
-    const Config& c = self.config;
     std::vector<Parameter<T>> out;
-    auto add = [&out](std::string name, auto& m, std::vector<std::int64_t> shape,
-                      std::vector<std::int64_t> conv_shape = {}) {
-      out.push_back(Parameter<T>{std::move(name), m.data(), std::move(shape), std::move(conv_shape)});
-    };
-    auto add_matrix = [&add](std::string name, auto& m) {
-      add(std::move(name), m, {m.rows(), m.cols()});
-    };
-    auto add_vector = [&add](std::string name, auto& v) { add(std::move(name), v, {v.size()}); };
-    auto add_linear = [&](const std::string& name, auto& linear) {
-      add_matrix(name + ".weight", linear.weight);
-      if (linear.has_bias()) add_vector(name + ".bias", linear.bias);
-    };
-    auto add_norm = [&](const std::string& name, auto& norm) {
-      add_vector(name + ".weight", norm.weight);
-      if (norm.kind == NormKind::layernorm) add_vector(name + ".bias", norm.bias);
-    };
-    auto add_attention = [&](const std::string& name, auto& attn) {
-      add_linear(name + ".q_proj", attn.q_proj);
-      add_linear(name + ".k_proj", attn.k_proj);
-      add_linear(name + ".v_proj", attn.v_proj);
-      add_linear(name + ".out_proj", attn.out_proj);
-    };
-    const bool learned = c.position == PositionKind::learned;
-    const Index d = c.hidden_dim;
-    if (c.text) {
-      add_matrix("text.token_embed.weight", self.text_token_embed.weight);
-      if (learned) add_matrix("text.pos_embed.weight", self.text_pos_embed);
-    }
-    if (c.image) {
-      const auto& im = *c.image;
-      add("image.patch_embed.weight", self.image_patch_embed.proj.weight, {d, im.patch_dim()},
-          {d, im.channels, im.patch, im.patch});
-      add_vector("image.patch_embed.bias", self.image_patch_embed.proj.bias);
-      if (learned) add_matrix("image.pos_embed.weight", self.image_pos_embed);
-    }
-    if (c.audio) {
-      const auto& au = *c.audio;
-      add("audio.patch_embed.weight", self.audio_patch_embed.proj.weight, {d, au.patch_dim()},
-          {d, au.n_mels, au.patch_frames});
-      add_vector("audio.patch_embed.bias", self.audio_patch_embed.proj.bias);
-      if (learned) add_matrix("audio.pos_embed.weight", self.audio_pos_embed);
-    }
-    if (c.video) {
-      const auto& fr = c.frame_geometry();
-      add("video.patch_embed.weight", self.video_patch_embed.proj.weight,
-          {d, c.video_patch_dim()}, {d, fr.channels, c.video->tubelet, fr.patch, fr.patch});
-      add_vector("video.patch_embed.bias", self.video_patch_embed.proj.bias);
-      if (c.video->pool_queries > 0) {
-        add_matrix("video.pool.queries", self.video_pool.queries);
-        add_matrix("video.pool.pos_embed", self.video_pool.pos_embed);
-        add_norm("video.pool.norm_q", self.video_pool.norm_q);
-        add_norm("video.pool.norm_kv", self.video_pool.norm_kv);
-        add_attention("video.pool.attn", self.video_pool.attn);
-      } else if (learned) {
-        add_matrix("video.pos_embed.weight", self.video_pos_embed);
-      }
-    }
-    for (std::size_t k = 0; k < c.custom.size(); ++k) {
-      const std::string& name = c.custom[k].name;
-      add_matrix(name + ".patch_embed.weight", self.custom_patch_embed[k].proj.weight);
-      add_vector(name + ".patch_embed.bias", self.custom_patch_embed[k].proj.bias);
-      if (learned) add_matrix(name + ".pos_embed.weight", self.custom_pos_embed[k]);
-    }
-    add_matrix("modality_embed.weight", self.modality_embed);
-    if (c.pooling == PoolingKind::cls) add_matrix("cls_token", self.cls_token);
-    for (std::size_t i = 0; i < self.layers.size(); ++i) {
-      auto& layer = self.layers[i];
-      const std::string prefix = "layers." + std::to_string(i) + ".";
-      add_norm(prefix + "norm1", layer.norm1);
-      add_norm(prefix + "norm2", layer.norm2);
-      add_attention(prefix + "attn", layer.attn);
-      if (layer.ffn.gated()) {
-        add_linear(prefix + "ffn.gate", layer.ffn.gate);
-        add_linear(prefix + "ffn.up", layer.ffn.up);
-        add_linear(prefix + "ffn.down", layer.ffn.down);
+    for_each_weight(self.config, [&](WeightSpec spec, auto get) {
+      auto& storage = get(self);
+      T* data = nullptr;
+      std::int64_t stored = 1;
+      if constexpr (std::is_arithmetic_v<std::remove_cvref_t<decltype(storage)>>) {
+        data = &storage;
       } else {
-        add_linear(prefix + "ffn.fc1", layer.ffn.fc1);
-        add_linear(prefix + "ffn.fc2", layer.ffn.fc2);
+        data = storage.data();
+        stored = storage.size();
       }
-    }
-    add_norm("final_norm", self.final_norm);
-    if (c.pooling == PoolingKind::routed) add_linear("router", self.router);
-    add_matrix("proj.weight", self.proj.weight);
-    out.push_back(Parameter<T>{"logit_scale", &self.logit_scale, {}, {}});
+      std::int64_t expected = 1;
+      for (const auto n : spec.shape) expected *= n;
+      TESSERA_ASSERT(stored == expected);
+      out.push_back(Parameter<T>{std::move(spec.name), data, std::move(spec.shape),
+                                 std::move(spec.conv_shape), spec.role});
+    });
     return out;
   }
 };
