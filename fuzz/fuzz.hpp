@@ -8,6 +8,9 @@
 // allocation above -malloc_limit_mb, or an input slower than -timeout.
 
 #include <tessera/core/error.hpp>
+#include <tessera/tokenize/bpe_merges.hpp>
+#include <tessera/tokenize/bpe_vocab.hpp>
+#include <tessera/tokenize/byte_alphabet.hpp>
 
 #include <cstddef>
 #include <cstdint>
@@ -64,6 +67,23 @@ inline std::filesystem::path as_file(const std::uint8_t* data, std::size_t size,
     std::abort();
   }
   return path;
+}
+
+// For the BPE targets: a vocabulary of every byte (spelled in the byte alphabet) and every
+// merge result, ids in that order, so that a tokenizer with `merges` encodes any text. With
+// an end_of_word (CLIP's "</w>"), each byte is followed by itself ending a word.
+inline tessera::BpeVocabulary byte_vocabulary(const tessera::BpeMerges& merges,
+                                              const std::string& end_of_word = "") {
+  tessera::BpeVocabulary vocab;
+  std::int64_t next = 0;
+  for (int byte = 0; byte < 256; ++byte) {
+    const char c = static_cast<char>(byte);
+    const std::string token = tessera::detail::bytes_to_token(std::string_view(&c, 1));
+    vocab.emplace_back(token, next++);
+    if (!end_of_word.empty()) vocab.emplace_back(token + end_of_word, next++);
+  }
+  for (const auto& [left, right] : merges) vocab.emplace_back(left + right, next++);
+  return vocab;
 }
 
 }  // namespace fuzz

@@ -7,6 +7,7 @@
 #include <tessera/tokenize/clip_bpe.hpp>
 #include <tessera/tokenize/gpt2_bpe.hpp>
 
+#include <cstdint>
 #include <cstdlib>
 #include <string>
 #include <utility>
@@ -19,32 +20,22 @@ tessera::BpeMerges some_merges(const std::string& end_of_word) {
           {"i", "n"}, {"a", "n"}, {"o", "n" + end_of_word}, {"\xC4\xA0t", "he"}};
 }
 
-tessera::BpeVocabulary vocabulary(const tessera::BpeMerges& merges, const std::string& end_of_word,
-                                  bool clip) {
-  tessera::BpeVocabulary vocab;
-  std::int64_t next = 0;
-  for (int byte = 0; byte < 256; ++byte) {
-    const char c = static_cast<char>(byte);
-    const std::string token = tessera::detail::bytes_to_token(std::string_view(&c, 1));
-    vocab.emplace_back(token, next++);
-    if (clip) vocab.emplace_back(token + end_of_word, next++);
-  }
-  for (const auto& [left, right] : merges) vocab.emplace_back(left + right, next++);
-  if (clip) {
-    vocab.emplace_back("<|startoftext|>", next++);
-    vocab.emplace_back("<|endoftext|>", next++);
-  }
+// The CLIP vocabulary also holds its two special tokens.
+tessera::BpeVocabulary clip_vocabulary(const tessera::BpeMerges& merges) {
+  tessera::BpeVocabulary vocab = fuzz::byte_vocabulary(merges, "</w>");
+  const auto next = static_cast<std::int64_t>(vocab.size());
+  vocab.emplace_back("<|startoftext|>", next);
+  vocab.emplace_back("<|endoftext|>", next + 1);
   return vocab;
 }
 
 const tessera::Gpt2Bpe& gpt2() {
-  static const tessera::Gpt2Bpe tokenizer(vocabulary(some_merges(""), "", false), some_merges(""));
+  static const tessera::Gpt2Bpe tokenizer(fuzz::byte_vocabulary(some_merges("")), some_merges(""));
   return tokenizer;
 }
 
 const tessera::ClipBpe& clip() {
-  static const tessera::ClipBpe tokenizer(vocabulary(some_merges("</w>"), "</w>", true),
-                                          some_merges("</w>"));
+  static const tessera::ClipBpe tokenizer(clip_vocabulary(some_merges("</w>")), some_merges("</w>"));
   return tokenizer;
 }
 

@@ -402,6 +402,34 @@ TEST(Gpt2Bpe, LoadsFilesAndRejectsMalformedOnesNamingFileAndLine) {
               HasSubstr("BPE produced the symbol \"ab\", which is not in the vocabulary"));
 }
 
+// vocab.json is read by nlohmann/json's SAX parser: every refusal still names the file and the
+// line, and a nested value is refused as it opens, however deep it goes.
+TEST(Gpt2Bpe, VocabJsonRefusalsNameTheLine) {
+  tessera::test::TempDir dir;
+  write_file(dir / "merges.txt", "a b\n");
+  const std::string bad = (dir / "vocab.json").string();
+  const auto vocab_error = [&](const std::string& text) {
+    write_file(dir / "vocab.json", text);
+    return error_of([&] { Gpt2Bpe::load(dir.path()); });
+  };
+  const std::string not_an_id = "\" must be a non-negative integer below 2^31, found ";
+  EXPECT_THAT(vocab_error("{\n\"a\": 0,\n\"b\": \"1\"\n}"), HasSubstr(bad + ":3: the id of \"b" + not_an_id + "a string"));
+  EXPECT_THAT(vocab_error("{\n\"a\": {\"x\": 1}\n}"), HasSubstr(bad + ":2: the id of \"a" + not_an_id + "an object"));
+  EXPECT_THAT(vocab_error("{\n\"a\": null}"), HasSubstr(bad + ":2: the id of \"a" + not_an_id + "'null'"));
+  EXPECT_THAT(vocab_error("{\n\"a\": 1e3}"), HasSubstr(bad + ":2: the id of \"a" + not_an_id + "'1e3'"));
+  EXPECT_THAT(vocab_error("{\"a\": " + std::string(100000, '[')), HasSubstr(bad + ":1: the id of \"a" + not_an_id + "an array"));
+  EXPECT_THAT(vocab_error(std::string(100000, '[')), HasSubstr(bad + ":1: expected '{'"));
+  EXPECT_THAT(vocab_error("{\"a\": 2147483648}"), HasSubstr(bad + ":1: the id of \"a\" must be below 2^31, found 2147483648"));
+  EXPECT_THAT(vocab_error("\"a\""), HasSubstr(bad + ":1: expected '{'"));
+  EXPECT_THAT(vocab_error("{\"a\": 0,\n\"b\" 1}"), HasSubstr(bad + ":2: "));
+  EXPECT_THAT(vocab_error("{\"a\": 0,\n\"b\xC0\xAF\": 1}"),
+              HasSubstr(bad + ":2: invalid UTF-8 in a token string at byte 11 of the file: overlong"));
+  EXPECT_THAT(vocab_error(""), HasSubstr(bad + ":1: unexpected end of file"));
+  // A UTF-8 byte order mark before the object is allowed.
+  write_file(dir / "vocab.json", "\xEF\xBB\xBF{\"a\": 0, \"b\": 1, \"ab\": 2}");
+  EXPECT_EQ(Gpt2Bpe::load(dir.path()).encode("ab"), (Ids{2}));
+}
+
 TEST(Gpt2Bpe, EncodeIsSafeFromSeveralThreads) {
   const auto lines = corpus_lines();
   const auto model = tessera::train_bpe(lines, 1500);

@@ -48,12 +48,17 @@
 // tokenize: the front ends that turn text and files into encoder inputs (SPEC 5); the text
 // tokenizers need ICU
 #include <tessera/tokenize/audio.hpp>
+#include <tessera/tokenize/bpe.hpp>
+#include <tessera/tokenize/bpe_merges.hpp>
+#include <tessera/tokenize/bpe_vocab.hpp>
+#include <tessera/tokenize/byte_alphabet.hpp>
 #include <tessera/tokenize/front_end.hpp>
 #include <tessera/tokenize/image.hpp>
 #include <tessera/tokenize/utf8.hpp>
 #include <tessera/tokenize/video.hpp>
 #if defined(TESSERA_HAS_ICU)
 #include <tessera/tokenize/bpe_trainer.hpp>
+#include <tessera/tokenize/char_class.hpp>
 #include <tessera/tokenize/clip_bpe.hpp>
 #include <tessera/tokenize/gpt2_bpe.hpp>
 #include <tessera/tokenize/text.hpp>

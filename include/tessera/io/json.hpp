@@ -1,10 +1,14 @@
 #pragma once
-// JSON helpers shared by the readers of config.json and of safetensors headers.
+// JSON helpers shared by the readers of config.json, safetensors headers and BPE vocabularies.
 
 #include <tessera/core/error.hpp>
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <cstddef>
+#include <exception>
+#include <iterator>
 #include <set>
 #include <string>
 #include <string_view>
@@ -54,6 +58,63 @@ inline nlohmann::json parse_json_checked(std::string_view text, std::string* pro
       };
   return nlohmann::json::parse(text.begin(), text.end(), callback, /*allow_exceptions=*/true,
                                ignore_comments);
+}
+
+// nlohmann's message for a parse error without its "[json.exception.parse_error.101] parse
+// error at line 3, column 1: " prefix, for messages that say the place themselves.
+inline std::string json_error_reason(const std::exception& error) {
+  const std::string_view what = error.what();
+  const std::size_t column = what.find(", column ");
+  const std::size_t colon = column == std::string_view::npos ? column : what.find(": ", column);
+  return std::string(colon == std::string_view::npos ? what : what.substr(colon + 2));
+}
+
+// The 1-based line of byte `offset` of `text`.
+inline std::size_t json_line_of(std::string_view text, std::size_t offset) {
+  const std::string_view before = text.substr(0, offset);
+  return 1 + static_cast<std::size_t>(std::count(before.begin(), before.end(), '\n'));
+}
+
+// A character iterator that counts, in *consumed, how many characters were stepped over: handed
+// to nlohmann's SAX parser, it tells the handler how far the parser has read.
+class CountingCharIterator {
+ public:
+  using iterator_category = std::input_iterator_tag;
+  using value_type = char;
+  using difference_type = std::ptrdiff_t;
+  using pointer = const char*;
+  using reference = const char&;
+
+  CountingCharIterator(const char* at, std::size_t* consumed) : at_(at), consumed_(consumed) {}
+  reference operator*() const { return *at_; }
+  CountingCharIterator& operator++() {
+    ++at_;
+    ++*consumed_;
+    return *this;
+  }
+  CountingCharIterator operator++(int) {
+    CountingCharIterator before = *this;
+    ++*this;
+    return before;
+  }
+  bool operator==(const CountingCharIterator& other) const { return at_ == other.at_; }
+
+ private:
+  const char* at_;
+  std::size_t* consumed_;
+};
+
+// nlohmann::json::sax_parse of `text` (strict: nothing may follow the value) that keeps
+// *consumed at the number of bytes the parser has read. Inside a SAX event that is the end of
+// the token just parsed (one byte more after a number: the lexer reads a byte past it), so a
+// handler can name the line of a key or a value: json_line_of(text, *consumed - 1). The SAX
+// parser builds nothing and does not recurse, so nesting depth costs it no stack; the
+// handler decides what to accept.
+template <class Sax>
+bool json_sax_parse_counting(std::string_view text, Sax* sax, std::size_t* consumed) {
+  *consumed = 0;
+  return nlohmann::json::sax_parse(CountingCharIterator(text.data(), consumed),
+                                   CountingCharIterator(text.data() + text.size(), consumed), sax);
 }
 
 // A short rendering of a JSON value for messages.

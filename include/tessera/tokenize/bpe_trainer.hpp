@@ -26,6 +26,8 @@
 
 #include <tessera/core/error.hpp>
 #include <tessera/io/atomic_file.hpp>
+#include <tessera/tokenize/byte_alphabet.hpp>
+#include <tessera/tokenize/char_class.hpp>
 #include <tessera/tokenize/gpt2_bpe.hpp>
 #include <tessera/tokenize/utf8.hpp>
 

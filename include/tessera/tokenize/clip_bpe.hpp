@@ -27,6 +27,10 @@
 // HTML entities); give the tokenizer clean NFC text.
 //
 // encode is const and safe to call from several threads at once (thread_local word cache).
+//
+// What ClipBpe shares with Gpt2Bpe (vocabulary, merges, the merge loop, the word cache) is in
+// tokenize/bpe.hpp; CLIP's own part (lowercasing, its pattern and whitespace, "</w>", the
+// special tokens) is here.
 
 #ifndef TESSERA_HAS_ICU
 #error "tessera/tokenize/clip_bpe.hpp needs ICU for lowercasing and Unicode character properties: install libicu-dev (Debian/Ubuntu) and reconfigure, so that CMake finds ICU and defines TESSERA_HAS_ICU"
@@ -34,7 +38,8 @@
 
 #include <tessera/core/error.hpp>
 #include <tessera/core/warning.hpp>
-#include <tessera/tokenize/gpt2_bpe.hpp>
+#include <tessera/tokenize/bpe.hpp>
+#include <tessera/tokenize/char_class.hpp>
 #include <tessera/tokenize/utf8.hpp>
 
 #include <unicode/uchar.h>
@@ -47,7 +52,6 @@
 #include <span>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -168,7 +172,14 @@ class ClipBpe {
 
   // From tokens and merges in memory. The vocabulary must hold <|startoftext|> and
   // <|endoftext|>.
-  ClipBpe(const BpeVocabulary& vocab, const BpeMerges& merges) { build(vocab, merges); }
+  ClipBpe(const BpeVocabulary& vocab, const BpeMerges& merges)
+      : bpe_(vocab, merges, ' ', end_of_word, "ClipBpe"),
+        start_id_(token_to_id(start_token)),
+        end_id_(token_to_id(end_token)) {
+    check(start_id_ >= 0 && end_id_ >= 0,
+          "ClipBpe: the vocabulary must hold \"<|startoftext|>\" and \"<|endoftext|>\" (CLIP's "
+          "ids 49406 and 49407)");
+  }
 
   // From a directory holding vocab.json and merges.txt (CLIP's files in the Hugging Face
   // layout: tokens with "</w>", merges.txt with a `#version` first line).
@@ -178,10 +189,8 @@ class ClipBpe {
 
   static ClipBpe load(const std::filesystem::path& vocab_file,
                       const std::filesystem::path& merges_file) {
-    const std::string vocab_text = detail::read_text_file(vocab_file, "ClipBpe::load");
-    const std::string merges_text = detail::read_text_file(merges_file, "ClipBpe::load");
-    return ClipBpe(detail::VocabJsonParser(vocab_text, vocab_file.string()).parse(),
-                   detail::parse_merges(merges_text, merges_file.string()));
+    const auto files = detail::read_bpe_files(vocab_file, merges_file, "ClipBpe::load");
+    return ClipBpe(files.vocab, files.merges);
   }
 
   // [<|startoftext|>, tokens..., <|endoftext|>], not cut.
@@ -191,29 +200,15 @@ class ClipBpe {
     const auto decoded =
         detail::decode_and_classify(lower, "ClipBpe::encode", detail::is_python_regex_space);
     std::vector<std::int64_t> ids{start_id_};
-    auto& cache = detail::thread_word_cache<ClipBpe>();
-    cache.claim(id_);
+    auto& cache = bpe_.thread_cache<ClipBpe>();
     detail::BpeWorkspace ws;
     for (const auto& piece : detail::clip_pretokenize(lower, decoded)) {
       if (piece.special != 0) {
         ids.push_back(piece.special == 1 ? start_id_ : end_id_);
         continue;
       }
-      const std::string_view word = std::string_view(lower).substr(piece.begin, piece.end - piece.begin);
-      const bool cacheable = word.size() <= detail::WordCache::max_word_bytes;
-      if (cacheable) {
-        if (const auto it = cache.words.find(word); it != cache.words.end()) {
-          ids.insert(ids.end(), it->second.begin(), it->second.end());
-          continue;
-        }
-      }
-      const std::size_t first_id = ids.size();
-      encode_word(word, ws, ids);
-      if (cacheable) {
-        cache.words.emplace(std::string(word),
-                            std::vector<std::int64_t>(ids.begin() + static_cast<std::ptrdiff_t>(first_id),
-                                                      ids.end()));
-      }
+      bpe_.encode_piece(std::string_view(lower).substr(piece.begin, piece.end - piece.begin), cache,
+                        ws, ids);
     }
     ids.push_back(end_id_);
     return ids;
@@ -238,7 +233,7 @@ class ClipBpe {
   // CLIP's decode: the tokens' bytes concatenated, every "</w>" replaced by a space. The
   // special tokens decode to their text. Bytes are returned as they are (no U+FFFD).
   std::string decode(std::span<const std::int64_t> ids) const {
-    const std::string bytes = vocab_.bytes(ids, "ClipBpe::decode");
+    const std::string bytes = bpe_.vocab().bytes(ids, "ClipBpe::decode");
     std::string out;
     out.reserve(bytes.size());
     for (std::size_t pos = 0; pos < bytes.size();) {
@@ -254,42 +249,12 @@ class ClipBpe {
 
   std::int64_t start_id() const { return start_id_; }
   std::int64_t end_id() const { return end_id_; }
-  std::size_t size() const { return vocab_.encoder.size(); }
-  std::int64_t token_to_id(std::string_view token) const { return vocab_.id(token); }
+  std::size_t size() const { return bpe_.vocab().encoder.size(); }
+  std::int64_t token_to_id(std::string_view token) const { return bpe_.vocab().id(token); }
 
  private:
-  void build(const BpeVocabulary& vocab, const BpeMerges& merges) {
-    vocab_ = detail::VocabTable(vocab, "ClipBpe");
-    start_id_ = token_to_id(start_token);
-    end_id_ = token_to_id(end_token);
-    check(start_id_ >= 0 && end_id_ >= 0,
-          "ClipBpe: the vocabulary must hold \"<|startoftext|>\" and \"<|endoftext|>\" (CLIP's "
-          "ids 49406 and 49407)");
-    ranks_ = detail::BpeRanks(merges, ' ');
-    id_ = detail::next_tokenizer_id();
-  }
-
-  // Appends the ids of one pre-token: its characters, "</w>" on the last, then BPE.
-  void encode_word(std::string_view piece, detail::BpeWorkspace& ws,
-                   std::vector<std::int64_t>& ids) const {
-    const auto& alphabet = detail::byte_alphabet();
-    std::string word;
-    word.reserve(piece.size() * 2 + end_of_word.size());
-    ws.bounds.clear();
-    for (const char c : piece) {
-      ws.bounds.push_back(static_cast<std::uint32_t>(word.size()));
-      word += alphabet.to_utf8[static_cast<unsigned char>(c)];
-    }
-    word += end_of_word;
-    ws.bounds.push_back(static_cast<std::uint32_t>(word.size()));
-    detail::apply_bpe(ranks_, word, ws);
-    vocab_.append_ids(word, ws.bounds, ids, "ClipBpe::encode");
-  }
-
-  detail::VocabTable vocab_;
-  detail::BpeRanks ranks_;
+  detail::BpeEncoder bpe_;  // the vocabulary, the merges keyed by a + " " + b, "</w>"
   std::int64_t start_id_ = -1, end_id_ = -1;
-  std::uint64_t id_ = 0;
 };
 
 }  // namespace tessera

@@ -1,0 +1,244 @@
+#pragma once
+// The byte-level BPE core that Gpt2Bpe and ClipBpe share: the merge ranks, the merge loop, the
+// per-thread word cache, and BpeEncoder, which turns one pre-token into ids with a vocabulary
+// (tokenize/bpe_vocab.hpp) and merges (tokenize/bpe_merges.hpp). What differs between the
+// two tokenizers stays in theirs: GPT-2's pre-tokenizer (gpt2_bpe.hpp); CLIP's lowercasing,
+// its pattern and "</w>" (clip_bpe.hpp). Nothing here needs ICU.
+
+#include <tessera/core/error.hpp>
+#include <tessera/tokenize/bpe_merges.hpp>
+#include <tessera/tokenize/bpe_vocab.hpp>
+#include <tessera/tokenize/byte_alphabet.hpp>
+
+#include <atomic>
+#include <climits>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace tessera::detail {
+
+// ---- files ---------------------------------------------------------------------------------
+inline std::string read_text_file(const std::filesystem::path& path, std::string_view what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(what, ": cannot open ", path.string());
+  std::ostringstream content;
+  content << in.rdbuf();
+  if (in.bad()) fail(what, ": error reading ", path.string());
+  return content.str();
+}
+
+// The vocabulary and merges in vocab_file (vocab.json) and merges_file (merges.txt); `who`
+// names the caller in messages ("Gpt2Bpe::load").
+struct BpeFiles {
+  BpeVocabulary vocab;
+  BpeMerges merges;
+};
+
+inline BpeFiles read_bpe_files(const std::filesystem::path& vocab_file,
+                               const std::filesystem::path& merges_file, std::string_view who) {
+  const std::string vocab_text = read_text_file(vocab_file, who);
+  const std::string merges_text = read_text_file(merges_file, who);
+  return {parse_vocab_json(vocab_text, vocab_file.string()),
+          parse_merges(merges_text, merges_file.string())};
+}
+
+// ---- the BPE merge loop --------------------------------------------------------------------
+// Merge ranks keyed by the string a + separator + b. GPT-2 uses ',' (the reference's
+// JavaScript object keys, see the header comment); CLIP uses ' ', which no symbol contains, so
+// every pair has its own key.
+class BpeRanks {
+ public:
+  static constexpr int none = INT_MAX;
+
+  BpeRanks() = default;
+  BpeRanks(const BpeMerges& merges, char separator) : separator_(separator) {
+    ranks_.reserve(merges.size());
+    for (std::size_t i = 0; i < merges.size(); ++i) {
+      // A repeated key takes the later rank, as a JavaScript object or Python dict does.
+      ranks_[merges[i].first + separator + merges[i].second] = static_cast<int>(i);
+    }
+  }
+
+  int rank(std::string_view a, std::string_view b, std::string& scratch) const {
+    scratch.assign(a);
+    scratch += separator_;
+    scratch.append(b);
+    const auto it = ranks_.find(std::string_view(scratch));
+    return it == ranks_.end() ? none : it->second;
+  }
+
+ private:
+  std::unordered_map<std::string, int, StringHash, std::equal_to<>> ranks_;
+  char separator_ = ',';
+};
+
+// Reusable buffers of the merge loop.
+struct BpeWorkspace {
+  std::vector<std::uint32_t> bounds, new_bounds;  // symbol i = word[bounds[i], bounds[i+1])
+  std::vector<int> ranks, new_ranks;              // rank of the pair (i, i+1)
+  std::vector<std::uint32_t> origin;              // old index of a new symbol, or merged
+  std::string scratch;
+};
+
+// Runs the merge loop on `word` whose initial symbols are given by ws.bounds (n+1 offsets);
+// on return ws.bounds holds the final symbols. The lowest rank is merged first, every
+// occurrence of that pair left to right; of several pairs with the same rank (possible only
+// through the ',' key) the last one in the word is the pair merged.
+inline void apply_bpe(const BpeRanks& ranks, std::string_view word, BpeWorkspace& ws) {
+  constexpr std::uint32_t merged = UINT32_MAX;
+  auto& bounds = ws.bounds;
+  const auto symbol = [&](const std::vector<std::uint32_t>& b, std::size_t i) {
+    return word.substr(b[i], b[i + 1] - b[i]);
+  };
+  std::size_t n = bounds.size() - 1;
+  ws.ranks.resize(n > 0 ? n - 1 : 0);
+  for (std::size_t i = 0; i + 1 < n; ++i) {
+    ws.ranks[i] = ranks.rank(symbol(bounds, i), symbol(bounds, i + 1), ws.scratch);
+  }
+  while (n > 1) {
+    int best = BpeRanks::none;
+    std::size_t at = 0;
+    for (std::size_t i = 0; i + 1 < n; ++i) {
+      if (ws.ranks[i] <= best && ws.ranks[i] != BpeRanks::none) {
+        best = ws.ranks[i];
+        at = i;
+      }
+    }
+    if (best == BpeRanks::none) break;
+    const std::string_view first = symbol(bounds, at);
+    const std::string_view second = symbol(bounds, at + 1);
+
+    ws.new_bounds.clear();
+    ws.origin.clear();
+    for (std::size_t i = 0; i < n;) {
+      ws.new_bounds.push_back(bounds[i]);
+      if (i + 1 < n && symbol(bounds, i) == first && symbol(bounds, i + 1) == second) {
+        ws.origin.push_back(merged);
+        i += 2;
+      } else {
+        ws.origin.push_back(static_cast<std::uint32_t>(i));
+        i += 1;
+      }
+    }
+    ws.new_bounds.push_back(bounds[n]);
+    const std::size_t new_n = ws.new_bounds.size() - 1;
+    ws.new_ranks.resize(new_n > 0 ? new_n - 1 : 0);
+    for (std::size_t k = 0; k + 1 < new_n; ++k) {
+      // A pair of two untouched symbols keeps its rank.
+      ws.new_ranks[k] = (ws.origin[k] != merged && ws.origin[k + 1] != merged)
+                            ? ws.ranks[ws.origin[k]]
+                            : ranks.rank(symbol(ws.new_bounds, k), symbol(ws.new_bounds, k + 1),
+                                         ws.scratch);
+    }
+    std::swap(bounds, ws.new_bounds);
+    std::swap(ws.ranks, ws.new_ranks);
+    n = new_n;
+  }
+}
+
+// ---- the word cache ------------------------------------------------------------------------
+inline std::uint64_t next_tokenizer_id() {
+  static std::atomic<std::uint64_t> counter{0};
+  return ++counter;
+}
+
+// A thread's word -> ids cache, for the one tokenizer (by id) that filled it last.
+struct WordCache {
+  static constexpr std::size_t max_entries = std::size_t{1} << 17;
+  static constexpr std::size_t max_word_bytes = 64;
+  std::uint64_t owner = 0;
+  std::unordered_map<std::string, std::vector<std::int64_t>, StringHash, std::equal_to<>> words;
+
+  void claim(std::uint64_t tokenizer) {
+    if (owner != tokenizer || words.size() >= max_entries) {
+      words.clear();
+      owner = tokenizer;
+    }
+  }
+};
+
+// One cache per thread and tokenizer class (Tag), so a Gpt2Bpe and a ClipBpe used in turn
+// do not evict each other.
+template <class Tag>
+WordCache& thread_word_cache() {
+  thread_local WordCache cache;
+  return cache;
+}
+
+// ---- one pre-token to ids ------------------------------------------------------------------
+// The vocabulary and merge ranks of a tokenizer, and the encoding of one pre-token with them:
+// its bytes spelled in the byte alphabet, `end_of_word` appended to the last symbol ("</w>"
+// for CLIP, nothing for GPT-2), the merge loop, each resulting symbol looked up in the
+// vocabulary. `separator` keys the ranks (see BpeRanks); `who` names the tokenizer in
+// messages ("Gpt2Bpe": "Gpt2Bpe::encode: BPE produced the symbol ...").
+class BpeEncoder {
+ public:
+  BpeEncoder() = default;
+  BpeEncoder(const BpeVocabulary& vocab, const BpeMerges& merges, char separator,
+             std::string_view end_of_word, const char* who)
+      : vocab_(vocab, who),
+        ranks_(merges, separator),
+        end_of_word_(end_of_word),
+        encode_context_(concat(who, "::encode")),
+        id_(next_tokenizer_id()) {}
+
+  const VocabTable& vocab() const { return vocab_; }
+
+  // The calling thread's word cache for tokenizers of class Tag, emptied first unless this
+  // encoder (or a copy) filled it last.
+  template <class Tag>
+  WordCache& thread_cache() const {
+    WordCache& cache = thread_word_cache<Tag>();
+    cache.claim(id_);
+    return cache;
+  }
+
+  // Appends the ids of one pre-token (its raw bytes), taken from `cache` when it holds them
+  // and kept there when the pre-token is short enough.
+  void encode_piece(std::string_view piece, WordCache& cache, BpeWorkspace& ws,
+                    std::vector<std::int64_t>& ids) const {
+    const bool cacheable = piece.size() <= WordCache::max_word_bytes;
+    if (cacheable) {
+      if (const auto it = cache.words.find(piece); it != cache.words.end()) {
+        ids.insert(ids.end(), it->second.begin(), it->second.end());
+        return;
+      }
+    }
+    const std::size_t first_id = ids.size();
+    const auto& alphabet = byte_alphabet();
+    std::string word;
+    word.reserve(piece.size() * 2 + end_of_word_.size());
+    ws.bounds.clear();
+    for (const char c : piece) {
+      ws.bounds.push_back(static_cast<std::uint32_t>(word.size()));
+      word += alphabet.to_utf8[static_cast<unsigned char>(c)];
+    }
+    word += end_of_word_;
+    ws.bounds.push_back(static_cast<std::uint32_t>(word.size()));
+    apply_bpe(ranks_, word, ws);
+    vocab_.append_ids(word, ws.bounds, ids, encode_context_.c_str());
+    if (cacheable) {
+      cache.words.emplace(std::string(piece),
+                          std::vector<std::int64_t>(ids.begin() + static_cast<std::ptrdiff_t>(first_id),
+                                                    ids.end()));
+    }
+  }
+
+ private:
+  VocabTable vocab_;
+  BpeRanks ranks_;
+  std::string end_of_word_;
+  std::string encode_context_;  // "Gpt2Bpe::encode"
+  std::uint64_t id_ = 0;        // identifies the contents for the thread_local word cache
+};
+
+}  // namespace tessera::detail
