@@ -82,3 +82,8 @@
 #if defined(TESSERA_HAS_STB)
 #include <tessera/train/synthetic.hpp>
 #endif
+
+// the front door: a model directory's encoder and front ends in one object (needs ICU and stb)
+#if defined(TESSERA_HAS_ICU) && defined(TESSERA_HAS_STB)
+#include <tessera/pipeline.hpp>
+#endif
