@@ -1,4 +1,5 @@
-// Tests of include/tessera/core/: error.hpp, parallel.hpp, tensor.hpp, warning.hpp.
+// Tests of include/tessera/core/: error.hpp, parallel.hpp, tensor.hpp, warning.hpp; and of
+// io/read_file.hpp, the one whole-file reader every file format goes through.
 
 // The tessera::tessera target defines this for every consumer (CMakeLists.txt); checked before
 // any header, since core/tensor.hpp defines it too.
@@ -10,10 +11,17 @@
 #include <tessera/core/parallel.hpp>
 #include <tessera/core/tensor.hpp>
 #include <tessera/core/warning.hpp>
+#include <tessera/io/read_file.hpp>
+
+#include "test_util.hpp"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -101,6 +109,41 @@ TEST(Tensor, ModalityNamesFollowTheTokenOrder) {
   EXPECT_STREQ(tessera::modality_name(tessera::Modality::image), "image");
   EXPECT_STREQ(tessera::modality_name(tessera::Modality::audio), "audio");
   EXPECT_STREQ(tessera::modality_name(tessera::Modality::video), "video");
+}
+
+TEST(ReadFile, ReadsEveryByteIntoAStringOrAByteVector) {
+  const tessera::test::TempDir dir;
+  std::string content("a\0b\r\n\xFF", 6);
+  content += std::string(200000, 'x');  // more than one read step (64 KiB)
+  {
+    std::ofstream out(dir / "f.bin", std::ios::binary);
+    out << content;
+  }
+  EXPECT_EQ(tessera::read_file(dir / "f.bin"), content);
+  const auto bytes = tessera::read_file<std::vector<std::uint8_t>>(dir / "f.bin");
+  EXPECT_EQ(std::string(bytes.begin(), bytes.end()), content);
+  EXPECT_EQ(tessera::read_file<std::vector<std::byte>>(dir / "f.bin").size(), content.size());
+  { std::ofstream empty(dir / "empty"); }
+  EXPECT_EQ(tessera::read_file(dir / "empty"), "");
+  // A file whose size the file system does not know is read to its end as well.
+  if (std::filesystem::exists("/proc/self/status")) {
+    EXPECT_THAT(tessera::read_file("/proc/self/status"), HasSubstr("Name:"));
+  }
+}
+
+TEST(ReadFile, MissingFilesAndDirectoriesAreErrorsNamingThePath) {
+  const tessera::test::TempDir dir;
+  const std::string missing = (dir / "missing.txt").string();
+  const std::string folder = dir.path().string();
+  EXPECT_THAT(error_message([&] { tessera::read_file(missing); }),
+              StartsWith(missing + ": cannot open: No such file"));
+  EXPECT_EQ(error_message([&] { tessera::read_file(folder); }),
+            folder + ": cannot read: is a directory, expected a file");
+  // With the caller's name first, the path follows the verb.
+  EXPECT_THAT(error_message([&] { tessera::read_file(missing, "--text-file"); }),
+              StartsWith("--text-file: cannot open " + missing + ": No such file"));
+  EXPECT_EQ(error_message([&] { tessera::read_file<std::vector<std::uint8_t>>(folder, "load"); }),
+            "load: cannot read " + folder + ": is a directory, expected a file");
 }
 
 }  // namespace

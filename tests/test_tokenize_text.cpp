@@ -247,6 +247,17 @@ TEST(Utf8, EveryKindOfInvalidSequenceNamesItsByteOffset) {
   }
 }
 
+TEST(Utf8, ReadUtf8FileNamesTheFileOfTheInvalidByte) {
+  tessera::test::TempDir dir;
+  write_file(dir / "ok.txt", "caf\xC3\xA9\n");
+  EXPECT_EQ(tessera::read_utf8_file(dir / "ok.txt"), "caf\xC3\xA9\n");
+  write_file(dir / "bad.txt", "hello \xFF");
+  EXPECT_THAT(error_of([&] { tessera::read_utf8_file(dir / "bad.txt"); }),
+              HasSubstr((dir / "bad.txt").string() + ": invalid UTF-8 at byte 6: invalid lead byte 0xFF"));
+  EXPECT_THAT(error_of([&] { tessera::read_utf8_file(dir.path()); }),
+              HasSubstr(dir.path().string() + ": cannot read: is a directory, expected a file"));
+}
+
 // ---- GPT-2 pre-tokenizer -------------------------------------------------------------------
 
 TEST(Gpt2Bpe, PreTokensFollowTheJavaScriptPattern) {
@@ -425,6 +436,10 @@ TEST(Gpt2Bpe, VocabJsonRefusalsNameTheLine) {
   EXPECT_THAT(vocab_error("{\"a\": 0,\n\"b\xC0\xAF\": 1}"),
               HasSubstr(bad + ":2: invalid UTF-8 in a token string at byte 11 of the file: overlong"));
   EXPECT_THAT(vocab_error(""), HasSubstr(bad + ":1: unexpected end of file"));
+  fs::create_directories(dir / "folder.json");
+  EXPECT_THAT(error_of([&] { Gpt2Bpe::load(dir / "folder.json", dir / "merges.txt"); }),
+              HasSubstr("Gpt2Bpe::load: cannot read " + (dir / "folder.json").string() +
+                        ": is a directory, expected a file"));
   // A UTF-8 byte order mark before the object is allowed.
   write_file(dir / "vocab.json", "\xEF\xBB\xBF{\"a\": 0, \"b\": 1, \"ab\": 2}");
   EXPECT_EQ(Gpt2Bpe::load(dir.path()).encode("ab"), (Ids{2}));

@@ -10,6 +10,7 @@
 #include <tessera/core/tensor.hpp>
 
 // io: file formats (images need stb; containers need FFmpeg, Y4M and image folders do not)
+#include <tessera/io/read_file.hpp>
 #include <tessera/io/safetensors.hpp>
 #include <tessera/io/video.hpp>
 #include <tessera/io/wav.hpp>

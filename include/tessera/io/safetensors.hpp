@@ -18,6 +18,7 @@
 #include <tessera/core/tensor.hpp>
 #include <tessera/io/atomic_file.hpp>
 #include <tessera/io/json.hpp>
+#include <tessera/io/read_file.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -662,32 +663,11 @@ class SafetensorsFile {
       return;
     }
     // Fall back to reading the whole file.
-    buffer_.resize(size_);
-    std::size_t done = 0;
-    while (done < size_) {
-      const ssize_t got = ::read(fd, buffer_.data() + done, size_ - done);
-      if (got < 0 && errno == EINTR) continue;
-      if (got <= 0) {
-        const int error = got < 0 ? errno : 0;
-        ::close(fd);
-        fail_file("read failed after ", done, " of ", size_, " bytes",
-                  error != 0 ? std::string(": ") + std::strerror(error) : std::string());
-      }
-      done += static_cast<std::size_t>(got);
-    }
     ::close(fd);
-#else
-    std::ifstream in(path_, std::ios::binary);
-    if (!in) fail_file("cannot open");
-    in.seekg(0, std::ios::end);
-    size_ = static_cast<std::size_t>(in.tellg());
-    in.seekg(0, std::ios::beg);
-    check_minimum_size();
-    buffer_.resize(size_);
-    if (!in.read(reinterpret_cast<char*>(buffer_.data()), static_cast<std::streamsize>(size_))) {
-      fail_file("read failed");
-    }
 #endif
+    buffer_ = read_file<std::vector<std::byte>>(path_);
+    size_ = buffer_.size();
+    check_minimum_size();
     data_ = buffer_.data();
   }
 

@@ -31,6 +31,7 @@
 #include <tessera/core/error.hpp>
 #include <tessera/core/tensor.hpp>
 #include <tessera/io/atomic_file.hpp>
+#include <tessera/io/read_file.hpp>
 
 #include <algorithm>
 #include <array>
@@ -240,20 +241,6 @@ inline double wav_sample(const std::uint8_t* p, WavSampleFormat sample_format, i
   }
 }
 
-inline std::vector<std::uint8_t> read_file_bytes(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) fail(file.string(), ": cannot open: ", std::strerror(errno));
-  in.seekg(0, std::ios::end);
-  const std::streamoff size = in.tellg();
-  if (size < 0) fail(file.string(), ": cannot determine the file size");
-  in.seekg(0, std::ios::beg);
-  std::vector<std::uint8_t> bytes(static_cast<std::size_t>(size));
-  if (size > 0 && !in.read(reinterpret_cast<char*>(bytes.data()), size)) {
-    fail(file.string(), ": read failed");
-  }
-  return bytes;
-}
-
 }  // namespace detail
 
 template <class Scalar>
@@ -346,7 +333,7 @@ Wav<Scalar> read_wav(std::span<const std::uint8_t> bytes, const WavLimits& limit
 
 template <class Scalar>
 Wav<Scalar> read_wav(const std::filesystem::path& file, const WavLimits& limits) {
-  const std::vector<std::uint8_t> bytes = detail::read_file_bytes(file);
+  const auto bytes = read_file<std::vector<std::uint8_t>>(file);
   return read_wav<Scalar>(std::span<const std::uint8_t>(bytes), limits, file.string());
 }
 

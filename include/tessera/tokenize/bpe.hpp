@@ -6,6 +6,7 @@
 // its pattern and "</w>" (clip_bpe.hpp). Nothing here needs ICU.
 
 #include <tessera/core/error.hpp>
+#include <tessera/io/read_file.hpp>
 #include <tessera/tokenize/bpe_merges.hpp>
 #include <tessera/tokenize/bpe_vocab.hpp>
 #include <tessera/tokenize/byte_alphabet.hpp>
@@ -15,9 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
-#include <fstream>
 #include <functional>
-#include <sstream>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -27,15 +26,6 @@
 namespace tessera::detail {
 
 // ---- files ---------------------------------------------------------------------------------
-inline std::string read_text_file(const std::filesystem::path& path, std::string_view what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(what, ": cannot open ", path.string());
-  std::ostringstream content;
-  content << in.rdbuf();
-  if (in.bad()) fail(what, ": error reading ", path.string());
-  return content.str();
-}
-
 // The vocabulary and merges in vocab_file (vocab.json) and merges_file (merges.txt); `who`
 // names the caller in messages ("Gpt2Bpe::load").
 struct BpeFiles {
@@ -45,8 +35,8 @@ struct BpeFiles {
 
 inline BpeFiles read_bpe_files(const std::filesystem::path& vocab_file,
                                const std::filesystem::path& merges_file, std::string_view who) {
-  const std::string vocab_text = read_text_file(vocab_file, who);
-  const std::string merges_text = read_text_file(merges_file, who);
+  const std::string vocab_text = read_file(vocab_file, who);
+  const std::string merges_text = read_file(merges_file, who);
   return {parse_vocab_json(vocab_text, vocab_file.string()),
           parse_merges(merges_text, merges_file.string())};
 }

@@ -1,5 +1,5 @@
 #pragma once
-// UTF-8 validation and decoding for the text tokenizers.
+// UTF-8 validation and decoding for the text tokenizers, and reading a UTF-8 text file.
 //
 // Strict UTF-8 as RFC 3629 defines it: a code point is written in its shortest form only
 // (no overlong sequences), UTF-16 surrogates U+D800..U+DFFF are not code points, nothing
@@ -11,9 +11,11 @@
 // Nothing here needs ICU.
 
 #include <tessera/core/error.hpp>
+#include <tessera/io/read_file.hpp>
 
 #include <cstddef>
 #include <cstdint>
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -125,6 +127,14 @@ inline void validate_utf8(std::string_view text, std::string_view context = "tex
   if (auto problem = find_invalid_utf8(text)) {
     fail(context, ": invalid UTF-8 at byte ", problem->offset, ": ", problem->reason);
   }
+}
+
+// The text of `file` (read_file), which must be UTF-8; invalid UTF-8 throws as validate_utf8
+// does, named by the file: "notes.txt: invalid UTF-8 at byte 6: invalid lead byte 0xFF".
+inline std::string read_utf8_file(const std::filesystem::path& file) {
+  std::string text = read_file(file);
+  validate_utf8(text, file.string());
+  return text;
 }
 
 // The code points of `text`; invalid UTF-8 throws as validate_utf8 does.
