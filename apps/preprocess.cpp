@@ -10,69 +10,65 @@
 //   --audio  audio    F32 [M, T]         patches F32 [ceil(T/pf), M*pf]
 //   --video  video    F32 [T, C, S, S]   patches F32 [K*(S/P)^2, C*tubelet*P*P]
 // Only config.json (and the tokenizer files, for text) are read from DIR. --video-fps is a
-// frame directory's rate (30). Prints the tensors written; errors print one line to stderr
-// and exit 1.
+// frame directory's rate (30). Prints the tensors written. Exit statuses and errors as every
+// program's (cli.hpp, docs/programs.md).
 
 #include <tessera/tessera.hpp>
 #include <tessera/tokenize/files.hpp>
 
-#include "example_util.hpp"
+#include "cli.hpp"
 
-#include <cstdlib>
-#include <exception>
+#include <algorithm>
+#include <filesystem>
 #include <iostream>
 #include <map>
 #include <span>
 #include <string>
-#include <string_view>
 #include <utility>
 #include <vector>
 
 namespace {
 
-constexpr const char* usage =
-    "usage: tessera-preprocess --model DIR (--text T | --image F | --audio F | --video F|DIR "
-    "[--video-fps R]) --out OUT.safetensors";
+namespace apps = tessera::apps;
 
 struct Options {
-  std::string model;
-  tessera::SampleFiles input;  // exactly one of text, image, audio, video
-  std::string out;
+  std::string model, out;
+  std::string text, image, audio, video;  // the one given goes into the sample
+  double video_fps = 30;
 };
 
-Options parse(int argc, char** argv) {
-  Options options;
-  std::vector<std::string_view> inputs;  // the modality options given
-  example::for_each_option(argc, argv, usage, {}, [&](std::string_view arg, const std::string& value) {
-    if (arg == "--model") {
-      options.model = value;
-    } else if (arg == "--text") {
-      options.input.text = value;
-    } else if (arg == "--image") {
-      options.input.image = value;
-    } else if (arg == "--audio") {
-      options.input.audio = value;
-    } else if (arg == "--video") {
-      options.input.video = value;
-    } else if (arg == "--video-fps") {
-      options.input.video_images_fps = example::positive_number(arg, value);
-    } else if (arg == "--out") {
-      options.out = value;
-    } else {
-      return false;
+void add_options(CLI::App& app, Options& o) {
+  app.add_option("--model", o.model, "the model directory (config.json and, for text, the tokenizer files)")
+      ->required()->type_name("DIR");
+  app.add_option("--out", o.out, "the file to write: the front end's output and the patches")
+      ->required()->type_name("OUT.safetensors");
+  app.add_option("--text", o.text, "a text, through the model's tokenizer")->type_name("T");
+  app.add_option("--image", o.image, "an image file")->type_name("FILE");
+  app.add_option("--audio", o.audio, "a WAV file")->type_name("FILE.wav");
+  app.add_option("--video", o.video, "a video file, or a directory of frames")->type_name("FILE|DIR");
+  app.add_option("--video-fps", o.video_fps, "a frame directory's frame rate")
+      ->check(apps::positive_number)->type_name("R");
+}
+
+// The one input given (--text, --image, --audio or --video); a usage error for none or several.
+tessera::SampleFiles one_input(const CLI::App& app, const Options& o) {
+  std::vector<std::string> given;
+  for (const CLI::Option* option : app.parse_order()) {
+    const std::string name = option->get_name();
+    if ((name == "--text" || name == "--image" || name == "--audio" || name == "--video") &&
+        std::find(given.begin(), given.end(), name) == given.end()) {
+      given.push_back(name);
     }
-    if (arg == "--text" || arg == "--image" || arg == "--audio" || arg == "--video") {
-      inputs.push_back(arg);
-    }
-    return true;
-  });
-  tessera::check(!options.model.empty(), "--model is required (", usage, ")");
-  tessera::check(!inputs.empty(), "no input: give one of --text, --image, --audio, --video (",
-                 usage, ")");
-  tessera::check(inputs.size() == 1, "give exactly one input, got ", inputs[0], " and ",
-                 inputs[1], " (", usage, ")");
-  tessera::check(!options.out.empty(), "--out is required (", usage, ")");
-  return options;
+  }
+  apps::require(!given.empty(), "no input: give one of --text, --image, --audio, --video");
+  apps::require(given.size() == 1, "give exactly one input, got " + given[0] + " and " + given[1]);
+  tessera::SampleFiles input;
+  if (given[0] == "--text") input.text = o.text;
+  if (given[0] == "--image") input.image = o.image;
+  if (given[0] == "--audio") input.audio = o.audio;
+  if (given[0] == "--video") input.video = o.video;
+  input.video_images_fps = o.video_fps;
+  return input;
 }
 
 std::vector<std::int64_t> shape_of(const auto& tensor) {
@@ -91,14 +87,20 @@ tessera::TensorData tensor_data(const auto& tensor) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    const Options options = parse(argc, argv);
+  CLI::App app("Run one front end of a model on one input and write what it produced, with the "
+               "flattened patch vectors the encoder projects into tokens.",
+               "tessera-preprocess");
+  apps::set_conventions(app);
+  Options options;
+  add_options(app, options);
+  return apps::run(app, argc, argv, [&] {
+    const tessera::SampleFiles input = one_input(app, options);
     tessera::check(std::filesystem::is_directory(options.model), "--model: ", options.model,
                    " is not a directory");
     const tessera::Config config =
         tessera::load_config(std::filesystem::path(options.model) / tessera::config_file_name);
     const tessera::FrontEnds front(config, options.model);
-    const tessera::Sample<float> sample = front.load(options.input);
+    const tessera::Sample<float> sample = front.load(input);
 
     // The patch geometry is the model's; video frames use the image section's (docs/encoder.md).
     const tessera::ImageConfig& frame = config.frame_geometry();
@@ -134,9 +136,5 @@ int main(int argc, char** argv) {
       std::cout << "]";
     }
     std::cout << "\n";
-    return 0;
-  } catch (const std::exception& e) {
-    std::cerr << "tessera-preprocess: error: " << e.what() << "\n";
-    return 1;
-  }
+  });
 }

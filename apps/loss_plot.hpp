@@ -19,7 +19,7 @@
 #include <string_view>
 #include <vector>
 
-namespace example {
+namespace tessera::apps {
 namespace plot {
 
 // 3 x 5 glyphs, one row per 3 bits (the high bit is the left column).
@@ -161,4 +161,4 @@ inline void write_loss_plot(const std::filesystem::path& file, const std::vector
   tessera::write_png(file, canvas.image);
 }
 
-}  // namespace example
+}  // namespace tessera::apps

@@ -2,8 +2,8 @@
 //
 //   tessera-demo [--out DIR] [--threads N]
 //
-// Builds a small four-modality model (random weights: tessera has no training yet, so the
-// similarities printed are those of an untrained model) with a BPE tokenizer trained on a
+// Builds a small four-modality model (random weights, so the similarities printed are those
+// of an untrained model; tessera-train trains one) with a BPE tokenizer trained on a
 // few captions, saves it as a model directory, loads it back, writes four generated samples
 // as inputs files in the tessera-encode format, encodes them as one packed batch, and prints
 // each embedding's first values and the cosine similarity of every pair. It also writes raw
@@ -11,19 +11,20 @@
 // then holds model/, sample_*.safetensors and the raw files, ready for
 //   tessera-encode --model DIR/model --inputs DIR/sample_0.safetensors ...
 //   tessera-encode --model DIR/model --text "a red square" --image DIR/square.ppm ...
+// Exit statuses and errors as every program's (cli.hpp, docs/programs.md).
 
 #include <tessera/tessera.hpp>
 #include <tessera/io/y4m.hpp>
 #include <tessera/tokenize/bpe_trainer.hpp>
 
+#include "cli.hpp"
+
 #include <cmath>
 #include <cstdio>
-#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <string>
-#include <string_view>
 #include <vector>
 
 namespace {
@@ -113,15 +114,17 @@ void write_raw_files(const std::filesystem::path& dir) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    std::filesystem::path out = "tessera-demo";
-    for (int i = 1; i < argc; ++i) {
-      const std::string_view arg = argv[i];
-      tessera::check((arg == "--out" || arg == "--threads") && i + 1 < argc,
-                     "usage: tessera-demo [--out DIR] [--threads N]");
-      if (arg == "--out") out = argv[++i];
-      else tessera::set_num_threads(std::stoi(argv[++i]));
-    }
+  namespace apps = tessera::apps;
+  CLI::App app("Build a small four-modality model with random weights and a BPE tokenizer, write it "
+               "with four samples and raw files (square.ppm, tone.wav, moving.y4m), and encode them.",
+               "tessera-demo");
+  apps::set_conventions(app);
+  std::filesystem::path out = "tessera-demo";
+  int threads = 0;
+  app.add_option("--out", out, "the directory to write")->type_name("DIR");
+  apps::add_threads_option(app, threads);
+  return apps::run(app, argc, argv, [&] {
+    if (threads > 0) tessera::set_num_threads(threads);
 
     // A byte-level BPE tokenizer trained on a few captions; the model's vocabulary is its size.
     const std::vector<std::string> captions = {
@@ -169,9 +172,5 @@ int main(int argc, char** argv) {
       }
       std::printf("\n");
     }
-    return 0;
-  } catch (const std::exception& e) {
-    std::cerr << "tessera-demo: error: " << e.what() << "\n";
-    return 1;
-  }
+  });
 }

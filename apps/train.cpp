@@ -27,7 +27,7 @@
 //      training.json (the options, every step's loss, the retrieval table)
 //   5. retrieval on the held-out items, printed as a table
 //
-// Errors print one line to stderr and exit 1.
+// Exit statuses and errors as every program's (cli.hpp, docs/programs.md).
 
 #include <tessera/tessera.hpp>
 #include <tessera/tokenize/bpe_trainer.hpp>
@@ -37,8 +37,9 @@
 #include <tessera/train/sampler.hpp>
 #include <tessera/train/step.hpp>
 
-#include "example_util.hpp"
+#include "cli.hpp"
 #include "loss_plot.hpp"
+#include "progress.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -62,12 +63,7 @@ namespace {
 namespace fs = std::filesystem;
 using tessera::Index;
 
-constexpr const char* usage =
-    "usage: tessera-train --data DIR --config CONFIG.json --out MODEL_DIR [--steps N] "
-    "[--pairs N] [--lr X] [--min-lr X] [--warmup N] [--weight-decay X] [--beta2 X] [--clip X] "
-    "[--schedule uniform|progressive [--stages A,B]] [--seed N] [--threads N] "
-    "[--temperature T] [--hard-negatives ATTR[,ATTR...] [--run-length N]] "
-    "[--checkpoint-every N] [--resume] [--stop-at STEP]";
+namespace apps = tessera::apps;
 
 const char* modality(std::size_t m) {
   return tessera::modality_name(static_cast<tessera::Modality>(m));
@@ -83,13 +79,15 @@ struct Options {
   double beta2 = 0.98;  // AdamW's second-moment decay (CLIP's 0.98: steadier early steps than 0.999)
   std::int64_t warmup = 50;
   std::string schedule = "uniform";
-  std::int64_t audio_video_from = 0, all_pairs_from = 0;  // progressive stages (0: steps/4, steps/2)
+  std::vector<std::int64_t> stages;  // --stages A,B as given (none: steps/4, steps/2)
+  std::int64_t audio_video_from = 0, all_pairs_from = 0;  // the progressive stages, A and B
   std::uint64_t seed = 1;
   int threads = 0;
   std::int64_t checkpoint_every = 250;
   bool resume = false;
   std::int64_t stop_at = 0;  // > 0: stop after this many steps, with a checkpoint to resume
   double temperature = 0.07;  // the initial softmax temperature: logit_scale = ln(1 / temperature)
+  std::vector<std::string> hard_negative_names;  // --hard-negatives as given
   std::vector<std::size_t> hard_negatives;  // attributes (indices into attribute_names)
   std::int64_t run_length = 4;              // items alike in them per run, with hard_negatives
 
@@ -103,80 +101,82 @@ struct Options {
   }
 };
 
-double non_negative_number(std::string_view option, const std::string& text) {
-  std::size_t used = 0;
-  double value = -1;
-  try {
-    value = std::stod(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  tessera::check(used == text.size() && value >= 0 && std::isfinite(value), option,
-                 " expects a number >= 0, got '", text, "'");
-  return value;
+void add_options(CLI::App& app, Options& o) {
+  app.add_option("--data", o.data, "the data directory, as tessera-synth writes it (train.jsonl, "
+                                   "heldout.jsonl, captions.txt)")
+      ->required()->type_name("DIR");
+  app.add_option("--config", o.config, "the model's config (text.vocab_size: the size the "
+                                       "tokenizer is trained to)")
+      ->required()->type_name("CONFIG.json");
+  app.add_option("--out", o.out, "the model directory to write")->required()->type_name("MODEL_DIR");
+  app.add_option("--steps", o.steps, "training steps")
+      ->check(apps::integer_in<std::int64_t>(1, 100000000))->type_name("N");
+  app.add_option("--pairs", o.pairs, "pairs per batch")
+      ->check(apps::integer_in(1, 100000))->type_name("N");
+  app.add_option("--lr", o.lr, "the peak learning rate")->check(apps::positive_number)->type_name("X");
+  app.add_option("--min-lr", o.min_lr, "the learning rate at the end of the cosine decay")
+      ->check(apps::non_negative_number)->type_name("X");
+  app.add_option("--warmup", o.warmup, "steps of linear warmup")
+      ->check(apps::integer_in<std::int64_t>(0, 100000000))->type_name("N");
+  app.add_option("--weight-decay", o.weight_decay, "AdamW's decoupled weight decay")
+      ->check(apps::non_negative_number)->type_name("X");
+  app.add_option("--beta2", o.beta2, "AdamW's second-moment decay")
+      ->check(apps::non_negative_number)->check(CLI::Range(0.0, 1.0))->type_name("X");
+  app.add_option("--clip", o.clip, "the gradient norm clipped to (0: no clipping)")
+      ->check(apps::non_negative_number)->type_name("X");
+  app.add_option("--schedule", o.schedule,
+                 "uniform: every pair kind in equal proportions; progressive: text-image alone "
+                 "before step A, text-audio and text-video joining, all kinds from step B")
+      ->check(CLI::IsMember({"uniform", "progressive"}))->type_name("KIND");
+  app.add_option("--stages", o.stages, "the progressive schedule's steps A,B (default: steps/4, steps/2)")
+      ->delimiter(',')->expected(2)->allow_extra_args(false)->take_last()
+      ->check(apps::integer_in<std::int64_t>(1, 100000000))->type_name("A,B")->default_str("");
+  app.add_option("--seed", o.seed, "the random seed (weights, batches)")
+      ->check(apps::integer<std::uint64_t>())->type_name("N");
+  apps::add_threads_option(app, o.threads);
+  app.add_option("--temperature", o.temperature, "the initial softmax temperature")
+      ->check(apps::positive_number)->type_name("T");
+  app.add_option("--hard-negatives", o.hard_negative_names,
+                 "batches in runs of items alike in these attributes (color, shape, position, motion)")
+      ->delimiter(',')->allow_extra_args(false)->take_all()
+      ->check(CLI::Validator(
+          [](std::string& name) -> std::string {
+            const bool known = std::find(attribute_names.begin(), attribute_names.end(), name) !=
+                               attribute_names.end();
+            return known ? "" : "unknown attribute '" + name +
+                                    "' (expected some of color, shape, position, motion)";
+          },
+          ""))
+      ->type_name("ATTR[,ATTR...]")->default_str("");
+  app.add_option("--run-length", o.run_length, "items alike per run, with --hard-negatives")
+      ->check(apps::integer_in<std::int64_t>(1, 100000))->type_name("N");
+  app.add_option("--checkpoint-every", o.checkpoint_every,
+                 "write MODEL_DIR/checkpoint.safetensors every N steps")
+      ->check(apps::integer_in<std::int64_t>(1, 100000000))->type_name("N");
+  app.add_flag("--resume", o.resume, "continue from MODEL_DIR/checkpoint.safetensors, if there is one");
+  app.add_option("--stop-at", o.stop_at, "stop after STEP steps, with a checkpoint to --resume")
+      ->check(apps::integer_in<std::int64_t>(1, 100000000))->type_name("STEP")->default_str("");
 }
 
-Options parse(int argc, char** argv) {
-  Options o;
-  example::for_each_option(argc, argv, usage, {"--resume"}, [&](std::string_view arg,
-                                                                const std::string& value) {
-    if (arg == "--data") o.data = value;
-    else if (arg == "--config") o.config = value;
-    else if (arg == "--out") o.out = value;
-    else if (arg == "--steps") o.steps = example::positive_integer(arg, value);
-    else if (arg == "--pairs") o.pairs = example::positive_integer(arg, value);
-    else if (arg == "--lr") o.lr = example::positive_number(arg, value);
-    else if (arg == "--min-lr") o.min_lr = non_negative_number(arg, value);
-    else if (arg == "--warmup") o.warmup = static_cast<std::int64_t>(non_negative_number(arg, value));
-    else if (arg == "--weight-decay") o.weight_decay = non_negative_number(arg, value);
-    else if (arg == "--beta2") o.beta2 = non_negative_number(arg, value);
-    else if (arg == "--clip") o.clip = non_negative_number(arg, value);
-    else if (arg == "--seed") o.seed = static_cast<std::uint64_t>(non_negative_number(arg, value));
-    else if (arg == "--threads") o.threads = example::positive_integer(arg, value);
-    else if (arg == "--checkpoint-every") o.checkpoint_every = example::positive_integer(arg, value);
-    else if (arg == "--resume") o.resume = true;
-    else if (arg == "--stop-at") o.stop_at = example::positive_integer(arg, value);
-    else if (arg == "--temperature") o.temperature = example::positive_number(arg, value);
-    else if (arg == "--run-length") o.run_length = example::positive_integer(arg, value);
-    else if (arg == "--hard-negatives") {
-      o.hard_negatives.clear();
-      for (std::size_t first = 0; first <= value.size();) {
-        const std::size_t comma = std::min(value.find(',', first), value.size());
-        const std::string name = value.substr(first, comma - first);
-        const auto at = std::find(attribute_names.begin(), attribute_names.end(), name);
-        tessera::check(at != attribute_names.end(), "--hard-negatives: unknown attribute '", name,
-                       "' (expected some of color, shape, position, motion)");
-        o.hard_negatives.push_back(static_cast<std::size_t>(at - attribute_names.begin()));
-        first = comma + 1;
-      }
-    }
-    else if (arg == "--stages") {
-      const auto comma = value.find(',');
-      tessera::check(comma != std::string::npos, "--stages expects A,B (two steps), got '", value, "'");
-      o.audio_video_from = example::positive_integer(arg, value.substr(0, comma));
-      o.all_pairs_from = example::positive_integer(arg, value.substr(comma + 1));
-    }
-    else if (arg == "--schedule") {
-      tessera::check(value == "uniform" || value == "progressive",
-                     "--schedule expects uniform or progressive, got '", value, "'");
-      o.schedule = value;
-    } else {
-      return false;
-    }
-    return true;
-  });
-  tessera::check(!o.data.empty(), "--data is required (", usage, ")");
-  tessera::check(!o.config.empty(), "--config is required (", usage, ")");
-  tessera::check(!o.out.empty(), "--out is required (", usage, ")");
-  tessera::check(o.min_lr <= o.lr, "--min-lr ", o.min_lr, " is above --lr ", o.lr);
-  tessera::check(o.warmup <= o.steps, "--warmup ", o.warmup, " is more than --steps ", o.steps);
-  if (o.audio_video_from == 0) {
-    o.audio_video_from = std::max<std::int64_t>(1, o.steps / 4);
-    o.all_pairs_from = std::max<std::int64_t>(2, o.steps / 2);
+// What the options mean together; a usage error when they contradict each other.
+void finish(Options& o) {
+  using tessera::detail::concat;
+  apps::require(o.min_lr <= o.lr, concat("--min-lr ", o.min_lr, " is above --lr ", o.lr));
+  apps::require(o.warmup <= o.steps, concat("--warmup ", o.warmup, " is more than --steps ", o.steps));
+  apps::require(o.stages.empty() || o.stages.size() == 2,
+                concat("--stages expects A,B (two steps), got ", o.stages.size(), " value(s)"));
+  if (o.stages.empty()) {
+    o.stages = {std::max<std::int64_t>(1, o.steps / 4), std::max<std::int64_t>(2, o.steps / 2)};
   }
-  tessera::check(o.audio_video_from < o.all_pairs_from, "--stages ", o.audio_video_from, ",",
-                 o.all_pairs_from, ": the second step must come after the first");
-  return o;
+  for (const std::string& name : o.hard_negative_names) {  // each one checked by its validator
+    const auto at = std::find(attribute_names.begin(), attribute_names.end(), name);
+    o.hard_negatives.push_back(static_cast<std::size_t>(at - attribute_names.begin()));
+  }
+  o.audio_video_from = o.stages[0];
+  o.all_pairs_from = o.stages[1];
+  apps::require(o.audio_video_from < o.all_pairs_from,
+                concat("--stages ", o.audio_video_from, ",", o.all_pairs_from,
+                       ": the second step must come after the first"));
 }
 
 // ---- The data -------------------------------------------------------------------------------
@@ -380,9 +380,16 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  return example::run("tessera-train", [&] {
+  CLI::App app("Train a multimodal encoder with a contrastive loss on a directory of paired data, "
+               "and write a model directory that tessera-encode loads (docs/training.md).",
+               "tessera-train");
+  apps::set_conventions(app);
+  Options options;
+  add_options(app, options);
+  return apps::run(app, argc, argv, [&] {
     std::setvbuf(stdout, nullptr, _IOLBF, 0);  // lines in order with the progress on stderr
-    const Options o = parse(argc, argv);
+    finish(options);
+    const Options& o = options;
     if (o.threads > 0) tessera::set_num_threads(o.threads);
     const auto start = std::chrono::steady_clock::now();
 
@@ -456,7 +463,7 @@ int main(int argc, char** argv) {
     tessera::EncoderTrace<float> trace;
     std::vector<tessera::Sample<float>> batch;
     std::vector<tessera::PairGroup> groups;
-    example::Progress progress(o.steps, first_step);
+    apps::Progress progress(o.steps, first_step);
     const auto train_start = std::chrono::steady_clock::now();
     double average = 0;
     const std::int64_t last_step = o.stop_at > 0 ? std::min(o.stop_at, o.steps) : o.steps;
@@ -486,7 +493,7 @@ int main(int argc, char** argv) {
 
     // 4. the model directory
     tessera::save_model(model, o.out);
-    example::write_loss_plot(o.out / "loss.png", losses);
+    apps::write_loss_plot(o.out / "loss.png", losses);
 
     // 5. held-out retrieval
     const auto rows = evaluate(model, heldout);

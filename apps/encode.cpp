@@ -14,30 +14,28 @@
 // All samples form one packed batch. OUT holds `embeddings` [N, E] and `hidden.0`,
 // `hidden.1`, ... ([L_i, D]). --repeat N runs everything N times and prints per-stage timings
 // (decode, preprocess, encode) as JSON on stdout. --similarities prints the cosine similarity
-// of every two samples' embeddings, as a table. Errors print one line to stderr and exit 1.
+// of every two samples' embeddings, as a table. Exit statuses and errors as every program's
+// (cli.hpp, docs/programs.md).
 
 #include <tessera/tessera.hpp>
 #include <tessera/tokenize/files.hpp>
 
-#include "example_util.hpp"
+#include "cli.hpp"
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <cstdlib>
-#include <exception>
 #include <iostream>
+#include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 namespace {
 
-constexpr const char* usage =
-    "usage: tessera-encode --model DIR [--inputs FILE.safetensors ...] [--text T | --text-file F] "
-    "[--image F] [--audio F] [--video F|DIR [--video-fps R]] [--next ...] --out OUT.safetensors "
-    "[--threads N] [--repeat N] [--similarities]";
+namespace apps = tessera::apps;
 
 // One sample of the batch: a preprocessed inputs file or raw inputs.
 struct SampleSource {
@@ -54,63 +52,94 @@ struct Options {
   bool similarities = false;
 };
 
-Options parse(int argc, char** argv) {
-  Options options;
+// The options as CLI11 leaves them: each sample option's values, in the order given.
+struct SampleOptions {
+  std::vector<std::string> inputs, text, text_file, image, audio, video;
+  std::vector<double> video_fps;
+  int next = 0;
+};
+
+void add_options(CLI::App& app, Options& o, SampleOptions& s) {
+  app.add_option("--model", o.model, "the model directory (config.json, model.safetensors and, "
+                                     "for text, the tokenizer files)")
+      ->required()->type_name("DIR");
+  app.add_option("--out", o.out, "the file to write: `embeddings` [N, E] and `hidden.<i>` [L_i, D]")
+      ->required()->type_name("OUT.safetensors");
+  apps::add_repeated_option(app, "--inputs", s.inputs,
+                            "a sample of preprocessed tensors (text_ids, image, audio, video; "
+                            "docs/encoder.md); repeatable")
+      ->type_name("FILE.safetensors");
+  apps::add_repeated_option(app, "--text", s.text, "text of the current raw sample")->type_name("T");
+  apps::add_repeated_option(app, "--text-file", s.text_file,
+                            "the text of FILE (UTF-8; one final line end is dropped), in place of --text")
+      ->type_name("FILE");
+  apps::add_repeated_option(app, "--image", s.image, "an image of the current raw sample")
+      ->type_name("FILE");
+  apps::add_repeated_option(app, "--audio", s.audio, "a WAV file of the current raw sample")
+      ->type_name("FILE.wav");
+  apps::add_repeated_option(app, "--video", s.video,
+                            "a video file, or a directory of frames, of the current raw sample")
+      ->type_name("FILE|DIR");
+  apps::add_repeated_option(app, "--video-fps", s.video_fps,
+                            "the frame rate of the current sample's frame directory (default 30)")
+      ->check(apps::positive_number)->type_name("R");
+  app.add_flag("--next", s.next, "start another raw sample (raw inputs go into one sample until then)");
+  apps::add_threads_option(app, o.threads);
+  app.add_option("--repeat", o.repeat,
+                 "run everything N times and print per-stage timings (decode, preprocess, "
+                 "encode) as JSON")
+      ->check(apps::integer_in(1, 100000))->type_name("N")->default_str("");
+  app.add_flag("--similarities", o.similarities,
+               "print the cosine similarity of every two samples' embeddings, as a table");
+}
+
+// The samples, from the sample options in the order given (app.parse_order(), one entry per
+// occurrence): raw inputs go into one sample until --next or --inputs; an inputs file is a
+// sample of its own.
+std::vector<SampleSource> samples_in_order(const CLI::App& app, const SampleOptions& s) {
+  std::vector<SampleSource> samples;
   bool raw_open = false;  // the last sample takes raw inputs
   auto raw = [&]() -> tessera::SampleFiles& {
     if (!raw_open) {
-      options.samples.emplace_back();
+      samples.emplace_back();
       raw_open = true;
     }
-    return options.samples.back().files;
+    return samples.back().files;
   };
-  auto set_once = [](auto& slot, auto value, std::string_view option) {
-    tessera::check(!slot.has_value(), option, " given twice for one sample (use --next to start another)");
+  auto set_once = [](auto& slot, auto value, const std::string& option) {
+    apps::require(!slot.has_value(), option + " given twice for one sample (use --next to start another)");
     slot = std::move(value);
   };
-  example::for_each_option(argc, argv, usage, {"--next", "--similarities"},
-                           [&](std::string_view arg, const std::string& value) {
-    if (arg == "--next") {
-      tessera::check(raw_open, "--next must follow the raw inputs of a sample");
+  std::map<std::string, std::size_t> seen;  // occurrences of each option so far
+  for (const CLI::Option* option : app.parse_order()) {
+    const std::string name = option->get_name();
+    const std::size_t i = seen[name]++;
+    if (name == "--next") {
+      apps::require(raw_open, "--next must follow the raw inputs of a sample");
       raw_open = false;
-    } else if (arg == "--similarities") {
-      options.similarities = true;
-    } else if (arg == "--model") {
-      options.model = value;
-    } else if (arg == "--inputs") {
-      options.samples.push_back({value, {}});
+    } else if (name == "--inputs") {
+      samples.push_back({s.inputs[i], {}});
       raw_open = false;
-    } else if (arg == "--text") {
-      set_once(raw().text, value, arg);
-    } else if (arg == "--text-file") {
-      std::string text = tessera::detail::read_text_file(value, "--text-file");
-      tessera::validate_utf8(text, value);  // named by its file, not by the tokenizer
+    } else if (name == "--text") {
+      set_once(raw().text, s.text[i], name);
+    } else if (name == "--text-file") {
+      std::string text = tessera::detail::read_text_file(s.text_file[i], "--text-file");
+      tessera::validate_utf8(text, s.text_file[i]);  // named by its file, not by the tokenizer
       if (text.ends_with('\n')) text.pop_back();  // the file's last line end
       if (text.ends_with('\r')) text.pop_back();
       set_once(raw().text, std::move(text), "--text");
-    } else if (arg == "--image") {
-      set_once(raw().image, std::filesystem::path(value), arg);
-    } else if (arg == "--audio") {
-      set_once(raw().audio, std::filesystem::path(value), arg);
-    } else if (arg == "--video") {
-      set_once(raw().video, std::filesystem::path(value), arg);
-    } else if (arg == "--video-fps") {
-      raw().video_images_fps = example::positive_number(arg, value);
-    } else if (arg == "--out") {
-      options.out = value;
-    } else if (arg == "--threads") {
-      options.threads = example::positive_integer(arg, value);
-    } else if (arg == "--repeat") {
-      options.repeat = example::positive_integer(arg, value);
-    } else {
-      return false;
+    } else if (name == "--image") {
+      set_once(raw().image, std::filesystem::path(s.image[i]), name);
+    } else if (name == "--audio") {
+      set_once(raw().audio, std::filesystem::path(s.audio[i]), name);
+    } else if (name == "--video") {
+      set_once(raw().video, std::filesystem::path(s.video[i]), name);
+    } else if (name == "--video-fps") {
+      raw().video_images_fps = s.video_fps[i];
     }
-    return true;
-  });
-  tessera::check(!options.model.empty(), "--model is required (", usage, ")");
-  tessera::check(!options.samples.empty(), "no sample: give --inputs or raw inputs (", usage, ")");
-  tessera::check(!options.out.empty(), "--out is required (", usage, ")");
-  return options;
+  }
+  apps::require(!samples.empty(), "no sample: give --inputs or raw inputs");
+  return samples;
 }
 
 // A sample's name in the similarity table: its inputs file, or its raw inputs (text quoted
@@ -160,8 +189,16 @@ void print_stage(std::string_view name, std::vector<double> seconds, bool last) 
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    const Options options = parse(argc, argv);
+  CLI::App app("Encode samples with a model directory and write their embeddings. Samples are "
+               "inputs files (--inputs) or raw inputs mixed freely into one sample (--text, "
+               "--image, --audio, --video), --next starting another; all form one packed batch.",
+               "tessera-encode");
+  apps::set_conventions(app);
+  Options options;
+  SampleOptions sample_options;
+  add_options(app, options, sample_options);
+  return apps::run(app, argc, argv, [&] {
+    options.samples = samples_in_order(app, sample_options);
     if (options.threads > 0) tessera::set_num_threads(options.threads);
     const auto model = tessera::load_model<float>(options.model);
     const bool raw_inputs = std::any_of(options.samples.begin(), options.samples.end(),
@@ -203,9 +240,5 @@ int main(int argc, char** argv) {
       std::cout << "encoded " << encodings.size() << " sample(s) into " << options.out << "\n";
     }
     if (options.similarities) print_similarities(options.samples, encodings);
-    return 0;
-  } catch (const std::exception& e) {
-    std::cerr << "tessera-encode: error: " << e.what() << "\n";
-    return 1;
-  }
+  });
 }

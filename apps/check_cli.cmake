@@ -1,0 +1,33 @@
+# Runs COMMAND (a list) and checks the contract of tessera's programs (docs/programs.md):
+#   EXPECTED_STATUS 1 (the default): a runtime error, 2: a usage error. The exit status is
+#     that one (not a signal, not 0) and stderr is exactly one line, containing EXPECTED.
+#   EXPECTED_STATUS 0: success (--help); stdout contains EXPECTED and stderr is empty.
+# Usage: cmake -DCOMMAND="prog;arg;..." -DEXPECTED="text" [-DEXPECTED_STATUS=2] -P check_cli.cmake
+if(NOT DEFINED EXPECTED_STATUS)
+  set(EXPECTED_STATUS 1)
+endif()
+execute_process(COMMAND ${COMMAND} RESULT_VARIABLE status OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT status STREQUAL "${EXPECTED_STATUS}")
+  message(FATAL_ERROR "expected exit status ${EXPECTED_STATUS}, got '${status}'; stderr:\n${err}")
+endif()
+if(EXPECTED_STATUS EQUAL 0)
+  if(NOT err STREQUAL "")
+    message(FATAL_ERROR "expected nothing on stderr, got:\n${err}")
+  endif()
+  string(FIND "${out}" "${EXPECTED}" at)
+  if(at EQUAL -1)
+    message(FATAL_ERROR "stdout does not mention '${EXPECTED}':\n${out}")
+  endif()
+  message(STATUS "ok: stdout mentions '${EXPECTED}'")
+  return()
+endif()
+string(REGEX MATCHALL "\n" newlines "${err}")
+list(LENGTH newlines lines)
+if(NOT lines EQUAL 1)
+  message(FATAL_ERROR "expected one line on stderr, got ${lines}:\n${err}")
+endif()
+string(FIND "${err}" "${EXPECTED}" at)
+if(at EQUAL -1)
+  message(FATAL_ERROR "stderr does not mention '${EXPECTED}':\n${err}")
+endif()
+message(STATUS "ok: ${err}")
