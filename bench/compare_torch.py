@@ -11,7 +11,7 @@ What is compared (float32 throughout, same thread count t on both sides):
   train      one training step of a small CLIP-like model (D 256, 4 pre-norm layers of 4 heads,
              F 1024, E 256, learned positions, mean pooling) on P caption-image pairs (32 ids;
              64 px images, patch 8): forward, InfoNCE, backward, clip_grad_norm_(1), AdamW.
-             tessera: BM_train_step (bench/train.cpp); torch: nn.TransformerEncoderLayer
+             tessera: BM_train_step (bench/bench_train.cpp); torch: nn.TransformerEncoderLayer
              (norm_first, GELU, no dropout) with torch.optim.AdamW. samples/s = 2P / step.
 
 Timing: tessera cells are Google Benchmark's real_time (per-iteration mean of a repetition;
@@ -327,7 +327,7 @@ def vit_section(run, opts):
 
 
 def torch_train_step(torch, pairs):
-    """One training step of bench/train.cpp's model in PyTorch, as a closure."""
+    """One training step of bench/bench_train.cpp's model in PyTorch, as a closure."""
     nn, F = torch.nn, torch.nn.functional
     D, L, H, FF, E, V, T, S, P = 256, 4, 4, 1024, 256, 1024, 32, 64, 8
 
