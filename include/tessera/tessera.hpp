@@ -44,6 +44,7 @@
 #include <tessera/model/sample.hpp>
 #include <tessera/model/sample_check.hpp>
 #include <tessera/model/sample_io.hpp>
+#include <tessera/model/token_layout.hpp>
 #include <tessera/model/weights.hpp>
 
 // tokenize: the front ends that turn text and files into encoder inputs (SPEC 5); the text

@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 namespace tessera {
@@ -41,8 +42,9 @@ RowVector<Scalar> pool_forward(PoolingKind kind,
                                const Matrix<Scalar>& hidden,  // [L, D]
                                const std::vector<int>& modality,  // [L]
                                const nn::Linear<Scalar>& router,  // [4 + custom, D]
-                               Vector<Scalar>* routing = nullptr,  // [4 + custom]
-                               RoutedPooling<Scalar>* routed = nullptr) {
+                               // [4 + custom]
+                               std::type_identity_t<Vector<Scalar>>* routing = nullptr,
+                               std::type_identity_t<RoutedPooling<Scalar>>* routed = nullptr) {
   switch (kind) {
     case PoolingKind::mean: return hidden.colwise().mean();
     case PoolingKind::cls: return hidden.row(0);
@@ -69,7 +71,8 @@ RowVector<Scalar> pool_forward(PoolingKind kind,
   r.mean_of_means = RowVector<Scalar>::Zero(hidden.cols());
   for (const auto& p : r.means) r.mean_of_means += p;
   r.mean_of_means /= static_cast<Scalar>(r.means.size());
-  const Vector<Scalar> logits = router.weight * r.mean_of_means.transpose() + router.bias;  // [4 + custom]
+  const Vector<Scalar> logits =
+      router.weight * r.mean_of_means.transpose() + router.bias;  // [4 + custom]
   Scalar max_logit = -std::numeric_limits<Scalar>::infinity();
   for (int m : r.present) max_logit = std::max(max_logit, logits[m]);
   Scalar total = 0;

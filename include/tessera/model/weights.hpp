@@ -65,10 +65,12 @@ void for_each_weight(const Config& c, Visit&& visit, bool expand_layers = true) 
     linear(name + ".q_proj", d, d, true, repeat, [get](auto& m) -> auto& { return get(m).q_proj; });
     linear(name + ".k_proj", d, d, true, repeat, [get](auto& m) -> auto& { return get(m).k_proj; });
     linear(name + ".v_proj", d, d, true, repeat, [get](auto& m) -> auto& { return get(m).v_proj; });
-    linear(name + ".out_proj", d, d, true, repeat, [get](auto& m) -> auto& { return get(m).out_proj; });
+    linear(name + ".out_proj", d, d, true, repeat,
+           [get](auto& m) -> auto& { return get(m).out_proj; });
   };
   auto patch_embed = [&](const std::string& name, std::int64_t patch_dim, Shape conv, auto get) {
-    visit(spec(name + ".patch_embed.weight", {d, patch_dim}, WeightRole::normal, std::move(conv)),
+    visit(spec(name + ".patch_embed.weight", {d, patch_dim}, WeightRole::normal,
+               std::move(conv)),
           [get](auto& m) -> auto& { return get(m).proj.weight; });
     visit(spec(name + ".patch_embed.bias", {d}, WeightRole::zero),
           [get](auto& m) -> auto& { return get(m).proj.bias; });
@@ -99,7 +101,8 @@ void for_each_weight(const Config& c, Visit&& visit, bool expand_layers = true) 
   }
   if (c.video) {
     const auto& fr = c.frame_geometry();
-    patch_embed("video", c.video_patch_dim(), {d, fr.channels, c.video->tubelet, fr.patch, fr.patch},
+    patch_embed("video", c.video_patch_dim(),
+                {d, fr.channels, c.video->tubelet, fr.patch, fr.patch},
                 [](auto& m) -> auto& { return m.video_patch_embed; });
     if (c.pooled_video()) {
       visit(spec("video.pool.queries", {c.video->pool_queries, d}, WeightRole::normal),
@@ -126,9 +129,11 @@ void for_each_weight(const Config& c, Visit&& visit, bool expand_layers = true) 
   visit(spec("modality_embed.weight", {c.modality_count(), d}, WeightRole::normal),
         [](auto& m) -> auto& { return m.modality_embed; });
   if (c.pooling == PoolingKind::cls) {
-    visit(spec("cls_token", {1, d}, WeightRole::normal), [](auto& m) -> auto& { return m.cls_token; });
+    visit(spec("cls_token", {1, d}, WeightRole::normal),
+          [](auto& m) -> auto& { return m.cls_token; });
   }
-  const std::int64_t layers = expand_layers ? c.num_layers : std::min<std::int64_t>(c.num_layers, 1);
+  const std::int64_t layers =
+      expand_layers ? c.num_layers : std::min<std::int64_t>(c.num_layers, 1);
   const std::uint64_t repeat = expand_layers ? 1 : static_cast<std::uint64_t>(c.num_layers);
   for (std::int64_t i = 0; i < layers; ++i) {
     const std::string prefix = "layers." + std::to_string(i) + ".";
@@ -138,12 +143,17 @@ void for_each_weight(const Config& c, Visit&& visit, bool expand_layers = true) 
     attention(prefix + "attn", repeat, [l](auto& m) -> auto& { return m.layers[l].attn; });
     const std::int64_t f = c.ffn_dim;
     if (c.activation == Activation::swiglu) {
-      linear(prefix + "ffn.gate", f, d, false, repeat, [l](auto& m) -> auto& { return m.layers[l].ffn.gate; });
-      linear(prefix + "ffn.up", f, d, false, repeat, [l](auto& m) -> auto& { return m.layers[l].ffn.up; });
-      linear(prefix + "ffn.down", d, f, false, repeat, [l](auto& m) -> auto& { return m.layers[l].ffn.down; });
+      linear(prefix + "ffn.gate", f, d, false, repeat,
+             [l](auto& m) -> auto& { return m.layers[l].ffn.gate; });
+      linear(prefix + "ffn.up", f, d, false, repeat,
+             [l](auto& m) -> auto& { return m.layers[l].ffn.up; });
+      linear(prefix + "ffn.down", d, f, false, repeat,
+             [l](auto& m) -> auto& { return m.layers[l].ffn.down; });
     } else {
-      linear(prefix + "ffn.fc1", f, d, true, repeat, [l](auto& m) -> auto& { return m.layers[l].ffn.fc1; });
-      linear(prefix + "ffn.fc2", d, f, true, repeat, [l](auto& m) -> auto& { return m.layers[l].ffn.fc2; });
+      linear(prefix + "ffn.fc1", f, d, true, repeat,
+             [l](auto& m) -> auto& { return m.layers[l].ffn.fc1; });
+      linear(prefix + "ffn.fc2", d, f, true, repeat,
+             [l](auto& m) -> auto& { return m.layers[l].ffn.fc2; });
     }
   }
   norm("final_norm", 1, [](auto& m) -> auto& { return m.final_norm; });
