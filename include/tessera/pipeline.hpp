@@ -101,6 +101,12 @@ class Pipeline {
           options_.threads);
   }
 
+  // Movable, not copyable (the front ends are held by unique_ptr; say so to type traits).
+  Pipeline(Pipeline&&) noexcept = default;
+  Pipeline& operator=(Pipeline&&) noexcept = default;
+  Pipeline(const Pipeline&) = delete;
+  Pipeline& operator=(const Pipeline&) = delete;
+
   const MultiModalEncoder<Scalar>& model() const { return model_; }
   const FrontEnds& front_ends() const { return front_; }
   const Config& config() const { return model_.config; }

@@ -1,0 +1,166 @@
+// tessera_python_reference OUT_DIR DATA_DIR: the reference the Python tests compare with
+// (tests/python/test_tessera.py, ctest python.reference -> python.pytest).
+//
+// Writes into OUT_DIR:
+//   model/              a four-modality model with seeded random weights and a BPE tokenizer
+//   a.y4m, b.y4m        two small videos
+//   inputs.json         the inputs: texts, images, audio, videos (paths) and mixed samples
+//                       (lists of {"modality": ..., "value": ...})
+//   expected.safetensors
+//     texts, images, audio, videos, mixed   [N, E] what tessera::Pipeline<float> gives for them
+//     pre.text_ids, pre.image, pre.audio, pre.video
+//                       what the front ends make of captions[1], chelsea.jpg,
+//                       pipeline_whisper.wav and b.y4m
+//     preprocessed      [3, E] Pipeline::encode_samples of {text_ids + image}, {audio}, {video}
+// DATA_DIR is tests/data (its images and WAV files).
+
+#include <tessera/core/warning.hpp>
+#include <tessera/io/safetensors.hpp>
+#include <tessera/io/y4m.hpp>
+#include <tessera/model/model_io.hpp>
+#include <tessera/pipeline.hpp>
+#include <tessera/tokenize/bpe_trainer.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// The model of tests/test_pipeline.cpp: audio longer than 8 chunks is split into clips.
+constexpr const char* model_config = R"({
+    "hidden_dim": 32, "num_layers": 2, "num_heads": 4, "ffn_dim": 64, "embed_dim": 16,
+    "pooling": "routed", "text": {"vocab_size": 300, "max_tokens": 32},
+    "image": {"size": 32, "patch": 8}, "audio": {"n_mels": 16, "max_tokens": 8},
+    "video": {"tubelet": 2}})";
+
+const std::vector<std::string> captions = {"a red square moving left", "a rising tone",
+                                           "a blue circle", "a falling tone in the dark",
+                                           "a green triangle"};
+
+// A video of a bright bar moving right, `frames` frames at 4 fps.
+void write_video(const fs::path& file, tessera::Index frames, int shade) {
+  tessera::Y4mHeader header;
+  header.width = header.height = 32;
+  header.rate_num = 4;
+  tessera::Y4mWriter out(file, header);
+  for (tessera::Index t = 0; t < frames; ++t) {
+    tessera::Image frame(32, 32);
+    for (tessera::Index y = 0; y < 32; ++y)
+      for (tessera::Index x = 0; x < 32; ++x) {
+        std::uint8_t* p = frame.pixel(y, x);
+        p[0] = p[1] = p[2] = (x / 4 == t % 8) ? static_cast<std::uint8_t>(shade) : 16;
+      }
+    out.write(frame);
+  }
+  out.close();
+}
+
+std::vector<fs::path> paths(const std::vector<std::string>& names, const fs::path& dir) {
+  std::vector<fs::path> out;
+  for (const auto& name : names) out.push_back(dir / name);
+  return out;
+}
+
+tessera::TensorData matrix_tensor(const tessera::Matrix<float>& m) {
+  return tessera::TensorData::from_span(std::span<const float>(m.data(), static_cast<std::size_t>(m.size())),
+                                        {m.rows(), m.cols()});
+}
+
+template <class Tensor>
+tessera::TensorData tensor_data(const Tensor& t) {
+  std::vector<std::int64_t> shape;
+  for (auto d : t.dimensions()) shape.push_back(d);
+  return tessera::TensorData::from_span(std::span<const float>(t.data(), static_cast<std::size_t>(t.size())),
+                                        shape);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    tessera::check(argc == 3, "usage: tessera_python_reference OUT_DIR DATA_DIR");
+    const fs::path out = argv[1], data = argv[2];
+    const fs::path model_dir = out / "model";
+    fs::create_directories(model_dir);
+    tessera::train_bpe(captions, 300).save(model_dir);
+    tessera::MultiModalEncoder<float> fresh(tessera::parse_config(nlohmann::json::parse(model_config)));
+    fresh.init_random(11);
+    tessera::save_model(fresh, model_dir);
+    write_video(out / "a.y4m", 8, 235);
+    write_video(out / "b.y4m", 12, 120);
+    tessera::set_warning_handler([](const std::string&) {});  // long audio is split, and says so
+
+    const auto images = paths({"coffee.png", "chelsea.jpg", "gray.png", "astronaut.jpg"}, data / "image" / "sources");
+    const auto audio = paths({"pipeline_kaldi.wav", "pipeline_whisper.wav"}, data / "audio");
+    const auto videos = paths({"a.y4m", "b.y4m"}, out);
+    const std::vector<std::vector<tessera::RawInput>> mixed = {
+        {{"text", captions[0], {}}, {"image", images[0].string(), {}}},
+        {{"audio", audio[0].string(), {}}},
+        {{"text", captions[3], {}}, {"audio", audio[1].string(), {}}, {"video", videos[0].string(), {}}},
+        {{"image", images[2].string(), {}}, {"video", videos[1].string(), {}}},
+        {{"text", captions[2], {}}}};
+
+    const auto pipeline = tessera::Pipeline<float>::open(model_dir);
+    std::map<std::string, tessera::TensorData> expected;
+    expected["texts"] = matrix_tensor(pipeline.encode_texts(captions));
+    expected["images"] = matrix_tensor(pipeline.encode_images(images));
+    expected["audio"] = matrix_tensor(pipeline.encode_audio(audio));
+    expected["videos"] = matrix_tensor(pipeline.encode_videos(videos));
+    expected["mixed"] = matrix_tensor(pipeline.encode(mixed));
+
+    // Preprocessed inputs, as the Python tests give them as numpy arrays.
+    const auto& front = pipeline.front_ends();
+    tessera::SampleFiles first;
+    first.text = captions[1];
+    first.image = images[1];
+    tessera::SampleFiles second;
+    second.audio = audio[1];
+    tessera::SampleFiles third;
+    third.video = videos[1];
+    const std::vector<tessera::Sample<float>> preprocessed = {front.load(first), front.load(second),
+                                                              front.load(third)};
+    const auto& ids = *preprocessed[0].text;
+    expected["pre.text_ids"] = tessera::TensorData::from_vector(ids, {static_cast<std::int64_t>(ids.size())});
+    expected["pre.image"] = tensor_data(*preprocessed[0].image);
+    expected["pre.audio"] = matrix_tensor(*preprocessed[1].audio);
+    expected["pre.video"] = tensor_data(*preprocessed[2].video);
+    expected["preprocessed"] = matrix_tensor(pipeline.encode_samples(preprocessed));
+    tessera::save_safetensors(out / "expected.safetensors", expected, {{"producer", "tessera_python_reference"}});
+
+    nlohmann::json inputs;
+    inputs["model"] = model_dir.string();
+    inputs["texts"] = captions;
+    for (const auto& [key, list] : {std::pair{"images", &images}, {"audio", &audio}, {"videos", &videos}}) {
+      inputs[key] = nlohmann::json::array();
+      for (const auto& p : *list) inputs[key].push_back(p.string());
+    }
+    inputs["mixed"] = nlohmann::json::array();
+    for (const auto& sample : mixed) {
+      nlohmann::json entry = nlohmann::json::object();
+      for (const auto& in : sample) entry[in.modality] = in.value;
+      inputs["mixed"].push_back(entry);
+    }
+    inputs["preprocessed_sources"] = {{{"text", captions[1]}, {"image", images[1].string()}},
+                                      {{"audio", audio[1].string()}},
+                                      {{"video", videos[1].string()}}};
+    std::ofstream json_file(out / "inputs.json");
+    json_file << inputs.dump(2) << "\n";
+    tessera::check(static_cast<bool>(json_file), (out / "inputs.json").string(), ": cannot write");
+    std::cout << "tessera_python_reference: wrote " << out.string() << "\n";
+    return 0;
+  } catch (const std::exception& e) {
+    std::cerr << "tessera_python_reference: error: " << e.what() << "\n";
+    return 1;
+  }
+}

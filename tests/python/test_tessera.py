@@ -1,0 +1,195 @@
+"""The Python module `tessera` (python/tessera_module.cpp) against tessera::Pipeline in C++.
+
+ctest runs this as python.pytest after python.reference, whose program
+(python/python_reference.cpp) writes a small model directory, its inputs and the embeddings
+tessera::Pipeline<float> computes for them into $TESSERA_PYTHON_REFERENCE. Every embedding
+here must equal the C++ one bit for bit (the same batches: the default batch size, the same
+order). By hand, from the repository root after building the `py`-like tree build/<preset>:
+
+    ctest --test-dir build/<preset> -R python
+"""
+
+import json
+import os
+import pathlib
+import struct
+import threading
+
+import numpy as np
+import pytest
+
+import tessera
+
+
+def _reference_dir():
+    where = os.environ.get("TESSERA_PYTHON_REFERENCE")
+    if not where:
+        raise RuntimeError(
+            "TESSERA_PYTHON_REFERENCE is not set: run these tests through ctest "
+            "(ctest -R python), which writes the reference first")
+    return pathlib.Path(where)
+
+
+def read_safetensors(path):
+    """The tensors of a safetensors file as numpy arrays (F32 and I64 are all it holds)."""
+    data = path.read_bytes()
+    (header_size,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + header_size])
+    dtypes = {"F32": np.float32, "I64": np.int64}
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = info["data_offsets"]
+        raw = data[8 + header_size + begin:8 + header_size + end]
+        out[name] = np.frombuffer(raw, dtype=dtypes[info["dtype"]]).reshape(info["shape"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference():
+    root = _reference_dir()
+    inputs = json.loads((root / "inputs.json").read_text())
+    expected = read_safetensors(root / "expected.safetensors")
+    return inputs, expected
+
+
+@pytest.fixture(scope="module")
+def model(reference):
+    inputs, _ = reference
+    return tessera.load(inputs["model"])
+
+
+def assert_same_bits(actual, expected):
+    assert actual.dtype == np.float32
+    assert actual.shape == expected.shape
+    assert np.array_equal(actual, expected), (
+        f"largest difference {np.abs(actual - expected).max()}")
+
+
+def test_each_modality_list_equals_the_cpp_pipeline(model, reference):
+    inputs, expected = reference
+    assert_same_bits(model.encode_texts(inputs["texts"]), expected["texts"])
+    assert_same_bits(model.encode_images(inputs["images"]), expected["images"])
+    assert_same_bits(model.encode_audio(inputs["audio"]), expected["audio"])
+    assert_same_bits(model.encode_videos(inputs["videos"]), expected["videos"])
+    # paths as pathlib.Path work too
+    paths = [pathlib.Path(p) for p in inputs["images"]]
+    assert_same_bits(model.encode_images(paths), expected["images"])
+
+
+def test_mixed_dicts_equal_the_cpp_pipeline(model, reference):
+    inputs, expected = reference
+    assert_same_bits(model.encode(inputs["mixed"]), expected["mixed"])
+
+
+def test_preprocessed_arrays_equal_the_cpp_pipeline(model, reference):
+    inputs, expected = reference
+    samples = [
+        {"text_ids": expected["pre.text_ids"], "image": expected["pre.image"]},
+        {"audio": expected["pre.audio"]},
+        {"video": expected["pre.video"]},
+    ]
+    assert_same_bits(model.encode(samples), expected["preprocessed"])
+    # the front ends made those arrays from these files: the same bits from the files
+    assert_same_bits(model.encode(inputs["preprocessed_sources"]), expected["preprocessed"])
+    # arrays and files mix in one sample; ids may be a list
+    mixed = [
+        {"text_ids": expected["pre.text_ids"].tolist(),
+         "image": inputs["preprocessed_sources"][0]["image"]},
+        {"audio": inputs["preprocessed_sources"][1]["audio"]},
+        {"video": expected["pre.video"]},
+    ]
+    assert_same_bits(model.encode(mixed), expected["preprocessed"])
+
+
+def test_results_own_their_memory(model, reference):
+    inputs, _ = reference
+    out = model.encode_texts(inputs["texts"])
+    assert out.flags["C_CONTIGUOUS"] and out.flags["OWNDATA"] is False  # the matrix, not a copy
+    assert out.base is not None
+    norms = np.linalg.norm(out, axis=1)
+    assert np.allclose(norms, 1.0, atol=1e-5)
+    del out  # frees the matrix; nothing else refers to it
+    empty = model.encode_texts([])
+    assert empty.shape == (0, model.embed_dim) and empty.dtype == np.float32
+
+
+def test_config_reads_as_a_dict(model, reference):
+    inputs, _ = reference
+    config = model.config
+    on_disk = json.loads((pathlib.Path(inputs["model"]) / "config.json").read_text())
+    assert config == on_disk
+    assert config["embed_dim"] == model.embed_dim == 16
+    assert model.modalities == ["text", "image", "audio", "video"]
+    assert model.batch_size == 32
+
+
+def test_bad_input_raises_tessera_error_naming_the_file(model, reference, tmp_path):
+    inputs, _ = reference
+    assert issubclass(tessera.Error, RuntimeError)
+    missing = str(tmp_path / "no-such-image.png")
+    with pytest.raises(tessera.Error, match="sample 2") as error:
+        model.encode_images(inputs["images"][:2] + [missing])
+    assert missing in str(error.value)
+
+    with pytest.raises(tessera.Error, match="sample 1: the model has no point_cloud modality"):
+        model.encode([{"text": "a red square"}, {"point_cloud": "cloud.xyz"}])
+    with pytest.raises(tessera.Error, match=r"sample 0: image: expected an array \[C, S, S\], got 2"):
+        model.encode([{"image": np.zeros((32, 32), np.float32)}])
+    with pytest.raises(tessera.Error, match="sample 0: image has shape"):
+        model.encode([{"image": np.zeros((3, 16, 16), np.float32)}])
+    with pytest.raises(tessera.Error, match="text id 300"):
+        model.encode([{"text_ids": np.array([1, 300])}])
+    with pytest.raises(tessera.Error, match="integer token ids"):
+        model.encode([{"text_ids": np.array([1.0, 2.0])}])
+    with pytest.raises(tessera.Error, match="not both"):
+        model.encode([{"text": "a", "text_ids": [1]}])
+    with pytest.raises(tessera.Error, match="expected a dict"):
+        model.encode(["a red square"])
+    with pytest.raises(tessera.Error, match="load_model: .*not a directory"):
+        tessera.load(tmp_path / "no-model")
+
+
+def test_threads_encode_at_once_with_the_serial_results(model, reference):
+    inputs, expected = reference
+    jobs = [
+        lambda: model.encode_texts(inputs["texts"]),
+        lambda: model.encode_images(inputs["images"]),
+        lambda: model.encode(inputs["mixed"]),
+        lambda: model.encode_videos(inputs["videos"]),
+    ]
+    serial = [job() for job in jobs]
+    rounds = 3
+    results = [[None] * rounds for _ in jobs]
+    errors = []
+
+    def run(j):
+        try:
+            for r in range(rounds):
+                results[j][r] = jobs[j]()
+        except Exception as e:  # reported after the join
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(j,)) for j in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for j, rounds_of_job in enumerate(results):
+        for out in rounds_of_job:
+            assert_same_bits(out, serial[j])
+    assert_same_bits(serial[0], expected["texts"])
+
+
+def test_batch_size_and_threads_options(reference):
+    inputs, expected = reference
+    # the same batches (32) with one decoding thread: the same bits
+    one_thread = tessera.load(inputs["model"], threads=1)
+    assert_same_bits(one_thread.encode(inputs["mixed"]), expected["mixed"])
+    # other batches: the same to rounding (docs/pipeline.md)
+    small = tessera.load(inputs["model"], batch_size=2)
+    assert np.allclose(small.encode(inputs["mixed"]), expected["mixed"], rtol=0, atol=1e-6)
+    with pytest.raises(tessera.Error, match="batch_size"):
+        tessera.load(inputs["model"], batch_size=0)
