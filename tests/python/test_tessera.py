@@ -4,7 +4,7 @@ ctest runs this as python.pytest after python.reference, whose program
 (python/python_reference.cpp) writes a small model directory, its inputs and the embeddings
 tessera::Pipeline<float> computes for them into $TESSERA_PYTHON_REFERENCE. Every embedding
 here must equal the C++ one bit for bit (the same batches: the default batch size, the same
-order). By hand, from the repository root after building the `py`-like tree build/<preset>:
+order). Run them with
 
     ctest --test-dir build/<preset> -R python
 """
