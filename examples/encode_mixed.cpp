@@ -22,9 +22,11 @@ int main(int argc, char** argv) {
     mixed.video = argv[5];
     const auto out = model.encode_batch(std::vector{front.load(mixed), front.load(text_only)});
 
-    // Encoding::modality tells each token's source: 0 text, 1 image, 2 audio, 3 video.
+    // Encoding::modality tells each token's source (a built-in modality, a custom one, cls).
     int count[4] = {0, 0, 0, 0};
-    for (int m : out[0].modality) if (m >= 0) ++count[m];
+    for (tessera::ModalityId m : out[0].modality) {
+      if (m.is_builtin()) ++count[m.index()];
+    }
     std::printf("tokens: text %d, image %d, audio %d, video %d\n", count[0], count[1], count[2],
                 count[3]);
     example::print_encoding("all four", out[0]);

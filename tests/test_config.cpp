@@ -19,6 +19,7 @@ namespace test_config {
 using nlohmann::json;
 using tessera::Config;
 using tessera::Modality;
+using tessera::ModalityId;
 using ::testing::HasSubstr;
 namespace fs = std::filesystem;
 
@@ -452,9 +453,10 @@ TEST(Config, CustomModalities) {
   EXPECT_EQ(c.modality_count(), 6);
   EXPECT_EQ(c.find_custom("imu"), &c.custom[1]);
   EXPECT_EQ(c.find_custom("text"), nullptr);
-  EXPECT_EQ(c.modality_label(0), "text");
-  EXPECT_EQ(c.modality_label(5), "imu");
-  EXPECT_EQ(c.modality_label(-1), "cls");
+  EXPECT_EQ(c.modality_label(Modality::text), "text");
+  EXPECT_EQ(c.modality_label(ModalityId::custom(1)), "imu");
+  EXPECT_EQ(c.modality_label(ModalityId::from_index(5)), "imu");
+  EXPECT_EQ(c.modality_label(ModalityId::cls()), "cls");
   EXPECT_EQ(tessera::parse_config(tessera::to_json(c)), c);
 
   // A custom modality alone is a model.

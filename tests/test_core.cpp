@@ -8,6 +8,7 @@
 #endif
 
 #include <tessera/core/error.hpp>
+#include <tessera/core/modality.hpp>
 #include <tessera/core/parallel.hpp>
 #include <tessera/core/tensor.hpp>
 #include <tessera/core/warning.hpp>

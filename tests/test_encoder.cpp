@@ -71,8 +71,12 @@ class EncoderFixture : public ::testing::TestWithParam<std::string> {
           EXPECT_EQ(encodings[i].positions(r, a), positions[static_cast<std::size_t>(r * 3 + a)])
               << "token " << r << " axis " << a;
         }
-        EXPECT_EQ(encodings[i].modality[static_cast<std::size_t>(r)],
-                  modality[static_cast<std::size_t>(r)]) << "token " << r;
+        // The fixtures number modalities as SPEC 2 does: -1 the cls token, 4 + k custom.
+        const auto spec_index = modality[static_cast<std::size_t>(r)];
+        const ModalityId expected_modality =
+            spec_index < 0 ? ModalityId::cls() : ModalityId::from_index(static_cast<int>(spec_index));
+        EXPECT_EQ(encodings[i].modality[static_cast<std::size_t>(r)], expected_modality)
+            << "token " << r;
       }
     }
   }
@@ -447,7 +451,7 @@ TEST(Encoder, BadCustomInputsAreErrorsNamingTheProblem) {
   model.init_random(3);
   Sample<float> s;
   s.custom["points"].features = Matrix<float>::Ones(3, 6);
-  EXPECT_EQ(model.encode(s).modality, (std::vector<int>{4, 4, 4}));
+  EXPECT_EQ(model.encode(s).modality, std::vector<ModalityId>(3, ModalityId::custom(0)));
 
   s.custom["lidar"].features = Matrix<float>::Ones(3, 6);
   expect_error([&] { model.encode(s); },
@@ -480,7 +484,8 @@ TEST(Encoder, BadCustomInputsAreErrorsNamingTheProblem) {
   Positions expected(4, 3);
   expected << 0, 0, 0, 1, 1, 1, 2, 2, 2, 5, 2, 9;
   EXPECT_TRUE(enc.positions == expected) << enc.positions;
-  EXPECT_EQ(enc.modality, (std::vector<int>{0, 0, 4, 4}));
+  EXPECT_EQ(enc.modality, (std::vector<ModalityId>{Modality::text, Modality::text,
+                                                   ModalityId::custom(0), ModalityId::custom(0)}));
 }
 
 // init_random goes by each tensor's role in the weight table (model/weights.hpp), not by its

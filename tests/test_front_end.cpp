@@ -173,7 +173,7 @@ TEST_F(FrontEndsTest, BuiltInAndUserModalitiesMakeOneSample) {
   model.init_random(1);
   const auto encoding = model.encode(sample);
   EXPECT_NEAR(encoding.embedding.norm(), 1.0f, 1e-5f);
-  EXPECT_EQ(encoding.modality.back(), 4);
+  EXPECT_EQ(encoding.modality.back(), ModalityId::custom(0));
   ASSERT_EQ(encoding.routing.size(), 5);
   EXPECT_GT(encoding.routing[4], 0.0f);
 

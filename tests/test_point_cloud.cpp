@@ -430,7 +430,7 @@ TEST(PointCloudFrontEnd, LoadsAFileThatTheEncoderEncodes) {
 
   const tessera::Encoding<float> encoding = model.encode(sample);
   EXPECT_NEAR(encoding.embedding.norm(), 1.0f, 1e-5f);
-  EXPECT_EQ(encoding.modality, std::vector<int>(8, 4));
+  EXPECT_EQ(encoding.modality, std::vector<tessera::ModalityId>(8, tessera::ModalityId::custom(0)));
 }
 
 TEST(PointCloudFrontEnd, ErrorsNameTheInput) {

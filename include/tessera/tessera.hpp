@@ -4,6 +4,7 @@
 // core: errors, warnings, matrix types, threads, named parameters
 #include <tessera/core/error.hpp>
 #include <tessera/core/image.hpp>
+#include <tessera/core/modality.hpp>
 #include <tessera/core/parallel.hpp>
 #include <tessera/core/parameter.hpp>
 #include <tessera/core/warning.hpp>

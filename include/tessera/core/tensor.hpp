@@ -46,18 +46,4 @@ using BFloat16 = Eigen::bfloat16;
 // One (t, y, x) position per token, the axes of multi-axis RoPE (SPEC 2).
 using Positions = Eigen::Matrix<std::int64_t, Eigen::Dynamic, 3, Eigen::RowMajor>;  // [L, 3]
 
-// The four modalities, in the order their tokens are concatenated (SPEC 2).
-enum class Modality : std::int8_t { text = 0, image = 1, audio = 2, video = 3 };
-inline constexpr int num_modalities = 4;
-
-inline const char* modality_name(Modality m) {
-  switch (m) {
-    case Modality::text: return "text";
-    case Modality::image: return "image";
-    case Modality::audio: return "audio";
-    case Modality::video: return "video";
-  }
-  return "unknown";
-}
-
 }  // namespace tessera

@@ -15,6 +15,7 @@
 //   config.json: unknown key "text.vocab"
 
 #include <tessera/core/error.hpp>
+#include <tessera/core/modality.hpp>
 #include <tessera/core/tensor.hpp>
 #include <tessera/io/atomic_file.hpp>
 #include <tessera/io/json.hpp>
@@ -134,8 +135,8 @@ struct Config {
   Index modality_count() const { return num_modalities + static_cast<Index>(custom.size()); }
   // The custom modality called `name`, or nullptr.
   const CustomModalityConfig* find_custom(std::string_view name) const;
-  // The name of modality index m (built-in or custom); "cls" for -1.
-  std::string modality_label(int m) const;
+  // The name of modality m (built-in or custom), or "cls".
+  std::string modality_label(ModalityId m) const;
   // The rotation pairs per axis [t, y, x]: rope_sections or the SPEC 2 default.
   std::array<Index, 3> rope_axis_pairs() const;
   // The geometry of a video frame: the image section, or the ImageConfig defaults when the
@@ -201,11 +202,11 @@ inline const CustomModalityConfig* Config::find_custom(std::string_view name) co
   return nullptr;
 }
 
-inline std::string Config::modality_label(int m) const {
-  if (m < 0) return "cls";
-  if (m < num_modalities) return modality_name(static_cast<Modality>(m));
-  const auto k = static_cast<std::size_t>(m - num_modalities);
-  return k < custom.size() ? custom[k].name : "modality " + std::to_string(m);
+inline std::string Config::modality_label(ModalityId m) const {
+  if (m.is_cls()) return "cls";
+  if (m.is_builtin()) return modality_name(m.builtin());
+  const auto k = static_cast<std::size_t>(m.custom_index());
+  return k < custom.size() ? custom[k].name : "modality " + std::to_string(m.index());
 }
 
 inline std::array<Index, 3> Config::rope_axis_pairs() const {

@@ -1,6 +1,7 @@
 #pragma once
 // EncoderTrace: what the training forward keeps of a batch for the backward pass.
 
+#include <tessera/core/modality.hpp>
 #include <tessera/core/tensor.hpp>
 #include <tessera/model/sample.hpp>
 #include <tessera/nn/attention_mask.hpp>
@@ -20,7 +21,7 @@ template <class Scalar>
 struct EncoderTrace {
   // One modality's tokens within a sample: rows [first, first + rows) of it.
   struct Part {
-    int modality;            // a Modality, or 4 + k for the k-th custom one
+    ModalityId modality;
     Index first = 0, rows = 0;
     Matrix<Scalar> patches;  // [n, patch_dim] the patch embedding's input (not for text)
   };

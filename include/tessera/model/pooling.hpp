@@ -12,6 +12,7 @@
 //   d_mean_of_means = router^T d_g;  d_p_j = w_j d_p + d_mean_of_means / n;  each of modality
 //   j's tokens gets d_p_j / count_j.
 
+#include <tessera/core/modality.hpp>
 #include <tessera/core/tensor.hpp>
 #include <tessera/model/config.hpp>
 #include <tessera/nn/linear.hpp>
@@ -27,20 +28,20 @@ namespace tessera {
 // What routed pooling computes on the way (pool_forward fills it; pool_backward reuses it).
 template <class Scalar>
 struct RoutedPooling {
-  std::vector<int> present;              // the modalities present
+  std::vector<ModalityId> present;       // the modalities present
   std::vector<Index> counts;             // their token counts
   std::vector<RowVector<Scalar>> means;  // p_m, each [D]
   RowVector<Scalar> mean_of_means;       // [D]
   std::vector<Scalar> weights;           // w_m
 };
 
-// Pools `hidden` [L, D], whose token r has modality modality[r] (-1: cls, 4 + k: custom).
+// Pools `hidden` [L, D], whose token r has modality modality[r].
 // Routed pooling uses `router` [4 + custom, D] and fills `routed` when given; `routing`, when
 // given, gets each modality's weight ([4 + custom], 0 where absent; only for routed pooling).
 template <class Scalar>
 RowVector<Scalar> pool_forward(PoolingKind kind,
                                const Matrix<Scalar>& hidden,  // [L, D]
-                               const std::vector<int>& modality,  // [L]
+                               const std::vector<ModalityId>& modality,  // [L]
                                const nn::Linear<Scalar>& router,  // [4 + custom, D]
                                // [4 + custom]
                                std::type_identity_t<Vector<Scalar>>* routing = nullptr,
@@ -54,7 +55,8 @@ RowVector<Scalar> pool_forward(PoolingKind kind,
   RoutedPooling<Scalar>& r = routed != nullptr ? *routed : local;
   r = RoutedPooling<Scalar>{};
   const int count_modalities = static_cast<int>(router.weight.rows());
-  for (int m = 0; m < count_modalities; ++m) {
+  for (int index = 0; index < count_modalities; ++index) {
+    const ModalityId m = ModalityId::from_index(index);
     RowVector<Scalar> sum = RowVector<Scalar>::Zero(hidden.cols());
     Index count = 0;
     for (Index row = 0; row < hidden.rows(); ++row) {
@@ -74,10 +76,10 @@ RowVector<Scalar> pool_forward(PoolingKind kind,
   const Vector<Scalar> logits =
       router.weight * r.mean_of_means.transpose() + router.bias;  // [4 + custom]
   Scalar max_logit = -std::numeric_limits<Scalar>::infinity();
-  for (int m : r.present) max_logit = std::max(max_logit, logits[m]);
+  for (ModalityId m : r.present) max_logit = std::max(max_logit, logits[m.index()]);
   Scalar total = 0;
-  for (int m : r.present) {
-    r.weights.push_back(std::exp(logits[m] - max_logit));
+  for (ModalityId m : r.present) {
+    r.weights.push_back(std::exp(logits[m.index()] - max_logit));
     total += r.weights.back();
   }
   for (auto& w : r.weights) w /= total;
@@ -85,7 +87,7 @@ RowVector<Scalar> pool_forward(PoolingKind kind,
   if (routing != nullptr) *routing = Vector<Scalar>::Zero(count_modalities);
   RowVector<Scalar> pooled = RowVector<Scalar>::Zero(hidden.cols());
   for (std::size_t j = 0; j < r.present.size(); ++j) {
-    if (routing != nullptr) (*routing)[r.present[j]] = r.weights[j];
+    if (routing != nullptr) (*routing)[r.present[j].index()] = r.weights[j];
     pooled += r.weights[j] * r.means[j];
   }
   return pooled;
@@ -100,7 +102,7 @@ void pool_backward(PoolingKind kind,
                    MatrixRef<Scalar> d_hidden,          // [L, D]
                    nn::Linear<Scalar>& grad_router,     // [4 + custom, D]
                    const RowVector<Scalar>& d_p,        // [D]
-                   const std::vector<int>& modality,    // [L]
+                   const std::vector<ModalityId>& modality,  // [L]
                    const nn::Linear<Scalar>& router,    // [4 + custom, D]
                    const RoutedPooling<Scalar>& r) {
   switch (kind) {
@@ -122,9 +124,10 @@ void pool_backward(PoolingKind kind,
   RowVector<Scalar> d_mean_of_means = RowVector<Scalar>::Zero(d_hidden.cols());
   for (std::size_t j = 0; j < n; ++j) {
     const Scalar d_logit = r.weights[j] * (d_w[j] - weighted);
-    grad_router.weight.row(r.present[j]) += d_logit * r.mean_of_means;
-    grad_router.bias[r.present[j]] += d_logit;
-    d_mean_of_means += d_logit * router.weight.row(r.present[j]);
+    const int row = r.present[j].index();
+    grad_router.weight.row(row) += d_logit * r.mean_of_means;
+    grad_router.bias[row] += d_logit;
+    d_mean_of_means += d_logit * router.weight.row(row);
   }
   for (std::size_t j = 0; j < n; ++j) {
     const RowVector<Scalar> d_mean =

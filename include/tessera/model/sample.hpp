@@ -5,6 +5,7 @@
 // into Encodings. This header needs nothing but core/, so a front end need not include the
 // encoder.
 
+#include <tessera/core/modality.hpp>
 #include <tessera/core/tensor.hpp>
 
 #include <cstdint>
@@ -43,8 +44,8 @@ template <class Scalar>
 struct Encoding {
   Vector<Scalar> embedding;     // [E] unit L2 norm
   Matrix<Scalar> hidden;        // [L, D] final hidden states (after the final norm)
-  std::vector<int> modality;    // [L] 0 text, 1 image, 2 audio, 3 video, 4 + k the k-th
-                                // custom modality, -1 the cls token
+  std::vector<ModalityId> modality;  // [L] each token's modality (ModalityId::cls() for the
+                                     // cls token)
   Positions positions;          // [L, 3] (t, y, x) RoPE positions (computed in learned mode too)
   Vector<Scalar> routing;       // [4 + custom] routed pooling's weight per modality (0 where absent);
                                 // empty with mean or cls pooling

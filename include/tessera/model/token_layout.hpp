@@ -92,23 +92,28 @@ class TokenLayout {
   void check_room(const Config& config, const TokenCursor& cursor,
                   const Sample<Scalar>& part) const {
     if (config.position != PositionKind::learned || cursor.counts.empty()) return;
-    auto room = [&](auto m, Index n, const Matrix<Scalar>& table, const std::string& name) {
-      const Index had = cursor.counts[static_cast<std::size_t>(m)];
+    auto room = [&](ModalityId m, Index n, const Matrix<Scalar>& table, const std::string& name) {
+      const Index had = cursor.counts[static_cast<std::size_t>(m.index())];
       check(had + n <= table.rows(), "encode_append: ", name, " would reach token ", had + n,
             ", past its ", table.rows(), " learned positions");
     };
-    if (part.text) room(Modality::text, static_cast<Index>(part.text->size()), text_pos_embed, "text");
+    if (part.text) {
+      room(Modality::text, static_cast<Index>(part.text->size()), text_pos_embed, "text");
+    }
     if (part.image) room(Modality::image, config.image->num_patches(), image_pos_embed, "image");
     if (part.audio) {
-      const Index chunks = (part.audio->cols() + config.audio->patch_frames - 1) / config.audio->patch_frames;
+      const Index frames = config.audio->patch_frames;
+      const Index chunks = (part.audio->cols() + frames - 1) / frames;
       room(Modality::audio, chunks, audio_pos_embed, "audio");
     }
-    if (part.video && !config.pooled_video())
-      room(Modality::video, config.video_tokens(part.video->dimension(0)), video_pos_embed, "video");
+    if (part.video && !config.pooled_video()) {
+      room(Modality::video, config.video_tokens(part.video->dimension(0)), video_pos_embed,
+           "video");
+    }
     for (std::size_t k = 0; k < config.custom.size(); ++k) {
       const auto found = part.custom.find(config.custom[k].name);
       if (found != part.custom.end())
-        room(num_modalities + static_cast<int>(k), found->second.features.rows(),
+        room(ModalityId::custom(static_cast<int>(k)), found->second.features.rows(),
              custom_pos_embed[k], config.custom[k].name);
     }
   }
@@ -129,32 +134,31 @@ class TokenLayout {
     std::int64_t& offset = cursor.offset;  // the running RoPE offset s
 
     // Adds one modality's tokens [n, D]: modality embedding, then learned positions (from
-    // the modality's tokens so far on). `m` is a Modality or 4 + k for the k-th custom one.
-    // `patches` (the patch embedding's input) are kept in the trace.
-    auto add = [&](Matrix<Scalar> t, auto m, const Matrix<Scalar>* pos_embed,
+    // the modality's tokens so far on). `patches` (the patch embedding's input) are kept in
+    // the trace.
+    auto add = [&](Matrix<Scalar> t, ModalityId m, const Matrix<Scalar>* pos_embed,
                    const Matrix<Scalar>* patches) {
       if (trace != nullptr) {
         Index first = 0;
         for (const auto& p : parts) first += p.rows();
-        trace->parts.push_back({static_cast<int>(m), first, t.rows(),
+        trace->parts.push_back({m, first, t.rows(),
                                 patches != nullptr ? *patches : Matrix<Scalar>()});
       }
-      Index& count = cursor.counts[static_cast<std::size_t>(m)];
-      t.rowwise() += modality_embed.row(static_cast<Index>(m));
+      Index& count = cursor.counts[static_cast<std::size_t>(m.index())];
+      t.rowwise() += modality_embed.row(m.index());
       if (learned && pos_embed != nullptr) {
         TESSERA_ASSERT(count + t.rows() <= pos_embed->rows());
         t += pos_embed->middleRows(count, t.rows());
       }
       count += t.rows();
-      enc.modality.insert(enc.modality.end(), static_cast<std::size_t>(t.rows()),
-                          static_cast<int>(m));
+      enc.modality.insert(enc.modality.end(), static_cast<std::size_t>(t.rows()), m);
       parts.push_back(std::move(t));
     };
 
     if (first && config.pooling == PoolingKind::cls) {
       parts.push_back(cls_token);
       if (trace != nullptr) trace->cls = true;
-      enc.modality.push_back(-1);
+      enc.modality.push_back(ModalityId::cls());
       pos.push_back({0, 0, 0});
       offset = 1;
     }
@@ -226,7 +230,8 @@ class TokenLayout {
         }
         offset += 1 + in.positions.maxCoeff();
       }
-      add(std::move(t), num_modalities + static_cast<int>(k), &custom_pos_embed[k], &in.features);
+      add(std::move(t), ModalityId::custom(static_cast<int>(k)), &custom_pos_embed[k],
+          &in.features);
     }
 
     Index rows = 0;
@@ -243,17 +248,18 @@ class TokenLayout {
     return tokens;
   }
 
-  // The learned position table of modality m (4 + k: custom), or nullptr (none, or pooled
-  // video, or RoPE positions).
-  Matrix<Scalar>* position_table(const Config& config, int m) {
+  // The learned position table of modality m, or nullptr (none, or pooled video, or RoPE
+  // positions).
+  Matrix<Scalar>* position_table(const Config& config, ModalityId m) {
     if (config.position != PositionKind::learned) return nullptr;
-    switch (m) {
-      case 0: return &text_pos_embed;
-      case 1: return &image_pos_embed;
-      case 2: return &audio_pos_embed;
-      case 3: return config.pooled_video() ? nullptr : &video_pos_embed;
-      default: return &custom_pos_embed[static_cast<std::size_t>(m - num_modalities)];
+    if (m.is_custom()) return &custom_pos_embed[static_cast<std::size_t>(m.custom_index())];
+    switch (m.builtin()) {
+      case Modality::text: return &text_pos_embed;
+      case Modality::image: return &image_pos_embed;
+      case Modality::audio: return &audio_pos_embed;
+      case Modality::video: return config.pooled_video() ? nullptr : &video_pos_embed;
     }
+    return nullptr;
   }
 
   // Backward of embed() for one sample of a fresh batch: d_tokens [L, D] reaches the cls
@@ -264,13 +270,24 @@ class TokenLayout {
     if (trace.cls) grad.cls_token.row(0) += d_tokens.row(0);
     for (const auto& part : trace.parts) {
       const auto d = d_tokens.middleRows(part.first, part.rows);  // [n, D]
-      grad.modality_embed.row(part.modality) += d.colwise().sum();
+      grad.modality_embed.row(part.modality.index()) += d.colwise().sum();
       if (auto* table = grad.position_table(config, part.modality)) table->topRows(part.rows) += d;
-      switch (part.modality) {
-        case 0: text_token_embed.backward(grad.text_token_embed, d, trace.text); break;
-        case 1: image_patch_embed.backward(grad.image_patch_embed, d, part.patches); break;
-        case 2: audio_patch_embed.backward(grad.audio_patch_embed, d, part.patches); break;
-        case 3:
+      if (part.modality.is_custom()) {
+        const auto k = static_cast<std::size_t>(part.modality.custom_index());
+        custom_patch_embed[k].backward(grad.custom_patch_embed[k], d, part.patches);
+        continue;
+      }
+      switch (part.modality.builtin()) {
+        case Modality::text:
+          text_token_embed.backward(grad.text_token_embed, d, trace.text);
+          break;
+        case Modality::image:
+          image_patch_embed.backward(grad.image_patch_embed, d, part.patches);
+          break;
+        case Modality::audio:
+          audio_patch_embed.backward(grad.audio_patch_embed, d, part.patches);
+          break;
+        case Modality::video:
           if (config.pooled_video()) {
             Matrix<Scalar> d_patch_tokens(part.patches.rows(), config.hidden_dim);  // [K*Np, D]
             video_pool.backward(d_patch_tokens, grad.video_pool, d, trace.video_pool);
@@ -279,10 +296,6 @@ class TokenLayout {
             video_patch_embed.backward(grad.video_patch_embed, d, part.patches);
           }
           break;
-        default: {
-          const auto k = static_cast<std::size_t>(part.modality - num_modalities);
-          custom_patch_embed[k].backward(grad.custom_patch_embed[k], d, part.patches);
-        }
       }
     }
   }
