@@ -65,9 +65,9 @@ using tessera::Index;
 
 namespace apps = tessera::apps;
 
-const char* modality(std::size_t m) {
-  return tessera::modality_name(static_cast<tessera::Modality>(m));
-}
+using tessera::Modality;
+using tessera::modality_index;
+using tessera::modality_name;
 
 constexpr std::array<const char*, 4> attribute_names{"color", "shape", "position", "motion"};
 
@@ -185,9 +185,10 @@ void finish(Options& o) {
 // world's color, shape, position, motion) and its views once loaded (one Sample per modality).
 struct Item {
   std::string id, caption;
-  std::array<std::optional<fs::path>, 4> files;  // [text unused, image, audio, video]
-  std::array<std::string, 4> attributes;         // color, shape, position, motion ("" if none)
-  std::array<std::optional<tessera::Sample<float>>, 4> views;
+  // by modality_index(): the text entry is unused (the caption is the text)
+  std::array<std::optional<fs::path>, tessera::num_modalities> files;
+  std::array<std::string, 4> attributes;  // color, shape, position, motion ("" if none)
+  std::array<std::optional<tessera::Sample<float>>, tessera::num_modalities> views;
 };
 
 std::vector<Item> read_items(const fs::path& data, const char* list) {
@@ -214,10 +215,8 @@ std::vector<Item> read_items(const fs::path& data, const char* list) {
     Item item;
     item.id = text("id").value_or(tessera::detail::concat(list, ":", number));
     item.caption = text("caption").value_or("");
-    for (int m = 1; m < 4; ++m) {
-      if (auto path = text(modality(static_cast<std::size_t>(m)))) {
-        item.files[static_cast<std::size_t>(m)] = data / *path;
-      }
+    for (Modality m : {Modality::image, Modality::audio, Modality::video}) {
+      if (auto path = text(modality_name(m))) item.files[modality_index(m)] = data / *path;
     }
     for (std::size_t a = 0; a < 4; ++a) item.attributes[a] = text(attribute_names[a]).value_or("");
     items.push_back(std::move(item));
@@ -233,12 +232,15 @@ void load_views(std::vector<Item>& items, const tessera::FrontEnds& front) {
   for (std::size_t i = 0; i < items.size(); ++i) {
     Item& item = items[i];
     try {
-      for (std::size_t m = 0; m < 4; ++m) {
-        if (!front.can_load(modality(m))) continue;
+      for (Modality m : tessera::builtin_modalities) {
+        if (!front.can_load(modality_name(m))) continue;
+        const std::size_t at = modality_index(m);
         std::optional<tessera::RawInput> input;
-        if (m == 0 && !item.caption.empty()) input = {"text", item.caption, {}};
-        if (m > 0 && item.files[m]) input = {modality(m), item.files[m]->string(), {}};
-        if (input) item.views[m] = front.load(std::span<const tessera::RawInput>(&*input, 1));
+        if (m == Modality::text && !item.caption.empty()) input = {"text", item.caption, {}};
+        if (m != Modality::text && item.files[at]) {
+          input = {modality_name(m), item.files[at]->string(), {}};
+        }
+        if (input) item.views[at] = front.load(std::span<const tessera::RawInput>(&*input, 1));
       }
     } catch (const std::exception& e) {
       errors[i] = tessera::detail::concat("item ", item.id, ": ", e.what());
@@ -249,7 +251,7 @@ void load_views(std::vector<Item>& items, const tessera::FrontEnds& front) {
 
 tessera::ModalitySet modalities(const Item& item) {
   tessera::ModalitySet set{};
-  for (std::size_t m = 0; m < 4; ++m) set[m] = item.views[m].has_value();
+  for (std::size_t m = 0; m < tessera::num_modalities; ++m) set[m] = item.views[m].has_value();
   return set;
 }
 
@@ -271,8 +273,7 @@ tessera::SamplerGroups hard_negative_groups(const std::vector<Item>& items, cons
     for (std::size_t attribute = 0; attribute < 4; ++attribute) {
       const bool open = std::find(o.hard_negatives.begin(), o.hard_negatives.end(), attribute) ==
                         o.hard_negatives.end();
-      if (open && shows[static_cast<std::size_t>(a)][attribute] &&
-          shows[static_cast<std::size_t>(b)][attribute]) {
+      if (open && shows[modality_index(a)][attribute] && shows[modality_index(b)][attribute]) {
         groups.kinds[static_cast<std::size_t>(k)] = true;
       }
     }
@@ -292,7 +293,7 @@ tessera::SamplerGroups hard_negative_groups(const std::vector<Item>& items, cons
 // ---- Retrieval ------------------------------------------------------------------------------
 
 struct RetrievalRow {
-  int query, candidate;  // modalities
+  Modality query, candidate;
   tessera::RetrievalScores scores;
   std::string matched_on;
 };
@@ -302,7 +303,7 @@ std::vector<RetrievalRow> evaluate(const tessera::MultiModalEncoder<float>& mode
   // embeddings of every view, per modality: [items, E]
   std::array<tessera::Matrix<float>, 4> embedded;
   std::array<bool, 4> present{};
-  for (std::size_t m = 0; m < 4; ++m) {
+  for (std::size_t m = 0; m < tessera::num_modalities; ++m) {
     present[m] = std::all_of(items.begin(), items.end(), [&](const Item& i) { return i.views[m].has_value(); });
     if (!present[m]) continue;
     embedded[m].resize(static_cast<Index>(items.size()), model.config.embed_dim);
@@ -321,11 +322,11 @@ std::vector<RetrievalRow> evaluate(const tessera::MultiModalEncoder<float>& mode
   std::vector<RetrievalRow> rows;
   for (const auto& [a, b] : tessera::pair_kinds) {
     for (const auto& [q, c] : {std::pair{a, b}, std::pair{b, a}}) {
-      if (!present[static_cast<std::size_t>(q)] || !present[static_cast<std::size_t>(c)]) continue;
+      if (!present[modality_index(q)] || !present[modality_index(c)]) continue;
       std::array<bool, 4> compare{};
       std::string matched_on;
       for (std::size_t k = 0; k < 4; ++k) {
-        compare[k] = shows[static_cast<std::size_t>(q)][k] && shows[static_cast<std::size_t>(c)][k];
+        compare[k] = shows[modality_index(q)][k] && shows[modality_index(c)][k];
         if (compare[k]) matched_on += std::string(matched_on.empty() ? "" : " ") + attribute_names[k];
       }
       const auto relevant = [&](Index i, Index j) {
@@ -337,8 +338,8 @@ std::vector<RetrievalRow> evaluate(const tessera::MultiModalEncoder<float>& mode
         return true;
       };
       rows.push_back({q, c,
-                      tessera::retrieval_scores<float>(embedded[static_cast<std::size_t>(q)],
-                                                       embedded[static_cast<std::size_t>(c)], relevant),
+                      tessera::retrieval_scores<float>(embedded[modality_index(q)],
+                                                       embedded[modality_index(c)], relevant),
                       attributed ? matched_on : "caption"});
     }
   }
@@ -350,8 +351,8 @@ void print_table(const std::vector<RetrievalRow>& rows, std::size_t items) {
               items);
   std::printf("  %-16s %7s %7s %7s   %s\n", "query -> found", "top-1", "top-5", "chance", "matched on");
   for (const auto& r : rows) {
-    const std::string pair = std::string(modality(static_cast<std::size_t>(r.query))) + " -> " +
-                             modality(static_cast<std::size_t>(r.candidate));
+    const std::string pair =
+        std::string(modality_name(r.query)) + " -> " + modality_name(r.candidate);
     std::printf("  %-16s %6.1f%% %6.1f%% %6.1f%%   %s\n", pair.c_str(), 100 * r.scores.top1,
                 100 * r.scores.top5, 100 * r.scores.chance_top1, r.matched_on.c_str());
   }
@@ -468,8 +469,8 @@ int main(int argc, char** argv) {
     double average = 0;
     const std::int64_t last_step = o.stop_at > 0 ? std::min(o.stop_at, o.steps) : o.steps;
     for (std::int64_t step = first_step; step < last_step; ++step) {
-      tessera::pair_batch<float>(sampler.batch(step), [&](std::size_t item, int m) -> const auto& {
-        return *train[item].views[static_cast<std::size_t>(m)];
+      tessera::pair_batch<float>(sampler.batch(step), [&](std::size_t item, Modality m) -> const auto& {
+        return *train[item].views[modality_index(m)];
       }, batch, groups);
       const auto stats = tessera::contrastive_step<float>(model, grad, optimizer, batch, groups,
                                                           schedule.at(step), o.clip, trace);
@@ -504,8 +505,8 @@ int main(int argc, char** argv) {
     report["train_seconds"] = train_seconds;
     report["threads"] = tessera::num_threads();
     for (const auto& r : rows) {
-      report["retrieval"].push_back({{"query", modality(static_cast<std::size_t>(r.query))},
-                                     {"found", modality(static_cast<std::size_t>(r.candidate))},
+      report["retrieval"].push_back({{"query", modality_name(r.query)},
+                                     {"found", modality_name(r.candidate)},
                                      {"top1", r.scores.top1}, {"top5", r.scores.top5},
                                      {"chance_top1", r.scores.chance_top1},
                                      {"matched_on", r.matched_on}});

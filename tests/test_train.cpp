@@ -241,9 +241,9 @@ TEST(ContrastiveStep, PairBatchLaysOutEachKindsFirstViewsThenSecondViews) {
   std::vector<Sample<float>> samples;
   std::vector<PairGroup> groups;
   // each view a one-id text that says its item and modality
-  pair_batch<float>(draws, [](std::size_t item, int m) {
+  pair_batch<float>(draws, [](std::size_t item, Modality m) {
     Sample<float> s;
-    s.text = std::vector<std::int64_t>{static_cast<std::int64_t>(10 * item + static_cast<std::size_t>(m))};
+    s.text = std::vector<std::int64_t>{static_cast<std::int64_t>(10 * item + modality_index(m))};
     return s;
   }, samples, groups);
   ASSERT_EQ(samples.size(), 16u);
@@ -259,8 +259,10 @@ TEST(ContrastiveStep, PairBatchLaysOutEachKindsFirstViewsThenSecondViews) {
     for (Index i = 0; i < groups[g].count; ++i, ++d) {
       const auto [a, b] = pair_kinds[static_cast<std::size_t>(draws[d].kind)];
       const auto item = static_cast<std::int64_t>(10 * draws[d].item);
-      EXPECT_EQ(samples[static_cast<std::size_t>(groups[g].a_first + i)].text->front(), item + a);
-      EXPECT_EQ(samples[static_cast<std::size_t>(groups[g].b_first + i)].text->front(), item + b);
+      EXPECT_EQ(samples[static_cast<std::size_t>(groups[g].a_first + i)].text->front(),
+                item + static_cast<std::int64_t>(modality_index(a)));
+      EXPECT_EQ(samples[static_cast<std::size_t>(groups[g].b_first + i)].text->front(),
+                item + static_cast<std::int64_t>(modality_index(b)));
     }
   }
 }
@@ -317,7 +319,7 @@ TEST(PairSampler, EveryBatchHoldsEachKindInItsProportion) {
       ++seen[static_cast<std::size_t>(d.kind)];
       const auto [a, b] = pair_kinds[static_cast<std::size_t>(d.kind)];
       const ModalitySet& has = items[d.item];
-      EXPECT_TRUE(has[static_cast<std::size_t>(a)] && has[static_cast<std::size_t>(b)]);
+      EXPECT_TRUE(has[modality_index(a)] && has[modality_index(b)]);
     }
     EXPECT_EQ(seen, (std::array<int, pair_kind_count>{4, 2, 2, 2, 2, 0})) << "step " << step;
   }

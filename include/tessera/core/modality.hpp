@@ -2,7 +2,9 @@
 // Modalities: the four built-in ones (Modality) and the id of any modality a model has
 // (ModalityId): a built-in one, the k-th custom modality of its config, or the cls token.
 
+#include <array>
 #include <compare>
+#include <cstddef>
 #include <cstdint>
 
 namespace tessera {
@@ -10,6 +12,12 @@ namespace tessera {
 // The four built-in modalities, in the order their tokens are concatenated (SPEC 2).
 enum class Modality : std::int8_t { text = 0, image = 1, audio = 2, video = 3 };
 inline constexpr int num_modalities = 4;
+
+inline constexpr std::array<Modality, num_modalities> builtin_modalities{
+    Modality::text, Modality::image, Modality::audio, Modality::video};
+
+// m's place among the built-in modalities (0..3), for arrays indexed by modality.
+constexpr std::size_t modality_index(Modality m) { return static_cast<std::size_t>(m); }
 
 inline const char* modality_name(Modality m) {
   switch (m) {

@@ -27,6 +27,7 @@
 // standard leaves open). So a resumed run needs only the step to continue exactly, on any platform.
 
 #include <tessera/core/error.hpp>
+#include <tessera/core/modality.hpp>
 #include <tessera/core/random.hpp>
 #include <tessera/core/tensor.hpp>
 
@@ -44,9 +45,15 @@ namespace tessera {
 
 inline constexpr int pair_kind_count = 6;
 
-// The six pair kinds, in this order, as modality indices (0 text, 1 image, 2 audio, 3 video).
-inline constexpr std::array<std::array<int, 2>, pair_kind_count> pair_kinds{
-    {{0, 1}, {0, 2}, {0, 3}, {1, 2}, {1, 3}, {2, 3}}};
+// The six pair kinds, in this order.
+inline constexpr std::array<std::array<Modality, 2>, pair_kind_count> pair_kinds{{
+    {Modality::text, Modality::image},
+    {Modality::text, Modality::audio},
+    {Modality::text, Modality::video},
+    {Modality::image, Modality::audio},
+    {Modality::image, Modality::video},
+    {Modality::audio, Modality::video},
+}};
 
 inline const char* pair_kind_name(int kind) {
   static constexpr const char* names[pair_kind_count] = {
@@ -54,8 +61,8 @@ inline const char* pair_kind_name(int kind) {
   return names[kind];
 }
 
-// Which of the four modalities an item has.
-using ModalitySet = std::array<bool, 4>;
+// Which of the four built-in modalities an item has, indexed by modality_index().
+using ModalitySet = std::array<bool, num_modalities>;
 
 // The weights of the pair kinds from step `from` on (until the next stage's `from`).
 struct SamplerStage {
@@ -190,7 +197,7 @@ class PairSampler {
   // Whether an item with modalities `s` can stand on both sides of pair kind `kind`.
   static bool has_kind(const ModalitySet& s, int kind) {
     const auto& [a, b] = pair_kinds[static_cast<std::size_t>(kind)];
-    return s[static_cast<std::size_t>(a)] && s[static_cast<std::size_t>(b)];
+    return s[modality_index(a)] && s[modality_index(b)];
   }
 
   // Largest-remainder rounding of pairs_per_batch * w / total (ties to the lower kind).

@@ -42,7 +42,7 @@ struct PairGroup {
 };
 
 // The samples and groups of `draws` (a PairSampler batch, grouped by kind), each view taken
-// from view(item, modality) -> const Sample<Scalar>& (0 text, 1 image, 2 audio, 3 video).
+// from view(item, Modality) -> const Sample<Scalar>&.
 // ensures: samples and groups are replaced; group g's weight is its pairs / all pairs.
 template <class Scalar, class View>
 void pair_batch(std::span<const PairDraw> draws, View&& view, std::vector<Sample<Scalar>>& samples,
