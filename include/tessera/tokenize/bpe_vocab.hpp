@@ -39,9 +39,10 @@ struct StringHash {
 // Reads a vocab.json / encoder.json: one JSON object mapping token strings to non-negative
 // integer ids below 2^31, kept in file order. nlohmann/json parses it through its SAX
 // interface, which builds no tree (so file order survives, and nesting costs nothing: a
-// nested value is refused as it opens) and lets the reader say the line of each token.
-// Errors name the file and the line: malformed JSON, a token or an id twice, an id that is
-// not such an integer, an empty vocabulary.
+// nested value is refused as it opens) and lets the reader say the line of each token;
+// parse_json_checked's tree would sort the tokens and forget their lines. A UTF-8 byte order
+// mark is allowed at the very start. Errors name the file and the line: malformed JSON, a
+// token or an id twice, an id that is not such an integer, an empty vocabulary.
 class VocabJsonReader {
  public:
   VocabJsonReader(std::string_view text, std::string file) : text_(text), file_(std::move(file)) {}
