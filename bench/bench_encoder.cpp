@@ -27,6 +27,7 @@
 #include <tessera/core/parallel.hpp>
 #include <tessera/core/tensor.hpp>
 #include <tessera/model/config.hpp>
+#include <tessera/model/config_json.hpp>
 #include <tessera/model/encoder.hpp>
 
 #include <benchmark/benchmark.h>

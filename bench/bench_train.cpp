@@ -19,6 +19,7 @@
 #include <tessera/core/parallel.hpp>
 #include <tessera/core/tensor.hpp>
 #include <tessera/model/config.hpp>
+#include <tessera/model/config_json.hpp>
 #include <tessera/model/encoder.hpp>
 #include <tessera/train/optimizer.hpp>
 #include <tessera/train/step.hpp>

@@ -4,6 +4,7 @@
 #include "fuzz.hpp"
 
 #include <tessera/model/config.hpp>
+#include <tessera/model/config_json.hpp>
 
 #include <cstdlib>
 

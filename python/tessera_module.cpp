@@ -11,6 +11,7 @@
 
 #include <tessera/core/parallel.hpp>
 #include <tessera/model/config.hpp>
+#include <tessera/model/config_json.hpp>
 #include <tessera/pipeline.hpp>
 
 #include <pybind11/numpy.h>

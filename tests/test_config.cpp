@@ -3,6 +3,8 @@
 // files.
 
 #include <tessera/model/config.hpp>
+#include <tessera/model/config_check.hpp>
+#include <tessera/model/config_json.hpp>
 
 #include "test_util.hpp"
 

@@ -5,6 +5,7 @@
 #include <tessera/core/parallel.hpp>
 #include <tessera/core/warning.hpp>
 #include <tessera/model/encoder.hpp>
+#include <tessera/model/config_json.hpp>
 #include <tessera/model/model_io.hpp>
 #include <tessera/model/sample_io.hpp>
 

@@ -3,6 +3,7 @@
 // registry, a user modality registered from outside, and the errors of each.
 
 #include <tessera/model/encoder.hpp>
+#include <tessera/model/config_json.hpp>
 #include <tessera/tokenize/bpe_trainer.hpp>
 #include <tessera/tokenize/files.hpp>
 #include <tessera/tokenize/front_end.hpp>

@@ -11,6 +11,7 @@
 
 #include <tessera/core/parallel.hpp>
 #include <tessera/model/config.hpp>
+#include <tessera/model/config_json.hpp>
 #include <tessera/model/encoder.hpp>
 #include <tessera/model/model_io.hpp>
 #include <tessera/nn/activation.hpp>

@@ -2,6 +2,7 @@
 // pair sampler (train/sampler.hpp).
 
 #include <tessera/model/config.hpp>
+#include <tessera/model/config_json.hpp>
 #include <tessera/model/encoder.hpp>
 #include <tessera/model/model_io.hpp>
 #include <tessera/train/checkpoint.hpp>

@@ -37,6 +37,8 @@
 
 // model: configuration, the encoder, model directories
 #include <tessera/model/config.hpp>
+#include <tessera/model/config_check.hpp>
+#include <tessera/model/config_json.hpp>
 #include <tessera/model/encoder.hpp>
 #include <tessera/model/encoder_cache.hpp>
 #include <tessera/model/encoder_trace.hpp>
@@ -74,7 +76,7 @@
 #endif
 
 // train: losses, the gradient checker, the optimizer, the pair sampler, the contrastive step,
-// retrieval scores, checkpoints, the synthetic world of the training demo (needs stb)
+// retrieval scores, checkpoints
 #include <tessera/train/checkpoint.hpp>
 #include <tessera/train/grad_check.hpp>
 #include <tessera/train/losses.hpp>
@@ -82,9 +84,6 @@
 #include <tessera/train/retrieval.hpp>
 #include <tessera/train/sampler.hpp>
 #include <tessera/train/step.hpp>
-#if defined(TESSERA_HAS_STB)
-#include <tessera/train/synthetic.hpp>
-#endif
 
 // the front door: a model directory's encoder and front ends in one object (needs ICU and stb)
 #if defined(TESSERA_HAS_ICU) && defined(TESSERA_HAS_STB)

@@ -17,6 +17,7 @@
 #include <tessera/core/warning.hpp>
 #include <tessera/core/tensor.hpp>
 #include <tessera/model/config.hpp>
+#include <tessera/model/config_check.hpp>
 #include <tessera/model/encoder_cache.hpp>
 #include <tessera/model/encoder_trace.hpp>
 #include <tessera/model/pooling.hpp>

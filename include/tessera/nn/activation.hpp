@@ -18,6 +18,9 @@ namespace tessera {
 
 // A transformer's feed-forward activation (config key "activation"; nn/ffn.hpp).
 enum class Activation { gelu, gelu_tanh, quick_gelu, relu, swiglu };
+inline constexpr Activation activation_kinds[] = {Activation::gelu, Activation::gelu_tanh,
+                                                  Activation::quick_gelu, Activation::relu,
+                                                  Activation::swiglu};
 
 inline const char* to_string(Activation a) {
   switch (a) {

@@ -22,6 +22,7 @@ namespace tessera {
 
 // Which normalization a norm layer computes (config key "norm").
 enum class NormKind { layernorm, rmsnorm };
+inline constexpr NormKind norm_kinds[] = {NormKind::layernorm, NormKind::rmsnorm};
 
 inline const char* to_string(NormKind n) {
   switch (n) {

@@ -16,6 +16,7 @@
 #include <tessera/core/error.hpp>
 #include <tessera/io/safetensors.hpp>
 #include <tessera/model/config.hpp>
+#include <tessera/model/config_json.hpp>
 #include <tessera/model/encoder.hpp>
 #include <tessera/train/optimizer.hpp>
 
