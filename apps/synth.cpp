@@ -1,4 +1,4 @@
-// tessera-synth: write the synthetic world of tessera/train/synthetic.hpp (colored shapes with
+// tessera-synth: write the synthetic world of apps/synthetic.hpp (colored shapes with
 // captions, images, sounds and videos) for the training demo.
 //
 //   tessera-synth --out DIR [--seed N] [--per-combination N] [--image-size S]
@@ -7,7 +7,7 @@
 // DIR/heldout.jsonl (docs/synthetic-data.md) and prints one line with the counts per split.
 // Exit statuses and errors as every program's (cli.hpp, docs/programs.md).
 
-#include <tessera/train/synthetic.hpp>
+#include "synthetic.hpp"
 
 #include "cli.hpp"
 

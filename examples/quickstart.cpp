@@ -1,5 +1,6 @@
-// The README's usage example, built and run by ctest: encode a text and an image with a model
-// directory (config.json + model.safetensors) and compare their embeddings.
+// The encoder below the front door (the README's example uses tessera::Pipeline), built and
+// run by ctest: encode token ids and a preprocessed image with a model directory
+// (config.json + model.safetensors) and compare their embeddings.
 //   tessera-quickstart MODEL_DIR
 #include <tessera/tessera.hpp>
 #include <iostream>

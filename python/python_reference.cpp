@@ -23,6 +23,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "../tests/pipeline_fixture.hpp"
+
 #include <cstdint>
 #include <exception>
 #include <filesystem>
@@ -37,34 +39,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// The model of tests/test_pipeline.cpp: audio longer than 8 chunks is split into clips.
-constexpr const char* model_config = R"({
-    "hidden_dim": 32, "num_layers": 2, "num_heads": 4, "ffn_dim": 64, "embed_dim": 16,
-    "pooling": "routed", "text": {"vocab_size": 300, "max_tokens": 32},
-    "image": {"size": 32, "patch": 8}, "audio": {"n_mels": 16, "max_tokens": 8},
-    "video": {"tubelet": 2}})";
-
-const std::vector<std::string> captions = {"a red square moving left", "a rising tone",
-                                           "a blue circle", "a falling tone in the dark",
-                                           "a green triangle"};
-
-// A video of a bright bar moving right, `frames` frames at 4 fps.
-void write_video(const fs::path& file, tessera::Index frames, int shade) {
-  tessera::Y4mHeader header;
-  header.width = header.height = 32;
-  header.rate_num = 4;
-  tessera::Y4mWriter out(file, header);
-  for (tessera::Index t = 0; t < frames; ++t) {
-    tessera::Image frame(32, 32);
-    for (tessera::Index y = 0; y < 32; ++y)
-      for (tessera::Index x = 0; x < 32; ++x) {
-        std::uint8_t* p = frame.pixel(y, x);
-        p[0] = p[1] = p[2] = (x / 4 == t % 8) ? static_cast<std::uint8_t>(shade) : 16;
-      }
-    out.write(frame);
-  }
-  out.close();
-}
+const std::vector<std::string>& captions = tessera::test::pipeline_captions;
 
 std::vector<fs::path> paths(const std::vector<std::string>& names, const fs::path& dir) {
   std::vector<fs::path> out;
@@ -92,13 +67,7 @@ int main(int argc, char** argv) {
     tessera::check(argc == 3, "usage: tessera_python_reference OUT_DIR DATA_DIR");
     const fs::path out = argv[1], data = argv[2];
     const fs::path model_dir = out / "model";
-    fs::create_directories(model_dir);
-    tessera::train_bpe(captions, 300).save(model_dir);
-    tessera::MultiModalEncoder<float> fresh(tessera::parse_config(nlohmann::json::parse(model_config)));
-    fresh.init_random(11);
-    tessera::save_model(fresh, model_dir);
-    write_video(out / "a.y4m", 8, 235);
-    write_video(out / "b.y4m", 12, 120);
+    tessera::test::write_pipeline_fixture(model_dir, out);
     tessera::set_warning_handler([](const std::string&) {});  // long audio is split, and says so
 
     const auto images = paths({"coffee.png", "chelsea.jpg", "gray.png", "astronaut.jpg"}, data / "image" / "sources");

@@ -1,7 +1,7 @@
 // The catalogue of bad inputs (tests/bad_inputs/, docs/robustness.md): every file goes
 // through the library the way tessera-encode takes it (load the model, the front ends, read
 // the input, encode) and must end in a tessera::Error naming the file and the problem.
-// examples/CMakeLists.txt runs tessera-encode on the same files (exit status 1, one line).
+// apps/CMakeLists.txt runs tessera-encode on the same files (exit status 1, one line).
 
 #include <tessera/model/model_io.hpp>
 #include <tessera/model/sample_io.hpp>

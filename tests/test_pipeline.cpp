@@ -8,11 +8,13 @@
 #include <tessera/core/warning.hpp>
 #include <tessera/io/y4m.hpp>
 #include <tessera/model/encoder.hpp>
+#include <tessera/model/config_json.hpp>
 #include <tessera/model/model_io.hpp>
 #include <tessera/pipeline.hpp>
 #include <tessera/tokenize/bpe_trainer.hpp>
 #include <tessera/tokenize/files.hpp>
 
+#include "pipeline_fixture.hpp"
 #include "test_util.hpp"
 
 #include <gmock/gmock.h>
@@ -26,36 +28,7 @@ namespace test_pipeline {
 
 using ::testing::HasSubstr;
 
-// A model of all four modalities with seeded random weights and a BPE tokenizer trained on
-// the captions below. Audio longer than 8 chunks (32 frames) is split into clips, as the WAV
-// fixtures are.
-constexpr const char* model_config = R"({
-    "hidden_dim": 32, "num_layers": 2, "num_heads": 4, "ffn_dim": 64, "embed_dim": 16,
-    "pooling": "routed", "text": {"vocab_size": 300, "max_tokens": 32},
-    "image": {"size": 32, "patch": 8}, "audio": {"n_mels": 16, "max_tokens": 8},
-    "video": {"tubelet": 2}})";
-
-const std::vector<std::string> captions = {"a red square moving left", "a rising tone",
-                                           "a blue circle", "a falling tone in the dark",
-                                           "a green triangle"};
-
-// A video of a bright bar moving right, `frames` frames at 4 fps.
-void write_video(const std::filesystem::path& file, Index frames, int shade) {
-  Y4mHeader header;
-  header.width = header.height = 32;
-  header.rate_num = 4;
-  Y4mWriter out(file, header);
-  for (Index t = 0; t < frames; ++t) {
-    Image frame(32, 32);
-    for (Index y = 0; y < 32; ++y)
-      for (Index x = 0; x < 32; ++x) {
-        std::uint8_t* p = frame.pixel(y, x);
-        p[0] = p[1] = p[2] = (x / 4 == t % 8) ? static_cast<std::uint8_t>(shade) : 16;
-      }
-    out.write(frame);
-  }
-  out.close();
-}
+const std::vector<std::string>& captions = test::pipeline_captions;
 
 std::string image(const char* name) { return (test::data_dir() / "image" / "sources" / name).string(); }
 std::string audio(const char* name) { return (test::data_dir() / "audio" / name).string(); }
@@ -63,12 +36,7 @@ std::string audio(const char* name) { return (test::data_dir() / "audio" / name)
 class PipelineTest : public ::testing::Test {
  protected:
   PipelineTest() {
-    train_bpe(captions, 300).save(dir.path());
-    write_video(dir / "a.y4m", 8, 235);
-    write_video(dir / "b.y4m", 12, 120);
-    MultiModalEncoder<float> fresh(parse_config(nlohmann::json::parse(model_config)));
-    fresh.init_random(11);
-    save_model(fresh, dir.path());
+    test::write_pipeline_fixture(dir.path(), dir.path());
     previous_handler = set_warning_handler([](const std::string&) {});  // long audio warns
   }
   ~PipelineTest() override { set_warning_handler(previous_handler); }

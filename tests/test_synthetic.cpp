@@ -1,4 +1,4 @@
-// The synthetic world of include/tessera/train/synthetic.hpp: the same seed gives the same
+// The synthetic world of apps/synthetic.hpp (tessera-synth's, not the installed library's): the same seed gives the same
 // bytes, the held-out split holds out combinations and not attribute values, captions follow
 // the grammar, every file reads back with tessera's own readers (decode_image, read_wav,
 // Y4mReader), and the pixels and sounds carry the attributes: shape fill ratios and positions
@@ -17,7 +17,7 @@ TEST(Synthetic, NeedsStb) {
 #include <tessera/io/image.hpp>
 #include <tessera/io/wav.hpp>
 #include <tessera/io/y4m.hpp>
-#include <tessera/train/synthetic.hpp>
+#include "../apps/synthetic.hpp"
 
 #include "test_util.hpp"
 

@@ -7,10 +7,12 @@
 #include <tessera/core/warning.hpp>
 #include <tessera/io/y4m.hpp>
 #include <tessera/model/encoder.hpp>
+#include <tessera/model/config_json.hpp>
 #include <tessera/model/model_io.hpp>
 #include <tessera/tokenize/bpe_trainer.hpp>
 #include <tessera/tokenize/files.hpp>
 
+#include "pipeline_fixture.hpp"
 #include "test_util.hpp"
 
 #include <gtest/gtest.h>
@@ -25,24 +27,6 @@ namespace test_threads {
 
 constexpr int thread_count = 8;
 constexpr int rounds = 3;  // each thread encodes its inputs this many times
-
-// A video of a bright bar moving right, `frames` frames at 4 fps.
-void write_video(const std::filesystem::path& file, Index frames, int shade) {
-  Y4mHeader header;
-  header.width = header.height = 32;
-  header.rate_num = 4;
-  Y4mWriter out(file, header);
-  for (Index t = 0; t < frames; ++t) {
-    Image frame(32, 32);
-    for (Index y = 0; y < 32; ++y)
-      for (Index x = 0; x < 32; ++x) {
-        std::uint8_t* p = frame.pixel(y, x);
-        p[0] = p[1] = p[2] = (x / 4 == t % 8) ? static_cast<std::uint8_t>(shade) : 16;
-      }
-    out.write(frame);
-  }
-  out.close();
-}
 
 struct Result {
   Vector<float> embedding;
@@ -59,8 +43,8 @@ TEST(Threads, EightThreadsEncodeWithOneSharedModel) {
   const std::vector<std::string> captions = {"a red square moving left", "a rising tone",
                                              "a blue circle", "a falling tone in the dark"};
   train_bpe(captions, 300).save(dir.path());
-  write_video(dir.path() / "a.y4m", 8, 235);
-  write_video(dir.path() / "b.y4m", 12, 120);
+  test::write_moving_bar_video(dir.path() / "a.y4m", 8, 235);
+  test::write_moving_bar_video(dir.path() / "b.y4m", 12, 120);
   {
     MultiModalEncoder<float> fresh(parse_config(nlohmann::json::parse(R"({
         "hidden_dim": 32, "num_layers": 2, "num_heads": 4, "ffn_dim": 64, "embed_dim": 16,

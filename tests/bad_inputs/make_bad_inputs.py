@@ -15,7 +15,7 @@ It rewrites everything under tests/bad_inputs/ but this script:
 - catalogue.json     one entry per bad file: its class, the tessera-encode option that reads
                      it, and a part of the error message it must give.
 
-tests/test_bad_inputs.cpp feeds every entry to the library, examples/CMakeLists.txt to
+tests/test_bad_inputs.cpp feeds every entry to the library, apps/CMakeLists.txt to
 tessera-encode; docs/robustness.md lists the classes. Deterministic: the same bytes each run.
 """
 

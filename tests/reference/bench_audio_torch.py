@@ -1,9 +1,9 @@
 #!/usr/bin/python3
-"""torchaudio's times-real-time on the cases of bench/audio.cpp, for comparison.
+"""torchaudio's times-real-time on the cases of bench/bench_audio.cpp, for comparison.
 
     /usr/bin/python3 tests/reference/bench_audio_torch.py [--repeats 5]
 
-Same 30 s signal as bench/audio.cpp (two tones, a slow chirp, LCG noise; float32), same
+Same 30 s signal as bench/bench_audio.cpp (two tones, a slow chirp, LCG noise; float32), same
 work per case: kaldi fbank (128 mels, the SPEC 5.3 options, after subtracting the mean),
 Whisper's log-mel (80 mels, formula of whisper/audio.py without padding), resampling
 44.1 -> 16 kHz, and the whole pipeline from 44.1 kHz. Each case is timed with 1 and 2 torch
@@ -28,7 +28,7 @@ SECONDS = 30.0
 
 def signal(rate):
     n = int(SECONDS * rate)
-    # the 32-bit LCG of bench/audio.cpp, step by step (exact; about a second)
+    # the 32-bit LCG of bench/bench_audio.cpp, step by step (exact; about a second)
     states = np.empty(n, dtype=np.uint64)
     s = 12345
     for i in range(n):

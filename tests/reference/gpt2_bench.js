@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // The speed of the reference GPT-2 encoder (npm gpt-3-encoder) on the conformance corpus,
-// to compare with bench/tokenizer.cpp (BM_gpt2_encode) on the same text:
+// to compare with bench/bench_tokenizer.cpp (BM_gpt2_encode) on the same text:
 //
 //   node tests/reference/gpt2_bench.js build/gpt2-reference [seconds]
 //

@@ -37,7 +37,7 @@
 // io/image.hpp, STB_IMAGE_WRITE_IMPLEMENTATION must not be defined).
 
 #ifndef TESSERA_HAS_STB
-#error "tessera/train/synthetic.hpp writes PNG images with stb_image_write, which this build does not have: install libstb-dev (pkg-config module 'stb') and reconfigure with TESSERA_USE_STB=ON, or link tessera::tessera, which defines TESSERA_HAS_STB when stb is found"
+#error "apps/synthetic.hpp writes PNG images with stb_image_write, which this build does not have: install libstb-dev (pkg-config module 'stb') and reconfigure with TESSERA_USE_STB=ON, or link tessera::tessera, which defines TESSERA_HAS_STB when stb is found"
 #endif
 
 #include <tessera/core/error.hpp>
