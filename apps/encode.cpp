@@ -123,8 +123,7 @@ std::vector<SampleSource> samples_in_order(const CLI::App& app, const SampleOpti
     } else if (name == "--text") {
       set_once(raw().text, s.text[i], name);
     } else if (name == "--text-file") {
-      std::string text = tessera::detail::read_text_file(s.text_file[i], "--text-file");
-      tessera::validate_utf8(text, s.text_file[i]);  // named by its file, not by the tokenizer
+      std::string text = tessera::read_utf8_file(s.text_file[i]);  // named by its file
       if (text.ends_with('\n')) text.pop_back();  // the file's last line end
       if (text.ends_with('\r')) text.pop_back();
       set_once(raw().text, std::move(text), "--text");

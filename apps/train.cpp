@@ -416,7 +416,7 @@ int main(int argc, char** argv) {
 
     // 1. the tokenizer, trained on the captions
     if (config.text) {
-      std::istringstream text(tessera::detail::read_text_file(o.data / "captions.txt", "captions"));
+      std::istringstream text(tessera::read_file(o.data / "captions.txt"));
       std::vector<std::string> captions;
       for (std::string line; std::getline(text, line);) captions.push_back(line);
       const auto bpe = tessera::train_bpe(captions, static_cast<std::size_t>(config.text->vocab_size));

@@ -65,8 +65,7 @@ void encode_through_the_library(const BadInput& input, const fs::path& scratch) 
   } else {
     if (input.option == "--model") files.text = "a red square";
     if (input.option == "--text-file") {
-      files.text = detail::read_text_file(file, "--text-file");
-      validate_utf8(*files.text, file.string());
+      files.text = read_utf8_file(file);
     }
     if (input.option == "--image") files.image = file;
     if (input.option == "--audio") files.audio = file;

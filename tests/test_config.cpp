@@ -1,6 +1,6 @@
-// Tests of tessera/model/config.hpp: SPEC 1 defaults, the modality-presence rule, every enum,
-// one test per error class (each message names the key), and round trips through JSON and
-// files.
+// Tests of tessera/model/config.hpp, config_json.hpp and config_check.hpp: SPEC 1 defaults,
+// the modality-presence rule, every enum, one test per error class (each message names the
+// key), and round trips through JSON and files.
 
 #include <tessera/model/config.hpp>
 #include <tessera/model/config_check.hpp>
@@ -549,7 +549,7 @@ TEST(Config, LoadErrorsNameThePath) {
   TempDir dir;
   const fs::path missing = dir / "nope.json";
   EXPECT_THAT(error_of([&] { (void)tessera::load_config(missing); }),
-              HasSubstr(missing.string() + ": cannot open the config"));
+              HasSubstr(missing.string() + ": cannot open: No such file or directory"));
   const fs::path broken = dir / "broken.json";
   write_text(broken, R"({"text": {}, )");
   EXPECT_THAT(error_of([&] { (void)tessera::load_config(broken); }),

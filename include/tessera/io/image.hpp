@@ -47,6 +47,7 @@
 #include <tessera/core/error.hpp>
 #include <tessera/core/tensor.hpp>
 #include <tessera/io/atomic_file.hpp>
+#include <tessera/io/read_file.hpp>
 #include <tessera/core/image.hpp>
 
 #include <stb_image.h>
@@ -546,11 +547,7 @@ inline Image decode_image(const std::filesystem::path& path, const ImageLimits& 
   const auto file_size = std::filesystem::file_size(path, ec);
   check(ec || file_size <= static_cast<std::uintmax_t>(INT_MAX), name, ": ", file_size,
         " bytes is more than stb_image can read (2 GiB)");
-  std::ifstream in(path, std::ios::binary);
-  check(in.is_open(), name, ": cannot open the image file: ", std::strerror(errno));
-  const std::vector<std::uint8_t> bytes((std::istreambuf_iterator<char>(in)),
-                                        std::istreambuf_iterator<char>());
-  check(!in.bad(), name, ": cannot read the image file: ", std::strerror(errno));
+  const auto bytes = read_file<std::vector<std::uint8_t>>(path);
   return decode_image_memory(bytes, name, limits);
 }
 

@@ -66,13 +66,4 @@ Bytes read_file(const std::filesystem::path& file, std::string_view context = {}
   return bytes;
 }
 
-namespace detail {
-
-// read_file under the name the programs (apps/) and tests still call.
-inline std::string read_text_file(const std::filesystem::path& path, std::string_view what) {
-  return read_file(path, what);
-}
-
-}  // namespace detail
-
 }  // namespace tessera

@@ -14,6 +14,7 @@
 #include <tessera/core/error.hpp>
 #include <tessera/io/atomic_file.hpp>
 #include <tessera/io/json.hpp>
+#include <tessera/io/read_file.hpp>
 #include <tessera/model/config.hpp>
 #include <tessera/model/config_check.hpp>
 
@@ -296,10 +297,7 @@ inline Config parse_config(const nlohmann::json& json,
 // Reads and parses a config.json file (comments allowed), naming it in every error.
 inline Config load_config(const std::filesystem::path& file) {
   const std::string where = file.string();
-  std::ifstream in(file, std::ios::binary);
-  check(in.is_open(), where, ": cannot open the config: ", std::strerror(errno));
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  check(!in.bad(), where, ": cannot read the config");
+  const std::string text = read_file(file);  // names the file; refuses a directory
   return parse_config(detail::ConfigReader::parse_text(text, where), where);
 }
 
