@@ -4,18 +4,16 @@
 //   tessera-point-cloud --init MODEL_DIR
 //   tessera-point-cloud MODEL_DIR CLOUD.xyz OTHER.xyz [TEXT]
 //
-// --init writes a small model directory with random weights (tessera has no training yet, so
-// similarities are those of an untrained model): a config with text and a `point_cloud`
-// custom modality, its weights, and a BPE tokenizer trained on a dozen shape captions.
+// --init writes a small model directory (example_model.hpp): text and a `point_cloud` custom
+// modality with random weights, and a BPE tokenizer.
 // The second form registers the point-cloud front end, loads the model, turns each .xyz file
 // (one "x y z" point per line; data/ has a sphere and a cube) into tokens of grouped points,
 // and prints each embedding and the cosine similarity of the two clouds; with TEXT, also the
 // similarity of the text to each cloud.
 
 #include "../example_util.hpp"
+#include "example_model.hpp"
 #include "point_cloud.hpp"
-
-#include <tessera/tokenize/bpe_trainer.hpp>
 
 #include <cstdio>
 #include <filesystem>
@@ -27,39 +25,6 @@ namespace {
 
 constexpr std::string_view usage =
     "tessera-point-cloud --init MODEL_DIR | tessera-point-cloud MODEL_DIR CLOUD.xyz OTHER.xyz [TEXT]";
-
-// A fresh model with text and point clouds: 16 points per token (input_dim 3 + 3 * 16),
-// at most 32 tokens per cloud on an 8^3 position grid.
-void init_model(const std::filesystem::path& dir) {
-  const std::vector<std::string> captions = {
-      "a sphere",          "a cube",           "a flat disc",         "a long thin rod",
-      "a hollow cylinder", "a cone",           "a small ball",        "a box with sharp corners",
-      "a torus like a ring", "a pyramid",      "a plane of points",   "a round shell of points"};
-  const auto tokenizer = tessera::train_bpe(captions, 300);
-
-  constexpr int group_size = 16;
-  nlohmann::json json = nlohmann::json::parse(R"({
-    "hidden_dim": 64, "num_layers": 2, "num_heads": 4, "ffn_dim": 128, "embed_dim": 32,
-    "pooling": "routed",
-    "text": {"max_tokens": 32}
-  })");
-  json["text"]["vocab_size"] = tokenizer.vocab.size();
-  json["custom_modalities"] = nlohmann::json::array({nlohmann::json{
-      {"name", "point_cloud"},
-      {"input_dim", 3 + 3 * group_size},  // a token: its center, then each member relative to it
-      {"max_tokens", 64},
-      {"options", {{"group_size", group_size}, {"num_groups", 32}, {"grid", 8}}}}});
-  const tessera::Config config = tessera::parse_config(json, "tessera-point-cloud config");
-  point_cloud::read_options(config.custom.at(0));  // the options fit input_dim
-
-  tessera::MultiModalEncoder<float> model(config);
-  model.init_random(2026);
-  tessera::save_model(model, dir);
-  tokenizer.save(dir);
-  std::printf("wrote %s: config.json, model.safetensors (%zu tensors, random weights), "
-              "vocab.json + merges.txt (%zu tokens)\n",
-              dir.string().c_str(), model.parameters().size(), tokenizer.vocab.size());
-}
 
 void encode_clouds(int argc, char** argv) {
   const std::filesystem::path model_dir = argv[1];
@@ -80,10 +45,8 @@ void encode_clouds(int argc, char** argv) {
     files.custom["point_cloud"] = clouds[i];  // a custom modality's input: its name -> a path
     const tessera::Sample<float> sample = front.load(files);
     const tessera::CustomInput<float>& tokens = sample.custom.at("point_cloud");
-    std::printf("%s: %ld tokens, features [%ld, %ld], positions [%ld, %ld]\n", labels[i].c_str(),
-                static_cast<long>(tokens.features.rows()), static_cast<long>(tokens.features.rows()),
-                static_cast<long>(tokens.features.cols()), static_cast<long>(tokens.positions.rows()),
-                static_cast<long>(tokens.positions.cols()));
+    std::printf("%s: %ld tokens of %ld features\n", labels[i].c_str(),
+                static_cast<long>(tokens.features.rows()), static_cast<long>(tokens.features.cols()));
     encodings[i] = model.encode(sample);
   }
   example::print_encoding(labels[0], encodings[0]);
@@ -110,7 +73,7 @@ int main(int argc, char** argv) {
   return example::run("tessera-point-cloud", [&] {
     if (argc >= 2 && std::string_view(argv[1]) == "--init") {
       example::expect_arguments(argc, 2, usage);
-      init_model(argv[2]);
+      point_cloud::write_example_model(argv[2]);
     } else {
       tessera::check(argc == 4 || argc == 5, "usage: ", usage);
       encode_clouds(argc, argv);
