@@ -22,11 +22,13 @@
 #include <cmath>
 #include <cstdint>
 #include <exception>
+#include <filesystem>
 #include <iostream>
 #include <limits>
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <thread>
 #include <type_traits>
@@ -184,6 +186,33 @@ int run(CLI::App& app, int argc, const char* const* argv, Body&& body) {
   } catch (const std::exception& e) {
     std::cerr << program << ": error: " << e.what() << "\n";
     return 1;
+  }
+}
+
+// Refuses to write `out` (the value of `option`) over one of the program's inputs: a file
+// given as an input, or a file inside an input directory (a model directory). Called before
+// any work, so a refused run reads and writes nothing. Links are followed: a link to an
+// input is that input.
+inline void refuse_output_over_inputs(const std::filesystem::path& out, std::string_view option,
+                                      const std::vector<std::filesystem::path>& inputs) {
+  namespace fs = std::filesystem;
+  std::error_code error;
+  if (!fs::exists(out, error)) return;  // nothing there to destroy
+  const auto same = [&](const fs::path& input) {
+    std::error_code ignored;
+    return fs::equivalent(out, input, ignored);
+  };
+  for (const fs::path& input : inputs) {
+    if (fs::is_directory(input, error)) {
+      for (const auto& entry : fs::directory_iterator(input, error)) {
+        tessera::check(!same(entry.path()), option, " ", out.string(), ": is ",
+                       entry.path().string(), ", one of the inputs (of ", input.string(),
+                       "); write the output elsewhere");
+      }
+    } else {
+      tessera::check(!same(input), option, " ", out.string(), ": is ", input.string(),
+                     ", one of the inputs; write the output elsewhere");
+    }
   }
 }
 

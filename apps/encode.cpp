@@ -198,6 +198,12 @@ int main(int argc, char** argv) {
   add_options(app, options, sample_options);
   return apps::run(app, argc, argv, [&] {
     options.samples = samples_in_order(app, sample_options);
+    std::vector<std::filesystem::path> inputs = {options.model};
+    for (const auto* given : {&sample_options.inputs, &sample_options.text_file,
+                              &sample_options.image, &sample_options.audio, &sample_options.video}) {
+      inputs.insert(inputs.end(), given->begin(), given->end());
+    }
+    apps::refuse_output_over_inputs(options.out, "--out", inputs);
     if (options.threads > 0) tessera::set_num_threads(options.threads);
     const auto model = tessera::load_model<float>(options.model);
     const bool raw_inputs = std::any_of(options.samples.begin(), options.samples.end(),

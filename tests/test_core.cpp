@@ -12,6 +12,7 @@
 #include <tessera/core/parallel.hpp>
 #include <tessera/core/tensor.hpp>
 #include <tessera/core/warning.hpp>
+#include <tessera/io/atomic_file.hpp>
 #include <tessera/io/read_file.hpp>
 
 #include "test_util.hpp"
@@ -19,6 +20,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -27,6 +29,11 @@
 #include <string>
 #include <type_traits>
 #include <vector>
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 namespace test_core {
 
@@ -145,6 +152,50 @@ TEST(ReadFile, MissingFilesAndDirectoriesAreErrorsNamingThePath) {
               StartsWith("--text-file: cannot open " + missing + ": No such file"));
   EXPECT_EQ(error_message([&] { tessera::read_file<std::vector<std::uint8_t>>(folder, "load"); }),
             "load: cannot read " + folder + ": is a directory, expected a file");
+}
+
+// Every file tessera writes goes through AtomicFileWriter (io/atomic_file.hpp): its rename
+// would replace whatever node holds the name, so anything but a regular file is refused and
+// left as it was; a symbolic link is written through and keeps pointing at the new contents.
+TEST(AtomicFile, RefusesWhatIsNotARegularFileAndWritesThroughLinks) {
+  namespace fs = std::filesystem;
+  const tessera::test::TempDir dir;
+  const fs::path fifo = dir / "fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  EXPECT_EQ(error_message([&] { tessera::detail::write_file_atomically(fifo, "x"); }),
+            fifo.string() + ": is a FIFO, not a regular file; tessera writes only regular files");
+  EXPECT_TRUE(fs::is_fifo(fs::symlink_status(fifo)));
+
+  const fs::path socket_path = dir / "socket";
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  ASSERT_LT(socket_path.string().size(), sizeof(address.sun_path));
+  std::copy_n(socket_path.c_str(), socket_path.string().size(), address.sun_path);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)), 0);
+  EXPECT_THAT(error_message([&] { tessera::detail::write_file_atomically(socket_path, "x"); }),
+              HasSubstr(": is a socket, not a regular file"));
+  EXPECT_TRUE(fs::is_socket(fs::symlink_status(socket_path)));
+  ::close(fd);
+
+  EXPECT_THAT(error_message([&] { tessera::detail::write_file_atomically(dir.path(), "x"); }),
+              HasSubstr(": is a directory, not a regular file"));
+
+  // A link (and a link to a link) is written through: the target gets the new bytes.
+  const fs::path real = dir / "real.txt", link = dir / "link.txt", link2 = dir / "link2.txt";
+  tessera::detail::write_file_atomically(real, "old");
+  fs::create_symlink(real, link);
+  fs::create_symlink(link, link2);
+  tessera::detail::write_file_atomically(link2, "new");
+  EXPECT_TRUE(fs::is_symlink(fs::symlink_status(link)));
+  EXPECT_TRUE(fs::is_symlink(fs::symlink_status(link2)));
+  EXPECT_EQ(tessera::read_file(real), "new");
+  // A link to a FIFO is refused like the FIFO.
+  const fs::path fifo_link = dir / "fifo-link";
+  fs::create_symlink(fifo, fifo_link);
+  EXPECT_THAT(error_message([&] { tessera::detail::write_file_atomically(fifo_link, "x"); }),
+              HasSubstr("fifo-link: is a FIFO"));
 }
 
 }  // namespace

@@ -483,7 +483,7 @@ TEST_F(SafetensorsTest, SaveOverDirectoryFailsAndCleansUp) {
   const fs::path path = dir / "occupied";
   fs::create_directories(path / "inside");
   EXPECT_THAT(error_of([&] { tessera::save_safetensors(path, {}); }),
-              HasSubstr(path.string() + ": cannot rename"));
+              HasSubstr(path.string() + ": is a directory, not a regular file"));
   int entries = 0;
   for ([[maybe_unused]] const auto& entry : fs::directory_iterator(dir.path())) ++entries;
   EXPECT_EQ(entries, 1);  // only the directory, no temporary
