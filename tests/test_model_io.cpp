@@ -1,6 +1,6 @@
 // Model directories (include/tessera/model/model_io.hpp) and the encoder's input/output files
-// (include/tessera/model/sample_io.hpp): exact round trips, and every malformed model is a
-// tessera::Error naming the file and the tensor.
+// (include/tessera/model/sample_io.hpp): exact round trips, the checksum of model files, and
+// every malformed model is a tessera::Error naming the file and the tensor.
 
 #include <tessera/model/model_io.hpp>
 #include <tessera/model/sample_io.hpp>
@@ -315,6 +315,60 @@ TEST(SampleIo, RoundTripAndErrors) {
   expect_read_error({{"audio", TensorData::from_matrix(Matrix<std::int32_t>::Zero(2, 2))}},
                     "tensor 'audio' has dtype I32, expected F32, F16, BF16 or F64");
   expect_read_error({}, "no input tensor");
+}
+
+// ---- The checksum of model.safetensors ("tessera.crc32", docs/model-files.md) ---------------
+
+// Flips bit `bit` of byte `offset` of `file`'s data section (the bytes after the header).
+void flip_data_bit(const fs::path& file, std::uint64_t offset, int bit) {
+  std::fstream io(file, std::ios::in | std::ios::out | std::ios::binary);
+  std::uint64_t header_size = 0;
+  for (int i = 0; i < 8; ++i) header_size |= static_cast<std::uint64_t>(io.get()) << (8 * i);
+  const auto at = static_cast<std::streamoff>(8 + header_size + offset);
+  io.seekg(at);
+  const char byte = static_cast<char>(io.get() ^ (1 << bit));
+  io.seekp(at);
+  io.put(byte);
+  ASSERT_TRUE(io.good()) << file;
+}
+
+TEST(ModelIo, SavedModelsCarryAChecksum) {
+  TempDir tmp;
+  MultiModalEncoder<float> model(small_config());
+  model.init_random(5);
+  save_model(model, tmp.path());
+  const auto file = SafetensorsFile::open(tmp.path() / weights_file_name);
+  EXPECT_TRUE(file.has_checksum());
+  EXPECT_EQ(file.metadata().at("producer"), "tessera");
+}
+
+TEST(ModelIo, FlippedBitInTheWeightsIsRefusedNamingTheFile) {
+  TempDir tmp;
+  MultiModalEncoder<float> model(small_config());
+  model.init_random(5);
+  save_model(model, tmp.path());
+  // a low mantissa bit: the weight stays finite and of its shape, only the checksum sees it
+  flip_data_bit(tmp.path() / weights_file_name, 1000, 0);
+  const std::string error = test::error_of([&] { load_model<float>(tmp.path()); });
+  EXPECT_THAT(error, HasSubstr((tmp.path() / weights_file_name).string() +
+                               ": checksum mismatch: metadata 'tessera.crc32' is "));
+  EXPECT_THAT(error, HasSubstr(" but the contents give "));
+}
+
+TEST(ModelIo, ModelsWithoutAChecksumLoad) {
+  // Files written elsewhere carry none: the fixtures written by PyTorch, and a tessera model
+  // re-saved without one.
+  const fs::path fixture = test::data_dir() / "encoder" / "text_image_bf16";
+  EXPECT_FALSE(SafetensorsFile::open(fixture / weights_file_name).has_checksum());
+  EXPECT_NO_THROW(load_model<float>(fixture));
+
+  TempDir tmp;
+  MultiModalEncoder<float> model(small_config());
+  model.init_random(6);
+  save_model(model, tmp.path());
+  save_safetensors(tmp.path() / weights_file_name, load_safetensors(tmp.path() / weights_file_name));
+  EXPECT_FALSE(SafetensorsFile::open(tmp.path() / weights_file_name).has_checksum());
+  expect_same_weights(model, load_model<float>(tmp.path()));
 }
 
 }  // namespace

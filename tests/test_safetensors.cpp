@@ -1,10 +1,13 @@
 // Tests of tessera/io/safetensors.hpp: dtype conversions, bit-exact round trips, the typed
-// readers, atomic writing, and one test per malformed-file case (each must throw
-// tessera::Error naming the file and the problem).
+// readers, atomic writing, one test per malformed-file case (each must throw tessera::Error
+// naming the file and the problem), and the checksum "tessera.crc32".
 
 #include <tessera/io/safetensors.hpp>
 
 #include "test_util.hpp"
+
+#include <nlohmann/json.hpp>
+#include <zlib.h>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -16,6 +19,7 @@
 #include <fstream>
 #include <functional>
 #include <limits>
+#include <map>
 #include <random>
 #include <string>
 #include <vector>
@@ -812,6 +816,197 @@ TEST_F(SafetensorsTest, SaveRejectsInvalidUtf8Names) {
               }),
               HasSubstr(path.string() + ": tensor names and metadata must be valid UTF-8"));
   EXPECT_FALSE(fs::exists(path));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The checksum "tessera.crc32" (docs/model-files.md, "Checksum")
+
+std::vector<std::byte> as_bytes(const std::string& text) {
+  std::vector<std::byte> out(text.size());
+  if (!text.empty()) std::memcpy(out.data(), text.data(), text.size());
+  return out;
+}
+
+std::string as_string(const std::vector<std::byte>& bytes) {
+  return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
+}
+
+// The checksum of a file computed from its raw bytes with zlib directly, following the
+// definition in docs/model-files.md rather than tessera's own helpers.
+std::string crc32_from_the_definition(const std::string& file) {
+  std::uint64_t header_size = 0;
+  for (int i = 7; i >= 0; --i) header_size = header_size << 8 | static_cast<unsigned char>(file[i]);
+  auto header = nlohmann::json::parse(file.substr(8, header_size));
+  const auto metadata = header.value("__metadata__", nlohmann::json::object());
+  header.erase("__metadata__");
+  const std::string data = file.substr(8 + header_size);
+  uLong crc = crc32(0L, Z_NULL, 0);
+  const auto feed = [&](const std::string& bytes) {
+    crc = crc32(crc, reinterpret_cast<const Bytef*>(bytes.data()), static_cast<uInt>(bytes.size()));
+  };
+  feed(data);
+  for (const auto& [name, entry] : header.items()) {  // nlohmann's object: sorted by key
+    std::string shape;
+    for (const auto& dim : entry["shape"]) {
+      shape += (shape.empty() ? "" : ",") + std::to_string(dim.get<std::int64_t>());
+    }
+    const auto& offsets = entry["data_offsets"];
+    feed(name + '\0' + entry["dtype"].get<std::string>() + '\0' + shape + '\0' +
+         std::to_string(offsets[0].get<std::uint64_t>()) + ',' +
+         std::to_string(offsets[1].get<std::uint64_t>()) + '\0');
+  }
+  for (const auto& [key, value] : metadata.items()) {
+    if (key != "tessera.crc32") feed(key + '\0' + value.get<std::string>() + '\0');
+  }
+  char hex[9];
+  std::snprintf(hex, sizeof hex, "%08lx", static_cast<unsigned long>(crc));
+  return hex;
+}
+
+std::map<std::string, TensorData> checksum_tensors() {
+  tessera::Matrix<float> w(3, 4);
+  w << 1, -2, 3.5f, 0.25f, 1e-3f, 7, -8, 9, 10, -11, 12.5f, 1e6f;
+  return {{"w", TensorData::from_matrix(w)},
+          {"ids", TensorData::from_vector(std::vector<std::int64_t>{1, 2, 3})},
+          {"scale", TensorData::from_scalar(0.5, DType::BF16)}};
+}
+
+TEST_F(SafetensorsTest, ChecksumIsWrittenOnRequestAndVerifiedOnOpen) {
+  const fs::path plain = dir / "plain.safetensors";
+  const fs::path summed = dir / "summed.safetensors";
+  tessera::save_safetensors(plain, checksum_tensors(), {{"k", "v"}});
+  tessera::save_safetensors(summed, checksum_tensors(), {{"k", "v"}}, tessera::Checksum::crc32);
+
+  const auto without = SafetensorsFile::open(plain);
+  EXPECT_FALSE(without.has_checksum());
+  EXPECT_EQ(without.metadata().count("tessera.crc32"), 0u);
+
+  const auto with = SafetensorsFile::open(summed);
+  EXPECT_TRUE(with.has_checksum());
+  const std::string value = with.metadata().at("tessera.crc32");
+  EXPECT_THAT(value, ::testing::MatchesRegex("[0-9a-f]{8}"));
+  EXPECT_EQ(value, crc32_from_the_definition(read_bytes(summed)));
+  EXPECT_EQ(with.metadata().at("k"), "v");
+  EXPECT_EQ(with.tensor_data("w"), checksum_tensors().at("w"));
+
+  // safetensors_bytes is the same file, in memory
+  const auto in_memory = tessera::safetensors_bytes(checksum_tensors(), {{"k", "v"}},
+                                                    tessera::Checksum::crc32);
+  EXPECT_EQ(in_memory, as_bytes(read_bytes(summed)));
+}
+
+TEST_F(SafetensorsTest, ChecksumMatchesPythonsZlibCrc32) {
+  // The value from Python, computed from the definition without tessera:
+  //   data = struct.pack('<2f', 1.0, -2.5) + struct.pack('<q', 7)
+  //   c = zlib.crc32(data)
+  //   for f in ['a', 'F32', '2', '0,8', 'b', 'I64', '', '8,16', 'note', 'caf\u00e9']:
+  //       c = zlib.crc32((f + '\0').encode(), c)
+  //   '%08x' % c  ->  'a1fc7ad8'
+  const fs::path path = dir / "python.safetensors";
+  tessera::save_safetensors(path,
+                            {{"a", TensorData::from_vector(std::vector<float>{1.0f, -2.5f})},
+                             {"b", TensorData::from_scalar(std::int64_t{7})}},
+                            {{"note", "caf\u00e9"}}, tessera::Checksum::crc32);
+  EXPECT_EQ(SafetensorsFile::open(path).metadata().at("tessera.crc32"), "a1fc7ad8");
+}
+
+TEST_F(SafetensorsTest, FlippedBitInTheDataIsRefusedNamingTheFile) {
+  const fs::path path = dir / "weights.safetensors";
+  tessera::save_safetensors(path, checksum_tensors(), {}, tessera::Checksum::crc32);
+  const std::string good = read_bytes(path);
+  const std::string expected = crc32_from_the_definition(good);
+  std::string bad = good;
+  bad[bad.size() - 5] ^= 0x10;  // in the data section (the last tensor, 'w')
+  write_bytes(path, bad);
+  const std::string error = open_error(path);
+  EXPECT_THAT(error, HasSubstr(path.string() + ": checksum mismatch: metadata 'tessera.crc32' is " +
+                               expected + " but the contents give "));
+  EXPECT_THAT(error, HasSubstr("the file changed after it was written"));
+  EXPECT_THAT(error, ::testing::Not(HasSubstr("\n")));
+  // the same through from_bytes
+  EXPECT_THAT(error_of([&] { (void)SafetensorsFile::from_bytes(as_bytes(bad), "image"); }),
+              HasSubstr("image: checksum mismatch"));
+}
+
+TEST_F(SafetensorsTest, NoOneBitChangeOfAChecksummedFileChangesWhatIsRead) {
+  // Data, tensor table and metadata are all covered: a single flipped bit anywhere in the
+  // file breaks the format, changes what the checksum covers (refused), or breaks the entry
+  // itself (its value: refused; its key: a file without a checksum, which a checkpoint reader
+  // refuses). A file still accepted with its checksum must read exactly as the original (a
+  // padding space turned NUL ends the JSON text early, which changes nothing read).
+  const std::map<std::string, std::string> metadata{{"step", "4"}, {"note", "x"}};
+  const std::string good =
+      as_string(tessera::safetensors_bytes(checksum_tensors(), metadata, tessera::Checksum::crc32));
+  const auto original = SafetensorsFile::from_bytes(as_bytes(good));
+  ASSERT_TRUE(original.has_checksum());
+  int refused = 0;
+  for (std::size_t byte = 0; byte < good.size(); ++byte) {
+    for (int bit = 0; bit < 8; ++bit) {
+      std::string bad = good;
+      bad[byte] = static_cast<char>(bad[byte] ^ (1 << bit));
+      try {
+        const auto file = SafetensorsFile::from_bytes(as_bytes(bad), "flipped");
+        if (!file.has_checksum()) {
+          ++refused;
+          continue;
+        }
+        EXPECT_EQ(file.metadata(), original.metadata()) << "byte " << byte << " bit " << bit;
+        ASSERT_EQ(file.names(), original.names()) << "byte " << byte << " bit " << bit;
+        for (const auto& name : file.names()) {
+          EXPECT_EQ(file.tensor_data(name), original.tensor_data(name))
+              << "byte " << byte << " bit " << bit;
+        }
+      } catch (const tessera::Error&) {
+        ++refused;
+      }
+    }
+  }
+  // everything but the (at most 7) spaces that pad the header
+  EXPECT_GE(refused, static_cast<int>(8 * good.size()) - 7);
+}
+
+TEST_F(SafetensorsTest, ChecksumIgnoresJsonSpacingAndKeyOrder) {
+  // Another tool writing the same tensors and metadata with other JSON keeps it valid.
+  const std::string good = as_string(
+      tessera::safetensors_bytes(checksum_tensors(), {{"k", "v"}}, tessera::Checksum::crc32));
+  std::uint64_t header_size = 0;
+  for (int i = 7; i >= 0; --i) header_size = header_size << 8 | static_cast<unsigned char>(good[i]);
+  const std::string header = nlohmann::json::parse(good.substr(8, header_size)).dump(2);
+  const std::string other = u64_le(header.size()) + header + good.substr(8 + header_size);
+  const auto file = SafetensorsFile::from_bytes(as_bytes(other), "respaced");
+  EXPECT_TRUE(file.has_checksum());
+}
+
+TEST_F(SafetensorsTest, MalformedChecksumEntryIsRefused) {
+  for (const std::string value : {"", "1234567", "123456789", "0000000g", "A1FC7AD8", " 1fc7ad8"}) {
+    const fs::path path = write_file(
+        dir, R"({"__metadata__":{"tessera.crc32":")" + value + R"("}})", 0);
+    EXPECT_THAT(open_error(path),
+                HasSubstr(path.string() + ": metadata 'tessera.crc32' is '" + value +
+                          "', expected 8 lowercase hex digits"))
+        << value;
+  }
+}
+
+TEST_F(SafetensorsTest, WriterReplacesOrDropsAGivenChecksumEntry) {
+  // Metadata copied from another file carries that file's checksum: the writer sets its own,
+  // or drops it without Checksum::crc32, so the file written is always readable.
+  const std::map<std::string, std::string> copied{{"k", "v"}, {"tessera.crc32", "00000000"}};
+  const fs::path summed = dir / "summed.safetensors";
+  const fs::path plain = dir / "plain.safetensors";
+  tessera::save_safetensors(summed, checksum_tensors(), copied, tessera::Checksum::crc32);
+  tessera::save_safetensors(plain, checksum_tensors(), copied);
+  EXPECT_EQ(SafetensorsFile::open(summed).metadata().at("tessera.crc32"),
+            crc32_from_the_definition(read_bytes(summed)));
+  EXPECT_EQ(SafetensorsFile::open(plain).metadata(),
+            (std::map<std::string, std::string>{{"k", "v"}}));
+}
+
+TEST_F(SafetensorsTest, EmptyFileWithAChecksum) {
+  const auto bytes = tessera::safetensors_bytes({}, {}, tessera::Checksum::crc32);
+  const auto file = SafetensorsFile::from_bytes(bytes);
+  EXPECT_TRUE(file.has_checksum());
+  EXPECT_EQ(file.metadata().at("tessera.crc32"), "00000000");  // CRC-32 of nothing
 }
 
 }  // namespace

@@ -13,6 +13,12 @@
 // is little-endian and read with memcpy, so unaligned offsets are fine. save_safetensors
 // writes names in sorted order, offsets contiguous, the header padded with spaces to a
 // multiple of 8 bytes, through a temporary file renamed into place.
+//
+// A file may carry a checksum, the metadata entry "tessera.crc32" (a CRC-32 of the data
+// section, the tensor table and the other metadata; the exact definition is at checksum_key):
+// save_safetensors writes it on request (model files and checkpoints always do), and
+// SafetensorsFile verifies it whenever it is present, refusing a file whose contents no longer
+// match. Files written elsewhere usually have none and are read as before.
 
 #include <tessera/core/error.hpp>
 #include <tessera/core/tensor.hpp>
@@ -21,6 +27,7 @@
 #include <tessera/io/read_file.hpp>
 
 #include <nlohmann/json.hpp>
+#include <zlib.h>
 
 #include <algorithm>
 #include <array>
@@ -464,8 +471,102 @@ struct TensorInfo {
   std::size_t rank() const { return shape.size(); }
 };
 
+// ---------------------------------------------------------------------------------------------
+// The checksum (docs/model-files.md, "Checksum")
+//
+// tessera writes into the metadata of every model file and checkpoint the entry
+//   "tessera.crc32": 8 lowercase hex digits
+// the CRC-32 (zlib's crc32, the one of Python's zlib.crc32 and of gzip) of, in this order:
+//   1. the data section: the file's bytes from 8 + N to its end;
+//   2. the tensor table: for each tensor in order of name (by UTF-8 bytes), the four fields
+//      name, dtype ("F32"), shape (decimal dimensions joined by ","; empty for rank 0) and
+//      "begin,end" (the data_offsets in decimal), each followed by one NUL byte;
+//   3. the metadata: for each entry but "tessera.crc32" itself, in order of key (by UTF-8
+//      bytes), the key and the value, each followed by one NUL byte.
+// Parts 2 and 3 are the header's content, not its JSON text, so a tool that writes the same
+// tensors and metadata with other spacing or key order keeps the checksum valid.
+// SafetensorsFile::open verifies the entry whenever a file carries it (any file, not only
+// tessera's); a file without it is accepted unverified, except by load_checkpoint.
+
+// The metadata key of the checksum.
+inline constexpr const char* checksum_key = "tessera.crc32";
+
+// Whether save_safetensors writes the checksum entry.
+enum class Checksum { none, crc32 };
+
 namespace detail {
 
+// A running CRC-32 over byte ranges, through zlib.
+class Crc32 {
+ public:
+  void update(const void* data, std::size_t size) {
+    const auto* bytes = static_cast<const Bytef*>(data);
+    // zlib's crc32 takes a 32-bit length: feed at most 1 GiB at a time
+    constexpr std::size_t chunk = std::size_t{1} << 30;
+    while (size > 0) {
+      const std::size_t n = std::min(size, chunk);
+      value_ = ::crc32(value_, bytes, static_cast<uInt>(n));
+      bytes += n;
+      size -= n;
+    }
+  }
+  // `text` followed by one NUL byte: a field of the tensor table or the metadata.
+  void update_field(std::string_view text) {
+    update(text.data(), text.size());
+    update("", 1);
+  }
+  std::uint32_t value() const { return static_cast<std::uint32_t>(value_); }
+
+ private:
+  uLong value_ = ::crc32(0L, Z_NULL, 0);
+};
+
+// Part 2 of the checksum for one tensor.
+inline void checksum_tensor_entry(Crc32& crc, std::string_view name, DType dtype,
+                                  std::span<const std::int64_t> shape, std::uint64_t begin,
+                                  std::uint64_t end) {
+  std::string dims;
+  for (std::size_t i = 0; i < shape.size(); ++i) {
+    if (i > 0) dims += ',';
+    dims += std::to_string(shape[i]);
+  }
+  crc.update_field(name);
+  crc.update_field(dtype_name(dtype));
+  crc.update_field(dims);
+  crc.update_field(std::to_string(begin) + ',' + std::to_string(end));
+}
+
+// Part 3 of the checksum: every entry but the checksum's own, in key order (std::map's order
+// is the order of the keys' bytes).
+inline void checksum_metadata(Crc32& crc, const std::map<std::string, std::string>& metadata) {
+  for (const auto& [key, value] : metadata) {
+    if (key == checksum_key) continue;
+    crc.update_field(key);
+    crc.update_field(value);
+  }
+}
+
+inline std::string checksum_hex(std::uint32_t value) {
+  constexpr const char* digits = "0123456789abcdef";
+  std::string out(8, '0');
+  for (int i = 7; i >= 0; --i, value >>= 4) out[static_cast<std::size_t>(i)] = digits[value & 0xF];
+  return out;
+}
+
+// Exactly 8 lowercase hex digits as a value; nullopt otherwise. Only the form checksum_hex
+// writes is accepted, so that no one-bit change of the entry ('a' -> 'A') goes unnoticed.
+inline std::optional<std::uint32_t> parse_checksum_hex(std::string_view text) {
+  if (text.size() != 8) return std::nullopt;
+  std::uint32_t value = 0;
+  for (char c : text) {
+    int digit = -1;
+    if (c >= '0' && c <= '9') digit = c - '0';
+    if (c >= 'a' && c <= 'f') digit = c - 'a' + 10;
+    if (digit < 0) return std::nullopt;
+    value = value << 4 | static_cast<std::uint32_t>(digit);
+  }
+  return value;
+}
 
 }  // namespace detail
 
@@ -525,6 +626,9 @@ class SafetensorsFile {
     return found->second;
   }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  // Whether the file carries the checksum entry "tessera.crc32" (which open verified: a file
+  // whose contents do not match it is not opened).
+  bool has_checksum() const { return checksum_.has_value(); }
 
   // The elements in row-major order. Floating Scalars accept F64/F32/F16/BF16; integer
   // Scalars accept I64/I32/I16/I8/U8/BOOL (a value out of the Scalar's range is an Error).
@@ -614,6 +718,7 @@ class SafetensorsFile {
     std::swap(buffer_, other.buffer_);
     std::swap(tensors_, other.tensors_);
     std::swap(metadata_, other.metadata_);
+    std::swap(checksum_, other.checksum_);
   }
 
   void unmap() noexcept {
@@ -704,6 +809,32 @@ class SafetensorsFile {
       }
     }
     check_coverage(data_size);
+    verify_checksum(data_section, data_size);
+  }
+
+  // The checksum entry, when present, must match the contents (see checksum_key).
+  void verify_checksum(const std::byte* data_section, std::uint64_t data_size) {
+    const auto entry = metadata_.find(checksum_key);
+    if (entry == metadata_.end()) return;
+    const auto expected = detail::parse_checksum_hex(entry->second);
+    if (!expected) {
+      fail_file("metadata '", checksum_key, "' is '", entry->second,
+                "', expected 8 lowercase hex digits (a CRC-32, docs/model-files.md)");
+    }
+    detail::Crc32 crc;
+    crc.update(data_section, static_cast<std::size_t>(data_size));
+    for (const auto& [name, tensor] : tensors_) {
+      detail::checksum_tensor_entry(crc, name, tensor.dtype, tensor.shape, tensor.begin,
+                                    tensor.end);
+    }
+    detail::checksum_metadata(crc, metadata_);
+    if (crc.value() != *expected) {
+      fail_file("checksum mismatch: metadata '", checksum_key, "' is ",
+                detail::checksum_hex(*expected), " but the contents give ",
+                detail::checksum_hex(crc.value()),
+                ": the file changed after it was written (damaged on disk or in transfer)");
+    }
+    checksum_ = *expected;
   }
 
   void parse_metadata(const nlohmann::json& entry) {
@@ -866,34 +997,52 @@ class SafetensorsFile {
   std::vector<std::byte> buffer_;  // the file's bytes when not mapped
   std::map<std::string, TensorInfo, std::less<>> tensors_;
   std::map<std::string, std::string> metadata_;
+  std::optional<std::uint32_t> checksum_;  // the verified checksum entry, when present
 };
 
 // ---------------------------------------------------------------------------------------------
 // Writing
 
+namespace detail {
 
-// Writes `tensors` (sorted by name, contiguous) and optional string metadata to `file`,
-// atomically. Throws tessera::Error naming the path or the tensor on an invalid tensor or
-// an I/O failure.
-inline void save_safetensors(const std::filesystem::path& file,
-                             const std::map<std::string, TensorData>& tensors,
-                             const std::map<std::string, std::string>& metadata = {}) {
+// The header of a safetensors file holding `tensors` (sorted by name, contiguous) and
+// `metadata`, padded with spaces to a multiple of 8 bytes. A "tessera.crc32" entry in
+// `metadata` is replaced by the checksum of these contents (Checksum::crc32) or dropped
+// (Checksum::none): it describes the file being written, never the one it was copied from.
+// `file` names the file in messages.
+inline std::string safetensors_header(const std::filesystem::path& file,
+                                      const std::map<std::string, TensorData>& tensors,
+                                      std::map<std::string, std::string> metadata,
+                                      Checksum checksum) {
   nlohmann::json header = nlohmann::json::object();
+  Crc32 crc;
   std::uint64_t offset = 0;
   for (const auto& [name, tensor] : tensors) {
     check(name != "__metadata__", file.string(),
           ": '__metadata__' is reserved and cannot name a tensor");
-    const auto count = detail::checked_num_elements(tensor.shape, dtype_size(tensor.dtype));
+    const auto count = checked_num_elements(tensor.shape, dtype_size(tensor.dtype));
     check(count.has_value(), file.string(), ": tensor '", name, "' has an invalid shape ",
-          detail::shape_string(tensor.shape));
+          shape_string(tensor.shape));
     const std::uint64_t needed = static_cast<std::uint64_t>(*count) * dtype_size(tensor.dtype);
     check(tensor.bytes.size() == needed, file.string(), ": tensor '", name, "' has ",
-          tensor.bytes.size(), " bytes but shape ", detail::shape_string(tensor.shape),
-          " of dtype ", dtype_name(tensor.dtype), " needs ", needed);
+          tensor.bytes.size(), " bytes but shape ", shape_string(tensor.shape), " of dtype ",
+          dtype_name(tensor.dtype), " needs ", needed);
     header[name] = {{"dtype", dtype_name(tensor.dtype)},
                     {"shape", tensor.shape},
                     {"data_offsets", {offset, offset + needed}}};
     offset += needed;
+    if (checksum == Checksum::crc32) crc.update(tensor.bytes.data(), tensor.bytes.size());
+  }
+  metadata.erase(checksum_key);
+  if (checksum == Checksum::crc32) {
+    offset = 0;
+    for (const auto& [name, tensor] : tensors) {
+      checksum_tensor_entry(crc, name, tensor.dtype, tensor.shape, offset,
+                            offset + tensor.bytes.size());
+      offset += tensor.bytes.size();
+    }
+    checksum_metadata(crc, metadata);
+    metadata[checksum_key] = checksum_hex(crc.value());
   }
   if (!metadata.empty()) header["__metadata__"] = metadata;
 
@@ -904,14 +1053,43 @@ inline void save_safetensors(const std::filesystem::path& file,
     fail(file.string(), ": tensor names and metadata must be valid UTF-8: ", e.what());
   }
   text.append((8 - text.size() % 8) % 8, ' ');
+  return text;
+}
+
+}  // namespace detail
+
+// Writes `tensors` (sorted by name, contiguous) and optional string metadata to `file`,
+// atomically; with Checksum::crc32 the metadata gets the entry "tessera.crc32" (see
+// checksum_key), which every reader then verifies. Throws tessera::Error naming the path or
+// the tensor on an invalid tensor or an I/O failure.
+inline void save_safetensors(const std::filesystem::path& file,
+                             const std::map<std::string, TensorData>& tensors,
+                             const std::map<std::string, std::string>& metadata = {},
+                             Checksum checksum = Checksum::none) {
+  const std::string header = detail::safetensors_header(file, tensors, metadata, checksum);
   std::array<std::byte, 8> length{};
-  detail::store_le<std::uint64_t>(text.size(), length.data());
+  detail::store_le<std::uint64_t>(header.size(), length.data());
 
   detail::AtomicFileWriter out(file);
   out.write(length.data(), length.size());
-  out.write(text.data(), text.size());
+  out.write(header.data(), header.size());
   for (const auto& [name, tensor] : tensors) out.write(tensor.bytes.data(), tensor.bytes.size());
   out.commit();
+}
+
+// The bytes save_safetensors would write, in memory (for SafetensorsFile::from_bytes).
+inline std::vector<std::byte> safetensors_bytes(const std::map<std::string, TensorData>& tensors,
+                                                const std::map<std::string, std::string>& metadata = {},
+                                                Checksum checksum = Checksum::none) {
+  const std::string header = detail::safetensors_header("<memory>", tensors, metadata, checksum);
+  std::vector<std::byte> out(8);
+  detail::store_le<std::uint64_t>(header.size(), out.data());
+  const auto* text = reinterpret_cast<const std::byte*>(header.data());
+  out.insert(out.end(), text, text + header.size());
+  for (const auto& [name, tensor] : tensors) {
+    out.insert(out.end(), tensor.bytes.begin(), tensor.bytes.end());
+  }
+  return out;
 }
 
 // Every tensor of a file, bytes unchanged.

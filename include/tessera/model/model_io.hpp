@@ -6,6 +6,12 @@
 // or unexpected tensor, each of its SPEC shape (a patch embed also in its convolution shape),
 // a floating dtype (F32, F16, BF16, F64, converted to Scalar), and finite values. Each
 // failure is a tessera::Error naming the file and the tensor.
+//
+// save_model writes a checksum into model.safetensors (metadata "tessera.crc32", defined in
+// io/safetensors.hpp), and load_model refuses a file whose contents no longer match it. A file
+// without one (written by PyTorch or another tool) loads as before. The checksum covers
+// model.safetensors only: config.json is a small text file meant to be read and edited, and
+// it is checked key by key on load and against every tensor's shape.
 
 #include <tessera/core/error.hpp>
 #include <tessera/io/safetensors.hpp>
@@ -70,7 +76,8 @@ MultiModalEncoder<Scalar> load_model(const std::filesystem::path& dir) {
 
 // Writes config.json and model.safetensors into `dir` (created if needed), each through a
 // temporary file renamed into place. Weights are stored as `dtype` (F32 by default for float,
-// F64 for double), which makes load_model(save_model(m)) exact.
+// F64 for double), which makes load_model(save_model(m)) exact; model.safetensors carries
+// the checksum "tessera.crc32".
 template <class Scalar>
 void save_model(const MultiModalEncoder<Scalar>& model, const std::filesystem::path& dir,
                 DType dtype = sizeof(Scalar) == 8 ? DType::F64 : DType::F32) {
@@ -84,7 +91,8 @@ void save_model(const MultiModalEncoder<Scalar>& model, const std::filesystem::p
     tensors[p.name] = TensorData::from_span(
         std::span<const Scalar>(p.data, static_cast<std::size_t>(p.size())), p.shape, dtype);
   }
-  save_safetensors(dir / weights_file_name, tensors, {{"format", "pt"}, {"producer", "tessera"}});
+  save_safetensors(dir / weights_file_name, tensors, {{"format", "pt"}, {"producer", "tessera"}},
+                   Checksum::crc32);
   save_config(model.config, dir / config_file_name);
 }
 

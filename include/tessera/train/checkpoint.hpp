@@ -8,7 +8,13 @@
 //   adamw.<name>.exp_avg_sq
 //   __metadata__               "config" (the model's config.json), "step" (the next step of the
 //                              loop), "adamw_steps", "scalar" (float or double), and the
-//                              caller's own entries (a sampler's position, say) under "user.*"
+//                              caller's own entries (a sampler's position, say) under "user.*",
+//                              and "tessera.crc32", the checksum of all of the above
+//                              (io/safetensors.hpp)
+//
+// A checkpoint is only read back when its checksum matches: a flipped bit in a weight or a
+// moment would otherwise resume a run silently from damaged state. A checkpoint without a
+// checksum is refused too, since tessera writes one into every checkpoint.
 //
 // Tensors are stored in Scalar's own type (F32 or F64), so load_checkpoint(save_checkpoint(...))
 // restores every bit, and a resumed training equals an uninterrupted one (tested).
@@ -64,17 +70,36 @@ void save_checkpoint(const std::filesystem::path& file, const MultiModalEncoder<
       {"adamw_steps", std::to_string(state.steps)},
       {"scalar", detail::scalar_name<Scalar>()}};
   for (const auto& [key, value] : position.user) metadata["user." + key] = value;
-  save_safetensors(file, tensors, metadata);
+  save_safetensors(file, tensors, metadata, Checksum::crc32);
+}
+
+// Opens `file` as a checkpoint and checks what holds for any Scalar: it is a tessera
+// checkpoint ("format" is "tessera-checkpoint") with a checksum that matches its contents.
+// A program resuming a run can call it to refuse a damaged file before it does any work;
+// load_checkpoint calls it too.
+inline SafetensorsFile open_checkpoint(const std::filesystem::path& file) {
+  SafetensorsFile in = SafetensorsFile::open(file);  // verifies a checksum that is present
+  const std::string where = file.string();
+  const auto format = in.metadata().find("format");
+  check(format != in.metadata().end(), where,
+        ": not a tessera checkpoint (no metadata 'format')");
+  check(format->second == "tessera-checkpoint", where, ": not a tessera checkpoint (format '",
+        format->second, "', expected 'tessera-checkpoint')");
+  check(in.has_checksum(), where, ": no checksum (metadata '", checksum_key,
+        "'), so its contents cannot be verified; tessera writes one into every checkpoint, "
+        "so this file was written by an older tessera or another program");
+  return in;
 }
 
 // Reads a checkpoint written by save_checkpoint<Scalar> into model (whose config must equal
 // the checkpoint's), optimizer and position. Everything is read and checked before anything
-// is changed: on a tessera::Error (a missing or malformed file, another config, a missing or
-// misshapen tensor) model, optimizer and position are as they were.
+// is changed: on a tessera::Error (a missing or malformed file, a checksum that is missing or
+// does not match, another config, a missing or misshapen tensor) model, optimizer and
+// position are as they were.
 template <class Scalar>
 void load_checkpoint(const std::filesystem::path& file, MultiModalEncoder<Scalar>& model,
                      AdamW<Scalar>& optimizer, TrainingPosition& position) {
-  const SafetensorsFile in = SafetensorsFile::open(file);
+  const SafetensorsFile in = open_checkpoint(file);
   const std::string where = file.string();
   const auto& metadata = in.metadata();
   auto entry = [&](const std::string& key) -> const std::string& {
@@ -82,8 +107,6 @@ void load_checkpoint(const std::filesystem::path& file, MultiModalEncoder<Scalar
     check(found != metadata.end(), where, ": not a tessera checkpoint (no metadata '", key, "')");
     return found->second;
   };
-  check(entry("format") == "tessera-checkpoint", where, ": not a tessera checkpoint (format '",
-        entry("format"), "', expected 'tessera-checkpoint')");
   check(entry("scalar") == detail::scalar_name<Scalar>(), where, ": written for ",
         entry("scalar"), ", read as ", detail::scalar_name<Scalar>());
   const Config saved_config =
