@@ -1,0 +1,46 @@
+# ---- The catalogue of bad inputs (tests/bad_inputs/, docs/robustness.md) --------------------
+# tessera-encode on every file of tests/bad_inputs/catalogue.json: exit status 1 and one line
+# naming the problem (check_cli.cmake), never a signal, within 10 s and 1 GiB of resident
+# memory (measured by GNU time). The files are read by the model of tests/bad_inputs/model,
+# or are a model directory: tests/bad_inputs/models/<case> holds the defective file only (or
+# a directory where a file belongs), and is assembled here beside model/'s other files. A file
+# given by an absolute path (/dev/zero) is taken as it is. Included from apps/CMakeLists.txt.
+set(bad_inputs "${PROJECT_SOURCE_DIR}/tests/bad_inputs")
+set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS "${bad_inputs}/catalogue.json")
+file(READ "${bad_inputs}/catalogue.json" catalogue)
+string(JSON count LENGTH "${catalogue}")
+math(EXPR last "${count} - 1")
+foreach(i RANGE ${last})
+  string(JSON file GET "${catalogue}" ${i} file)
+  string(JSON option GET "${catalogue}" ${i} option)
+  string(JSON expected GET "${catalogue}" ${i} error)
+  string(REGEX REPLACE "^/" "" name "${file}")
+  string(REGEX REPLACE "[/.]" "_" name "${name}")
+  set(path "${bad_inputs}/${file}")
+  if(IS_ABSOLUTE "${file}")
+    set(path "${file}")
+  endif()
+  set(model "${bad_inputs}/model")
+  set(input "${option}" "${path}")
+  if(option STREQUAL "--model")
+    set(model "${PROJECT_BINARY_DIR}/bad-inputs/${file}")
+    file(REMOVE_RECURSE "${model}")
+    file(MAKE_DIRECTORY "${model}")
+    file(GLOB model_files RELATIVE "${bad_inputs}/model" "${bad_inputs}/model/*")
+    foreach(part IN LISTS model_files)
+      set(from "${bad_inputs}/model/${part}")
+      if(EXISTS "${path}/${part}")
+        set(from "${path}/${part}")
+      endif()
+      file(COPY "${from}" DESTINATION "${model}")
+    endforeach()
+    set(input --text "a red square")
+  endif()
+  add_test(NAME apps.bad_input.${name}
+    COMMAND "${CMAKE_COMMAND}" "-DEXPECTED=${expected}" -DEXPECTED_STATUS=1
+      -DMAX_SECONDS=10 -DMAX_RSS_MB=1024
+      "-DCOMMAND=$<TARGET_FILE:tessera-encode>;--model;${model};${input};--out;${PROJECT_BINARY_DIR}/bad-inputs/never.safetensors"
+      -P "${CMAKE_CURRENT_SOURCE_DIR}/check_cli.cmake")
+  # The bound is check_cli.cmake's; ctest's own timeout is only a backstop.
+  set_tests_properties(apps.bad_input.${name} PROPERTIES LABELS apps TIMEOUT 60)
+endforeach()
