@@ -26,19 +26,53 @@
 namespace tessera::detail {
 
 // ---- files ---------------------------------------------------------------------------------
-// The vocabulary and merges in vocab_file (vocab.json) and merges_file (merges.txt); `who`
-// names the caller in messages ("Gpt2Bpe::load").
+// Where a tokenizer's vocabulary and merges came from, so that a check names the entry at
+// fault: the files and the line of each entry, or, for tokens and merges built in memory
+// (train_bpe, tests), the tokenizer and the entry's index.
+struct BpeSource {
+  std::string who;                      // "Gpt2Bpe"
+  std::string vocab_file, merges_file;  // empty: built in memory
+  std::vector<std::size_t> vocab_lines;  // line of vocabulary entry i in vocab_file
+  std::vector<std::size_t> merge_lines;  // line of merge i (its rank) in merges_file
+
+  // "model/vocab.json:12" or "Gpt2Bpe: vocabulary entry 11"
+  std::string vocab_entry(std::size_t i) const {
+    if (vocab_file.empty()) return concat(who, ": vocabulary entry ", i);
+    return i < vocab_lines.size() ? concat(vocab_file, ":", vocab_lines[i]) : vocab_file;
+  }
+  // "model/merges.txt:5" or "Gpt2Bpe: merge 3"
+  std::string merge_entry(std::size_t i) const {
+    if (merges_file.empty()) return concat(who, ": merge ", i);
+    return i < merge_lines.size() ? concat(merges_file, ":", merge_lines[i]) : merges_file;
+  }
+  // "model/vocab.json" or "Gpt2Bpe: the vocabulary"
+  std::string vocab_name() const { return vocab_file.empty() ? who + ": the vocabulary" : vocab_file; }
+  // " (model/vocab.json)" or ""
+  std::string in_vocab_file() const { return vocab_file.empty() ? "" : " (" + vocab_file + ")"; }
+};
+
+// The vocabulary and merges of vocab_file (vocab.json) and merges_file (merges.txt), read
+// within ReadLimits::vocab_json and ReadLimits::merges_txt, with the line of every entry.
+// `who` names the caller in messages about the files ("Gpt2Bpe::load"), `tokenizer` the
+// tokenizer they are for ("Gpt2Bpe").
 struct BpeFiles {
   BpeVocabulary vocab;
   BpeMerges merges;
+  BpeSource source;
 };
 
 inline BpeFiles read_bpe_files(const std::filesystem::path& vocab_file,
-                               const std::filesystem::path& merges_file, std::string_view who) {
-  const std::string vocab_text = read_file(vocab_file, who);
-  const std::string merges_text = read_file(merges_file, who);
-  return {parse_vocab_json(vocab_text, vocab_file.string()),
-          parse_merges(merges_text, merges_file.string())};
+                               const std::filesystem::path& merges_file, std::string_view who,
+                               std::string_view tokenizer) {
+  const std::string vocab_text = read_file(vocab_file, who, ReadLimits::vocab_json);
+  const std::string merges_text = read_file(merges_file, who, ReadLimits::merges_txt);
+  BpeFiles files;
+  files.source.who = tokenizer;
+  files.source.vocab_file = vocab_file.string();
+  files.source.merges_file = merges_file.string();
+  files.vocab = parse_vocab_json(vocab_text, files.source.vocab_file, &files.source.vocab_lines);
+  files.merges = parse_merges(merges_text, files.source.merges_file, &files.source.merge_lines);
+  return files;
 }
 
 // ---- the BPE merge loop --------------------------------------------------------------------
@@ -164,22 +198,94 @@ WordCache& thread_word_cache() {
   return cache;
 }
 
+// ---- checks at load ------------------------------------------------------------------------
+// What makes encoding fail later, or give wrong ids, is refused when the tokenizer is made,
+// naming the file and the first entry at fault (docs/text.md, "Checks at load"). With these
+// checks no text can make BPE produce a symbol that is not in the vocabulary.
+
+// Every symbol a pre-token starts as must be a token: each byte's character of the byte
+// alphabet and, with an end-of-word mark ("</w>" for CLIP), each byte's character followed
+// by it (the last symbol of a word). A missing one would fail the first text holding that
+// byte where no merge swallows it.
+inline void check_byte_alphabet(const VocabTable& vocab, std::string_view end_of_word,
+                                const BpeSource& source) {
+  const auto& alphabet = byte_alphabet();
+  std::string symbol;
+  for (int b = 0; b < 256; ++b) {
+    for (const bool last : {false, true}) {
+      if (last && end_of_word.empty()) continue;
+      symbol = alphabet.to_utf8[b];
+      if (last) symbol += end_of_word;
+      if (!vocab.encoder.contains(symbol)) {
+        fail(source.vocab_name(), ": the token \"", symbol, "\" (byte ", hex_byte(static_cast<unsigned char>(b)),
+             last ? concat(" ending a word with \"", end_of_word, "\"") : std::string(),
+             ") is missing: ", source.who, " starts every word from such tokens, one per byte",
+             end_of_word.empty() ? "" : " (the last one with the end-of-word mark)",
+             ", so a text holding that byte could not be encoded");
+      }
+    }
+  }
+}
+
+// Every merge must make a token: its result a + b is what BPE writes when the merge applies.
+// The rank of a pair (p, q) is looked up under the key p + separator + q; when the separator
+// can occur inside symbols (GPT-2's ',', as gpt-3-encoder does), another pair (p, q) whose
+// key is the same string takes the merge's rank and makes p + q, which must then be a token
+// too (when p and q are both tokens, so that they can meet in a word). Merges whose parts are
+// not tokens never apply; they are allowed, as in the references.
+inline void check_merges_make_tokens(const VocabTable& vocab, const BpeMerges& merges,
+                                     char separator, const BpeSource& source) {
+  std::string key, made;
+  for (std::size_t i = 0; i < merges.size(); ++i) {
+    const auto& [a, b] = merges[i];
+    made.assign(a);
+    made += b;
+    if (!vocab.encoder.contains(made)) {
+      fail(source.merge_entry(i), ": the merge \"", a, " ", b, "\" makes \"", made,
+           "\", which is not in the vocabulary", source.in_vocab_file());
+    }
+    if (separator == ' ') continue;  // no symbol holds a space (it is spelled "\u0120")
+    key.assign(a);
+    key += separator;
+    key += b;
+    for (std::size_t at = key.find(separator); at != std::string::npos; at = key.find(separator, at + 1)) {
+      if (at == a.size()) continue;
+      const std::string_view p = std::string_view(key).substr(0, at);
+      const std::string_view q = std::string_view(key).substr(at + 1);
+      if (!vocab.encoder.contains(p) || !vocab.encoder.contains(q)) continue;
+      made.assign(p);
+      made += q;
+      if (!vocab.encoder.contains(made)) {
+        fail(source.merge_entry(i), ": the merge \"", a, " ", b, "\" gives its rank to the pair \"",
+             p, "\" \"", q, "\" (both ranks are looked up under \"", key, "\", as gpt-3-encoder does), "
+             "which makes \"", made, "\", not in the vocabulary", source.in_vocab_file());
+      }
+    }
+  }
+}
+
 // ---- one pre-token to ids ------------------------------------------------------------------
 // The vocabulary and merge ranks of a tokenizer, and the encoding of one pre-token with them:
 // its bytes spelled in the byte alphabet, `end_of_word` appended to the last symbol ("</w>"
 // for CLIP, nothing for GPT-2), the merge loop, each resulting symbol looked up in the
 // vocabulary. `separator` keys the ranks (see BpeRanks); `who` names the tokenizer in
 // messages ("Gpt2Bpe": "Gpt2Bpe::encode: BPE produced the symbol ...").
+//
+// The encoder is checked when it is made (check_byte_alphabet, check_merges_make_tokens):
+// `source` says where the vocabulary and merges came from, for the messages.
 class BpeEncoder {
  public:
   BpeEncoder() = default;
   BpeEncoder(const BpeVocabulary& vocab, const BpeMerges& merges, char separator,
-             std::string_view end_of_word, const char* who)
-      : vocab_(vocab, who),
+             std::string_view end_of_word, const BpeSource& source)
+      : vocab_(vocab, source.who.c_str()),
         ranks_(merges, separator),
         end_of_word_(end_of_word),
-        encode_context_(concat(who, "::encode")),
-        id_(next_tokenizer_id()) {}
+        encode_context_(concat(source.who, "::encode")),
+        id_(next_tokenizer_id()) {
+    check_byte_alphabet(vocab_, end_of_word, source);
+    check_merges_make_tokens(vocab_, merges, separator, source);
+  }
 
   const VocabTable& vocab() const { return vocab_; }
 

@@ -20,9 +20,12 @@ namespace detail {
 
 // Parses merges.txt / vocab.bpe: an optional first line starting with '#' (`#version: 0.2`),
 // then one merge per line, two symbols separated by spaces or tabs; blank lines are skipped
-// (a '\r' before the line end is allowed). Errors name the file and the line.
-inline BpeMerges parse_merges(std::string_view text, const std::string& file) {
+// (a '\r' before the line end is allowed). Errors name the file and the line. With `lines`,
+// the line of each merge is stored there.
+inline BpeMerges parse_merges(std::string_view text, const std::string& file,
+                              std::vector<std::size_t>* lines = nullptr) {
   BpeMerges merges;
+  if (lines != nullptr) lines->clear();
   std::size_t line_number = 0;
   std::size_t pos = 0;
   while (pos < text.size()) {
@@ -51,6 +54,7 @@ inline BpeMerges parse_merges(std::string_view text, const std::string& file) {
            parts.size(), " field", parts.size() == 1 ? "" : "s", " in '", line, "'");
     }
     merges.emplace_back(std::string(parts[0]), std::string(parts[1]));
+    if (lines != nullptr) lines->push_back(line_number);
   }
   return merges;
 }

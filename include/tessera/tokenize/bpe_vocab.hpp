@@ -53,6 +53,9 @@ class VocabJsonReader {
     return std::move(vocab_);
   }
 
+  // The line of each token read, in file order (for later checks to name an entry).
+  std::vector<std::size_t> take_lines() { return std::move(lines_); }
+
   // nlohmann's SAX events. The top level must be an object; inside it, every value an id.
   bool start_object(std::size_t /*elements*/) {
     if (depth_ > 0) not_an_id("an object");
@@ -135,6 +138,7 @@ class VocabJsonReader {
                                 "\" is already the id of \"" + it->second + "\"");
     }
     vocab_.emplace_back(std::move(token_), id);
+    lines_.push_back(token_line_);
   }
 
   // The line of the last byte the parser read, the byte it reads past a number excepted
@@ -158,13 +162,19 @@ class VocabJsonReader {
   std::string token_;         // the key whose id comes next
   std::size_t token_line_ = 1;
   BpeVocabulary vocab_;
+  std::vector<std::size_t> lines_;  // line of vocab_[i]
   std::unordered_map<std::string, std::size_t> seen_tokens_;  // token -> line
   std::unordered_map<std::int64_t, std::string> seen_ids_;    // id -> token
 };
 
-// The vocabulary in vocab.json text; `file` names it in messages.
-inline BpeVocabulary parse_vocab_json(std::string_view text, std::string file) {
-  return VocabJsonReader(text, std::move(file)).read();
+// The vocabulary in vocab.json text; `file` names it in messages. With `lines`, the line of
+// each token is stored there.
+inline BpeVocabulary parse_vocab_json(std::string_view text, std::string file,
+                                      std::vector<std::size_t>* lines = nullptr) {
+  VocabJsonReader reader(text, std::move(file));
+  BpeVocabulary vocab = reader.read();
+  if (lines != nullptr) *lines = reader.take_lines();
+  return vocab;
 }
 
 // The id <-> token tables of a BPE vocabulary, checked on construction: ids in [0, 2^31),

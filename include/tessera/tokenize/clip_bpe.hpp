@@ -170,27 +170,31 @@ class ClipBpe {
   static constexpr std::string_view end_token = "<|endoftext|>";
   static constexpr std::string_view end_of_word = "</w>";
 
-  // From tokens and merges in memory. The vocabulary must hold <|startoftext|> and
-  // <|endoftext|>.
+  // From tokens and merges in memory. Checked as load checks files (bpe.hpp, "checks at
+  // load"), the messages naming entries by their index; the vocabulary must also hold
+  // <|startoftext|> and <|endoftext|>.
   ClipBpe(const BpeVocabulary& vocab, const BpeMerges& merges)
-      : bpe_(vocab, merges, ' ', end_of_word, "ClipBpe"),
-        start_id_(token_to_id(start_token)),
-        end_id_(token_to_id(end_token)) {
-    check(start_id_ >= 0 && end_id_ >= 0,
-          "ClipBpe: the vocabulary must hold \"<|startoftext|>\" and \"<|endoftext|>\" (CLIP's "
-          "ids 49406 and 49407)");
+      : ClipBpe(vocab, merges, detail::BpeSource{"ClipBpe", {}, {}, {}, {}}) {}
+
+  // From files read by read_files: the checks name the file and line of the entry at fault.
+  explicit ClipBpe(const detail::BpeFiles& files) : ClipBpe(files.vocab, files.merges, files.source) {}
+
+  // vocab.json and merges.txt of a directory (CLIP's files in the Hugging Face layout: tokens
+  // with "</w>", merges.txt with a `#version` first line), read and parsed, not yet checked.
+  static detail::BpeFiles read_files(const std::filesystem::path& directory) {
+    return read_files(directory / "vocab.json", directory / "merges.txt");
+  }
+  static detail::BpeFiles read_files(const std::filesystem::path& vocab_file,
+                                     const std::filesystem::path& merges_file) {
+    return detail::read_bpe_files(vocab_file, merges_file, "ClipBpe::load", "ClipBpe");
   }
 
-  // From a directory holding vocab.json and merges.txt (CLIP's files in the Hugging Face
-  // layout: tokens with "</w>", merges.txt with a `#version` first line).
-  static ClipBpe load(const std::filesystem::path& directory) {
-    return load(directory / "vocab.json", directory / "merges.txt");
-  }
+  // From a directory holding vocab.json and merges.txt.
+  static ClipBpe load(const std::filesystem::path& directory) { return ClipBpe(read_files(directory)); }
 
   static ClipBpe load(const std::filesystem::path& vocab_file,
                       const std::filesystem::path& merges_file) {
-    const auto files = detail::read_bpe_files(vocab_file, merges_file, "ClipBpe::load");
-    return ClipBpe(files.vocab, files.merges);
+    return ClipBpe(read_files(vocab_file, merges_file));
   }
 
   // [<|startoftext|>, tokens..., <|endoftext|>], not cut.
@@ -253,6 +257,17 @@ class ClipBpe {
   std::int64_t token_to_id(std::string_view token) const { return bpe_.vocab().id(token); }
 
  private:
+  ClipBpe(const BpeVocabulary& vocab, const BpeMerges& merges, const detail::BpeSource& source)
+      : bpe_(vocab, merges, ' ', end_of_word, source),
+        start_id_(token_to_id(start_token)),
+        end_id_(token_to_id(end_token)) {
+    for (const std::string_view special : {start_token, end_token}) {
+      check(token_to_id(special) >= 0, source.vocab_name(), ": the special token \"", special,
+            "\" is missing: ClipBpe begins every text with <|startoftext|> and ends it with "
+            "<|endoftext|> (CLIP's ids 49406 and 49407)");
+    }
+  }
+
   detail::BpeEncoder bpe_;  // the vocabulary, the merges keyed by a + " " + b, "</w>"
   std::int64_t start_id_ = -1, end_id_ = -1;
 };

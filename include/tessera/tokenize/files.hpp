@@ -78,17 +78,18 @@ const Section& front_end_section(const std::optional<Section>& section, const ch
 }  // namespace detail
 
 // Text (SPEC 5.1): the model's tokenizer (text.tokenizer) from vocab.json + merges.txt in
-// the model directory, read when the front end is made; a model used without text input
-// needs no files.
+// the model directory, read and checked when the front end is made (TextTokenizer::load: a
+// tokenizer that does not fit the model is refused here, not at the first text); a model used
+// without text input needs no files, but one of the two files without the other is an error.
 class TextFrontEnd : public FrontEnd {
  public:
   explicit TextFrontEnd(const FrontEndContext& c) : model_dir_(c.model_dir) {
     namespace fs = std::filesystem;
     const auto& dir = c.model_dir;
-    const bool has_files = (fs::exists(dir / "vocab.json") || fs::exists(dir / "encoder.json")) &&
-                           (fs::exists(dir / "merges.txt") || fs::exists(dir / "vocab.bpe"));
+    const bool has_any = fs::exists(dir / "vocab.json") || fs::exists(dir / "encoder.json") ||
+                         fs::exists(dir / "merges.txt") || fs::exists(dir / "vocab.bpe");
     const TextConfig& text = detail::front_end_section(c.config.text, "text");
-    if (has_files) tokenizer_.emplace(TextTokenizer::load(dir, text));
+    if (has_any) tokenizer_.emplace(TextTokenizer::load(dir, text));
   }
 
   void load(const RawInput& in, Sample<float>& sample, StageTimes& times) const override {

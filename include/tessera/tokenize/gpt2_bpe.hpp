@@ -105,12 +105,17 @@ inline std::vector<std::pair<std::size_t, std::size_t>> gpt2_pretokenize(const D
 
 class Gpt2Bpe {
  public:
-  // From tokens and merges in memory (e.g. what train_bpe returns).
+  // From tokens and merges in memory (e.g. what train_bpe returns). Checked as load checks
+  // files (bpe.hpp, "checks at load"), the messages naming entries by their index.
   Gpt2Bpe(const BpeVocabulary& vocab, const BpeMerges& merges)
-      : bpe_(vocab, merges, ',', "", "Gpt2Bpe"), num_merges_(merges.size()) {}
+      : Gpt2Bpe(vocab, merges, detail::BpeSource{"Gpt2Bpe", {}, {}, {}, {}}) {}
 
-  // From a directory holding vocab.json (or encoder.json) and merges.txt (or vocab.bpe).
-  static Gpt2Bpe load(const std::filesystem::path& directory) {
+  // From files read by read_files: the checks name the file and line of the entry at fault.
+  explicit Gpt2Bpe(const detail::BpeFiles& files) : Gpt2Bpe(files.vocab, files.merges, files.source) {}
+
+  // The files of a directory holding vocab.json (or encoder.json) and merges.txt (or
+  // vocab.bpe), read and parsed, not yet checked.
+  static detail::BpeFiles read_files(const std::filesystem::path& directory) {
     namespace fs = std::filesystem;
     const auto pick = [&](const char* a, const char* b) {
       if (fs::exists(directory / a)) return directory / a;
@@ -119,14 +124,20 @@ class Gpt2Bpe {
     };
     const fs::path vocab = pick("vocab.json", "encoder.json");
     const fs::path merges = pick("merges.txt", "vocab.bpe");
-    return load(vocab, merges);
+    return read_files(vocab, merges);
   }
+  static detail::BpeFiles read_files(const std::filesystem::path& vocab_file,
+                                     const std::filesystem::path& merges_file) {
+    return detail::read_bpe_files(vocab_file, merges_file, "Gpt2Bpe::load", "Gpt2Bpe");
+  }
+
+  // From a directory holding vocab.json (or encoder.json) and merges.txt (or vocab.bpe).
+  static Gpt2Bpe load(const std::filesystem::path& directory) { return Gpt2Bpe(read_files(directory)); }
 
   // From the two files.
   static Gpt2Bpe load(const std::filesystem::path& vocab_file,
                       const std::filesystem::path& merges_file) {
-    const auto files = detail::read_bpe_files(vocab_file, merges_file, "Gpt2Bpe::load");
-    return Gpt2Bpe(files.vocab, files.merges);
+    return Gpt2Bpe(read_files(vocab_file, merges_file));
   }
 
   // The ids of `text` (UTF-8), exactly those of gpt-3-encoder's encode.
@@ -168,6 +179,9 @@ class Gpt2Bpe {
   std::int64_t token_to_id(std::string_view token) const { return bpe_.vocab().id(token); }
 
  private:
+  Gpt2Bpe(const BpeVocabulary& vocab, const BpeMerges& merges, const detail::BpeSource& source)
+      : bpe_(vocab, merges, ',', "", source), num_merges_(merges.size()) {}
+
   detail::BpeEncoder bpe_;  // the vocabulary, the merges keyed by a + "," + b, the word cache's id
   std::size_t num_merges_ = 0;
 };
