@@ -154,6 +154,54 @@ TEST(ReadFile, MissingFilesAndDirectoriesAreErrorsNamingThePath) {
             "load: cannot read " + folder + ": is a directory, expected a file");
 }
 
+// Every read is bounded (ReadLimit): a regular file over the limit is refused from its size
+// (a sparse file here: nothing is written or allocated), a file without a size as soon as it
+// passes the limit, holding at most one byte past it; at the limit a file is read whole.
+TEST(ReadFile, RefusesMoreThanTheLimitNamingThePathTheLimitAndItsSetting) {
+  const tessera::test::TempDir dir;
+  const tessera::ReadLimit limit{1000, "the test's limit"};
+  {
+    std::ofstream out(dir / "at_limit", std::ios::binary);
+    out << std::string(1000, 'x');
+  }
+  EXPECT_EQ(tessera::read_file(dir / "at_limit", {}, limit).size(), 1000u);
+  std::filesystem::resize_file(dir / "at_limit", 1001);
+  EXPECT_EQ(error_message([&] { tessera::read_file(dir / "at_limit", {}, limit); }),
+            (dir / "at_limit").string() +
+                ": cannot read: the file is 1001 bytes, more than the limit of 1000 bytes "
+                "(1000 bytes) set by the test's limit");
+  // The default limit, ReadLimits::any_file (4 GiB), on a sparse file of 5 GiB.
+  const std::filesystem::path huge = dir / "huge.bin";
+  { std::ofstream touch(huge); }
+  std::filesystem::resize_file(huge, std::uint64_t{5} << 30);
+  EXPECT_EQ(error_message([&] { tessera::read_file<std::vector<std::byte>>(huge, "load"); }),
+            "load: cannot read " + huge.string() +
+                ": the file is 5368709120 bytes, more than the limit of 4294967296 bytes (4 GiB) "
+                "set by tessera::ReadLimits::any_file");
+  // A file without a size: read until one byte past the limit.
+  if (std::filesystem::exists("/dev/zero")) {
+    EXPECT_EQ(error_message([&] { tessera::read_file("/dev/zero", {}, limit); }),
+              "/dev/zero: cannot read: more than the limit of 1000 bytes (1000 bytes) set by the "
+              "test's limit (the file has no size: read until it passed the limit)");
+    EXPECT_THAT(error_message([&] {
+                  tessera::read_file("/dev/zero", {}, {std::uint64_t{3} << 20, "three MiB"});
+                }),
+                HasSubstr("more than the limit of 3145728 bytes (3 MiB) set by three MiB"));
+  }
+  if (std::filesystem::exists("/proc/self/status")) {
+    EXPECT_THAT(error_message([&] { tessera::read_file("/proc/self/status", {}, {10, "ten"}); }),
+                HasSubstr("/proc/self/status: cannot read: more than the limit of 10 bytes"));
+  }
+  // Every kind's limit names itself.
+  for (const tessera::ReadLimit& kind :
+       {tessera::ReadLimits::text_file, tessera::ReadLimits::vocab_json,
+        tessera::ReadLimits::merges_txt, tessera::ReadLimits::config_json,
+        tessera::ReadLimits::any_file}) {
+    EXPECT_THAT(kind.setting, StartsWith("tessera::ReadLimits::"));
+    EXPECT_GE(kind.max_bytes, std::uint64_t{1} << 20);
+  }
+}
+
 // Every file tessera writes goes through AtomicFileWriter (io/atomic_file.hpp): its rename
 // would replace whatever node holds the name, so anything but a regular file is refused and
 // left as it was; a symbolic link is written through and keeps pointing at the new contents.

