@@ -14,6 +14,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -23,6 +24,7 @@
 #include <limits>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace test_audio {
@@ -61,7 +63,7 @@ struct Chunk {
   std::int64_t claimed_size = -1;  // >= 0: write this size instead of the body's
 };
 
-Chunk fmt_chunk(int tag, int bits, int channels, int rate, int block_align = -1) {
+Chunk fmt_chunk(int tag, int bits, int channels, std::uint32_t rate, int block_align = -1) {
   Chunk c{"fmt ", {}, -1};
   if (block_align < 0) block_align = channels * bits / 8;
   put_le(c.body, static_cast<std::uint64_t>(tag), 2);
@@ -73,7 +75,8 @@ Chunk fmt_chunk(int tag, int bits, int channels, int rate, int block_align = -1)
   return c;
 }
 
-Chunk extensible_fmt_chunk(int subformat, int bits, int channels, int rate, bool good_guid = true) {
+Chunk extensible_fmt_chunk(int subformat, int bits, int channels, std::uint32_t rate,
+                           bool good_guid = true) {
   Chunk c = fmt_chunk(0xFFFE, bits, channels, rate);
   put_le(c.body, 22, 2);
   put_le(c.body, static_cast<std::uint64_t>(bits), 2);
@@ -358,6 +361,31 @@ TEST_F(WavErrors, Limits) {
               HasSubstr("missing.wav: cannot open"));
 }
 
+TEST_F(WavErrors, SampleRateRange) {
+  // The header holds any 32-bit rate; WavLimits keeps it to the rates in use (issue 16).
+  const auto data = data_chunk(pcm16_bytes({1, 2, 3, 4}));
+  EXPECT_THAT(error_for(riff({fmt_chunk(1, 16, 1, 1), data})),
+              HasSubstr("sample rate 1 Hz is below the limit of 1000 Hz (WavLimits::min_sample_rate)"));
+  EXPECT_THAT(error_for(riff({fmt_chunk(1, 16, 1, 999), data})),
+              HasSubstr("sample rate 999 Hz is below the limit of 1000 Hz"));
+  EXPECT_THAT(error_for(riff({fmt_chunk(1, 16, 1, 0xFFFFFFFFu), data})),
+              HasSubstr("sample rate 4294967295 Hz exceeds the limit of 768000 Hz "
+                        "(WavLimits::max_sample_rate)"));
+  EXPECT_THAT(error_for(riff({extensible_fmt_chunk(1, 16, 1, 768001), data})),
+              HasSubstr("sample rate 768001 Hz exceeds the limit of 768000 Hz"));
+  for (std::uint32_t rate : {1000u, 7999u, 44101u, 768000u}) {
+    write_file(dir / "ok.wav", riff({fmt_chunk(1, 16, 1, rate), data}));
+    EXPECT_EQ(tessera::read_wav<float>(dir / "ok.wav").sample_rate, rate);
+  }
+  tessera::WavLimits limits;
+  limits.min_sample_rate = 8000;
+  limits.max_sample_rate = 48000;
+  EXPECT_THAT(error_for(riff({fmt_chunk(1, 16, 1, 7999), data}), limits),
+              HasSubstr("sample rate 7999 Hz is below the limit of 8000 Hz"));
+  EXPECT_THAT(error_for(riff({fmt_chunk(1, 16, 1, 96000), data}), limits),
+              HasSubstr("sample rate 96000 Hz exceeds the limit of 48000 Hz"));
+}
+
 TEST_F(WavErrors, ChunkWalkingRules) {
   // an odd-sized unknown chunk before fmt, a chunk after data, trailing junk after the chunks
   std::vector<std::uint8_t> bytes = riff({Chunk{"junk", {1, 2, 3}, -1}, fmt_chunk(1, 16, 1, 16000),
@@ -415,6 +443,158 @@ TEST(Resample, EdgeCases) {
   x(1) = std::numeric_limits<float>::quiet_NaN();
   EXPECT_THAT(error_of([&] { (void)tessera::resample(x, 8000, 16000); }),
               HasSubstr("resample: audio sample 1 is not finite"));
+}
+
+// Rate pairs whose gcd-reduced kernel [out, taps] is large, so resample takes its direct
+// plan (issue 16): 11025, 12345 and 7999 against torchaudio itself (7999 -> 16000: a
+// [16000, 8013] kernel, 4.4 GB and 51 s in torchaudio for 400 samples), 44101 <-> 16000
+// ([16000, 44135], ~14 GB in torchaudio) against torchaudio's formula evaluated a few hundred
+// phases at a time, which the fixture script checks against torchaudio on every other case.
+TEST(Resample, AwkwardPairsMatchTorchaudio) {
+  const Fixture fixture("audio/resample.safetensors");
+  for (const char* name : {"11025", "12345", "16000_to_12345", "7999", "44101", "16000_to_44101"}) {
+    SCOPED_TRACE(name);
+    const Vector<float> input = fixture.vector<float>(std::string(name) + ".input");
+    const Index from = std::stol(fixture.meta(std::string(name) + ".from"));
+    const Index to = std::stol(fixture.meta(std::string(name) + ".to"));
+    EXPECT_EQ(tessera::detail::choose_resample_plan(tessera::detail::ResampleGeometry(from, to)),
+              tessera::detail::ResamplePlan::direct);
+    const Vector<double> f64 = fixture.vector<double>(std::string(name) + ".f64");
+    const Vector<double> f32 = fixture.vector<double>(std::string(name) + ".f32");
+    const Vector<double> ours_double = tessera::resample<double>(input.cast<double>(), from, to);
+    const Vector<float> ours_float = tessera::resample<float>(input, from, to);
+    ASSERT_EQ(ours_double.size(), f64.size());
+    ASSERT_EQ(ours_float.size(), f32.size());
+    EXPECT_TRUE(tessera::test::all_close(ours_double, f64, 1e-12, 0));
+    EXPECT_TRUE(tessera::test::all_close(ours_float, f64, 1e-5, 0));
+    // torchaudio's float32 run is itself up to 1.6e-4 from its float64 run here (12345 Hz):
+    // ours may differ from it by 1e-4 plus that error, element by element
+    for (Index i = 0; i < f32.size(); ++i) {
+      EXPECT_LE(std::abs(ours_float(i) - f32(i)), 1e-4 + std::abs(f32(i) - f64(i))) << "at " << i;
+    }
+    report(std::string("resample ") + name + " (direct) double vs torchaudio float64",
+           max_abs_diff(ours_double, f64));
+    report(std::string("resample ") + name + " (direct) float vs torchaudio float32",
+           max_abs_diff(ours_float, f32));
+    report(std::string("resample ") + name + " (direct) float vs torchaudio float64",
+           max_abs_diff(ours_float, f64));
+  }
+}
+
+// A deterministic test waveform: two tones and a chirp, [N].
+template <class Scalar>
+Vector<Scalar> test_waveform(Index n) {
+  Vector<Scalar> x(n);
+  for (Index i = 0; i < n; ++i) {
+    const double t = static_cast<double>(i);
+    x(i) = static_cast<Scalar>(0.4 * std::sin(0.031 * t) + 0.3 * std::sin(1.9 * t + 0.5) +
+                               0.2 * std::sin(1e-4 * t * t));
+  }
+  return x;
+}
+
+// Both plans round the same kernel values (ResampleGeometry::kernel) to Scalar; polyphase
+// sums them in Scalar (Eigen's product), direct in double and drops the kernel's clamped tail
+// (~5e-50). So they differ by the rounding of the sums: for double, sums of at most ~500
+// terms below 1 in magnitude, 1e-13; for float, a few float ulps of values below 1, 1e-6.
+constexpr double plans_double_tolerance = 1e-13, plans_float_tolerance = 1e-6;
+
+TEST(Resample, DirectPlanEqualsPolyphase) {
+  using tessera::detail::ResamplePlan;
+  using tessera::detail::resample_with_plan;
+  const Index limit = tessera::WavLimits{}.max_samples;
+  const std::pair<Index, Index> pairs[] = {{44100, 16000}, {48000, 16000}, {22050, 16000},
+                                           {8000, 16000},  {16000, 44100}, {16000, 22050},
+                                           {32000, 16000}, {11025, 16000}, {16000, 8000},
+                                           {999, 1000}};
+  for (const auto& [from, to] : pairs) {
+    for (Index n : {1, 2, 3, 159, 441, 442, 1000, 5000}) {
+      SCOPED_TRACE(std::to_string(from) + " -> " + std::to_string(to) + ", N = " + std::to_string(n));
+      const Vector<double> xd = test_waveform<double>(n);
+      const Vector<double> pd = resample_with_plan(xd, from, to, limit, ResamplePlan::polyphase);
+      const Vector<double> dd = resample_with_plan(xd, from, to, limit, ResamplePlan::direct);
+      ASSERT_EQ(pd.size(), dd.size());
+      EXPECT_TRUE(tessera::test::all_close(dd, pd, plans_double_tolerance, 0));
+      const Vector<float> xf = xd.cast<float>();
+      const Vector<float> pf = resample_with_plan(xf, from, to, limit, ResamplePlan::polyphase);
+      const Vector<float> df = resample_with_plan(xf, from, to, limit, ResamplePlan::direct);
+      EXPECT_TRUE(tessera::test::all_close(df, pf, plans_float_tolerance, 0));
+    }
+  }
+  // polyphase is never built beyond its bound, even when asked for
+  const Vector<float> x = test_waveform<float>(100);
+  EXPECT_THAT(error_of([&] {
+                (void)resample_with_plan(x, 44101, 16000, limit, ResamplePlan::polyphase);
+              }),
+              HasSubstr("the polyphase kernel of 44101 -> 16000 Hz would have 16000 x 44135 "
+                        "entries, more than 1048576"));
+}
+
+TEST(Resample, DirectPlanIndependentOfThreadCount) {
+  const Vector<float> x = test_waveform<float>(100000);  // 2.3 s at 44101 Hz: 9 chunks
+  Vector<float> one, two, one_up, two_up;
+  {
+    tessera::ScopedThreads threads(1);
+    one = tessera::resample(x, 44101, 16000);
+    one_up = tessera::resample(x, 7999, 16000);
+  }
+  {
+    tessera::ScopedThreads threads(2);
+    two = tessera::resample(x, 44101, 16000);
+    two_up = tessera::resample(x, 7999, 16000);
+  }
+  EXPECT_EQ(one, two);
+  EXPECT_EQ(one_up, two_up);
+}
+
+// Seconds taken by `action`.
+double seconds_of(const std::function<void()>& action) {
+  const auto start = std::chrono::steady_clock::now();
+  action();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// Generous: these take milliseconds (even under sanitizers, well under a second); the rates
+// alone used to cost minutes and gigabytes.
+constexpr double fast_seconds = 10.0;
+
+TEST(Resample, WorkBoundedByTheSamples) {
+  Vector<float> x(3);
+  x << 0.1f, 0.2f, 0.3f;
+  // the output is bounded before anything is allocated
+  EXPECT_THAT(error_of([&] { (void)tessera::resample(x, 1, 4294967295); }),
+              HasSubstr("resample: 3 samples at 1 Hz become 12884901885 samples at 4294967295 Hz, "
+                        "more than the limit of 1073741824 (WavLimits::max_samples)"));
+  EXPECT_THAT(error_of([&] { (void)tessera::resample(x, 16000, 48000, 8); }),
+              HasSubstr("become 9 samples at 48000 Hz, more than the limit of 8"));
+  EXPECT_EQ(tessera::resample(x, 16000, 48000, 9).size(), 9);
+  EXPECT_THAT(error_of([&] { (void)tessera::resample(x, 4294967296, 16000); }),
+              HasSubstr("sample rates must be at most 4294967295 Hz (got 4294967296 -> 16000)"));
+  // 2^32 - 1 -> 16000 reduces to 858993459 -> 3200: each phase's band has 3.25 million taps,
+  // cut to the 3 samples there are; coprime rates near 2^32 keep phase arithmetic exact
+  double elapsed = seconds_of([&] {
+    EXPECT_EQ(tessera::resample(x, 4294967295, 16000).size(), 1);
+    EXPECT_EQ(tessera::resample(x, 4294967295, 4294967294).size(), 3);
+    EXPECT_EQ(tessera::resample(x, 4294967294, 4294967295).size(), 4);  // ceil(3.0000000007)
+    EXPECT_EQ(tessera::resample(x, 1000, 768000).size(), 2304);
+  });
+  EXPECT_LT(elapsed, fast_seconds);
+  // in-range awkward rates on seconds of audio (torchaudio: a [16000, 44135] kernel, 2.8 GB,
+  // for 44101 Hz; 767999 Hz: a band of 584 taps per output, its table [16000, 584])
+  for (const auto& [from, seconds] : {std::pair<Index, Index>{44101, 10}, {7999, 10}, {767999, 2}}) {
+    const Vector<float> long_input = test_waveform<float>(seconds * from);
+    elapsed = seconds_of([&] {
+      EXPECT_EQ(tessera::resample(long_input, from, 16000).size(), seconds * 16000);
+    });
+    EXPECT_LT(elapsed, fast_seconds) << from << " Hz";
+    std::cout << "[ measured ] resample " << seconds << " s at " << from << " Hz -> 16000 Hz: "
+              << elapsed << " s\n";
+  }
+  const Vector<float> speech = test_waveform<float>(160000);
+  elapsed = seconds_of([&] {
+    EXPECT_EQ(tessera::resample(speech, 16000, 44101).size(), 441010);
+  });
+  EXPECT_LT(elapsed, fast_seconds);
 }
 
 // ---- features -----------------------------------------------------------------------------------
@@ -613,6 +793,45 @@ TEST(PreprocessAudio, Errors) {
   audio.features = "mfcc";
   EXPECT_THAT(error_of([&] { (void)tessera::preprocess_audio(dir / "tiny.wav", audio); }),
               HasSubstr("audio.features must be \"kaldi_fbank\" or \"whisper_logmel\" (got \"mfcc\")"));
+}
+
+TEST(PreprocessAudio, RatesAndLengthsBounded) {
+  TempDir dir;
+  tessera::AudioConfig audio;  // kaldi_fbank at 16 kHz
+  // 1 s at 1000 Hz, the lowest rate: upsampled 16-fold
+  const Matrix<float> low = test_waveform<float>(1000).transpose();  // [1, 1000]
+  tessera::write_wav(dir / "low.wav", low, 1000);
+  EXPECT_EQ(tessera::preprocess_audio(dir / "low.wav", audio).cols(), 98);  // 16000 samples
+  tessera::WavLimits limits;
+  limits.max_samples = 10000;
+  EXPECT_THAT(error_of([&] { (void)tessera::preprocess_audio(dir / "low.wav", audio, limits); }),
+              HasSubstr((dir / "low.wav").string() + ": resample: 1000 samples at 1000 Hz become "
+                        "16000 samples at 16000 Hz, more than the limit of 10000 "
+                        "(WavLimits::max_samples)"));
+  // a file at 1 Hz is refused by read_wav, naming it
+  tessera::write_wav(dir / "one_hz.wav", low, 1);
+  EXPECT_THAT(error_of([&] { (void)tessera::preprocess_audio(dir / "one_hz.wav", audio); }),
+              HasSubstr((dir / "one_hz.wav").string() + ": sample rate 1 Hz is below the limit of "
+                        "1000 Hz (WavLimits::min_sample_rate)"));
+  // in memory, the same range
+  const Vector<float> x = test_waveform<float>(1000);
+  EXPECT_THAT(error_of([&] { (void)tessera::preprocess_audio(x, 1, audio); }),
+              HasSubstr("preprocess_audio: the audio's sample rate 1 Hz is below the limit of 1000 Hz"));
+  EXPECT_THAT(error_of([&] { (void)tessera::preprocess_audio(x, 4294967295, audio); }),
+              HasSubstr("the audio's sample rate 4294967295 Hz exceeds the limit of 768000 Hz"));
+  // and the model's rate
+  tessera::AudioConfig fast = audio;
+  fast.sample_rate = 5000000;
+  EXPECT_THAT(error_of([&] { (void)tessera::preprocess_audio(x, 16000, fast); }),
+              HasSubstr("preprocess_audio: audio.sample_rate 5000000 Hz exceeds the limit of "
+                        "768000 Hz (WavLimits::max_sample_rate)"));
+  // an awkward rate in range succeeds, fast: 3 s at 44101 Hz
+  const Matrix<float> odd = test_waveform<float>(3 * 44101).transpose();
+  tessera::write_wav(dir / "odd.wav", odd, 44101);
+  const double elapsed = seconds_of([&] {
+    EXPECT_EQ(tessera::preprocess_audio(dir / "odd.wav", audio).cols(), 298);  // 48000 samples
+  });
+  EXPECT_LT(elapsed, fast_seconds);
 }
 
 TEST(SplitIntoClips, ConsecutiveClipsThatFit) {

@@ -14,7 +14,12 @@ It deletes and rewrites tests/data/audio/:
                            metadata `<name>.sample_rate`, `<name>.channels`
   resample.safetensors     per case `<case>.input` F32 [N], `<case>.f32` F32 = torchaudio
                            resample of the float32 input, `<case>.f64` F64 = the same on the
-                           input widened to float64; metadata `<case>.from`, `<case>.to`
+                           input widened to float64; metadata `<case>.from`, `<case>.to`,
+                           `<case>.reference` ("torchaudio" or "torchaudio by phases": the
+                           awkward pairs 44101 <-> 16000, whose [out, taps] kernel torchaudio
+                           cannot build here, come from resample_by_phases below, torchaudio's
+                           own formula a few hundred phases at a time, checked against
+                           torchaudio on every case torchaudio can run)
   features.safetensors     per signal `<sig>.input` F32 [N] at 16 kHz and
                            `<sig>.fbank<M>.f32|f64`  [M, T] torchaudio.compliance.kaldi.fbank of
                                                      (x - mean(x)), transposed (not normalized)
@@ -245,6 +250,37 @@ def both(fn, x):
     return fn(t.to(F32)).to(F32), fn(t.to(F64)).to(F64)
 
 
+def resample_by_phases(x, orig_freq, new_freq, phases_per_step=256):
+    """torchaudio.functional.resample(x, orig_freq, new_freq) with its defaults, computed by
+    torchaudio 0.13's own code (_get_sinc_resample_kernel and _apply_sinc_resample_kernel,
+    copied operation for operation) for `phases_per_step` output phases at a time instead of
+    all `new` at once. Same numbers, without the [new, taps] kernel of an awkward rate pair:
+    torchaudio itself needs 4.4 GB and 51 s for 400 samples at 7999 -> 16000 in float64, and
+    about 5.5 times that for 44101 -> 16000 ([16000, 44135] per temporary)."""
+    g = math.gcd(orig_freq, new_freq)
+    orig, new = orig_freq // g, new_freq // g
+    base = min(orig, new) * 0.99
+    width = math.ceil(6 * orig / base)
+    dtype = x.dtype
+    idx = torch.arange(-width, width + orig, dtype=dtype)[None, None] / orig
+    length = x.shape[-1]
+    padded = torch.nn.functional.pad(x[None], (width, width + orig))  # [1, N + 2 width + orig]
+    target = int(math.ceil(new * length / orig))
+    blocks = (padded.shape[-1] - (2 * width + orig)) // orig + 1
+    y = torch.zeros(blocks, new, dtype=dtype)  # y[i, p] = output i * new + p
+    for p0 in range(0, min(new, target), phases_per_step):
+        p1 = min(p0 + phases_per_step, new)
+        t = torch.arange(-p0, -p1, -1, dtype=dtype)[:, None, None] / new + idx
+        t *= base
+        t = t.clamp_(-6, 6)
+        window = torch.cos(t * math.pi / 6 / 2) ** 2
+        t *= math.pi
+        kernels = torch.where(t == 0, torch.tensor(1.0).to(t), t.sin() / t)
+        kernels *= window * (base / orig)
+        y[:, p0:p1] = torch.nn.functional.conv1d(padded[:, None], kernels, stride=orig)[0].T
+    return y.reshape(-1)[:target]
+
+
 def make_resample(rng):
     cases = [
         ("8000", 8000, 16000, tone(8000, 0.25, (440.0, 1900.0))),
@@ -253,16 +289,40 @@ def make_resample(rng):
         ("48000", 48000, 16000, chirp(48000, 0.25, 200.0, 20000.0)),
         ("16000_to_22050", 16000, 22050, tone(16000, 0.1)),
         ("16000_to_44100_short", 16000, 44100, tone(16000, 0.003)),  # 48 samples
+        # Awkward pairs (issue 16): rates sharing few factors with 16000, so the gcd-reduced
+        # kernel [out, taps] is large and tessera takes its direct plan. No rng: the signals
+        # of the cases above and of make_features stay what they were.
+        ("11025", 11025, 16000, tone(11025, 0.1, (440.0, 5000.0))),         # [640, 455]
+        ("12345", 12345, 16000, chirp(12345, 0.25, 60.0, 6000.0)),         # [3200, 2483], 2 blocks
+        ("16000_to_12345", 16000, 12345, tone(16000, 0.25, (300.0, 5500.0))),  # [2469, 3216]
+        ("7999", 7999, 16000, chirp(7999, 0.05, 100.0, 3900.0)),           # [16000, 8013]
+    ]
+    by_phases = [  # torchaudio would need ~14 GB (float32) to ~25 GB (float64) for these
+        ("44101", 44101, 16000, chirp(44101, 0.005, 300.0, 15000.0)),      # [16000, 44135]
+        ("16000_to_44101", 16000, 44101, tone(16000, 0.0125)),             # [44101, 16014]
     ]
     tensors, meta = {}, {}
-    for name, src, dst, x in cases:
-        a, b = both(lambda t: torchaudio.functional.resample(t, src, dst), x)
+
+    def add(name, src, dst, x, a, b, reference):
         tensors[name + ".input"] = torch.from_numpy(x)
         tensors[name + ".f32"] = a
         tensors[name + ".f64"] = b
         meta[name + ".from"] = src
         meta[name + ".to"] = dst
-        print(f"  resample {name:22s} {len(x)} -> {len(b)}  f32 vs f64 {(a.double() - b).abs().max():.3g}")
+        meta[name + ".reference"] = reference
+        print(f"  resample {name:22s} {len(x)} -> {len(b)}  f32 vs f64 {(a.double() - b).abs().max():.3g}"
+              f"  ({reference})")
+
+    for name, src, dst, x in cases:
+        a, b = both(lambda t: torchaudio.functional.resample(t, src, dst), x)
+        # the phase-by-phase copy reproduces torchaudio wherever torchaudio can run
+        pa, pb = both(lambda t: resample_by_phases(t, src, dst), x)
+        assert (pb - b).abs().max().item() <= 1e-13, (name, (pb - b).abs().max().item())
+        assert (pa - a).abs().max().item() <= 1e-5, (name, (pa - a).abs().max().item())
+        add(name, src, dst, x, a, b, "torchaudio")
+    for name, src, dst, x in by_phases:
+        a, b = both(lambda t: resample_by_phases(t, src, dst), x)
+        add(name, src, dst, x, a, b, "torchaudio by phases")
     save_safetensors(os.path.join(OUT, "resample.safetensors"), tensors, meta)
 
 

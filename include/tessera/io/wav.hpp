@@ -21,7 +21,8 @@
 //     writers leave it 0 or 0xFFFFFFFF; chunks are walked up to the end of the file);
 //   - it has a fmt chunk (at least 16 bytes, 40 for EXTENSIBLE) and a data chunk;
 //   - format, bit depth and channel count are supported, block_align equals
-//     channels * bits / 8, the sample rate is positive;
+//     channels * bits / 8, the sample rate is in [WavLimits::min_sample_rate,
+//     WavLimits::max_sample_rate] (1000 .. 768000 Hz by default);
 //   - the data chunk holds whole frames (a multiple of block_align) and at least one, and it
 //     fits in the file: a data chunk that claims more bytes than the file has is an error,
 //     never silently truncated;
@@ -51,9 +52,18 @@
 namespace tessera {
 
 // Limits against absurd files; read_wav throws tessera::Error when a file exceeds one.
+// preprocess_audio applies the same limits to the waveform it resamples (tokenize/audio.hpp).
 struct WavLimits {
-  std::int64_t max_samples = std::int64_t{1} << 30;  // channels * frames (4 GiB as float)
+  // channels * frames (4 GiB as float); also the most samples resampling may produce
+  std::int64_t max_samples = std::int64_t{1} << 30;
   std::int64_t max_channels = 1024;
+  // The sample rates in use span 8 kHz (telephony; 4-6 kHz in a few old voice formats) to
+  // 768 kHz (the highest rate of professional converters, 16x 48 kHz). The header field holds
+  // any 32-bit value, and the rate alone scales resampling: a 1 Hz file is upsampled
+  // 16000-fold to reach 16 kHz, and with a rate of 2^32 - 1 torchaudio's polyphase kernel
+  // has ~10^9 taps. A rate outside [min_sample_rate, max_sample_rate] is an error.
+  std::int64_t min_sample_rate = 1000;
+  std::int64_t max_sample_rate = 768000;
 };
 
 enum class WavSampleFormat : std::uint8_t { pcm, ieee_float };
@@ -156,6 +166,19 @@ inline std::string wav_hex_tag(std::uint16_t tag) {
 inline constexpr std::array<std::uint8_t, 14> wav_guid_tail = {
     0x00, 0x00, 0x00, 0x00, 0x10, 0x00, 0x80, 0x00, 0x00, 0xAA, 0x00, 0x38, 0x9B, 0x71};
 
+// Throws unless rate is in [limits.min_sample_rate, limits.max_sample_rate]; `what` names
+// the rate ("clip.wav: sample rate").
+inline void check_sample_rate(std::int64_t rate, const WavLimits& limits, const std::string& what) {
+  if (rate < limits.min_sample_rate) {
+    fail(what, " ", rate, " Hz is below the limit of ", limits.min_sample_rate,
+         " Hz (WavLimits::min_sample_rate)");
+  }
+  if (rate > limits.max_sample_rate) {
+    fail(what, " ", rate, " Hz exceeds the limit of ", limits.max_sample_rate,
+         " Hz (WavLimits::max_sample_rate)");
+  }
+}
+
 // Parses the fmt chunk body; `where` is the file name.
 inline WavFormat parse_wav_fmt(const std::uint8_t* p, std::uint32_t size, const WavLimits& limits,
                                const std::string& where) {
@@ -203,6 +226,7 @@ inline WavFormat parse_wav_fmt(const std::uint8_t* p, std::uint32_t size, const 
          " (WavLimits::max_channels)");
   }
   if (rate == 0) fail(where, ": fmt chunk says sample rate 0");
+  check_sample_rate(rate, limits, where + ": sample rate");
   const std::uint32_t expected_align = std::uint32_t{channels} * (bits / 8u);
   if (block_align != expected_align) {
     fail(where, ": block_align ", block_align, " is inconsistent with ", channels, " channels of ",

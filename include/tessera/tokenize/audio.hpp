@@ -42,8 +42,18 @@ namespace tessera {
 // Band-limited resampling from `from_rate` to `to_rate` Hz, exactly as
 // torchaudio.functional.resample(samples, from_rate, to_rate) with its defaults:
 // [N] -> [ceil(N * to_rate / from_rate)]. Equal rates return the input; N = 0 returns [0].
+// Requires: both rates in [1, resample_max_rate]; the output at most max_samples long (checked
+// before anything is allocated). Throws tessera::Error otherwise, or on a non-finite sample.
+// Work and memory are O(N + output) whatever the rates: common pairs use torchaudio's dense
+// polyphase kernel, awkward ones (44101 -> 16000, whose dense kernel would have 16000 x 44135
+// entries) evaluate only the taps inside the sinc's 6 zero crossings (detail::ResamplePlan).
 template <class Scalar>
-Vector<Scalar> resample(const Vector<Scalar>& samples /* [N] */, Index from_rate, Index to_rate);
+Vector<Scalar> resample(const Vector<Scalar>& samples /* [N] */, Index from_rate, Index to_rate,
+                        Index max_samples = WavLimits{}.max_samples);
+
+// The largest rate resample takes: 2^32 - 1, the largest a WAV header holds. It keeps
+// orig * out (the gcd-reduced rates) below 2^64, so phase arithmetic is exact in uint64.
+inline constexpr Index resample_max_rate = 0xFFFFFFFFLL;
 
 // Kaldi filter banks of the waveform minus its mean, as SPEC 5.3 `kaldi_fbank` (ImageBind):
 // [N] -> [M, T] with T = 1 + (N - window) / shift, window = 25 ms, shift = 10 ms at
@@ -67,12 +77,14 @@ void normalize_features(Matrix<Scalar>& features /* [M, T] */, double mean, doub
 
 // The whole SPEC 5.3 pipeline: decode (read_wav), average the channels, resample to
 // audio.sample_rate, compute audio.features (kaldi_fbank normalized with feature_mean and
-// feature_std; whisper_logmel as is). Returns [M, T].
+// feature_std; whisper_logmel as is). Returns [M, T]. `limits` bounds the file (read_wav),
+// the model's audio.sample_rate (the same rate range as a file's) and the resampled
+// waveform (at most limits.max_samples samples).
 inline Matrix<float> preprocess_audio(const std::filesystem::path& file, const AudioConfig& audio,
                                       const WavLimits& limits = {});
-// The same from a mono waveform [N] at `sample_rate` Hz.
+// The same from a mono waveform [N] at `sample_rate` Hz (in the range of `limits`).
 inline Matrix<float> preprocess_audio(const Vector<float>& samples /* [N] */, Index sample_rate,
-                                      const AudioConfig& audio);
+                                      const AudioConfig& audio, const WavLimits& limits = {});
 
 // Splits features [M, T] into consecutive clips of at most F = max_tokens * patch_frames
 // frames, so each clip fits the encoder (SPEC 5.3 "split into consecutive clips that fit").
@@ -95,9 +107,10 @@ void check_finite_waveform(const Vector<Scalar>& waveform, const char* who) {
   }
 }
 
-// Resampling works on fixed chunks of this many output blocks: how the work is cut never
-// depends on the thread count, so neither do the sums.
+// Resampling works on fixed chunks of this many output blocks (polyphase) or output samples
+// (direct): how the work is cut never depends on the thread count, so neither do the sums.
 inline constexpr Index resample_chunk = 64;
+inline constexpr Index resample_direct_chunk = 4096;
 
 // A triangular mel filter stored over the bins it touches: weights[k - begin].
 struct MelFilter {
@@ -228,41 +241,92 @@ inline std::vector<MelFilter> slaney_mel_filters(Index n_mels, Index n_fft, doub
 
 }  // namespace detail
 
-template <class Scalar>
-Vector<Scalar> resample(const Vector<Scalar>& samples /* [N] */, Index from_rate, Index to_rate) {
-  static_assert(std::is_floating_point_v<Scalar>, "resample: Scalar is float or double");
-  check(from_rate > 0 && to_rate > 0, "resample: sample rates must be positive (got ", from_rate,
-        " -> ", to_rate, ")");
-  if (from_rate == to_rate) return samples;
-  const Index n = samples.size();
-  if (n == 0) return Vector<Scalar>(0);
-  detail::check_finite_waveform(samples, "resample");
-  // Polyphase form (torchaudio's _get_sinc_resample_kernel): with the rates reduced by their
-  // gcd to orig -> out, y[i*out + p] = sum_k kernel[p, k] x[i*orig + k - width], a
-  // Hann-windowed sinc with cutoff base = min(orig, out) * 0.99, 6 zero crossings each side.
-  const Index g = std::gcd(from_rate, to_rate);
-  const Index orig = from_rate / g, out = to_rate / g;
-  constexpr double zeros = 6.0, rolloff = 0.99;
-  const double base = static_cast<double>(std::min(orig, out)) * rolloff;
-  const auto width = static_cast<Index>(std::ceil(zeros * static_cast<double>(orig) / base));
-  const Index taps = 2 * width + orig;
-  const Index out_length = (out * n + orig - 1) / orig;  // ceil(out * N / orig)
+namespace detail {
 
-  // kernel [out, taps], column-major so that kernel * frames is a plain product
-  Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic> kernel(out, taps);
-  const double scale = base / static_cast<double>(orig);
-  for (Index p = 0; p < out; ++p) {
-    for (Index k = 0; k < taps; ++k) {
-      double t = (-static_cast<double>(p) / static_cast<double>(out) +
-                  static_cast<double>(k - width) / static_cast<double>(orig)) * base;
-      t = std::clamp(t, -zeros, zeros);
-      const double c = std::cos(t * std::numbers::pi / zeros / 2.0);
-      t *= std::numbers::pi;
-      const double sinc = t == 0.0 ? 1.0 : std::sin(t) / t;
-      kernel(p, k) = static_cast<Scalar>(sinc * (c * c * scale));
-    }
+// torchaudio's _get_sinc_resample_kernel, for the rates reduced by their gcd to orig -> out:
+//   y[i*out + p] = sum_k kernel[p, k] x[i*orig + k - width],  k in [0, taps),
+//   taps = 2 * width + orig, x zero outside [0, N),
+//   kernel[p, k] = sinc(pi t) cos(pi t / 12)^2 base / orig,
+//   t = clamp((-p / out + (k - width) / orig) base, -6, 6),
+// a Hann-windowed sinc with cutoff base = min(orig, out) * 0.99 and 6 zero crossings each
+// side, width = ceil(6 orig / base).
+struct ResampleGeometry {
+  static constexpr double zeros = 6.0, rolloff = 0.99;
+  Index orig = 1, out = 1;  // the rates divided by their gcd
+  double base = 0;          // cutoff, in units of the reduced rates
+  double scale = 0;         // base / orig
+  Index width = 0;          // input samples each side of a block
+  Index taps = 0;           // 2 * width + orig
+
+  ResampleGeometry(Index from_rate, Index to_rate) {
+    const Index g = std::gcd(from_rate, to_rate);
+    orig = from_rate / g;
+    out = to_rate / g;
+    base = static_cast<double>(std::min(orig, out)) * rolloff;
+    width = static_cast<Index>(std::ceil(zeros * static_cast<double>(orig) / base));
+    taps = 2 * width + orig;
+    scale = base / static_cast<double>(orig);
   }
 
+  // kernel[p, width + j], in double: the one expression both plans evaluate.
+  double kernel(Index p, Index j) const {
+    double t = (-static_cast<double>(p) / static_cast<double>(out) +
+                static_cast<double>(j) / static_cast<double>(orig)) * base;
+    t = std::clamp(t, -zeros, zeros);
+    const double c = std::cos(t * std::numbers::pi / zeros / 2.0);
+    t *= std::numbers::pi;
+    const double sinc = t == 0.0 ? 1.0 : std::sin(t) / t;
+    return sinc * (c * c * scale);
+  }
+
+  // The first offset j = k - width of phase p's band: the taps outside
+  // [band_first(p), band_first(p) + band()) have |t| > 6, where the kernel is clamped to its
+  // tail value sinc(6 pi) cos(pi / 2)^2 scale (about 5e-50: 0 in float, nothing in a sum).
+  // With c = floor(p orig / out), |t| <= 6 needs |j - p orig / out| <= 6 orig / base <= width,
+  // so j in [c - width, c + width + 1]. p orig < 2^64 (rates below 2^32): exact in uint64.
+  Index band_first(Index p) const {
+    const auto c = static_cast<std::uint64_t>(p) * static_cast<std::uint64_t>(orig) /
+                   static_cast<std::uint64_t>(out);
+    return static_cast<Index>(c) - width;
+  }
+  Index band() const { return 2 * width + 2; }
+};
+
+// How resample evaluates the sum above (docs/audio.md, "Two plans"):
+//   polyphase  torchaudio's dense kernel [out, taps], applied as one Eigen matrix product per
+//              chunk of blocks. Fast where out * taps is small, the common pairs
+//              (44100 -> 16000: [160, 475]; 48000 -> 16000: [1, 41]).
+//   direct     per output phase p only its band of 2 * width + 2 taps (see band_first), each
+//              used phase's band built once ([min(out, output), band] values), then one dot
+//              product of band taps per output sample. Work O(output * band) = about
+//              12 N + 4 output multiply-adds and memory O(N + output) whatever the rates, where
+//              the dense kernel of an awkward pair explodes (44101 -> 16000: [16000, 44135],
+//              2.8 GB in float; torchaudio builds it).
+// Both round each kernel value, computed by ResampleGeometry::kernel, to Scalar; polyphase
+// sums in Scalar (Eigen's product), direct in double, rounded once: they agree to the
+// rounding of the sums. `automatic` picks polyphase when its kernel has at most
+// resample_max_kernel entries and at most resample_max_waste times the taps of a band
+// (each output of polyphase computes all `taps` products, most of them with tail zeros),
+// otherwise direct.
+enum class ResamplePlan : std::uint8_t { automatic, polyphase, direct };
+
+// 2^20 kernel entries (4 MiB in float, 8 MiB in double): polyphase's whole cost for a short
+// input, and far more than any common pair needs (the largest, 22050 <-> 16000: [320, 459]).
+inline constexpr Index resample_max_kernel = Index{1} << 20;
+// The dense product runs about this many times faster per multiply-add than direct's
+// dot products (measured, docs/audio.md), so polyphase wins while taps <= this * band.
+inline constexpr Index resample_max_waste = 16;
+
+template <class Scalar>
+Vector<Scalar> resample_polyphase(const Vector<Scalar>& samples /* [N] */,
+                                  const ResampleGeometry& geometry, Index out_length) {
+  const Index n = samples.size(), orig = geometry.orig, out = geometry.out;
+  const Index width = geometry.width, taps = geometry.taps;
+  // kernel [out, taps], column-major so that kernel * frames is a plain product
+  Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic> kernel(out, taps);
+  for (Index p = 0; p < out; ++p) {
+    for (Index k = 0; k < taps; ++k) kernel(p, k) = static_cast<Scalar>(geometry.kernel(p, k - width));
+  }
   // x zero-padded by width on the left and width + orig on the right; block i reads
   // padded[i*orig .. i*orig + taps): a strided view whose columns overlap.
   const Index blocks = n / orig + 1;
@@ -273,16 +337,125 @@ Vector<Scalar> resample(const Vector<Scalar>& samples /* [N] */, Index from_rate
   // y as [out, blocks] column-major: column i holds y[i*out .. i*out + out), so its storage is
   // the output sequence.
   Vector<Scalar> y(out * blocks);
-  const Index chunks = (blocks + detail::resample_chunk - 1) / detail::resample_chunk;
+  const Index chunks = (blocks + resample_chunk - 1) / resample_chunk;
 #pragma omp parallel for schedule(static) if (chunks > 1)
   for (Index chunk = 0; chunk < chunks; ++chunk) {
-    const Index first = chunk * detail::resample_chunk;
-    const Index count = std::min(detail::resample_chunk, blocks - first);
+    const Index first = chunk * resample_chunk;
+    const Index count = std::min(resample_chunk, blocks - first);
     const Strided frames(padded.data() + first * orig, taps, count, Eigen::OuterStride<>(orig));
     Eigen::Map<ColMajor> target(y.data() + first * out, out, count);
     target.noalias() = kernel * frames;
   }
   return y.head(out_length);
+}
+
+template <class Scalar>
+Vector<Scalar> resample_direct(const Vector<Scalar>& samples /* [N] */,
+                               const ResampleGeometry& geometry, Index out_length) {
+  const Index n = samples.size(), orig = geometry.orig, out = geometry.out;
+  // The phases the output uses (p < output length) and, for each, the offsets j its outputs
+  // can meet: its band, cut to the taps of torchaudio's kernel (j < taps - width) and to the
+  // input (0 <= i*orig + j < N for its blocks i = 0 .. last). Cutting to the input keeps the
+  // table within O(N + output) when a band is longer than the input (a huge reduced rate).
+  const Index phases = std::min(out, out_length);
+  std::vector<Index> lo(static_cast<std::size_t>(phases));
+  std::vector<Index> offset(static_cast<std::size_t>(phases) + 1, 0);  // row p: kernel[offset[p] ..)
+  for (Index p = 0; p < phases; ++p) {
+    const Index first = geometry.band_first(p), last_block = (out_length - 1 - p) / out;
+    const Index begin = std::max(first, -last_block * orig);
+    const Index end = std::min({first + geometry.band(), geometry.taps - geometry.width, n});
+    lo[static_cast<std::size_t>(p)] = begin;
+    offset[static_cast<std::size_t>(p) + 1] =
+        offset[static_cast<std::size_t>(p)] + std::max<Index>(0, end - begin);
+  }
+  std::vector<Scalar> kernel(static_cast<std::size_t>(offset.back()));
+#pragma omp parallel for schedule(static) if (offset.back() > 65536)
+  for (Index p = 0; p < phases; ++p) {
+    const auto row = static_cast<std::size_t>(p);
+    for (Index e = offset[row]; e < offset[row + 1]; ++e) {
+      kernel[static_cast<std::size_t>(e)] =
+          static_cast<Scalar>(geometry.kernel(p, lo[row] + (e - offset[row])));
+    }
+  }
+  Vector<Scalar> y(out_length);
+  const Scalar* x = samples.data();
+  const Index chunks = (out_length + resample_direct_chunk - 1) / resample_direct_chunk;
+#pragma omp parallel for schedule(static) if (chunks > 1)
+  for (Index chunk = 0; chunk < chunks; ++chunk) {
+    const Index begin = chunk * resample_direct_chunk;
+    const Index end = std::min(out_length, begin + resample_direct_chunk);
+    for (Index m = begin; m < end; ++m) {
+      const auto p = static_cast<std::size_t>(m % out);
+      const Index start = (m / out) * orig;  // input index of j = 0 for this block
+      const Index row_length = offset[p + 1] - offset[p];
+      // j in [lo, lo + row_length) and 0 <= start + j < N (x is zero outside)
+      const Index e_begin = std::max<Index>(0, -start - lo[p]);
+      const Index e_end = std::min(row_length, n - start - lo[p]);
+      const Scalar* row = kernel.data() + offset[p];
+      const Scalar* input = x + start + lo[p];
+      double sum = 0;
+      for (Index e = e_begin; e < e_end; ++e) {
+        sum += static_cast<double>(row[e]) * static_cast<double>(input[e]);
+      }
+      y(m) = static_cast<Scalar>(sum);
+    }
+  }
+  return y;
+}
+
+// The plan `automatic` takes for these rates (see ResamplePlan).
+inline ResamplePlan choose_resample_plan(const ResampleGeometry& geometry) {
+  const bool small_kernel = geometry.out <= resample_max_kernel / geometry.taps;  // <= 2^20
+  const bool little_waste = geometry.taps <= resample_max_waste * geometry.band();
+  return small_kernel && little_waste ? ResamplePlan::polyphase : ResamplePlan::direct;
+}
+
+// resample with the plan chosen by the caller (tests compare the two plans).
+template <class Scalar>
+Vector<Scalar> resample_with_plan(const Vector<Scalar>& samples /* [N] */, Index from_rate,
+                                  Index to_rate, Index max_samples, ResamplePlan plan) {
+  static_assert(std::is_floating_point_v<Scalar>, "resample: Scalar is float or double");
+  check(from_rate > 0 && to_rate > 0, "resample: sample rates must be positive (got ", from_rate,
+        " -> ", to_rate, ")");
+  check(from_rate <= resample_max_rate && to_rate <= resample_max_rate,
+        "resample: sample rates must be at most ", resample_max_rate, " Hz (got ", from_rate,
+        " -> ", to_rate, ")");
+  if (from_rate == to_rate) return samples;
+  const Index n = samples.size();
+  if (n == 0) return Vector<Scalar>(0);
+  const ResampleGeometry geometry(from_rate, to_rate);
+  const Index orig = geometry.orig, out = geometry.out;
+  // ceil(N * out / orig), bounded before it is computed exactly (N * out can overflow)
+  const double estimate =
+      static_cast<double>(n) * static_cast<double>(out) / static_cast<double>(orig);
+  const auto too_long = [&](const auto& length) {
+    fail("resample: ", n, " samples at ", from_rate, " Hz become ", length, " samples at ",
+         to_rate, " Hz, more than the limit of ", max_samples, " (WavLimits::max_samples)");
+  };
+  if (estimate > static_cast<double>(max_samples) + 1.0) too_long(static_cast<std::uint64_t>(std::ceil(estimate)));
+  const auto rest = static_cast<std::uint64_t>(n % orig) * static_cast<std::uint64_t>(out);
+  const Index out_length = (n / orig) * out +
+                           static_cast<Index>((rest + static_cast<std::uint64_t>(orig) - 1) /
+                                              static_cast<std::uint64_t>(orig));
+  if (out_length > max_samples) too_long(out_length);
+  check_finite_waveform(samples, "resample");
+  if (plan == ResamplePlan::automatic) plan = choose_resample_plan(geometry);
+  if (plan == ResamplePlan::polyphase) {
+    check(out <= resample_max_kernel / geometry.taps, "resample: the polyphase kernel of ",
+          from_rate, " -> ", to_rate, " Hz would have ", out, " x ", geometry.taps,
+          " entries, more than ", resample_max_kernel);
+    return resample_polyphase(samples, geometry, out_length);
+  }
+  return resample_direct(samples, geometry, out_length);
+}
+
+}  // namespace detail
+
+template <class Scalar>
+Vector<Scalar> resample(const Vector<Scalar>& samples /* [N] */, Index from_rate, Index to_rate,
+                        Index max_samples) {
+  return detail::resample_with_plan(samples, from_rate, to_rate, max_samples,
+                                    detail::ResamplePlan::automatic);
 }
 
 template <class Scalar>
@@ -424,13 +597,14 @@ void normalize_features(Matrix<Scalar>& features /* [M, T] */, double mean, doub
 }
 
 inline Matrix<float> preprocess_audio(const Vector<float>& samples /* [N] */, Index sample_rate,
-                                      const AudioConfig& audio) {
+                                      const AudioConfig& audio, const WavLimits& limits) {
   check(audio.features == "kaldi_fbank" || audio.features == "whisper_logmel",
         "preprocess_audio: audio.features must be \"kaldi_fbank\" or \"whisper_logmel\" (got \"",
         audio.features, "\")");
-  check(audio.sample_rate > 0, "preprocess_audio: audio.sample_rate must be positive (got ",
-        audio.sample_rate, ")");
-  const Vector<float> waveform = resample(samples, sample_rate, audio.sample_rate);
+  detail::check_sample_rate(audio.sample_rate, limits, "preprocess_audio: audio.sample_rate");
+  detail::check_sample_rate(sample_rate, limits, "preprocess_audio: the audio's sample rate");
+  const Vector<float> waveform =
+      resample(samples, sample_rate, audio.sample_rate, limits.max_samples);
   if (audio.features == "whisper_logmel") {
     return whisper_logmel(waveform, audio.n_mels, audio.sample_rate);
   }
@@ -443,7 +617,7 @@ inline Matrix<float> preprocess_audio(const std::filesystem::path& file, const A
                                       const WavLimits& limits) {
   const Wav<float> wav = read_wav<float>(file, limits);
   try {
-    return preprocess_audio(average_channels(wav.samples), wav.sample_rate, audio);
+    return preprocess_audio(average_channels(wav.samples), wav.sample_rate, audio, limits);
   } catch (const Error& e) {
     throw Error(file.string() + ": " + e.what());
   }
