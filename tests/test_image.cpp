@@ -223,6 +223,61 @@ TEST(ImageResize, OneOrTwoThreadsGiveTheSameBytes) {
   EXPECT_EQ(one, two);
 }
 
+// A deterministic pattern with detail in both directions (so every tap matters).
+Image pattern(Index width, Index height) {
+  Image image(width, height);
+  for (Index y = 0; y < height; ++y)
+    for (Index x = 0; x < width; ++x)
+      for (Index c = 0; c < 3; ++c)
+        image.pixel(y, x)[c] = static_cast<std::uint8_t>((x * 37 + y * 91 + c * 53 + x * y) % 251);
+  return image;
+}
+
+Image crop_of(const Image& image, Index left, Index top, Index width, Index height) {
+  Image out(width, height);
+  for (Index y = 0; y < height; ++y)
+    std::memcpy(out.pixel(y, 0), image.pixel(top + y, left), static_cast<std::size_t>(3 * width));
+  return out;
+}
+
+TEST(ImageResize, AWindowEqualsTheSameWindowOfTheWholeResize) {
+  // Up, down, one axis unchanged, both unchanged; windows at the edges and inside.
+  const Image image = pattern(23, 17);
+  struct Case {
+    Index width, height, left, top, crop_width, crop_height;
+  };
+  for (const Case& c : {Case{50, 40, 0, 0, 50, 40}, Case{50, 40, 13, 7, 20, 30},
+                        Case{9, 6, 2, 1, 5, 5}, Case{9, 40, 0, 39, 9, 1}, Case{23, 40, 5, 3, 10, 30},
+                        Case{50, 17, 49, 0, 1, 17}, Case{23, 17, 3, 4, 10, 10},
+                        Case{7, 70, 3, 33, 4, 4}}) {
+    SCOPED_TRACE(::testing::Message() << c.width << "x" << c.height << " window " << c.crop_width
+                                      << "x" << c.crop_height << " at " << c.left << "," << c.top);
+    const Image whole = resize_bicubic(image, c.width, c.height);
+    EXPECT_EQ(resize_bicubic_window(image, c.width, c.height, c.left, c.top, c.crop_width,
+                                    c.crop_height),
+              crop_of(whole, c.left, c.top, c.crop_width, c.crop_height));
+  }
+  EXPECT_THROW(resize_bicubic_window(image, 10, 10, 5, 0, 6, 10), Error);
+}
+
+TEST(ImagePipeline, ThinImagesCostTheirCropNotTheirResize) {
+  // Moderately thin: the crop-only pipeline equals resize-then-crop.
+  for (const auto& [w, h] : {std::pair<Index, Index>{1, 500}, {700, 3}, {2, 333}}) {
+    const Image image = pattern(w, h);
+    EXPECT_EQ(preprocess_image_u8(image, 32), center_crop(resize_shorter_side(image, 32), 32))
+        << w << "x" << h;
+  }
+  // 1 x 1000000 pixels (3 MB) to a shorter side of 224 would be 224 x 224000000 pixels
+  // (150 GB) resized whole; the pipeline resizes only the 224 x 224 it keeps.
+  const Image thin = pattern(1, 1'000'000);
+  const Image out = preprocess_image_u8(thin, 224);
+  EXPECT_EQ(out.width, 224);
+  EXPECT_EQ(out.height, 224);
+  ImageConfig config;
+  config.size = 224;
+  EXPECT_EQ(preprocess_image<float>(pattern(1'000'000, 1), config).dimension(2), 224);
+}
+
 TEST(ImageCrop, RoundsHalfToEvenLikeTorchvision) {
   // (H - S) / 2 = 6.5 -> 6, 7.5 -> 8, 1.5 -> 2 (Python's round); whole values unchanged
   Image tall(1, 47);
@@ -524,6 +579,21 @@ TEST(ImageErrors, PixelLimitCheckedBeforeDecoding) {
               ::testing::ThrowsMessage<Error>(HasSubstr("more than ImageLimits::max_pixels = 1000")));
   limits.max_pixels = 210 * 140;
   EXPECT_EQ(decode_image(source_path("chelsea.jpg"), limits).width, 210);
+}
+
+TEST(ImageDecode, ReadImageSizeReadsTheHeaderOnly) {
+  // The header of a 20000 x 30 PNG with no data: its size, nothing decoded.
+  const ImageSize size = read_image_size(png_header_only(20000, 30), "header.png");
+  EXPECT_EQ(size.width, 20000);
+  EXPECT_EQ(size.height, 30);
+  EXPECT_EQ(read_image_size(read_bytes(source_path("chelsea.jpg")), "chelsea.jpg").width, 210);
+  ImageLimits limits;
+  limits.max_pixels = 1000;
+  EXPECT_THAT([&] { read_image_size(png_header_only(100, 100), "big.png", limits); },
+              ::testing::ThrowsMessage<Error>(HasSubstr(
+                  "big.png: the image is 100 x 100 = 10000 pixels, more than ImageLimits::max_pixels = 1000")));
+  EXPECT_THAT([&] { read_image_file("no-such-image.png"); },
+              ::testing::ThrowsMessage<Error>(HasSubstr("no-such-image.png: no such image file")));
 }
 
 TEST(ImageErrors, ThreadsDecodeAndFailIndependently) {

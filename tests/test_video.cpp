@@ -210,6 +210,53 @@ TEST(Y4m, Errors) {
               HasSubstr("missing.y4m: cannot open the Y4M file"));
 }
 
+TEST(Y4m, FrameRateOutsideTheLimitsNamesTheField) {
+  test::TempDir dir;
+  auto open = [&](const std::string& name, const std::string& bytes, VideoLimits limits = {}) {
+    write_text(dir / name, bytes);
+    return error_of([&] { Y4mReader in(dir / name, limits); });
+  };
+  EXPECT_THAT(open("slow.y4m", "YUV4MPEG2 W2 H2 F1:1073741824\n"),
+              HasSubstr("slow.y4m: the frame rate \"F1:1073741824\" of the stream header is "
+                        "9.31323e-10 frames per second, below VideoLimits::min_frame_rate = 0.01"));
+  EXPECT_THAT(open("fast.y4m", "YUV4MPEG2 W2 H2 F1073741824:1\n"),
+              HasSubstr("fast.y4m: the frame rate \"F1073741824:1\" of the stream header is "
+                        "1.07374e+09 frames per second, above VideoLimits::max_frame_rate = 1e+06"));
+  EXPECT_THAT(open("wide.y4m", "YUV4MPEG2 W2 H2 F1:4294967295\n"),
+              HasSubstr("wide.y4m: invalid frame rate \"F1:4294967295\" in the stream header "
+                        "(expected F<num>:<den>, each an integer from 1 to 1073741824)"));
+  EXPECT_THAT(open("zero.y4m", "YUV4MPEG2 W2 H2 F0:1\n"), HasSubstr("invalid frame rate \"F0:1\""));
+  EXPECT_THAT(open("real.y4m", "YUV4MPEG2 W2 H2 F1e-300\n"), HasSubstr("invalid frame rate \"F1e-300\""));
+  // The range is the caller's: a 1 fps time-lapse refused by a stricter reader.
+  VideoLimits strict;
+  strict.min_frame_rate = 2;
+  EXPECT_THAT(open("timelapse.y4m", "YUV4MPEG2 W2 H2 F1:1\n", strict),
+              HasSubstr("is 1 frames per second, below VideoLimits::min_frame_rate = 2"));
+  // The bounds themselves are accepted: F1:100 and F1000000:1.
+  write_text(dir / "edge.y4m", "YUV4MPEG2 W2 H2 F1:100\n");
+  EXPECT_DOUBLE_EQ(Y4mReader(dir / "edge.y4m").header().frame_rate(), 0.01);
+  write_text(dir / "edge.y4m", "YUV4MPEG2 W2 H2 F1000000:1\n");
+  EXPECT_DOUBLE_EQ(Y4mReader(dir / "edge.y4m").header().frame_rate(), 1e6);
+}
+
+TEST(Y4m, TotalPixelsCheckedBeforeEachFrameIsRead) {
+  test::TempDir dir;
+  // Frames of 2x2 (6 bytes each in 4:2:0): at most 10 pixels in all allows 2 frames; the
+  // third is refused before its planes are read (it is short: reading it would say so).
+  const std::string frame = "FRAME\n" + std::string(6, 'x');
+  write_text(dir / "long.y4m", "YUV4MPEG2 W2 H2 F25:1\n" + frame + frame + "FRAME\nxx");
+  VideoLimits limits;
+  limits.max_total_pixels = 10;
+  Y4mReader in(dir / "long.y4m", limits);
+  EXPECT_TRUE(in.read_frame());
+  EXPECT_TRUE(in.read_frame());
+  EXPECT_THAT(error_of([&] { in.read_frame(); }),
+              HasSubstr("long.y4m: frame 2 (2x2) takes the video past "
+                        "VideoLimits::max_total_pixels = 10 pixels (8 in the frames before it)"));
+  // The default: 100000 frames of 1080p.
+  EXPECT_EQ(VideoLimits{}.max_total_pixels, Index{100000} * 1920 * 1080);
+}
+
 // ---- VideoReader ------------------------------------------------------------------------------
 
 TEST(VideoReader, Y4mFramesAndTimes) {
@@ -274,6 +321,26 @@ TEST(VideoReader, ImageDirectoryErrors) {
   options.images_fps = 0;
   EXPECT_THAT(error_of([&] { VideoReader::open(dir / "many", options); }),
               HasSubstr("images_fps must be a positive frame rate"));
+  // The rate of tessera-encode's --video-fps: 1e-300 would make each frame last 1e300 s.
+  options.images_fps = 1e-300;
+  EXPECT_THAT(error_of([&] { VideoReader::open(dir / "many", options); }),
+              HasSubstr("many: images_fps (the image directory's frame rate; tessera-encode's "
+                        "--video-fps) is 1e-300 frames per second, below "
+                        "VideoLimits::min_frame_rate = 0.01 (a frame every 100 s)"));
+  options.images_fps = 1e300;
+  EXPECT_THAT(error_of([&] { VideoReader::open(dir / "many", options); }),
+              HasSubstr("is 1e+300 frames per second, above VideoLimits::max_frame_rate = 1e+06"));
+  // Pixels in all, from each image's header before it is decoded: frame 2 is cut short, and
+  // the limit, not the truncation, is what stops it.
+  options = {};
+  options.limits.max_total_pixels = 40;
+  write_text(dir / "many" / "2.ppm", "P6\n4 4\n255\nshort");
+  VideoReader three = VideoReader::open(dir / "many", options);
+  EXPECT_TRUE(three.next());
+  EXPECT_TRUE(three.next());
+  EXPECT_THAT(error_of([&] { three.next(); }),
+              HasSubstr("2.ppm: frame 2 (4x4) takes the video past VideoLimits::max_total_pixels "
+                        "= 40 pixels (32 in the frames before it)"));
   EXPECT_THAT(error_of([&] { VideoReader::open(dir / "nothing"); }),
               HasSubstr("nothing: no such file or directory"));
 }
@@ -288,6 +355,19 @@ TEST(VideoReader, ImageDirectoryWithoutStbIsAClearError) {
 }
 
 #endif  // TESSERA_HAS_STB
+
+TEST(VideoReader, FramesEndByMaxDuration) {
+  test::TempDir dir;
+  write_y4m(dir / "v.y4m", 5, header(8, 8, 10, 1));  // frames at 0, 0.1, ... lasting 0.1 s
+  VideoOptions options;
+  options.limits.max_duration = 0.35;
+  VideoReader video = VideoReader::open(dir / "v.y4m", options);
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(video.next());
+  EXPECT_THAT(error_of([&] { video.next(); }),
+              HasSubstr("v.y4m: frame 3 is at 0.3 s and lasts 0.1 s, past "
+                        "VideoLimits::max_duration = 0.35 s"));
+  EXPECT_EQ(video.limits().max_duration, 0.35);
+}
 
 // ---- Sampling ---------------------------------------------------------------------------------
 
@@ -325,6 +405,23 @@ TEST(Sampling, NearestEarlierFrameUpToTheEnd) {
   EXPECT_EQ(indices_of(dir / "one.y4m", 1000.0), expected_indices(1, 30, 1000));
   EXPECT_EQ(indices_of(dir / "one.y4m", 0.1), (std::vector<Index>{0}));
   EXPECT_THAT(error_of([&] { indices_of(dir / "one.y4m", 0.0); }), HasSubstr("sampling fps must be positive"));
+}
+
+TEST(Sampling, AtMostMaxSamplesPerVideo) {
+  // One frame lasting 1 s sampled at 100 fps: 100 samples of it; a limit of 5 stops the
+  // sampler at the sixth, naming the frame that kept being repeated.
+  test::TempDir dir;
+  write_y4m(dir / "one.y4m", 1, header(8, 8, 1, 1));
+  VideoOptions options;
+  options.limits.max_samples = 5;
+  EXPECT_EQ(sample_frame_indices(VideoReader::open(dir / "one.y4m"), 100).size(), 100u);
+  EXPECT_THAT(error_of([&] { sample_frame_indices(VideoReader::open(dir / "one.y4m", options), 100); }),
+              HasSubstr("one.y4m: sampled at 100 fps the video gives more than 5 samples "
+                        "(VideoLimits::max_samples): sample 5 at 0.05 s still takes frame 0 (at 0 "
+                        "s, lasting 1 s)"));
+  // An absurd sampling rate repeats frame 0 until the limit instead of forever.
+  EXPECT_THAT(error_of([&] { sample_frame_indices(VideoReader::open(dir / "one.y4m"), 1e300); }),
+              HasSubstr("sampled at 1e+300 fps the video gives more than 200000 samples"));
 }
 
 Config video_config(Index size, Index patch, Index tubelet, double fps) {
@@ -392,6 +489,21 @@ TEST(Sampling, PreprocessVideoErrors) {
   no_video.video.reset();
   EXPECT_THAT(error_of([&] { load_video(dir / "long.y4m", no_video); }),
               HasSubstr("the config has no video section"));
+}
+
+TEST(Sampling, ConfigFpsIsBounded) {
+  // video.fps multiplies the samples of every video: config validation bounds it.
+  Config config = video_config(16, 8, 2, 1.0);
+  for (double fps : {1e-300, 1e-4, 1e300, 1001.0}) {
+    config.video->fps = fps;
+    EXPECT_THAT(error_of([&] { validate(config, "config.json"); }),
+                HasSubstr("config.json: key \"video.fps\": expected a rate from 0.001 to 1000 "
+                          "samples per second, got "));
+  }
+  for (double fps : {0.001, 1000.0, 30000.0 / 1001.0}) {
+    config.video->fps = fps;
+    EXPECT_NO_THROW(validate(config, "config.json"));
+  }
 }
 
 TEST(Sampling, DefaultPipelineIsTheImagePipeline) {
@@ -501,6 +613,25 @@ TEST(SlidingWindow, Errors) {
   EXPECT_THAT(error_of([&] { empty.next(); }), HasSubstr("none.y4m: the video has no frames"));
 }
 
+TEST(SlidingWindow, EndsAtMaxSamplesWhateverTheFps) {
+  // A config whose fps escaped validation: windows of frame 0 repeated would never end; the
+  // sampler's limit ends them, with work bounded by max_samples.
+  test::TempDir dir;
+  Config config = video_config(16, 8, 2, 30.0);
+  config.video->fps = 1e300;
+  write_y4m(dir / "w.y4m", 4, header(16, 16));
+  VideoOptions options;
+  options.limits.max_samples = 40;
+  SlidingWindow<float> windows(VideoReader::open(dir / "w.y4m", options), config, {4, 0});
+  EXPECT_THAT(error_of([&] {
+                while (windows.next()) {
+                }
+              }),
+              HasSubstr("w.y4m: sampled at 1e+300 fps the video gives more than 40 samples"));
+  EXPECT_LE(windows.windows(), 10);
+  EXPECT_EQ(windows.frames_preprocessed(), 1);
+}
+
 // ---- FFmpeg containers ------------------------------------------------------------------------
 
 #if TESSERA_HAS_FFMPEG
@@ -513,9 +644,10 @@ double mean_difference(const Image& a, const Image& b) {
 
 // Encodes the frames of a Y4M file (their YUV planes, so no second color conversion) with
 // libavcodec's `encoder` into `file`. Returns false when this FFmpeg has no such encoder.
-// Frame i gets pts first_pts + i (in 1 / frame rate units).
+// Frame i gets pts first_pts + i (in 1 / frame rate units), plus `jump` for every frame after
+// the first (a container whose timestamps lie).
 bool encode_with_libav(const std::filesystem::path& y4m, const std::filesystem::path& file,
-                       const char* encoder, std::int64_t first_pts = 0) {
+                       const char* encoder, std::int64_t first_pts = 0, std::int64_t jump = 0) {
   const AVCodec* codec = avcodec_find_encoder_by_name(encoder);
   if (codec == nullptr) return false;
   Y4mReader in(y4m);
@@ -567,7 +699,7 @@ bool encode_with_libav(const std::filesystem::path& y4m, const std::filesystem::
       for (int y = 0; y < h; ++y)
         std::copy_n(src[p]->data() + y * w, w, frame->data[p] + y * frame->linesize[p]);
     }
-    frame->pts = first_pts + i;
+    frame->pts = first_pts + i + (i > 0 ? jump : 0);
     if (ctx->flags & AV_CODEC_FLAG_QSCALE) frame->quality = ctx->global_quality;
     EXPECT_GE(avcodec_send_frame(ctx, frame), 0);
     av_frame_free(&frame);
@@ -708,8 +840,47 @@ TEST(Container, Errors) {
               HasSubstr("v.mp4: frames of 32x24 exceed VideoLimits::max_pixels = 100"));
   options = {};
   options.limits.max_frames = 10;
-  EXPECT_THAT(error_of([&] { VideoReader::open(dir / "v.mp4", options).read_all(); }),
-              HasSubstr("v.mp4: more than 10 frames (VideoLimits::max_frames)"));
+  // MP4 stores its frame count: refused from the header, before decoding.
+  EXPECT_THAT(error_of([&] { VideoReader::open(dir / "v.mp4", options); }),
+              HasSubstr("v.mp4: the container says the video stream has 30 frames (nb_frames), "
+                        "more than VideoLimits::max_frames = 10"));
+  // Matroska does not: refused at the frame past the limit.
+  ASSERT_TRUE(encode_with_libav(dir / "v.y4m", dir / "v.mkv", "ffv1"));
+  EXPECT_THAT(error_of([&] { VideoReader::open(dir / "v.mkv", options).read_all(); }),
+              HasSubstr("v.mkv: more than 10 frames (VideoLimits::max_frames)"));
+}
+
+TEST(Container, TotalPixelsFromTheHeaderOrBeforeEachFrame) {
+  test::TempDir dir;
+  write_y4m(dir / "v.y4m", 30, header(32, 24));  // 768 pixels a frame
+  ASSERT_TRUE(encode_with_libav(dir / "v.y4m", dir / "v.mp4", "mpeg4"));
+  ASSERT_TRUE(encode_with_libav(dir / "v.y4m", dir / "v.mkv", "ffv1"));
+  VideoOptions options;
+  options.limits.max_total_pixels = 10000;  // 13 frames
+  EXPECT_THAT(error_of([&] { VideoReader::open(dir / "v.mp4", options); }),
+              HasSubstr("v.mp4: the container says the video stream has 30 frames (nb_frames) of "
+                        "32x24, 23040 pixels, more than VideoLimits::max_total_pixels = 10000"));
+  VideoReader mkv = VideoReader::open(dir / "v.mkv", options);
+  for (int i = 0; i < 13; ++i) ASSERT_TRUE(mkv.next());
+  EXPECT_THAT(error_of([&] { mkv.next(); }),
+              HasSubstr("v.mkv: frame 13 (32x24) takes the video past "
+                        "VideoLimits::max_total_pixels = 10000 pixels (9984 in the frames before "
+                        "it)"));
+}
+
+TEST(Container, LyingTimestampsAndRatesAreRefused) {
+  test::TempDir dir;
+  write_y4m(dir / "v.y4m", 3, header(32, 24));
+  // Frame 1 a trillion frame periods after frame 0: sampling would repeat frame 0 up to it.
+  ASSERT_TRUE(encode_with_libav(dir / "v.y4m", dir / "gap.mkv", "ffv1", 0, 1'000'000'000'000));
+  EXPECT_THAT(error_of([&] { VideoReader::open(dir / "gap.mkv").read_all(); }),
+              HasSubstr("VideoLimits::max_duration = 1e+07 s"));
+  // A frame rate far below the limit, read through libav (a Y4M file's F, as FFmpeg's demuxer
+  // gives it): named with the stream field it came from.
+  write_text(dir / "slow.y4m", "YUV4MPEG2 W2 H2 F1:1000 C444\nFRAME\n" + std::string(12, 'x'));
+  EXPECT_THAT(error_of([&] { VideoReader::open_container(dir / "slow.y4m"); }),
+              HasSubstr("slow.y4m: the video stream's avg_frame_rate 1/1000 is 0.001 frames per "
+                        "second, below VideoLimits::min_frame_rate = 0.01"));
 }
 
 #else

@@ -76,7 +76,14 @@ namespace tessera {
 
 // Guards against hostile or mistaken inputs; checked from the header before decoding.
 struct ImageLimits {
-  Index max_pixels = 100'000'000;  // width * height (100 megapixels)
+  // width * height: 100 megapixels, 300 MB of RGB (larger than any camera's photo). A side
+  // is also at most 2^31 - 1, what stb_image and libjpeg index with an int.
+  Index max_pixels = 100'000'000;
+};
+
+// An image's size as its header states it.
+struct ImageSize {
+  Index width = 0, height = 0;
 };
 
 namespace detail {
@@ -142,9 +149,7 @@ inline std::uint32_t read_be32(std::span<const std::uint8_t> bytes, std::size_t 
 // before stb_image allocates anything. (stbi_info is not used: it tries every format in turn
 // and reports only the last one's failure, usually "unknown image type"; stbi_load's reason
 // names the actual problem.)
-struct HeaderSize {
-  Index width = 0, height = 0;
-};
+using HeaderSize = ImageSize;
 
 inline HeaderSize png_header_size(std::span<const std::uint8_t> bytes, const std::string& name) {
   check(bytes.size() >= 26 && std::memcmp(bytes.data() + 12, "IHDR", 4) == 0, name,
@@ -456,23 +461,26 @@ inline Image decode_jpeg_libjpeg(std::span<const std::uint8_t> bytes, const Jpeg
 
 }  // namespace detail
 
-// Decodes PNG, JPEG, BMP or binary PPM/PGM bytes to 8-bit RGB (see the top of this file).
-// `name` (usually the file name) starts every error message.
-inline Image decode_image_memory(std::span<const std::uint8_t> bytes, const std::string& name,
-                                 const ImageLimits& limits = {}) {
-  using detail::ImageFormat;
+namespace detail {
+
+// What decode_image_memory reads before decoding: the format, the size (checked against the
+// limits), and the format's own header.
+struct ImageHeader {
+  ImageFormat format = ImageFormat::png;
+  ImageSize size;
+  std::optional<PnmHeader> pnm;
+  JpegLayout jpeg;
+};
+
+inline ImageHeader read_image_header(std::span<const std::uint8_t> bytes, const std::string& name,
+                                     const ImageLimits& limits) {
   check(!bytes.empty(), name, ": the file is empty, not an image");
   check(bytes.size() <= static_cast<std::size_t>(INT_MAX), name, ": ", bytes.size(),
         " bytes is more than stb_image can read (2 GiB)");
-  const ImageFormat format = detail::sniff_image_format(bytes, name);
-  const std::string kind = detail::image_format_name(format);
-  const auto* data = reinterpret_cast<const stbi_uc*>(bytes.data());
-  const int length = static_cast<int>(bytes.size());
-
-  // ---- the header: size and limits, before anything is decoded ---------------------------
-  std::optional<detail::PnmHeader> pnm;
-  detail::HeaderSize size;
-  detail::JpegLayout jpeg;
+  ImageHeader header;
+  header.format = sniff_image_format(bytes, name);
+  const std::string kind = image_format_name(header.format);
+  auto& [format, size, pnm, jpeg] = header;
   switch (format) {
     case ImageFormat::png: size = detail::png_header_size(bytes, name); break;
     case ImageFormat::bmp: size = detail::bmp_header_size(bytes, name); break;
@@ -495,6 +503,29 @@ inline Image decode_image_memory(std::span<const std::uint8_t> bytes, const std:
   check(size.width * size.height <= limits.max_pixels, name, ": the image is ", size.width,
         " x ", size.height, " = ", size.width * size.height,
         " pixels, more than ImageLimits::max_pixels = ", limits.max_pixels);
+  return header;
+}
+
+}  // namespace detail
+
+// The size an image's header states (PNG, JPEG, BMP, PPM/PGM), checked against `limits`, without
+// decoding anything: what a caller bounding the work of many images (io/video.hpp) reads first.
+inline ImageSize read_image_size(std::span<const std::uint8_t> bytes, const std::string& name,
+                                 const ImageLimits& limits = {}) {
+  return detail::read_image_header(bytes, name, limits).size;
+}
+
+// Decodes PNG, JPEG, BMP or binary PPM/PGM bytes to 8-bit RGB (see the top of this file).
+// `name` (usually the file name) starts every error message.
+inline Image decode_image_memory(std::span<const std::uint8_t> bytes, const std::string& name,
+                                 const ImageLimits& limits = {}) {
+  using detail::ImageFormat;
+  // ---- the header: size and limits, before anything is decoded ---------------------------
+  const detail::ImageHeader header = detail::read_image_header(bytes, name, limits);
+  const auto& [format, size, pnm, jpeg] = header;
+  const std::string kind = detail::image_format_name(format);
+  const auto* data = reinterpret_cast<const stbi_uc*>(bytes.data());
+  const int length = static_cast<int>(bytes.size());
 
   // ---- what is refused or checked before decoding ----------------------------------------
   if (format == ImageFormat::pnm) {
@@ -537,8 +568,9 @@ inline Image decode_image_memory(std::span<const std::uint8_t> bytes, const std:
   return out;
 }
 
-// Reads and decodes an image file (see decode_image_memory).
-inline Image decode_image(const std::filesystem::path& path, const ImageLimits& limits = {}) {
+// The bytes of an image file: refuses a missing file, a directory, or more than stb_image
+// reads (2 GiB) before reading.
+inline std::vector<std::uint8_t> read_image_file(const std::filesystem::path& path) {
   const std::string name = path.string();
   std::error_code ec;
   const auto status = std::filesystem::status(path, ec);
@@ -547,8 +579,12 @@ inline Image decode_image(const std::filesystem::path& path, const ImageLimits& 
   const auto file_size = std::filesystem::file_size(path, ec);
   check(ec || file_size <= static_cast<std::uintmax_t>(INT_MAX), name, ": ", file_size,
         " bytes is more than stb_image can read (2 GiB)");
-  const auto bytes = read_file<std::vector<std::uint8_t>>(path);
-  return decode_image_memory(bytes, name, limits);
+  return read_file<std::vector<std::uint8_t>>(path);
+}
+
+// Reads and decodes an image file (see decode_image_memory).
+inline Image decode_image(const std::filesystem::path& path, const ImageLimits& limits = {}) {
+  return decode_image_memory(read_image_file(path), path.string(), limits);
 }
 
 // Writes `image` as an 8-bit RGB PNG (stb_image_write), through a temporary file renamed into

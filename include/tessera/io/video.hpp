@@ -16,10 +16,14 @@
 // Each frame also carries its duration (the nominal 1 / frame rate, or the container's frame
 // duration), which tells the sampler of tokenize/video.hpp where the video ends.
 //
-// Limits (VideoLimits): frames per video and pixels per frame; exceeding either is an Error
-// raised before the frame is allocated. Every error is a tessera::Error naming the file or
-// directory: an empty directory, an unreadable or undecodable frame, no video stream, a
-// corrupt container, a decoding failure.
+// Limits (VideoLimits of io/y4m.hpp): frames per video, pixels per frame, pixels summed over
+// the frames, the frame rate's range, the latest time a frame may reach. Each is checked from
+// the header where there is one (Y4M W, H, F; a directory's images_fps; a container's
+// nb_frames, codec size, avg_frame_rate, time_base and duration), and otherwise before each
+// frame is allocated (an image's header, each decoded frame, its pts and duration), so that
+// nothing is allocated or decoded past a limit. Every error is a tessera::Error naming the
+// file or directory and the field: an empty directory, an unreadable or undecodable frame, no
+// video stream, a corrupt container, a decoding failure, a limit.
 //
 // Frames of a directory are decoded by decode_image of io/image.hpp, which needs stb_image
 // (TESSERA_HAS_STB); without it, reading an image directory is an Error.
@@ -105,12 +109,20 @@ class FrameSource {
 
 // A frame of an image directory: decode_image of io/image.hpp (PNG, JPEG, BMP, PPM/PGM as
 // Pillow's convert("RGB") gives them), which needs stb_image.
-inline Image decode_frame_image(const std::filesystem::path& file, const VideoLimits& limits) {
+// `total_pixels` is the sum of width * height over the frames before it: the frame's size is
+// read from its header and checked against VideoLimits before it is decoded.
+inline Image decode_frame_image(const std::filesystem::path& file, Index frame,
+                                Index total_pixels, const VideoLimits& limits) {
 #if TESSERA_HAS_STB
   ImageLimits image_limits;
   image_limits.max_pixels = limits.max_pixels;
-  return decode_image(file, image_limits);
+  const std::vector<std::uint8_t> bytes = read_image_file(file);
+  const ImageSize size = read_image_size(bytes, file.string(), image_limits);
+  check_next_frame(file.string(), frame, total_pixels, size.width, size.height, limits);
+  return decode_image_memory(bytes, file.string(), image_limits);
 #else
+  (void)frame;
+  (void)total_pixels;
   (void)limits;
   fail(file.string(), ": tessera was built without stb_image (Debian: libstb-dev), so the "
        "frames of an image directory cannot be decoded");
@@ -133,6 +145,8 @@ class ImageDirectorySource final : public FrameSource {
     const std::string where = dir.string();
     check(std::isfinite(options.images_fps) && options.images_fps > 0, where,
           ": images_fps must be a positive frame rate, got ", options.images_fps);
+    check_frame_rate(where, "images_fps (the image directory's frame rate; tessera-encode's --video-fps)",
+                     options.images_fps, options.limits);
     std::error_code ec;
     for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
       const auto& path = it->path();
@@ -156,7 +170,9 @@ class ImageDirectorySource final : public FrameSource {
   std::optional<VideoFrame> next() override {
     if (next_ >= files_.size()) return std::nullopt;
     VideoFrame frame;
-    frame.image = decode_frame_image(files_[next_], options_.limits);
+    frame.image = decode_frame_image(files_[next_], static_cast<Index>(next_), total_pixels_,
+                                     options_.limits);
+    total_pixels_ += frame.image.width * frame.image.height;
     frame.index = static_cast<Index>(next_);
     frame.time = static_cast<double>(next_) / options_.images_fps;
     frame.duration = 1.0 / options_.images_fps;
@@ -170,6 +186,7 @@ class ImageDirectorySource final : public FrameSource {
   VideoOptions options_;
   std::vector<std::filesystem::path> files_;
   std::size_t next_ = 0;
+  Index total_pixels_ = 0;  // width * height summed over the frames returned
 };
 
 class Y4mSource final : public FrameSource {
@@ -226,6 +243,7 @@ class ContainerSource final : public FrameSource {
     check(static_cast<Index>(par->width) * par->height <= limits_.max_pixels, where_,
           ": frames of ", par->width, "x", par->height, " exceed VideoLimits::max_pixels = ",
           limits_.max_pixels);
+    check_stream_header(par);
     decoder_.reset(avcodec_alloc_context3(codec));
     check(decoder_ != nullptr, where_, ": out of memory (decoder)");
     err = avcodec_parameters_to_context(decoder_.get(), par);
@@ -236,9 +254,6 @@ class ContainerSource final : public FrameSource {
     packet_.reset(av_packet_alloc());
     frame_.reset(av_frame_alloc());
     check(packet_ && frame_, where_, ": out of memory (frame)");
-    const AVRational rate = stream_->avg_frame_rate.num > 0 ? stream_->avg_frame_rate
-                                                            : stream_->r_frame_rate;
-    rate_ = rate.num > 0 && rate.den > 0 ? av_q2d(rate) : 0.0;
   }
 
   std::optional<VideoFrame> next() override {
@@ -275,6 +290,41 @@ class ContainerSource final : public FrameSource {
     void operator()(SwsContext* p) const { sws_freeContext(p); }
   };
 
+  // What the container's header says about the stream, checked before anything is decoded:
+  // its time base, its frame rate (avg_frame_rate, else r_frame_rate; none is fine: frames
+  // then carry their own durations), its frame count (nb_frames, when the container stores
+  // one) against max_frames and max_total_pixels, its duration against max_duration.
+  void check_stream_header(const AVCodecParameters* par) {
+    const AVRational base = stream_->time_base;
+    check(base.num > 0 && base.den > 0, where_, ": the video stream's time_base ", base.num, "/",
+          base.den, " is not a positive fraction of a second");
+    const bool average = stream_->avg_frame_rate.num > 0;
+    const AVRational rate = average ? stream_->avg_frame_rate : stream_->r_frame_rate;
+    rate_ = rate.num > 0 && rate.den > 0 ? av_q2d(rate) : 0.0;
+    if (rate_ > 0) {
+      check_frame_rate(where_,
+                       detail::concat("the video stream's ", average ? "avg" : "r", "_frame_rate ",
+                                      rate.num, "/", rate.den),
+                       rate_, limits_);
+    }
+    const std::int64_t claimed = stream_->nb_frames;
+    check(claimed <= limits_.max_frames, where_, ": the container says the video stream has ",
+          claimed, " frames (nb_frames), more than VideoLimits::max_frames = ",
+          limits_.max_frames);
+    const Index frame_pixels = static_cast<Index>(par->width) * par->height;
+    check(claimed <= 0 || claimed * frame_pixels <= limits_.max_total_pixels, where_,
+          ": the container says the video stream has ", claimed, " frames (nb_frames) of ",
+          par->width, "x", par->height, ", ", claimed * frame_pixels,
+          " pixels, more than VideoLimits::max_total_pixels = ", limits_.max_total_pixels);
+    if (stream_->duration != AV_NOPTS_VALUE && stream_->duration > 0) {
+      const double seconds = static_cast<double>(stream_->duration) * av_q2d(base);
+      check(seconds <= limits_.max_duration, where_, ": the container says the video stream "
+            "lasts ", seconds, " s (duration ", stream_->duration, " in time_base ", base.num,
+            "/", base.den, "), more than VideoLimits::max_duration = ", limits_.max_duration,
+            " s");
+    }
+  }
+
   // Sends the next packet of the stream to the decoder, or the end-of-stream flush.
   void feed() {
     check(!flushed_, where_, ": the decoder wants input after the end of the stream");
@@ -301,12 +351,12 @@ class ContainerSource final : public FrameSource {
 
   VideoFrame convert() {
     AVFrame* f = frame_.get();
-    check(count_ < limits_.max_frames, where_, ": more than ", limits_.max_frames,
-          " frames (VideoLimits::max_frames)");
     check(f->width > 0 && f->height > 0 &&
               static_cast<Index>(f->width) * f->height <= limits_.max_pixels,
           where_, ": frame ", count_, " of ", f->width, "x", f->height,
           " is empty or exceeds VideoLimits::max_pixels = ", limits_.max_pixels);
+    check_next_frame(where_, count_, total_pixels_, f->width, f->height, limits_);
+    total_pixels_ += static_cast<Index>(f->width) * f->height;
     VideoFrame out;
     out.index = count_++;
     out.image.width = f->width;
@@ -352,9 +402,15 @@ class ContainerSource final : public FrameSource {
     } else {
       if (start_ == AV_NOPTS_VALUE)
         start_ = stream_->start_time != AV_NOPTS_VALUE ? std::min(stream_->start_time, pts) : pts;
-      out.time = static_cast<double>(pts - start_) * base;
+      // in double: pts and start_time are any 64-bit values a container holds
+      out.time = (static_cast<double>(pts) - static_cast<double>(start_)) * base;
     }
     if (out.index > 0) out.time = std::max(out.time, last_time_);
+    // A frame at or lasting until an absurd time would be sampled once per 1 / fps up to it.
+    check(out.time + out.duration <= limits_.max_duration, where_, ": frame ", out.index,
+          " is at ", out.time, " s and lasts ", out.duration, " s (pts ", pts, ", duration ",
+          duration, " in time_base ", stream_->time_base.num, "/", stream_->time_base.den,
+          "), past VideoLimits::max_duration = ", limits_.max_duration, " s");
     last_time_ = out.time;
     last_duration_ = out.duration;
     av_frame_unref(f);
@@ -374,6 +430,7 @@ class ContainerSource final : public FrameSource {
   int stream_index_ = -1;
   double rate_ = 0;
   Index count_ = 0;
+  Index total_pixels_ = 0;  // width * height summed over the frames returned
   std::int64_t start_ = AV_NOPTS_VALUE;
   double last_time_ = 0, last_duration_ = 0;
   bool flushed_ = false, finished_ = false;
@@ -411,19 +468,19 @@ class VideoReader {
   static VideoReader open_images(const std::filesystem::path& dir, const VideoOptions& options = {}) {
     check(std::filesystem::is_directory(dir), dir.string(), ": not a directory");
     return VideoReader(std::make_unique<detail::ImageDirectorySource>(dir, options),
-                       VideoSourceKind::images, dir.string());
+                       VideoSourceKind::images, dir.string(), options.limits);
   }
 
   static VideoReader open_y4m(const std::filesystem::path& file, const VideoOptions& options = {}) {
     return VideoReader(std::make_unique<detail::Y4mSource>(file, options), VideoSourceKind::y4m,
-                       file.string());
+                       file.string(), options.limits);
   }
 
   static VideoReader open_container(const std::filesystem::path& file,
                                     const VideoOptions& options = {}) {
 #if TESSERA_HAS_FFMPEG
     return VideoReader(std::make_unique<detail::ContainerSource>(file, options),
-                       VideoSourceKind::container, file.string());
+                       VideoSourceKind::container, file.string(), options.limits);
 #else
     (void)options;
     fail(file.string(), ": not a Y4M file, and tessera was built without FFmpeg, so video "
@@ -432,8 +489,17 @@ class VideoReader {
 #endif
   }
 
-  // The next frame, or nullopt after the last one.
-  std::optional<VideoFrame> next() { return source_->next(); }
+  // The next frame, or nullopt after the last one. Every source's frames end by
+  // VideoLimits::max_duration (the container checks its timestamps itself, naming them).
+  std::optional<VideoFrame> next() {
+    std::optional<VideoFrame> frame = source_->next();
+    if (frame) {
+      check(frame->time + frame->duration <= limits_.max_duration, path_, ": frame ",
+            frame->index, " is at ", frame->time, " s and lasts ", frame->duration,
+            " s, past VideoLimits::max_duration = ", limits_.max_duration, " s");
+    }
+    return frame;
+  }
 
   // Reads every remaining frame (mind VideoLimits: a long video is a lot of memory).
   std::vector<VideoFrame> read_all() {
@@ -445,14 +511,17 @@ class VideoReader {
   double frame_rate() const { return source_->frame_rate(); }  // nominal; 0 when unknown
   VideoSourceKind kind() const { return kind_; }
   const std::string& path() const { return path_; }
+  const VideoLimits& limits() const { return limits_; }  // the sampler reads max_samples
 
  private:
-  VideoReader(std::unique_ptr<detail::FrameSource> source, VideoSourceKind kind, std::string path)
-      : source_(std::move(source)), kind_(kind), path_(std::move(path)) {}
+  VideoReader(std::unique_ptr<detail::FrameSource> source, VideoSourceKind kind, std::string path,
+              const VideoLimits& limits)
+      : source_(std::move(source)), kind_(kind), path_(std::move(path)), limits_(limits) {}
 
   std::unique_ptr<detail::FrameSource> source_;
   VideoSourceKind kind_;
   std::string path_;
+  VideoLimits limits_;
 };
 
 }  // namespace tessera

@@ -27,8 +27,9 @@
 // (tests/test_video.cpp measures it; docs/video.md states the bound).
 //
 // Errors are tessera::Error naming the file: an empty file, a bad magic, a missing or invalid
-// W, H or F, an unsupported colorspace, a frame larger than the limits, a bad FRAME header, a
-// truncated frame, more frames than the limit.
+// W, H or F, a frame rate outside VideoLimits' range, an unsupported colorspace, a frame larger
+// than the limits, a bad FRAME header, a truncated frame, more frames or more pixels in all
+// than the limits (checked before each frame's planes are allocated).
 
 #include <tessera/core/error.hpp>
 #include <tessera/core/tensor.hpp>
@@ -50,11 +51,65 @@
 namespace tessera {
 
 // Guards against hostile or mistaken inputs: every reader of the video front end checks them
-// before allocating a frame or reading one more.
+// before allocating a frame or reading one more. Each bounds a header field (or a product of
+// them) that multiplies work or memory; an error names the file, the field and the limit.
 struct VideoLimits {
-  Index max_frames = 100000;       // decoded frames per video (about 55 minutes at 30 fps)
-  Index max_pixels = 8192 * 8192;  // width * height of one frame
+  // Decoded frames per video: about 55 minutes at 30 fps. A container whose header claims
+  // more (nb_frames) is refused before decoding.
+  Index max_frames = 100000;
+  // width * height of one frame (8192 x 8192: 8K video is 7680 x 4320).
+  Index max_pixels = 8192 * 8192;
+  // width * height summed over the frames of one video: max_frames frames of 1920 x 1080
+  // (55 minutes of 1080p at 30 fps, 622 GB of RGB decoded one frame at a time). Without it,
+  // max_frames * max_pixels lets a container of frames that compress to nothing make 6.7e12
+  // pixels (20 TB of RGB) of decoding work. Checked before each frame is allocated, and from
+  // the container's frame count before any decoding.
+  Index max_total_pixels = Index{100000} * 1920 * 1080;
+  // Frame rates (Y4M F<num>:<den>, a directory's images_fps, a container's avg_frame_rate)
+  // in frames per second. Below 0.01 (a frame every 100 s) a frame lasts so long that sampling
+  // at the model's fps repeats it thousands of times, work that no byte of the file pays for:
+  // such rates come from broken headers (F1:1073741824, --video-fps 1e-300). Above 1e6 (the
+  // fastest high-speed cameras) frames come closer than 1 microsecond, within a thousand
+  // times the sampler's 1e-9 s tolerance.
+  double min_frame_rate = 0.01;
+  double max_frame_rate = 1e6;
+  // Seconds from the start of the video to the end of any frame: max_frames frames at
+  // min_frame_rate. A later timestamp (a container's pts or frame duration) is corrupt, and
+  // sampling up to it would repeat the frame before it once per sample.
+  double max_duration = 1e7;
+  // Frames FrameSampler (tokenize/video.hpp) takes per video at the model's fps: twice
+  // max_frames, the longest video sampled at twice its frame rate. Sampling faster than the
+  // source repeats frames, so past this the work would no longer follow the frames in the file.
+  Index max_samples = 200000;
 };
+
+namespace detail {
+
+// Checks a frame rate against VideoLimits; `field` names where it came from, e.g.
+// "the frame rate F1:1073741824 of the stream header".
+inline void check_frame_rate(const std::string& where, const std::string& field, double rate,
+                             const VideoLimits& limits) {
+  check(std::isfinite(rate) && rate > 0, where, ": ", field, " is ", rate,
+        " frames per second, not a positive frame rate");
+  check(rate >= limits.min_frame_rate, where, ": ", field, " is ", rate,
+        " frames per second, below VideoLimits::min_frame_rate = ", limits.min_frame_rate,
+        " (a frame every ", 1.0 / limits.min_frame_rate, " s)");
+  check(rate <= limits.max_frame_rate, where, ": ", field, " is ", rate,
+        " frames per second, above VideoLimits::max_frame_rate = ", limits.max_frame_rate);
+}
+
+// Checks that one more frame of width x height keeps the video within max_frames and
+// max_total_pixels; `decoded` frames of `total_pixels` pixels came before it.
+inline void check_next_frame(const std::string& where, Index decoded, Index total_pixels,
+                             Index width, Index height, const VideoLimits& limits) {
+  check(decoded < limits.max_frames, where, ": more than ", limits.max_frames,
+        " frames (VideoLimits::max_frames)");
+  check(total_pixels <= limits.max_total_pixels - width * height, where, ": frame ", decoded,
+        " (", width, "x", height, ") takes the video past VideoLimits::max_total_pixels = ",
+        limits.max_total_pixels, " pixels (", total_pixels, " in the frames before it)");
+}
+
+}  // namespace detail
 
 enum class Y4mColorspace { c420jpeg, c420paldv, c420mpeg2, c420, c422, c444, mono };
 
@@ -200,9 +255,8 @@ class Y4mReader {
     if (!read_line(line, "FRAME header")) return false;
     check(line.compare(0, 5, "FRAME") == 0 && (line.size() == 5 || line[5] == ' '), where_,
           ": frame ", frames_read_, ": expected a FRAME header, got \"", excerpt(line), "\"");
-    check(frames_read_ < limits_.max_frames, where_, ": more than ", limits_.max_frames,
-          " frames (VideoLimits::max_frames)");
     const Index w = header_.width, h = header_.height;
+    detail::check_next_frame(where_, frames_read_, frames_read_ * w * h, w, h, limits_);
     const Index chroma = header_.chroma_width() * header_.chroma_height();
     read_plane(planes.y, w * h, "Y");
     read_plane(planes.u, chroma, "U");
@@ -221,6 +275,9 @@ class Y4mReader {
 
  private:
   static constexpr std::size_t max_line = 4096;  // header lines longer than this are refused
+  // The largest numerator or denominator of F<num>:<den> (2^30): num * den and
+  // frame * den then fit 64 bits; the rate itself is bounded by VideoLimits.
+  static constexpr std::int64_t max_rate_term = std::int64_t{1} << 30;
 
   static std::string excerpt(const std::string& text) {
     std::string out;
@@ -301,14 +358,18 @@ class Y4mReader {
         }
         case 'F': {
           const std::size_t colon = value.find(':');
-          const auto num = detail::parse_positive(value.substr(0, colon), 1 << 30);
+          const auto num = detail::parse_positive(value.substr(0, colon), max_rate_term);
           const auto den = colon == std::string_view::npos
                                ? std::nullopt
-                               : detail::parse_positive(value.substr(colon + 1), 1 << 30);
+                               : detail::parse_positive(value.substr(colon + 1), max_rate_term);
           check(num && den, where_, ": invalid frame rate \"", std::string(token),
-                "\" in the stream header (expected F<num>:<den>, both positive)");
+                "\" in the stream header (expected F<num>:<den>, each an integer from 1 to ",
+                max_rate_term, ")");
           header_.rate_num = *num;
           header_.rate_den = *den;
+          detail::check_frame_rate(
+              where_, detail::concat("the frame rate \"", std::string(token), "\" of the stream header"),
+              header_.frame_rate(), limits_);
           have_f = true;
           break;
         }

@@ -31,6 +31,13 @@ inline bool is_modality_name(std::string_view name) {
   });
 }
 
+// The range of video.fps, the rate the model samples videos at (tokenize/video.hpp): a sample
+// every 1000 s up to 1000 samples a second. Faster than that repeats the frames of any video
+// but a high-speed camera's (1e300, a typo, would take VideoLimits::max_samples copies of
+// frame 0); slower takes one frame of a quarter hour.
+inline constexpr double min_video_fps = 1e-3;
+inline constexpr double max_video_fps = 1e3;
+
 // Checks the values of one config; every message names `where` and the key.
 class ConfigValidator {
  public:
@@ -187,6 +194,10 @@ inline void validate(const Config& config, const std::string& where = "config") 
     const VideoConfig& video = *config.video;
     const ImageConfig& frame = config.frame_geometry();
     v.positive("video.fps", video.fps);
+    if (video.fps < detail::min_video_fps || video.fps > detail::max_video_fps) {
+      v.fail_key("video.fps", "expected a rate from ", detail::min_video_fps, " to ",
+                 detail::max_video_fps, " samples per second, got ", video.fps);
+    }
     v.positive("video.tubelet", video.tubelet);
     v.non_negative("video.pool_queries", video.pool_queries);
     v.positive("video.max_tokens", video.max_tokens);

@@ -29,6 +29,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -52,19 +53,26 @@ inline double bicubic_kernel(double x) {
   return 0.0;
 }
 
-// The taps of one pass: output pixel i reads input pixels first[i] .. first[i] + count[i] - 1
-// with weights[i * taps + j] (22-bit fixed point).
+// The taps of one pass over outputs [out_begin, out_begin + n): output pixel out_begin + i
+// reads input pixels first[i] .. first[i] + count[i] - 1 with weights[i * taps + j] (22-bit
+// fixed point).
 struct ResampleTaps {
   Index taps = 0;
-  std::vector<int> first;             // [out]
-  std::vector<int> count;             // [out]
-  std::vector<std::int32_t> weights;  // [out, taps]
+  std::vector<int> first;             // [n]
+  std::vector<int> count;             // [n]
+  std::vector<std::int32_t> weights;  // [n, taps]
 };
 
-// Pillow's precompute_coeffs + normalize_coeffs_8bpc for the box [0, in_size]: every
-// expression is evaluated in the same order and precision as there, so the rounded weights
-// are the same integers.
-inline ResampleTaps bicubic_taps(Index in_size, Index out_size) {
+// Pillow's precompute_coeffs + normalize_coeffs_8bpc for the box [0, in_size], for outputs
+// [out_begin, out_begin + out_count) of out_size (all of them by default): every expression is
+// evaluated in the same order and precision as there, so the rounded weights are the same
+// integers. An output's taps depend only on its own index, so computing a range of them gives
+// the taps of the whole pass restricted to it; their size is out_count * taps, at most about
+// 4 * in_size + 5 * out_count.
+inline ResampleTaps bicubic_taps(Index in_size, Index out_size, Index out_begin = 0,
+                                 Index out_count = -1) {
+  if (out_count < 0) out_count = out_size - out_begin;
+  TESSERA_ASSERT(out_begin >= 0 && out_count >= 1 && out_begin + out_count <= out_size);
   constexpr double support_unscaled = 2.0;
   const float in0 = 0.0f, in1 = static_cast<float>(in_size);  // Pillow's box is float
   const double scale = static_cast<double>(in1 - in0) / static_cast<double>(out_size);
@@ -74,13 +82,13 @@ inline ResampleTaps bicubic_taps(Index in_size, Index out_size) {
 
   ResampleTaps out;
   out.taps = static_cast<Index>(std::ceil(support)) * 2 + 1;
-  out.first.resize(static_cast<std::size_t>(out_size));
-  out.count.resize(static_cast<std::size_t>(out_size));
-  out.weights.assign(static_cast<std::size_t>(out_size * out.taps), 0);
+  out.first.resize(static_cast<std::size_t>(out_count));
+  out.count.resize(static_cast<std::size_t>(out_count));
+  out.weights.assign(static_cast<std::size_t>(out_count * out.taps), 0);
   std::vector<double> w(static_cast<std::size_t>(out.taps));
   const int in = static_cast<int>(in_size);
-  for (Index i = 0; i < out_size; ++i) {
-    const double center = in0 + rounded((static_cast<double>(i) + 0.5) * scale);
+  for (Index i = 0; i < out_count; ++i) {
+    const double center = in0 + rounded((static_cast<double>(out_begin + i) + 0.5) * scale);
     int xmin = static_cast<int>(center - support + 0.5);  // truncation, as Pillow's (int)
     if (xmin < 0) xmin = 0;
     int xmax = static_cast<int>(center + support + 0.5);
@@ -171,36 +179,61 @@ inline Index round_half_even_half(Index excess) {
 
 }  // namespace detail
 
-// Pillow's Image.resize((width, height), Image.BICUBIC) of an 8-bit RGB image: horizontal
-// pass first, 8-bit intermediate, then the vertical pass; a pass whose size does not change
-// is skipped (as in Pillow). Bit-identical to Pillow 9.4 (tests/test_image.cpp).
-inline Image resize_bicubic(const Image& image,  // [H, W, 3]
-                            Index width, Index height) {
+// The window [left, left + crop_width) x [top, top + crop_height) of Pillow's
+// Image.resize((width, height), Image.BICUBIC) of an 8-bit RGB image, computing only that
+// window: horizontal pass first (over the input rows the window's vertical taps read, for the
+// window's columns), 8-bit intermediate, then the vertical pass; a pass whose size does not
+// change is skipped (as in Pillow). Every output pixel depends only on its own taps, so the
+// window holds exactly the pixels of the whole resize; the work and memory follow the window
+// and the input, not width * height, which for a thin image resized by its shorter side can
+// be far larger than either (1 x 10000 pixels to a shorter side of 224: 224 x 2240000).
+inline Image resize_bicubic_window(const Image& image,  // [H, W, 3]
+                                   Index width, Index height, Index left, Index top,
+                                   Index crop_width, Index crop_height) {  // -> [ch, cw, 3]
   detail::check_image(image, "resize_bicubic");
   check(width > 0 && height > 0, "resize_bicubic: the target size must be positive, got ", width,
         " x ", height);
+  check(left >= 0 && top >= 0 && crop_width > 0 && crop_height > 0 &&
+            crop_width <= width - left && crop_height <= height - top,
+        "resize_bicubic: the window ", crop_width, " x ", crop_height, " at (", left, ", ", top,
+        ") is not inside the ", width, " x ", height, " result");
   const bool horizontal = width != image.width;
   const bool vertical = height != image.height;
-  if (!horizontal && !vertical) return image;
 
-  const detail::ResampleTaps rows = detail::bicubic_taps(image.height, height);
-  // Only the input rows the vertical pass reads go through the horizontal pass.
-  const Index row_begin = rows.first.front();
-  const Index row_end = rows.first.back() + rows.count.back();
-  if (!vertical) {
-    Image out(width, image.height);
-    detail::resample_horizontal(out, image, 0, detail::bicubic_taps(image.width, width));
-    return out;
+  // The input rows the window reads: through the vertical taps, or the same rows without them.
+  std::optional<detail::ResampleTaps> rows;
+  Index row_begin = top, row_end = top + crop_height;
+  if (vertical) {
+    rows = detail::bicubic_taps(image.height, height, top, crop_height);
+    row_begin = rows->first.front();
+    row_end = rows->first.back() + rows->count.back();
   }
-  Image out(width, height);
+  // Those rows, restricted to the window's columns: [row_end - row_begin, crop_width, 3].
+  Image columns(crop_width, row_end - row_begin);
   if (horizontal) {
-    Image temp(width, row_end - row_begin);  // [rows used, width, 3]
-    detail::resample_horizontal(temp, image, row_begin, detail::bicubic_taps(image.width, width));
-    detail::resample_vertical(out, temp, row_begin, rows);
+    detail::resample_horizontal(columns, image, row_begin,
+                                detail::bicubic_taps(image.width, width, left, crop_width));
   } else {
-    detail::resample_vertical(out, image, 0, rows);
+    for (Index r = 0; r < columns.height; ++r)
+      std::memcpy(columns.pixel(r, 0), image.pixel(row_begin + r, left),
+                  static_cast<std::size_t>(3 * crop_width));
   }
+  if (!vertical) return columns;
+  Image out(crop_width, crop_height);
+  detail::resample_vertical(out, columns, row_begin, *rows);
   return out;
+}
+
+// Pillow's Image.resize((width, height), Image.BICUBIC) of an 8-bit RGB image (the window of
+// resize_bicubic_window that is the whole result). Bit-identical to Pillow 9.4
+// (tests/test_image.cpp).
+inline Image resize_bicubic(const Image& image,  // [H, W, 3]
+                            Index width, Index height) {
+  if (width == image.width && height == image.height) {
+    detail::check_image(image, "resize_bicubic");
+    return image;
+  }
+  return resize_bicubic_window(image, width, height, 0, 0, width, height);
 }
 
 // The size torchvision's Resize(size) gives an image of width x height: the shorter side
@@ -276,10 +309,17 @@ Tensor3<Scalar> normalize_image(const Image& image,  // [H, W, 3]
 }
 
 // Resize and crop (SPEC 5.2 up to, not including, the division by 255): the 8-bit image the
-// conformance tests compare with Pillow + torchvision.
+// conformance tests compare with Pillow + torchvision. Equal to
+// center_crop(resize_shorter_side(image, size), size), but only the crop is resized (both
+// sides of the resized image are at least `size`, so the crop needs no padding): the work is
+// proportional to the input and S^2, whatever the aspect ratio.
 inline Image preprocess_image_u8(const Image& image,  // [H, W, 3]
                                  Index size) {        // -> [S, S, 3]
-  return center_crop(resize_shorter_side(image, size), size);
+  detail::check_image(image, "resize_shorter_side");
+  const auto [width, height] = shorter_side_size(image.width, image.height, size);
+  return resize_bicubic_window(image, width, height,
+                               detail::round_half_even_half(width - size),
+                               detail::round_half_even_half(height - size), size, size);
 }
 
 // The whole SPEC 5.2 pipeline after decoding: resize, crop, /255, normalize.

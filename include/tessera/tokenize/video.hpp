@@ -8,6 +8,9 @@
 // [time, time + duration); sampling stops at the first t_k past the end of the last frame
 // (a 90-frame 30 fps video sampled at 1 fps gives 3 samples; sampled at 60 fps, every frame
 // twice). When the first frame starts after 0, the samples before it take the first frame.
+// At most VideoLimits::max_samples samples per video (an Error past it): the reader's limits
+// bound the frame rates and times, and this bounds what sampling faster than the source
+// repeats, so SlidingWindow's work follows the frames in the file.
 //
 // Preprocessing: FramePipeline maps an 8-bit RGB frame to the image tensor [C, S, S] of SPEC
 // 5.2; preprocess_frame (preprocess_image of tokenize/image.hpp) is the default; a caller may
@@ -97,6 +100,11 @@ class FrameSampler {
       done_ = true;
       return std::nullopt;
     }
+    const VideoLimits& limits = reader_.limits();
+    check(k_ < limits.max_samples, reader_.path(), ": sampled at ", fps_,
+          " fps the video gives more than ", limits.max_samples,
+          " samples (VideoLimits::max_samples): sample ", k_, " at ", t, " s still takes frame ",
+          current_->index, " (at ", current_->time, " s, lasting ", current_->duration, " s)");
     SampledFrame out{k_, current_->index, t, &*current_};
     ++k_;
     return out;
