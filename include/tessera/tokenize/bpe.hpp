@@ -244,7 +244,9 @@ inline void check_merges_make_tokens(const VocabTable& vocab, const BpeMerges& m
       fail(source.merge_entry(i), ": the merge \"", a, " ", b, "\" makes \"", made,
            "\", which is not in the vocabulary", source.in_vocab_file());
     }
-    if (separator == ' ') continue;  // no symbol holds a space (it is spelled "\u0120")
+    // Another split of the key needs the separator inside a or b: never for CLIP's ' ' (no
+    // symbol holds a space, it is spelled "\u0120"), rarely for GPT-2's ','.
+    if (a.find(separator) == std::string::npos && b.find(separator) == std::string::npos) continue;
     key.assign(a);
     key += separator;
     key += b;

@@ -22,6 +22,21 @@
 
 namespace tessera {
 
+namespace detail {
+
+// Every id of the vocabulary must be below text.vocab_size, the rows of the model's text
+// embedding: the first that is not is refused, by its file and line.
+inline void check_ids_fit(const BpeFiles& files, const TextConfig& text) {
+  for (std::size_t i = 0; i < files.vocab.size(); ++i) {
+    const auto& [token, id] = files.vocab[i];
+    check(id < text.vocab_size, files.source.vocab_entry(i), ": the id ", id, " of \"", token,
+          "\" is not below the model's text.vocab_size = ", text.vocab_size,
+          " (config.json): the text embedding has no row for it");
+  }
+}
+
+}  // namespace detail
+
 class TextTokenizer {
  public:
   // Reads vocab.json (or encoder.json) + merges.txt (or vocab.bpe) from `dir` with the rules
@@ -34,13 +49,13 @@ class TextTokenizer {
     if (text.tokenizer == "clip_bpe") {
       const auto files = ClipBpe::read_files(dir);
       ClipBpe tokenizer(files);
-      check_ids_fit(files, text);
+      detail::check_ids_fit(files, text);
       return TextTokenizer(std::move(tokenizer), text);
     }
     check(text.tokenizer == "gpt2_bpe", "TextTokenizer: unknown tokenizer '", text.tokenizer, "'");
     const auto files = Gpt2Bpe::read_files(dir);
     Gpt2Bpe tokenizer(files);
-    check_ids_fit(files, text);
+    detail::check_ids_fit(files, text);
     return TextTokenizer(std::move(tokenizer), text);
   }
   // The ids of `text` (UTF-8), at most text.max_tokens of them.
@@ -52,17 +67,6 @@ class TextTokenizer {
   const TextConfig& config() const { return config_; }
 
  private:
-  // Every id of the vocabulary must be below text.vocab_size, the rows of the model's text
-  // embedding: the first that is not is refused, by its file and line.
-  static void check_ids_fit(const detail::BpeFiles& files, const TextConfig& text) {
-    for (std::size_t i = 0; i < files.vocab.size(); ++i) {
-      const auto& [token, id] = files.vocab[i];
-      check(id < text.vocab_size, files.source.vocab_entry(i), ": the id ", id, " of \"", token,
-            "\" is not below the model's text.vocab_size = ", text.vocab_size,
-            " (config.json): the text embedding has no row for it");
-    }
-  }
-
   TextTokenizer(std::variant<Gpt2Bpe, ClipBpe> tokenizer, const TextConfig& text)
       : tokenizer_(std::move(tokenizer)), config_(text) {}
 
