@@ -4,6 +4,9 @@
 //   fbank             30 s at 16 kHz (480000 samples)           kaldi_fbank, 128 mels
 //   whisper           30 s at 16 kHz                            whisper_logmel, 80 mels
 //   resample_44100    30 s at 44.1 kHz                          resample to 16 kHz
+//   resample_awkward  30 s at 44.101 kHz (rate:44101), 7.999     resample to 16 kHz: the direct
+//                     kHz (7999), 767.999 kHz (767999)          plan (torchaudio would build a
+//                                                               [16000, 44135] kernel for 44101)
 //   pipeline_44100    30 s at 44.1 kHz                          resample + fbank + normalize
 //
 // The signal is a deterministic mix of tones and noise. Counter `x_realtime` = audio seconds
@@ -90,6 +93,18 @@ void BM_resample_44100(benchmark::State& state) {
   finish(state);
 }
 
+// Rates sharing few factors with 16000: resample's direct plan (docs/audio.md).
+void BM_resample_awkward(benchmark::State& state) {
+  const Index rate = state.range(0);
+  tessera::ScopedThreads threads(static_cast<int>(state.range(1)));
+  const Vector<float> x = signal(rate);
+  for (auto _ : state) {
+    auto y = tessera::resample(x, rate, 16000);
+    benchmark::DoNotOptimize(y.data());
+  }
+  finish(state);
+}
+
 void BM_pipeline_44100(benchmark::State& state) {
   tessera::ScopedThreads threads(static_cast<int>(state.range(0)));
   const Vector<float>& x = signal_44k();
@@ -104,6 +119,11 @@ void BM_pipeline_44100(benchmark::State& state) {
 BENCHMARK(BM_fbank)->ArgNames({"threads"})->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_whisper)->ArgNames({"threads"})->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_resample_44100)->ArgNames({"threads"})->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_resample_awkward)
+    ->ArgNames({"rate", "threads"})
+    ->ArgsProduct({{44101, 7999, 767999}, {1, 2}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK(BM_pipeline_44100)->ArgNames({"threads"})->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace

