@@ -581,7 +581,8 @@ TEST(Resample, WorkBoundedByTheSamples) {
   EXPECT_LT(elapsed, fast_seconds);
   // in-range awkward rates on seconds of audio (torchaudio: a [16000, 44135] kernel, 2.8 GB,
   // for 44101 Hz; 767999 Hz: a band of 584 taps per output, its table [16000, 584])
-  for (const auto& [from, seconds] : {std::pair<Index, Index>{44101, 10}, {7999, 10}, {767999, 2}}) {
+  for (const auto& rate_and_seconds : {std::pair<Index, Index>{44101, 10}, {7999, 10}, {767999, 2}}) {
+    const Index from = rate_and_seconds.first, seconds = rate_and_seconds.second;
     const Vector<float> long_input = test_waveform<float>(seconds * from);
     elapsed = seconds_of([&] {
       EXPECT_EQ(tessera::resample(long_input, from, 16000).size(), seconds * 16000);
