@@ -284,8 +284,8 @@ TEST(Utf8, ReadUtf8FileRefusesATextFileOverTheLimit) {
   write_file(big, "a");
   fs::resize_file(big, tessera::ReadLimits::text_file.max_bytes + 1);
   EXPECT_THAT(error_of([&] { tessera::read_utf8_file(big); }),
-              HasSubstr(big.string() + ": cannot read: the file is 67108865 bytes, more than the "
-                        "limit of 67108864 bytes (64 MiB) set by tessera::ReadLimits::text_file"));
+              HasSubstr(big.string() + ": cannot read: the file is 16777217 bytes, more than the "
+                        "limit of 16777216 bytes (16 MiB) set by tessera::ReadLimits::text_file"));
   // Another limit: up to it the text is read, one byte more is refused.
   const tessera::ReadLimit ten{10, "the test's limit"};
   write_file(dir / "ten.txt", "0123456789");
@@ -300,7 +300,7 @@ TEST(Utf8, ReadUtf8FileRefusesATextFileOverTheLimit) {
 TEST(Utf8, ReadUtf8FileStopsAFileWithoutAnEndAtTheLimit) {
   if (fs::exists("/dev/zero")) {
     EXPECT_THAT(error_of([&] { tessera::read_utf8_file("/dev/zero"); }),
-                HasSubstr("/dev/zero: cannot read: more than the limit of 67108864 bytes (64 MiB) "
+                HasSubstr("/dev/zero: cannot read: more than the limit of 16777216 bytes (16 MiB) "
                           "set by tessera::ReadLimits::text_file (the file has no size: read "
                           "until it passed the limit)"));
   }

@@ -16,8 +16,8 @@
 // nor ends in std::bad_alloc. The refusal names the path, the limit and the setting that
 // holds it:
 //
-//   "notes.txt: cannot read: the file is 104857600 bytes, more than the limit of 67108864
-//    bytes (64 MiB) set by tessera::ReadLimits::text_file"
+//   "notes.txt: cannot read: the file is 104857600 bytes, more than the limit of 16777216
+//    bytes (16 MiB) set by tessera::ReadLimits::text_file"
 
 #include <tessera/core/error.hpp>
 
@@ -43,19 +43,21 @@ struct ReadLimit {
 };
 
 // The limit of each kind of file tessera reads whole. Each is far above any real file of its
-// kind and far below what would exhaust memory; a caller reading something else passes its
-// own ReadLimit.
+// kind and keeps the work a file at the limit causes within what bad input may cost (about
+// 10 s and 2 GB, docs/robustness.md); a caller reading something else passes its own ReadLimit.
+// Measured on tessera-encode (2 cores, busy): a 16 MB text 2.6 s and 0.5 GB, a 16 MB
+// vocab.json (680k tokens) 6.9 s and 0.2 GB, a 16 MB merges.txt 2.9 s and 0.3 GB.
 struct ReadLimits {
   // A text file (tessera-encode --text-file, read_utf8_file). A caption or document for an
-  // encoder that keeps text.max_tokens tokens (77 for CLIP) is a few KB; tokenizing takes
-  // about 16 bytes of memory per byte of text (the code points, their classes and offsets),
-  // so 64 MiB of text stays near 1 GiB.
-  static constexpr ReadLimit text_file{std::uint64_t{64} << 20, "tessera::ReadLimits::text_file"};
+  // encoder that keeps text.max_tokens tokens (77 for CLIP) is a few KB. Tokenizing holds
+  // about 30 bytes per byte of text (code points, their classes and offsets, pre-tokens, ids)
+  // before the ids are cut to max_tokens: 16 MiB of text takes 0.5 GB, 64 MiB took 2 GB.
+  static constexpr ReadLimit text_file{std::uint64_t{16} << 20, "tessera::ReadLimits::text_file"};
   // vocab.json / encoder.json. GPT-2's is 1.0 MB (50257 tokens), CLIP's 1.6 MB (49408); a
-  // 250k-token vocabulary is about 6 MB. 64 MiB is ten times the largest.
-  static constexpr ReadLimit vocab_json{std::uint64_t{64} << 20, "tessera::ReadLimits::vocab_json"};
+  // 256k-token vocabulary is about 6 MB.
+  static constexpr ReadLimit vocab_json{std::uint64_t{16} << 20, "tessera::ReadLimits::vocab_json"};
   // merges.txt / vocab.bpe. GPT-2's is 0.45 MB (50000 merges), CLIP's 0.5 MB (48894).
-  static constexpr ReadLimit merges_txt{std::uint64_t{64} << 20, "tessera::ReadLimits::merges_txt"};
+  static constexpr ReadLimit merges_txt{std::uint64_t{16} << 20, "tessera::ReadLimits::merges_txt"};
   // config.json. A real one is under 2 KB; its parsed tree takes tens of bytes per byte.
   static constexpr ReadLimit config_json{std::uint64_t{1} << 20, "tessera::ReadLimits::config_json"};
   // Any other file, when the caller names no limit: 4 GiB, the most a RIFF/WAV file can hold

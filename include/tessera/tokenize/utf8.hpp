@@ -131,7 +131,7 @@ inline void validate_utf8(std::string_view text, std::string_view context = "tex
 
 // The text of `file` (read_file), which must be UTF-8; invalid UTF-8 throws as validate_utf8
 // does, named by the file: "notes.txt: invalid UTF-8 at byte 6: invalid lead byte 0xFF". A file
-// over `limit` (64 MiB: ReadLimits::text_file) is refused before it is read whole.
+// over `limit` (16 MiB: ReadLimits::text_file) is refused before it is read whole.
 inline std::string read_utf8_file(const std::filesystem::path& file,
                                   const ReadLimit& limit = ReadLimits::text_file) {
   std::string text = read_file(file, {}, limit);
