@@ -321,11 +321,11 @@ TEST(VideoReader, ImageDirectoryErrors) {
   options.images_fps = 0;
   EXPECT_THAT(error_of([&] { VideoReader::open(dir / "many", options); }),
               HasSubstr("images_fps must be a positive frame rate"));
-  // The rate of tessera-encode's --video-fps: 1e-300 would make each frame last 1e300 s.
+  // The programs' --video-fps: 1e-300 would make each frame last 1e300 s.
   options.images_fps = 1e-300;
   EXPECT_THAT(error_of([&] { VideoReader::open(dir / "many", options); }),
-              HasSubstr("many: images_fps (the image directory's frame rate; tessera-encode's "
-                        "--video-fps) is 1e-300 frames per second, below "
+              HasSubstr("many: images_fps (the image directory's frame rate: --video-fps of "
+                        "the programs, video_fps in Python) is 1e-300 frames per second, below "
                         "VideoLimits::min_frame_rate = 0.01 (a frame every 100 s)"));
   options.images_fps = 1e300;
   EXPECT_THAT(error_of([&] { VideoReader::open(dir / "many", options); }),

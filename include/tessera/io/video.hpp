@@ -145,7 +145,9 @@ class ImageDirectorySource final : public FrameSource {
     const std::string where = dir.string();
     check(std::isfinite(options.images_fps) && options.images_fps > 0, where,
           ": images_fps must be a positive frame rate, got ", options.images_fps);
-    check_frame_rate(where, "images_fps (the image directory's frame rate; tessera-encode's --video-fps)",
+    check_frame_rate(where,
+                     "images_fps (the image directory's frame rate: --video-fps of the programs, "
+                     "video_fps in Python)",
                      options.images_fps, options.limits);
     std::error_code ec;
     for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
@@ -249,6 +251,8 @@ class ContainerSource final : public FrameSource {
     err = avcodec_parameters_to_context(decoder_.get(), par);
     check(err >= 0, where_, ": bad codec parameters: ", av_error_text(err));
     decoder_->thread_count = 0;  // FFmpeg's choice; frames come out the same either way
+    // FFmpeg itself refuses to allocate a larger frame (a stream whose size changes midway).
+    decoder_->max_pixels = limits_.max_pixels;
     err = avcodec_open2(decoder_.get(), codec, nullptr);
     check(err >= 0, where_, ": cannot open the ", codec->name, " decoder: ", av_error_text(err));
     packet_.reset(av_packet_alloc());
@@ -312,9 +316,10 @@ class ContainerSource final : public FrameSource {
           claimed, " frames (nb_frames), more than VideoLimits::max_frames = ",
           limits_.max_frames);
     const Index frame_pixels = static_cast<Index>(par->width) * par->height;
-    check(claimed <= 0 || claimed * frame_pixels <= limits_.max_total_pixels, where_,
-          ": the container says the video stream has ", claimed, " frames (nb_frames) of ",
-          par->width, "x", par->height, ", ", claimed * frame_pixels,
+    check(claimed <= 0 || frame_pixels <= 0 || claimed <= limits_.max_total_pixels / frame_pixels,
+          where_, ": the container says the video stream has ", claimed, " frames (nb_frames) of ",
+          par->width, "x", par->height, ", ",
+          static_cast<double>(claimed) * static_cast<double>(frame_pixels),
           " pixels, more than VideoLimits::max_total_pixels = ", limits_.max_total_pixels);
     if (stream_->duration != AV_NOPTS_VALUE && stream_->duration > 0) {
       const double seconds = static_cast<double>(stream_->duration) * av_q2d(base);
