@@ -125,6 +125,7 @@ int main(int argc, char** argv) {
   apps::add_threads_option(app, threads);
   return apps::run(app, argc, argv, [&] {
     if (threads > 0) tessera::set_num_threads(threads);
+    apps::Processing now("--out " + out.string(), out.string());  // everything is written there
 
     // A byte-level BPE tokenizer trained on a few captions; the model's vocabulary is its size.
     const std::vector<std::string> captions = {

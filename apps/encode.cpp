@@ -123,6 +123,7 @@ std::vector<SampleSource> samples_in_order(const CLI::App& app, const SampleOpti
     } else if (name == "--text") {
       set_once(raw().text, s.text[i], name);
     } else if (name == "--text-file") {
+      apps::Processing now("--text-file " + s.text_file[i], s.text_file[i]);
       std::string text = tessera::read_utf8_file(s.text_file[i]);  // named by its file
       if (text.ends_with('\n')) text.pop_back();  // the file's last line end
       if (text.ends_with('\r')) text.pop_back();
@@ -205,11 +206,13 @@ int main(int argc, char** argv) {
     }
     apps::refuse_output_over_inputs(options.out, "--out", inputs);
     if (options.threads > 0) tessera::set_num_threads(options.threads);
+    std::optional<apps::Processing> loading(std::in_place, "--model " + options.model, options.model);
     const auto model = tessera::load_model<float>(options.model);
     const bool raw_inputs = std::any_of(options.samples.begin(), options.samples.end(),
                                         [](const SampleSource& s) { return s.inputs_file.empty(); });
     std::optional<tessera::FrontEnds> front;
     if (raw_inputs) front.emplace(model.config, options.model);
+    loading.reset();
 
     Timing timing;
     std::vector<tessera::Encoding<float>> encodings;
@@ -217,7 +220,10 @@ int main(int argc, char** argv) {
     for (int run = 0; run < runs; ++run) {
       tessera::StageTimes stages;
       std::vector<tessera::Sample<float>> batch;
-      for (const auto& source : options.samples) {
+      for (std::size_t i = 0; i < options.samples.size(); ++i) {
+        const SampleSource& source = options.samples[i];
+        const std::string name = label(source);
+        apps::Processing now(tessera::detail::concat("sample ", i, " (", name, ")"), name);
         if (!source.inputs_file.empty()) {
           const auto start = std::chrono::steady_clock::now();
           batch.push_back(tessera::read_sample<float>(source.inputs_file));
@@ -228,12 +234,16 @@ int main(int argc, char** argv) {
         }
       }
       const auto start = std::chrono::steady_clock::now();
+      apps::Processing now(tessera::detail::concat("encoding the batch of ", batch.size(), " samples"));
       encodings = model.encode_batch(batch);
       timing.encode.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
       timing.decode.push_back(stages.decode);
       timing.preprocess.push_back(stages.preprocess);
     }
-    tessera::write_encodings<float>(options.out, encodings);
+    {
+      apps::Processing now("--out " + options.out, options.out);
+      tessera::write_encodings<float>(options.out, encodings);
+    }
     if (options.repeat > 0) {
       std::cout << "{\n  \"samples\": " << encodings.size() << ",\n  \"repeat\": " << runs
                 << ",\n  \"threads\": " << tessera::num_threads() << ",\n  \"stages\": {\n";

@@ -22,6 +22,7 @@
 #include <filesystem>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <span>
 #include <string>
 #include <utility>
@@ -95,11 +96,24 @@ int main(int argc, char** argv) {
   add_options(app, options);
   return apps::run(app, argc, argv, [&] {
     const tessera::SampleFiles input = one_input(app, options);
+    // --out over one of the inputs (a file of the model directory, the input file) is refused
+    // before anything is read
+    std::vector<std::filesystem::path> inputs = {options.model};
+    for (const auto& in : input.inputs()) {
+      if (in.modality != "text") inputs.emplace_back(in.value);
+    }
+    apps::refuse_output_over_inputs(options.out, "--out", inputs);
     tessera::check(std::filesystem::is_directory(options.model), "--model: ", options.model,
                    " is not a directory");
+    std::optional<apps::Processing> now(std::in_place, "--model " + options.model, options.model);
     const tessera::Config config =
         tessera::load_config(std::filesystem::path(options.model) / tessera::config_file_name);
     const tessera::FrontEnds front(config, options.model);
+    now.emplace(input.inputs().front().modality == "text" ? std::string("--text")
+                                                          : "--" + input.inputs().front().modality + " " +
+                                                                input.inputs().front().value,
+                input.inputs().front().modality == "text" ? std::string("--text")
+                                                          : input.inputs().front().value);
     const tessera::Sample<float> sample = front.load(input);
 
     // The patch geometry is the model's; video frames use the image section's (docs/encoder.md).
@@ -123,7 +137,9 @@ int main(int argc, char** argv) {
       tensors["patches"] = tessera::TensorData::from_matrix(
           tessera::nn::patchify_video(*sample.video, config.video->tubelet, frame.patch));
     }
+    now.emplace("--out " + options.out, options.out);
     tessera::save_safetensors(options.out, tensors);
+    now.reset();
 
     std::cout << "wrote " << options.out << ":";
     const char* separator = " ";

@@ -12,6 +12,7 @@
 #include "cli.hpp"
 
 #include <cstdint>
+#include <filesystem>
 #include <iostream>
 #include <string>
 
@@ -38,6 +39,25 @@ int main(int argc, char** argv) {
     } catch (const tessera::Error& e) {
       throw apps::UsageError(e.what());
     }
+    // the room the world takes on disk (and its lists in memory), before writing any of it
+    namespace fs = std::filesystem;
+    fs::path existing = fs::absolute(out);
+    std::error_code error;
+    while (!fs::exists(existing, error) && existing.has_relative_path()) existing = existing.parent_path();
+    const fs::space_info space = fs::space(existing, error);
+    const double needed = tessera::synthetic_world_bytes(options);
+    const tessera::Index items = tessera::synthetic_item_count(options);
+    tessera::check(error || needed <= static_cast<double>(space.available), "--out ", out,
+                   ": --per-combination ", options.samples_per_combination, " and --image-size ",
+                   options.image_size, " make ", items, " items, up to ", apps::bytes_text(needed),
+                   " of files, but ", existing.string(), " has ",
+                   apps::bytes_text(static_cast<double>(space.available)), " free");
+    tessera::check(512 * static_cast<double>(items) <= static_cast<double>(apps::usable_memory_bytes()),
+                   "--per-combination ", options.samples_per_combination, ": the lists of ", items,
+                   " items need about ", apps::bytes_text(512 * static_cast<double>(items)), " of memory, more than the ",
+                   apps::bytes_text(static_cast<double>(apps::usable_memory_bytes())),
+                   " this process can still allocate");
+    apps::Processing now("--out " + out, out);
     const auto summary = tessera::write_synthetic_world(out, options);
     std::cout << "wrote " << summary.train + summary.heldout << " samples to " << out << ": "
               << summary.train << " train, " << summary.heldout << " heldout ("

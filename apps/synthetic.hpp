@@ -153,6 +153,12 @@ Index synthetic_item_count(const SyntheticOptions& options);
 // position, motion, then sample; each is computed on its own.
 SyntheticItem make_synthetic_item(const SyntheticOptions& options, Index index);
 
+// An upper bound of the bytes write_synthetic_world writes: per item a PNG no larger than its
+// raw pixels (S*S*3 + 1 KB of chunks), the WAV's 16-bit samples, the Y4M's 4:2:0 frames and
+// 512 bytes of list lines and caption; the lists (train.jsonl, heldout.jsonl, captions.txt)
+// are also held in memory until written, about 512 bytes an item.
+double synthetic_world_bytes(const SyntheticOptions& options);
+
 // Every item, in index order (about 170 KB each at the default sizes).
 std::vector<SyntheticItem> make_synthetic_world(const SyntheticOptions& options);
 
@@ -425,6 +431,14 @@ inline SyntheticItem make_synthetic_item(const SyntheticOptions& options, Index 
 
   item.audio = detail::synthetic_audio(options, shape, color, motion, rng);  // [1, N]
   return item;
+}
+
+inline double synthetic_world_bytes(const SyntheticOptions& options) {
+  const auto s = static_cast<double>(options.image_size);
+  const double png = s * s * 3 + 1024;
+  const double wav = 44 + 2 * std::ceil(options.audio_seconds * static_cast<double>(options.sample_rate));
+  const double y4m = 64 + static_cast<double>(options.frames) * (6 + s * s * 3 / 2);
+  return static_cast<double>(synthetic_item_count(options)) * (png + wav + y4m + 512);
 }
 
 inline std::vector<SyntheticItem> make_synthetic_world(const SyntheticOptions& options) {

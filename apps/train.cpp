@@ -27,6 +27,13 @@
 //      training.json (the options, every step's loss, the retrieval table)
 //   5. retrieval on the held-out items, printed as a table
 //
+// Before any of it: the options are checked against the data and the memory they imply
+// (--pairs against the items of each pair kind, --steps against what a checkpoint can hold;
+// the batch's memory, once the views are loaded, against the memory the process may use);
+// MODEL_DIR is locked against a second tessera-train (MODEL_DIR/.tessera-train.lock); --out
+// may not be --data, nor hold one of the inputs (--config, the data's files), nor another
+// run's checkpoint. docs/programs.md.
+//
 // Exit statuses and errors as every program's (cli.hpp, docs/programs.md).
 
 #include <tessera/tessera.hpp>
@@ -43,16 +50,21 @@
 
 #include <nlohmann/json.hpp>
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <string>
 #include <string_view>
@@ -70,6 +82,24 @@ using tessera::modality_index;
 using tessera::modality_name;
 
 constexpr std::array<const char*, 4> attribute_names{"color", "shape", "position", "motion"};
+
+// The limits tessera-train checks its options against before allocating (docs/programs.md).
+struct TrainLimits {
+  // A checkpoint keeps every step's loss as text in its safetensors header, at most 16 bytes
+  // a step ("-1.23456789e-05 ", join_losses' 9 digits), and readers refuse a header over
+  // SafetensorsLimits::max_header_bytes (100 MB). Half of that for the losses leaves room for
+  // the tensors' entries: 3,125,000 steps.
+  static constexpr std::int64_t bytes_per_loss = 16;
+  static std::int64_t max_steps() {
+    return static_cast<std::int64_t>(tessera::SafetensorsLimits{}.max_header_bytes / 2) / bytes_per_loss;
+  }
+};
+
+// The files tessera-train writes into MODEL_DIR.
+constexpr std::array<const char*, 7> output_files{
+    "config.json", "model.safetensors", "vocab.json", "merges.txt", "checkpoint.safetensors",
+    "loss.png", "training.json"};
+constexpr const char* lock_file = ".tessera-train.lock";
 
 struct Options {
   fs::path data, config, out;
@@ -163,6 +193,11 @@ void finish(Options& o) {
   using tessera::detail::concat;
   apps::require(o.min_lr <= o.lr, concat("--min-lr ", o.min_lr, " is above --lr ", o.lr));
   apps::require(o.warmup <= o.steps, concat("--warmup ", o.warmup, " is more than --steps ", o.steps));
+  apps::require(o.steps <= TrainLimits::max_steps(),
+                concat("--steps ", o.steps, ": a checkpoint keeps every step's loss (up to ",
+                       TrainLimits::bytes_per_loss, " bytes each in its header, which readers cap at ",
+                       tessera::SafetensorsLimits{}.max_header_bytes, " bytes), so at most ",
+                       TrainLimits::max_steps(), " steps"));
   apps::require(o.stages.empty() || o.stages.size() == 2,
                 concat("--stages expects A,B (two steps), got ", o.stages.size(), " value(s)"));
   if (o.stages.empty()) {
@@ -185,6 +220,7 @@ void finish(Options& o) {
 // world's color, shape, position, motion) and its views once loaded (one Sample per modality).
 struct Item {
   std::string id, caption;
+  std::string where;  // "DIR/train.jsonl:3", its line
   // by modality_index(): the text entry is unused (the caption is the text)
   std::array<std::optional<fs::path>, tessera::num_modalities> files;
   std::array<std::string, 4> attributes;  // color, shape, position, motion ("" if none)
@@ -193,11 +229,25 @@ struct Item {
 
 std::vector<Item> read_items(const fs::path& data, const char* list) {
   const fs::path file = data / list;
+  apps::Processing now(file.string());  // out of memory on a huge line, say
+  std::error_code error;
+  tessera::check(!fs::is_directory(file, error), file.string(),
+                 ": cannot open the item list: is a directory, expected a file");
   std::ifstream in(file);
-  tessera::check(in.is_open(), file.string(), ": cannot open the item list");
+  tessera::check(in.is_open(), file.string(), ": cannot open the item list: ", std::strerror(errno));
   std::vector<Item> items;
   std::string line;
-  for (int number = 1; std::getline(in, line); ++number) {
+  // getline swallows what goes wrong (a read error, a line beyond memory) into badbit unless
+  // asked to throw: then a std::bad_alloc reaches run() as itself (named by `now`)
+  in.exceptions(std::ios::badbit);
+  const auto next_line = [&] {
+    try {
+      return static_cast<bool>(std::getline(in, line));
+    } catch (const std::ios_base::failure&) {
+      tessera::fail(file.string(), ": read error: ", std::strerror(errno));
+    }
+  };
+  for (int number = 1; next_line(); ++number) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     const std::string where = tessera::detail::concat(file.string(), ":", number);
     nlohmann::json j;
@@ -213,6 +263,7 @@ std::vector<Item> read_items(const fs::path& data, const char* list) {
       return j[key].get<std::string>();
     };
     Item item;
+    item.where = where;
     item.id = text("id").value_or(tessera::detail::concat(list, ":", number));
     item.caption = text("caption").value_or("");
     for (Modality m : {Modality::image, Modality::audio, Modality::video}) {
@@ -242,8 +293,8 @@ void load_views(std::vector<Item>& items, const tessera::FrontEnds& front) {
         }
         if (input) item.views[at] = front.load(std::span<const tessera::RawInput>(&*input, 1));
       }
-    } catch (const std::exception& e) {
-      errors[i] = tessera::detail::concat("item ", item.id, ": ", e.what());
+    } catch (const std::exception& e) {  // no exception may leave an OpenMP loop
+      errors[i] = tessera::detail::concat(item.where, " (item ", item.id, "): ", apps::detail::explain(e));
     }
   }
   for (const auto& e : errors) tessera::check(e.empty(), e);
@@ -253,6 +304,150 @@ tessera::ModalitySet modalities(const Item& item) {
   tessera::ModalitySet set{};
   for (std::size_t m = 0; m < tessera::num_modalities; ++m) set[m] = item.views[m].has_value();
   return set;
+}
+
+// The views an item will have once loaded: those its line names that the model takes.
+tessera::ModalitySet declared_modalities(const Item& item, const tessera::Config& config) {
+  tessera::ModalitySet set{};
+  for (Modality m : tessera::builtin_modalities) {
+    const std::size_t at = modality_index(m);
+    const bool given = m == Modality::text ? !item.caption.empty() : item.files[at].has_value();
+    set[at] = given && config.has(m);
+  }
+  return set;
+}
+
+// ---- Sizes and safety, before anything is written -------------------------------------------
+
+// --pairs against the data: each pair kind's share of a batch must not exceed the items that
+// have both its modalities (PairSampler's bound); said in the options' words.
+void check_pairs(const Options& o, const std::vector<tessera::ModalitySet>& sets,
+                 const std::vector<tessera::SamplerStage>& stages) {
+  const tessera::Index most = tessera::PairSampler::max_pairs_per_batch(sets, stages);
+  if (o.pairs <= most) return;
+  std::string kinds;
+  for (int k = 0; k < tessera::pair_kind_count; ++k) {
+    const auto [a, b] = tessera::pair_kinds[static_cast<std::size_t>(k)];
+    const auto n = std::count_if(sets.begin(), sets.end(), [&](const tessera::ModalitySet& s) {
+      return s[modality_index(a)] && s[modality_index(b)];
+    });
+    if (n > 0) kinds += tessera::detail::concat(kinds.empty() ? "" : ", ", n, " ", tessera::pair_kind_name(k));
+  }
+  tessera::fail("--pairs ", o.pairs, " asks for ", o.pairs, " pairs per step, shared among the pair kinds (--schedule ",
+                o.schedule, "); ", (o.data / "train.jsonl").string(), " has ", sets.size(),
+                " items (", kinds, "), and a kind's share of a batch cannot exceed its items, so at most --pairs ",
+                most);
+}
+
+// (st_dev, st_ino) of `file`, if it exists.
+std::optional<std::pair<dev_t, ino_t>> identity(const fs::path& file) {
+  struct stat status {};
+  if (::stat(file.c_str(), &status) != 0) return std::nullopt;
+  return std::pair{status.st_dev, status.st_ino};
+}
+
+// --out may not be --data, nor name (through the files written into it) one of the inputs:
+// --config, the data's lists and captions, and (once read) the items' files.
+void refuse_out_over_inputs(const Options& o) {
+  std::error_code error;
+  tessera::check(!(fs::exists(o.out, error) && fs::equivalent(o.out, o.data, error)), "--out ",
+                 o.out.string(), ": is the --data directory ", o.data.string(),
+                 "; write the model elsewhere");
+  const std::vector<fs::path> inputs = {o.config, o.data / "train.jsonl", o.data / "heldout.jsonl",
+                                        o.data / "captions.txt"};
+  for (const char* name : output_files) apps::refuse_output_over_inputs(o.out / name, "--out", inputs);
+}
+
+void refuse_out_over_item_files(const Options& o, const std::vector<Item>& items) {
+  std::set<std::pair<dev_t, ino_t>> written;
+  for (const char* name : output_files) {
+    if (auto id = identity(o.out / name)) written.insert(*id);
+  }
+  if (written.empty()) return;  // a fresh directory: nothing of it can be an input
+  for (const Item& item : items) {
+    for (const auto& file : item.files) {
+      if (!file) continue;
+      const auto id = identity(*file);
+      tessera::check(!id || !written.contains(*id), "--out ", o.out.string(), ": would write over ",
+                     file->string(), ", an input (", item.where, "); write the model elsewhere");
+    }
+  }
+}
+
+// A checkpoint in MODEL_DIR must come from this very run: resumed with --resume, or overwritten
+// by the same run started again; another run's is refused (with or without --resume), so a
+// stopped run is never lost. Returns whether to resume.
+bool check_checkpoint(const Options& o, const fs::path& checkpoint) {
+  std::error_code error;
+  if (!fs::exists(checkpoint, error)) {
+    if (o.resume) std::printf("no checkpoint in %s: starting at step 0\n", o.out.string().c_str());
+    return false;
+  }
+  const auto file = tessera::SafetensorsFile::open(checkpoint);
+  const auto& metadata = file.metadata();
+  const auto run = metadata.find("user.run");
+  tessera::check(run != metadata.end(), checkpoint.string(), ": not written by tessera-train",
+                 o.resume ? "" : "; this run would overwrite it: write elsewhere");
+  // A damaged entry parses as `discarded`, which equals no run.
+  const auto saved_run = nlohmann::json::parse(run->second, nullptr, false);
+  tessera::check(saved_run == o.run(), checkpoint.string(), ": written by another run (", run->second,
+                 "); this run is ", o.run().dump(),
+                 o.resume ? "" : "; it would overwrite that run's checkpoint: resume it with its options, or write elsewhere");
+  return o.resume;
+}
+
+// A view's tokens in the packed batch and its bytes as a Sample (the batch copies it, and the
+// trace keeps its patches: counted twice).
+std::pair<tessera::Index, double> view_size(const tessera::Config& config, Modality m,
+                                            const tessera::Sample<float>& s) {
+  switch (m) {
+    case Modality::text: return {static_cast<tessera::Index>(s.text->size()), 8.0 * static_cast<double>(s.text->size())};
+    case Modality::image: return {config.image->num_patches(), 2.0 * 4 * static_cast<double>(s.image->size())};
+    case Modality::audio:
+      return {(s.audio->cols() + config.audio->patch_frames - 1) / config.audio->patch_frames,
+              2.0 * 4 * static_cast<double>(s.audio->size())};
+    case Modality::video:
+      return {config.video_tokens(s.video->dimension(0)), 2.0 * 4 * static_cast<double>(s.video->size())};
+  }
+  return {0, 0};
+}
+
+// The memory of the largest batch the sampler can draw (each kind's pairs taken as the
+// largest views of its modalities), against the memory the process may use: refused before
+// the first step allocates it.
+void check_batch_memory(const Options& o, const tessera::Config& config, const std::vector<Item>& train,
+                        const tessera::PairSampler& sampler) {
+  std::array<tessera::Index, 4> tokens{};  // the largest view of each modality
+  std::array<double, 4> bytes{};
+  for (const Item& item : train) {
+    for (Modality m : tessera::builtin_modalities) {
+      const auto& view = item.views[modality_index(m)];
+      if (!view) continue;
+      const auto [t, b] = view_size(config, m, *view);
+      tokens[modality_index(m)] = std::max(tokens[modality_index(m)], t);
+      bytes[modality_index(m)] = std::max(bytes[modality_index(m)], b);
+    }
+  }
+  double most = 0;
+  for (const std::int64_t step : {std::int64_t{0}, o.audio_video_from, o.all_pairs_from}) {
+    const auto& counts = sampler.counts(step);
+    tessera::Index batch_tokens = 0, largest = 0;
+    double batch_bytes = 0;
+    for (int k = 0; k < tessera::pair_kind_count; ++k) {
+      const auto [a, b] = tessera::pair_kinds[static_cast<std::size_t>(k)];
+      const tessera::Index n = counts[static_cast<std::size_t>(k)];
+      batch_tokens += n * (tokens[modality_index(a)] + tokens[modality_index(b)]);
+      batch_bytes += static_cast<double>(n) * (bytes[modality_index(a)] + bytes[modality_index(b)]);
+      largest = std::max(largest, n);
+    }
+    most = std::max(most, batch_bytes + tessera::contrastive_step_bytes<float>(config, 2 * o.pairs, batch_tokens, largest));
+  }
+  const auto usable = static_cast<double>(apps::usable_memory_bytes());
+  tessera::check(most <= usable, "--pairs ", o.pairs, ": a batch of ", o.pairs, " pairs (", 2 * o.pairs,
+                 " views of these items and this model) needs about ", apps::bytes_text(most),
+                 ", more than the ", apps::bytes_text(usable),
+                 " this process can still allocate (of the physical memory, or of ulimit -v); at most about --pairs ",
+                 std::max<std::int64_t>(1, static_cast<std::int64_t>(static_cast<double>(o.pairs) * usable / most)));
 }
 
 // The attributes a view shows, in the synthetic world: text and video all four, an image no
@@ -394,28 +589,36 @@ int main(int argc, char** argv) {
     if (o.threads > 0) tessera::set_num_threads(o.threads);
     const auto start = std::chrono::steady_clock::now();
 
-    tessera::Config config = tessera::load_config(o.config);
+    refuse_out_over_inputs(o);
+    const tessera::Config config = [&] {
+      apps::Processing now("--config " + o.config.string(), o.config.string());
+      return tessera::load_config(o.config);
+    }();
     std::vector<Item> train = read_items(o.data, "train.jsonl");
     std::vector<Item> heldout = read_items(o.data, "heldout.jsonl");
+    refuse_out_over_item_files(o, train);
+    refuse_out_over_item_files(o, heldout);
 
-    // a checkpoint to resume must come from this very run; checked before anything is written
+    // --pairs against the data, before any view is loaded; kinds no item has (a dataset
+    // without audio, a model without video) are left out
+    std::vector<tessera::ModalitySet> sets;
+    for (const Item& item : train) sets.push_back(declared_modalities(item, config));
+    const auto stages = tessera::PairSampler::possible_only(
+        o.schedule == "progressive"
+            ? tessera::PairSampler::progressive(o.audio_video_from, o.all_pairs_from)
+            : tessera::PairSampler::uniform(),
+        sets);
+    check_pairs(o, sets, stages);
+
+    // one run at a time in MODEL_DIR (released when this process ends, however it ends); a
+    // checkpoint there must come from this very run; both before anything is written
+    const apps::DirectoryLock lock(o.out, lock_file, "tessera-train");
     const fs::path checkpoint = o.out / "checkpoint.safetensors";
-    const bool resuming = o.resume && fs::exists(checkpoint);
-    if (resuming) {
-      const auto file = tessera::SafetensorsFile::open(checkpoint);
-      const auto& metadata = file.metadata();
-      const auto run = metadata.find("user.run");
-      tessera::check(run != metadata.end(), checkpoint.string(), ": not written by tessera-train");
-      // A damaged entry parses as `discarded`, which equals no run.
-      const auto saved_run = nlohmann::json::parse(run->second, nullptr, false);
-      tessera::check(saved_run == o.run(), checkpoint.string(),
-                     ": written by another run (", run->second, "); this run is ", o.run().dump());
-    } else if (o.resume) {
-      std::printf("no checkpoint in %s: starting at step 0\n", o.out.string().c_str());
-    }
+    const bool resuming = check_checkpoint(o, checkpoint);
 
     // 1. the tokenizer, trained on the captions
     if (config.text) {
+      apps::Processing now((o.data / "captions.txt").string());
       std::istringstream text(tessera::read_file(o.data / "captions.txt"));
       std::vector<std::string> captions;
       for (std::string line; std::getline(text, line);) captions.push_back(line);
@@ -434,24 +637,22 @@ int main(int argc, char** argv) {
                 train.size(), heldout.size(), seconds_since(start));
 
     // 3. training
+    for (std::size_t i = 0; i < train.size(); ++i) {  // the views are those declared
+      tessera::check(modalities(train[i]) == sets[i], "item ", train[i].id,
+                     ": a view the model takes was not loaded");
+    }
+    const tessera::PairSampler sampler(sets, o.pairs, o.seed, stages, hard_negative_groups(train, o));
+    check_batch_memory(o, config, train, sampler);
     tessera::MultiModalEncoder<float> model(config), grad(config);
     model.init_random(o.seed);
     model.logit_scale = static_cast<float>(std::log(1 / o.temperature));
     tessera::AdamW<float> optimizer({.beta2 = o.beta2, .weight_decay = o.weight_decay});
-    std::vector<tessera::ModalitySet> sets;
-    for (const Item& item : train) sets.push_back(modalities(item));
-    // kinds no item has (a dataset without audio, a model without video) are left out
-    const auto stages = tessera::PairSampler::possible_only(
-        o.schedule == "progressive"
-            ? tessera::PairSampler::progressive(o.audio_video_from, o.all_pairs_from)
-            : tessera::PairSampler::uniform(),
-        sets);
-    const tessera::PairSampler sampler(sets, o.pairs, o.seed, stages, hard_negative_groups(train, o));
     const tessera::LearningRateSchedule schedule{o.lr, o.warmup, o.steps, o.min_lr};
 
     std::int64_t first_step = 0;
     std::vector<double> losses;
     if (resuming) {
+      apps::Processing now("--resume " + checkpoint.string(), checkpoint.string());
       tessera::TrainingPosition position;
       tessera::load_checkpoint(checkpoint, model, optimizer, position);
       first_step = position.step;
@@ -469,6 +670,7 @@ int main(int argc, char** argv) {
     double average = 0;
     const std::int64_t last_step = o.stop_at > 0 ? std::min(o.stop_at, o.steps) : o.steps;
     for (std::int64_t step = first_step; step < last_step; ++step) {
+      apps::Processing now(tessera::detail::concat("step ", step + 1, " of ", o.steps));
       tessera::pair_batch<float>(sampler.batch(step), [&](std::size_t item, Modality m) -> const auto& {
         return *train[item].views[modality_index(m)];
       }, batch, groups);
@@ -493,11 +695,17 @@ int main(int argc, char** argv) {
     }
 
     // 4. the model directory
-    tessera::save_model(model, o.out);
-    apps::write_loss_plot(o.out / "loss.png", losses);
+    {
+      apps::Processing now("writing the model into " + o.out.string(), o.out.string());
+      tessera::save_model(model, o.out);
+      apps::write_loss_plot(o.out / "loss.png", losses);
+    }
 
     // 5. held-out retrieval
-    const auto rows = evaluate(model, heldout);
+    const auto rows = [&] {
+      apps::Processing now("held-out retrieval on " + (o.data / "heldout.jsonl").string());
+      return evaluate(model, heldout);
+    }();
     print_table(rows, heldout.size());
 
     nlohmann::json report = o.run();

@@ -21,6 +21,11 @@
 // no motion) cannot be told apart, and a batch of them would be all false negatives. So the
 // groups apply to the kinds chosen in `kinds`; the others keep the plain shuffle.
 //
+// A kind's share of a batch is at most the number of items that have both its modalities
+// (otherwise one batch would draw an item several times, each copy a false negative of the
+// others): the constructor refuses a larger pairs_per_batch, and max_pairs_per_batch() tells
+// the largest that fits the items and stages.
+//
 // batch(step) is a pure function of (items, B, seed, stages, groups, step): the k-th kind's draws up
 // to a step are counted in closed form, and each epoch's permutation comes from its own
 // SplitMix64 stream (core/random.hpp: Fisher-Yates, not std::shuffle, whose algorithm the
@@ -89,8 +94,9 @@ class PairSampler {
  public:
   // requires: stages non-empty, the first from step 0, strictly increasing `from`; weights
   // finite, >= 0, some > 0 in every stage; every kind with weight > 0 has an item with both
-  // of its modalities; pairs_per_batch >= 1; groups.run_length >= 1, and when it is > 1,
-  // groups.group has one entry per item.
+  // of its modalities; 1 <= pairs_per_batch <= max_pairs_per_batch(items, stages) (each
+  // kind's share of a batch no more than its items); groups.run_length >= 1, and when it is
+  // > 1, groups.group has one entry per item.
   PairSampler(std::vector<ModalitySet> items, Index pairs_per_batch, std::uint64_t seed,
               std::vector<SamplerStage> stages, SamplerGroups groups = {})
       : pairs_per_batch_(pairs_per_batch), seed_(seed), stages_(std::move(stages)),
@@ -122,8 +128,55 @@ class PairSampler {
         total += w;
       }
       check(total > 0, "PairSampler: stage ", s, " has no weight > 0");
-      counts_.push_back(split(stage.weights, total));
+      counts_.push_back(split(pairs_per_batch_, stage.weights, total));
+      for (int k = 0; k < pair_kind_count; ++k) {
+        const auto kind = static_cast<std::size_t>(k);
+        check(counts_.back()[kind] <= static_cast<Index>(eligible_[kind].size()), "PairSampler: ",
+              pairs_per_batch, " pairs per batch give stage ", s, " ", counts_.back()[kind], " ",
+              pair_kind_name(k), " pairs per batch, but only ", eligible_[kind].size(),
+              " items have both modalities (a batch would draw items more than once); at most ",
+              max_pairs_per_batch(items, stages_), " pairs per batch fit these items");
+      }
     }
+  }
+
+  // The largest pairs_per_batch for which, in every stage, each kind's share of a batch is no
+  // more than the items that have both its modalities (the constructor's bound); 0 if none.
+  // requires: every stage's weights finite, >= 0, some > 0.
+  static Index max_pairs_per_batch(const std::vector<ModalitySet>& items,
+                                   const std::vector<SamplerStage>& stages) {
+    std::array<Index, pair_kind_count> available{};
+    for (const ModalitySet& set : items) {
+      for (int k = 0; k < pair_kind_count; ++k) available[static_cast<std::size_t>(k)] += has_kind(set, k);
+    }
+    // Kind k of a stage gets at least floor(B w_k / total) pairs, so a batch B that fits has
+    // B < (available_k + 1) total / w_k: scan down from that bound to the first B that fits
+    // (largest-remainder rounding is not monotonic in B, so the bound alone is not the answer).
+    double bound = static_cast<double>(std::numeric_limits<Index>::max() / 2);
+    for (const SamplerStage& stage : stages) {
+      double total = 0;
+      for (const double w : stage.weights) total += w;
+      for (std::size_t k = 0; k < pair_kind_count; ++k) {
+        if (stage.weights[k] > 0) {
+          bound = std::min(bound, std::floor(static_cast<double>(available[k] + 1) * total / stage.weights[k]));
+        }
+      }
+    }
+    const auto fits = [&](Index pairs) {
+      for (const SamplerStage& stage : stages) {
+        double total = 0;
+        for (const double w : stage.weights) total += w;
+        const auto counts = split(pairs, stage.weights, total);
+        for (std::size_t k = 0; k < pair_kind_count; ++k) {
+          if (counts[k] > available[k]) return false;
+        }
+      }
+      return true;
+    };
+    for (auto pairs = static_cast<Index>(bound); pairs >= 1; --pairs) {
+      if (fits(pairs)) return pairs;
+    }
+    return 0;
   }
 
   // All six kinds alike.
@@ -200,19 +253,20 @@ class PairSampler {
     return s[modality_index(a)] && s[modality_index(b)];
   }
 
-  // Largest-remainder rounding of pairs_per_batch * w / total (ties to the lower kind).
-  std::array<Index, pair_kind_count> split(const std::array<double, pair_kind_count>& weights,
-                                           double total) const {
+  // Largest-remainder rounding of pairs * w / total (ties to the lower kind).
+  static std::array<Index, pair_kind_count> split(Index pairs,
+                                                  const std::array<double, pair_kind_count>& weights,
+                                                  double total) {
     std::array<Index, pair_kind_count> counts{};
     std::array<double, pair_kind_count> remainder{};
     Index given = 0;
     for (std::size_t k = 0; k < pair_kind_count; ++k) {
-      const double exact = static_cast<double>(pairs_per_batch_) * weights[k] / total;
+      const double exact = static_cast<double>(pairs) * weights[k] / total;
       counts[k] = static_cast<Index>(std::floor(exact));
       remainder[k] = exact - std::floor(exact);
       given += counts[k];
     }
-    while (given < pairs_per_batch_) {
+    while (given < pairs) {
       std::size_t best = 0;
       for (std::size_t k = 1; k < pair_kind_count; ++k) {
         if (remainder[k] > remainder[best]) best = k;

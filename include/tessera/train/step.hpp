@@ -63,6 +63,28 @@ void pair_batch(std::span<const PairDraw> draws, View&& view, std::vector<Sample
   }
 }
 
+// An estimate of the memory, in bytes, that contrastive_step() allocates for a batch of
+// `samples` samples holding `tokens` tokens in all, whose largest pair group has
+// `largest_group` pairs:
+//   per token and layer, what the trace keeps for backward: the layer's input, the two norms'
+//     outputs, the attention's q, k, v and context (7 D), the feed-forward's hidden values
+//     (2 F, gate and up for SwiGLU); and per token the embedding and the final norm (3 D);
+//   one layer's gradients in flight during backward (8 D + 2 F per token);
+//   per group, InfoNCE's logits, probabilities and their gradient ([count, count], x 4);
+//   the embeddings and their gradient ([N, E], x 2).
+// The batch's own samples (the front ends' output, copied into the batch) are the caller's to
+// add. An estimate to refuse a batch that cannot fit before allocating it (measured within a
+// factor of 2 of the peak, docs/programs.md), not a plan.
+template <class Scalar>
+double contrastive_step_bytes(const Config& config, Index samples, Index tokens, Index largest_group) {
+  const auto d = static_cast<double>(config.hidden_dim), f = static_cast<double>(config.ffn_dim);
+  const auto t = static_cast<double>(tokens), g = static_cast<double>(largest_group);
+  const double values = t * static_cast<double>(config.num_layers) * (7 * d + 2 * f) + t * 3 * d +
+                        t * (8 * d + 2 * f) + 4 * g * g +
+                        2 * static_cast<double>(samples) * static_cast<double>(config.embed_dim);
+  return values * sizeof(Scalar);
+}
+
 // What a step measured.
 struct StepStats {
   double loss = 0;                  // sum over groups of weight * InfoNCE
