@@ -366,6 +366,28 @@ TEST(PairSampler, ProgressiveCurriculum) {
   EXPECT_EQ(at_ten[1].item, stream[61]);
 }
 
+TEST(PairSampler, AKindsShareOfABatchIsNoMoreThanItsItems) {
+  // sampler_items(): 9 text-image and 9 audio-video items, 6 of each other kind. Uniform, 37
+  // pairs are 7 + 6 + 6 + 6 + 6 + 6 (the extra pair to the first kind); 38 would give
+  // text-audio 7 pairs of its 6 items.
+  const std::vector<ModalitySet> items = sampler_items();
+  EXPECT_EQ(PairSampler::max_pairs_per_batch(items, PairSampler::uniform()), 37);
+  EXPECT_EQ(PairSampler(items, 37, 1, PairSampler::uniform()).counts(0),
+            (std::array<Index, pair_kind_count>{7, 6, 6, 6, 6, 6}));
+  const std::string error = test::error_of([&] { PairSampler(items, 38, 1, PairSampler::uniform()); });
+  EXPECT_THAT(error, HasSubstr("38 pairs per batch give stage 0 7 text-audio pairs per batch, but "
+                               "only 6 items have both modalities"));
+  EXPECT_THAT(error, HasSubstr("at most 37 pairs per batch fit these items"));
+  // progressive: text-image alone first (9 items), then three kinds (19: 7 + 6 + 6)
+  EXPECT_EQ(PairSampler::max_pairs_per_batch(items, PairSampler::progressive(10, 20)), 9);
+  EXPECT_THAT(test::error_of([&] { PairSampler(items, 10, 1, PairSampler::progressive(10, 20)); }),
+              HasSubstr("10 text-image pairs per batch, but only 9 items"));
+  // far beyond the data, refused as fast, before anything is drawn
+  EXPECT_THAT(test::error_of([&] { PairSampler(items, 100000000, 1, PairSampler::uniform()); }),
+              HasSubstr("at most 37 pairs"));
+  EXPECT_EQ(PairSampler::max_pairs_per_batch({}, PairSampler::uniform()), 0);
+}
+
 TEST(PairSampler, HardNegativesComeInRunsOfOneGroupAndEachEpochStillDrawsEveryItemOnce) {
   // 40 text-image items in 4 groups of 10 (group = i % 4); runs of 3: per group 3 + 3 + 3 + 1
   std::vector<ModalitySet> items(40, ModalitySet{true, true, false, false});
