@@ -218,6 +218,20 @@ TEST(ContrastiveStep, StepsLowerTheLossAndReportTheGradientNorm) {
   EXPECT_NEAR(std::sqrt(after), 1e-3, 1e-6);
 }
 
+TEST(ContrastiveStep, MemoryEstimateCountsTokensLayersAndTheLogits) {
+  Config config = small_config();
+  config.hidden_dim = 8;
+  config.ffn_dim = 16;
+  config.num_layers = 2;
+  config.embed_dim = 4;
+  // 10 tokens x (2 layers x (7 D + 2 F) + 3 D + 8 D + 2 F) + 4 x 3^2 + 2 x 2 samples x E
+  const double values = 10 * (2 * (56 + 32) + 24 + 64 + 32) + 4 * 9 + 2 * 2 * 4;
+  EXPECT_EQ(contrastive_step_bytes<float>(config, 2, 10, 3), 4 * values);
+  EXPECT_EQ(contrastive_step_bytes<double>(config, 2, 10, 3), 8 * values);
+  // a batch far beyond memory is told in bytes, not allocated: 2e5 pairs, 1e7 tokens
+  EXPECT_GT(contrastive_step_bytes<float>(config, 200000, 10000000, 100000), 4e10);
+}
+
 TEST(ContrastiveStep, GroupsOutsideTheBatchAreErrorsBeforeAnyWork) {
   MultiModalEncoder<float> model(small_config()), grad(small_config());
   model.init_random(2);
