@@ -170,13 +170,13 @@ TEST(ReadFile, RefusesMoreThanTheLimitNamingThePathTheLimitAndItsSetting) {
             (dir / "at_limit").string() +
                 ": cannot read: the file is 1001 bytes, more than the limit of 1000 bytes "
                 "(1000 bytes) set by the test's limit");
-  // The default limit, ReadLimits::any_file (4 GiB), on a sparse file of 5 GiB.
+  // The default limit, ReadLimits::any_file (256 MiB), on a sparse file of 5 GiB.
   const std::filesystem::path huge = dir / "huge.bin";
   { std::ofstream touch(huge); }
   std::filesystem::resize_file(huge, std::uint64_t{5} << 30);
   EXPECT_EQ(error_message([&] { tessera::read_file<std::vector<std::byte>>(huge, "load"); }),
             "load: cannot read " + huge.string() +
-                ": the file is 5368709120 bytes, more than the limit of 4294967296 bytes (4 GiB) "
+                ": the file is 5368709120 bytes, more than the limit of 268435456 bytes (256 MiB) "
                 "set by tessera::ReadLimits::any_file");
   // A file without a size: read until one byte past the limit.
   if (std::filesystem::exists("/dev/zero")) {

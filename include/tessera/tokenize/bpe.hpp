@@ -270,11 +270,11 @@ inline void check_merges_make_tokens(const VocabTable& vocab, const BpeMerges& m
 // The vocabulary and merge ranks of a tokenizer, and the encoding of one pre-token with them:
 // its bytes spelled in the byte alphabet, `end_of_word` appended to the last symbol ("</w>"
 // for CLIP, nothing for GPT-2), the merge loop, each resulting symbol looked up in the
-// vocabulary. `separator` keys the ranks (see BpeRanks); `who` names the tokenizer in
-// messages ("Gpt2Bpe": "Gpt2Bpe::encode: BPE produced the symbol ...").
+// vocabulary. `separator` keys the ranks (see BpeRanks); `source` says where the vocabulary
+// and merges came from, and source.who names the tokenizer in messages ("Gpt2Bpe").
 //
-// The encoder is checked when it is made (check_byte_alphabet, check_merges_make_tokens):
-// `source` says where the vocabulary and merges came from, for the messages.
+// The encoder is checked when it is made (check_byte_alphabet, check_merges_make_tokens), so
+// append_ids's "BPE produced the symbol ..., which is not in the vocabulary" cannot happen.
 class BpeEncoder {
  public:
   BpeEncoder() = default;
