@@ -187,7 +187,19 @@ TEST(ReadFile, RefusesMoreThanTheLimitNamingThePathTheLimitAndItsSetting) {
                   tessera::read_file("/dev/zero", {}, {std::uint64_t{3} << 20, "three MiB"});
                 }),
                 HasSubstr("more than the limit of 3145728 bytes (3 MiB) set by three MiB"));
+    // A larger limit (a WAV's 4 GiB) is capped by without_size for a file without a size.
+    EXPECT_THAT(error_message([&] {
+                  tessera::read_file("/dev/zero", {}, tessera::ReadLimits::wav_file);
+                }),
+                HasSubstr("more than the limit of 268435456 bytes (256 MiB) set by "
+                          "tessera::ReadLimits::without_size"));
   }
+  // A regular file is held to its kind's limit only: a 5 GiB WAV is over wav_file's 4 GiB.
+  EXPECT_THAT(error_message([&] {
+                tessera::read_file<std::vector<std::byte>>(huge, {}, tessera::ReadLimits::wav_file);
+              }),
+              HasSubstr("the file is 5368709120 bytes, more than the limit of 4294967296 bytes "
+                        "(4 GiB) set by tessera::ReadLimits::wav_file"));
   if (std::filesystem::exists("/proc/self/status")) {
     EXPECT_THAT(error_message([&] { tessera::read_file("/proc/self/status", {}, {10, "ten"}); }),
                 HasSubstr("/proc/self/status: cannot read: more than the limit of 10 bytes"));
@@ -196,7 +208,9 @@ TEST(ReadFile, RefusesMoreThanTheLimitNamingThePathTheLimitAndItsSetting) {
   for (const tessera::ReadLimit& kind :
        {tessera::ReadLimits::text_file, tessera::ReadLimits::vocab_json,
         tessera::ReadLimits::merges_txt, tessera::ReadLimits::config_json,
-        tessera::ReadLimits::any_file}) {
+        tessera::ReadLimits::wav_file, tessera::ReadLimits::image_file,
+        tessera::ReadLimits::whole_file, tessera::ReadLimits::any_file,
+        tessera::ReadLimits::without_size}) {
     EXPECT_THAT(kind.setting, StartsWith("tessera::ReadLimits::"));
     EXPECT_GE(kind.max_bytes, std::uint64_t{1} << 20);
   }

@@ -569,17 +569,14 @@ inline Image decode_image_memory(std::span<const std::uint8_t> bytes, const std:
 }
 
 // The bytes of an image file: refuses a missing file, a directory, or more than stb_image
-// reads (2 GiB) before reading.
+// reads (ReadLimits::image_file, 2 GiB; from the size, before reading).
 inline std::vector<std::uint8_t> read_image_file(const std::filesystem::path& path) {
   const std::string name = path.string();
   std::error_code ec;
   const auto status = std::filesystem::status(path, ec);
   check(std::filesystem::exists(status), name, ": no such image file");
   check(!std::filesystem::is_directory(status), name, ": is a directory, not an image file");
-  const auto file_size = std::filesystem::file_size(path, ec);
-  check(ec || file_size <= static_cast<std::uintmax_t>(INT_MAX), name, ": ", file_size,
-        " bytes is more than stb_image can read (2 GiB)");
-  return read_file<std::vector<std::uint8_t>>(path);
+  return read_file<std::vector<std::uint8_t>>(path, {}, ReadLimits::image_file);
 }
 
 // Reads and decodes an image file (see decode_image_memory).

@@ -60,11 +60,24 @@ struct ReadLimits {
   static constexpr ReadLimit merges_txt{std::uint64_t{16} << 20, "tessera::ReadLimits::merges_txt"};
   // config.json. A real one is under 2 KB; its parsed tree takes tens of bytes per byte.
   static constexpr ReadLimit config_json{std::uint64_t{1} << 20, "tessera::ReadLimits::config_json"};
-  // Any other file, when the caller names no limit. A file without an end (/dev/zero) is held
-  // up to the limit before it is refused: 256 MiB costs tessera-encode 0.3 GB and 0.6 s (4 GiB
-  // took 8 GB and 24 s). A reader of larger files (long WAVs, safetensors that cannot be
-  // mapped) passes its own limit.
+  // A WAV file (read_wav): its chunk sizes are 32-bit, so no RIFF file is larger than 4 GiB;
+  // the samples it may hold are bounded again by WavLimits::max_samples.
+  static constexpr ReadLimit wav_file{std::uint64_t{4} << 30, "tessera::ReadLimits::wav_file"};
+  // An image file (decode_image): stb_image takes at most INT_MAX bytes; the pixels it may
+  // decode are bounded by ImageLimits::max_pixels from the header.
+  static constexpr ReadLimit image_file{std::uint64_t{0x7FFFFFFF}, "tessera::ReadLimits::image_file"};
+  // A file whose format bounds what it makes of its size, read whole only when it cannot be
+  // mapped (safetensors): no limit but its size, and without_size when it has none.
+  static constexpr ReadLimit whole_file{~std::uint64_t{0}, "tessera::ReadLimits::whole_file"};
+  // Any other file, when the caller names no limit: 256 MiB (a captions file of a million
+  // lines is about 50 MB).
   static constexpr ReadLimit any_file{std::uint64_t{256} << 20, "tessera::ReadLimits::any_file"};
+  // A file without a size (/dev/zero, a pipe, /proc) is read in steps, and held up to the
+  // limit before it can be refused, so its limit is at most this one whatever the caller's:
+  // /dev/zero read as a WAV or an image costs 0.3 GB and 0.6 s before the refusal (at 4 GiB it
+  // took 8 GB and 24 s). A regular file's size is known before anything is read.
+  static constexpr ReadLimit without_size{std::uint64_t{256} << 20,
+                                          "tessera::ReadLimits::without_size"};
 };
 
 namespace detail {
@@ -85,7 +98,8 @@ inline std::string byte_size_name(std::uint64_t bytes) {
 
 // The bytes of `file`, as a std::string (the default) or another container of bytes
 // (std::vector<std::uint8_t>, std::vector<std::byte>), at most limit.max_bytes of them.
-// Files without a size (pipes, /dev/stdin, /proc files) are read to their end as well.
+// Files without a size (pipes, /dev/stdin, /proc files) are read to their end as well, at
+// most min(limit, ReadLimits::without_size) bytes.
 // requires: Bytes is a contiguous container of 1-byte elements with resize().
 // ensures: the whole content is returned, or tessera::Error naming the file is thrown: it
 // cannot be opened (missing, no permission), is a directory, a read fails, or it holds more
@@ -100,10 +114,6 @@ Bytes read_file(const std::filesystem::path& file, std::string_view context = {}
     if (context.empty()) fail(name, ": ", verb, ": ", detail);
     fail(context, ": ", verb, " ", name, ": ", detail);
   };
-  const auto the_limit = [&] {
-    return detail::concat("the limit of ", limit.max_bytes, " bytes (",
-                          detail::byte_size_name(limit.max_bytes), ") set by ", limit.setting);
-  };
   std::error_code no_status;
   const auto status = std::filesystem::status(file, no_status);
   if (std::filesystem::is_directory(status)) {
@@ -117,8 +127,19 @@ Bytes read_file(const std::filesystem::path& file, std::string_view context = {}
   // /proc file says 0) are read in steps until the end or the limit.
   std::error_code no_size;
   const bool regular = std::filesystem::is_regular_file(status);
-  const std::uintmax_t size = regular ? std::filesystem::file_size(file, no_size) : 0;
-  if (regular && !no_size && size > limit.max_bytes) {
+  std::uintmax_t size = regular ? std::filesystem::file_size(file, no_size) : 0;
+  if (no_size) size = 0;
+  // A file without a size is held up to its limit before the limit shows: without_size caps it.
+  const ReadLimit& bound =
+      (regular && size > 0) || limit.max_bytes <= ReadLimits::without_size.max_bytes ? limit
+                                                                        : ReadLimits::without_size;
+  const auto the_limit = [&] {
+    return detail::concat("the limit of ", bound.max_bytes, " bytes (",
+                          detail::byte_size_name(bound.max_bytes), ") set by ", bound.setting);
+  };
+  // the most bytes ever held: one past the limit (that byte shows the limit was passed)
+  const std::uint64_t most = bound.max_bytes + (bound.max_bytes < ~std::uint64_t{0} ? 1 : 0);
+  if (size > bound.max_bytes) {
     refuse("cannot read", detail::concat("the file is ", size, " bytes, more than ", the_limit()));
   }
   constexpr std::size_t min_step = std::size_t{1} << 16;
@@ -129,16 +150,16 @@ Bytes read_file(const std::filesystem::path& file, std::string_view context = {}
     // Never hold more than one byte past the limit: that byte shows the limit was passed. The
     // buffer grows geometrically but never beyond it, so a file without an end costs the
     // limit plus the half of it being copied while the buffer grows, no more.
-    const std::uint64_t room = limit.max_bytes - done;
+    const std::uint64_t room = bound.max_bytes - done;
     if (room <= step) step = static_cast<std::size_t>(room) + 1;
     if (done + step > bytes.capacity()) {
       bytes.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(
-          std::max(done + step, 2 * bytes.capacity()), limit.max_bytes + 1)));
+          std::max(done + step, 2 * bytes.capacity()), most)));
     }
     bytes.resize(done + step);
     in.read(reinterpret_cast<char*>(bytes.data()) + done, static_cast<std::streamsize>(step));
     bytes.resize(done + static_cast<std::size_t>(in.gcount()));
-    if (bytes.size() > limit.max_bytes) {
+    if (bytes.size() > bound.max_bytes) {
       refuse("cannot read", size > 0 ? detail::concat("the file grew to more than ", the_limit())
                                      : detail::concat("more than ", the_limit(),
                                                       " (the file has no size: read until it passed the limit)"));

@@ -770,7 +770,7 @@ class SafetensorsFile {
     // Fall back to reading the whole file.
     ::close(fd);
 #endif
-    buffer_ = read_file<std::vector<std::byte>>(path_);
+    buffer_ = read_file<std::vector<std::byte>>(path_, {}, ReadLimits::whole_file);
     size_ = buffer_.size();
     check_minimum_size();
     data_ = buffer_.data();

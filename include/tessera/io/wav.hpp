@@ -357,7 +357,7 @@ Wav<Scalar> read_wav(std::span<const std::uint8_t> bytes, const WavLimits& limit
 
 template <class Scalar>
 Wav<Scalar> read_wav(const std::filesystem::path& file, const WavLimits& limits) {
-  const auto bytes = read_file<std::vector<std::uint8_t>>(file);
+  const auto bytes = read_file<std::vector<std::uint8_t>>(file, {}, ReadLimits::wav_file);
   return read_wav<Scalar>(std::span<const std::uint8_t>(bytes), limits, file.string());
 }
 

@@ -297,7 +297,8 @@ inline Config parse_config(const nlohmann::json& json,
 // Reads and parses a config.json file (comments allowed), naming it in every error.
 inline Config load_config(const std::filesystem::path& file) {
   const std::string where = file.string();
-  const std::string text = read_file(file);  // names the file; refuses a directory
+  // names the file; refuses a directory, and a file over ReadLimits::config_json (1 MiB)
+  const std::string text = read_file(file, {}, ReadLimits::config_json);
   return parse_config(detail::ConfigReader::parse_text(text, where), where);
 }
 
