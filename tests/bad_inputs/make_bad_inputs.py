@@ -336,6 +336,55 @@ def main():
     entry("malformed JSON", "models/config_too_deep", "--model",
           "config.json: nested deeper than 64 levels")
 
+    # -- a directory where a file belongs: refused by name, never read as empty --
+    for name, error in (("config.json", "config.json: cannot read: is a directory, expected a file"),
+                        ("vocab.json", "vocab.json: is a directory, expected a file"),
+                        ("merges.txt", "merges.txt: is a directory, expected a file"),
+                        ("model.safetensors", "model.safetensors: not a regular file")):
+        case = name.split(".")[0] + "_is_a_directory"
+        write_case(case, {os.path.join(name, "README"):
+                          f"This directory stands where the model's {name} belongs.\n"})
+        entry("directory as a file", f"models/{case}", "--model", error)
+    entry("directory as a file", "text", "--text-file",
+          "text: cannot read: is a directory, expected a file")
+
+    # -- a file without an end: refused within its limit or by its first bytes, never read
+    # forever nor whole --
+    for option, error in (
+            ("--text-file", "more than the limit of 16777216 bytes (16 MiB) set by tessera::ReadLimits::text_file"),
+            ("--audio", "256 MiB) set by tessera::ReadLimits::without_size"),
+            ("--image", "256 MiB) set by tessera::ReadLimits::without_size"),
+            ("--video", "cannot open as a video container"),
+            ("--inputs", "/dev/zero: not a regular file")):
+        entry("a file without an end", "/dev/zero", option, error)
+
+    # -- numbers in files that scale work, tokenizers that cannot encode, checksums: written by
+    # the scripts beside this one (each can run alone after this one) --
+    sys.path.insert(0, HERE)
+    import make_audio_cases, make_checksum_cases, make_text_cases, make_video_cases  # noqa: E402
+    make_audio_cases.main()
+    entry("rates that scale work", "audio/rate_1hz.wav", "--audio",
+          "sample rate 1 Hz is below the limit of 1000 Hz (WavLimits::min_sample_rate)")
+    entry("rates that scale work", "audio/rate_max.wav", "--audio",
+          "sample rate 4294967295 Hz exceeds the limit of 768000 Hz (WavLimits::max_sample_rate)")
+    make_video_cases.main()
+    for case in make_video_cases.CASES:
+        if case["class"] == "absurd header value":
+            case["class"] = "rates that scale work"
+        catalogue.append(case)
+    make_text_cases.main()
+    entry("inconsistent tokenizer", "models/merges_unknown_token", "--model",
+          "merges.txt:46: the merge \"q z\" makes \"qz\", which is not in the vocabulary")
+    entry("ids out of range", "models/vocab_id_over_vocab_size", "--model",
+          "vocab.json:301: the id 300 of \"quare\" is not below the model's text.vocab_size = 300")
+    entry("inconsistent tokenizer", "models/vocab_missing_byte", "--model",
+          "vocab.json: the token \"a\" (byte 0x61) is missing")
+    entry("wrong type", "models/vocab_negative_id", "--model",
+          "vocab.json:124: the id of \"z\" must be a non-negative integer below 2^31, found '-1'")
+    entry("inconsistent tokenizer", "models/vocab_duplicate_id", "--model",
+          "vocab.json:100: id 97 of \"b\" is already the id of \"a\"")
+    catalogue.extend(make_checksum_cases.make_cases())
+
     with open(path("catalogue.json"), "w") as f:
         f.write("[\n" + ",\n".join("  " + json.dumps(e, ensure_ascii=False) for e in catalogue)
                 + "\n]\n")

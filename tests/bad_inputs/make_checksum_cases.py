@@ -114,6 +114,7 @@ def make_cases():
 
     for line in lines:
         print(json.dumps(line))
+    return lines
 
 
 def main(argv):
