@@ -229,25 +229,13 @@ struct Item {
 
 std::vector<Item> read_items(const fs::path& data, const char* list) {
   const fs::path file = data / list;
-  apps::Processing now(file.string());  // out of memory on a huge line, say
-  std::error_code error;
-  tessera::check(!fs::is_directory(file, error), file.string(),
-                 ": cannot open the item list: is a directory, expected a file");
-  std::ifstream in(file);
-  tessera::check(in.is_open(), file.string(), ": cannot open the item list: ", std::strerror(errno));
+  apps::Processing now(file.string());  // out of memory on a huge list, say
+  // The whole list, within ReadLimits::any_file (256 MiB; a million items are about 200 MB):
+  // a larger file is refused from its size, one without an end (/dev/zero) at the limit.
+  std::istringstream in(tessera::read_file(file, {}, tessera::ReadLimits::any_file));
   std::vector<Item> items;
   std::string line;
-  // getline swallows what goes wrong (a read error, a line beyond memory) into badbit unless
-  // asked to throw: then a std::bad_alloc reaches run() as itself (named by `now`)
-  in.exceptions(std::ios::badbit);
-  const auto next_line = [&] {
-    try {
-      return static_cast<bool>(std::getline(in, line));
-    } catch (const std::ios_base::failure&) {
-      tessera::fail(file.string(), ": read error: ", std::strerror(errno));
-    }
-  };
-  for (int number = 1; next_line(); ++number) {
+  for (int number = 1; std::getline(in, line); ++number) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     const std::string where = tessera::detail::concat(file.string(), ":", number);
     nlohmann::json j;
@@ -383,7 +371,9 @@ bool check_checkpoint(const Options& o, const fs::path& checkpoint) {
     if (o.resume) std::printf("no checkpoint in %s: starting at step 0\n", o.out.string().c_str());
     return false;
   }
-  const auto file = tessera::SafetensorsFile::open(checkpoint);
+  // resumed: a tessera checkpoint whose checksum holds; overwritten: any file that is intact
+  const auto file = o.resume ? tessera::open_checkpoint(checkpoint)
+                             : tessera::SafetensorsFile::open(checkpoint);
   const auto& metadata = file.metadata();
   const auto run = metadata.find("user.run");
   tessera::check(run != metadata.end(), checkpoint.string(), ": not written by tessera-train",
