@@ -359,6 +359,11 @@ TEST(Config, AudioValues) {
               HasSubstr("key \"audio.n_mels\": expected a positive integer, got 0"));
   EXPECT_THAT(parse_error(R"({"audio": {"sample_rate": -16000}})"),
               HasSubstr("key \"audio.sample_rate\": expected a positive integer"));
+  EXPECT_THAT(parse_error(R"({"audio": {"sample_rate": 999}})"),
+              HasSubstr("key \"audio.sample_rate\": expected a rate from 1000 to 768000 Hz "
+                        "(WavLimits), got 999"));
+  EXPECT_THAT(parse_error(R"({"audio": {"sample_rate": 768001}})"),
+              HasSubstr("got 768001"));
   EXPECT_THAT(parse_error(R"({"audio": {"max_tokens": 0}})"),
               HasSubstr("key \"audio.max_tokens\": expected a positive integer, got 0"));
   EXPECT_EQ(parse(R"({"audio": {"feature_mean": -100}})").audio->feature_mean, -100.0);

@@ -5,6 +5,7 @@
 //   config.json: key "num_heads": hidden_dim 30 is not divisible by num_heads 4
 
 #include <tessera/core/error.hpp>
+#include <tessera/io/wav.hpp>
 #include <tessera/model/config.hpp>
 
 #include <algorithm>
@@ -178,6 +179,12 @@ inline void validate(const Config& config, const std::string& where = "config") 
   if (config.audio) {
     const AudioConfig& audio = *config.audio;
     v.positive("audio.sample_rate", audio.sample_rate);
+    // the rates a WAV may have (WavLimits' defaults): the waveform is resampled to this one
+    const WavLimits wav;
+    if (audio.sample_rate < wav.min_sample_rate || audio.sample_rate > wav.max_sample_rate) {
+      v.fail_key("audio.sample_rate", "expected a rate from ", wav.min_sample_rate, " to ",
+                 wav.max_sample_rate, " Hz (WavLimits), got ", audio.sample_rate);
+    }
     if (audio.features != "kaldi_fbank" && audio.features != "whisper_logmel") {
       v.fail_key("audio.features", "expected one of kaldi_fbank, whisper_logmel, got \"",
                  audio.features, "\"");
