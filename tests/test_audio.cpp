@@ -404,18 +404,31 @@ TEST_F(WavErrors, ChunkWalkingRules) {
 
 // ---- resampling -------------------------------------------------------------------------------
 
+// One case of audio/resample.safetensors: the input and its rates, torchaudio's float64 and
+// float32 outputs, and ours in double and float.
+struct ResampleCase {
+  Vector<float> input;  // [N]
+  Index from, to;
+  Vector<double> f64, f32;
+  Vector<double> ours_double;
+  Vector<float> ours_float;
+  ResampleCase(const Fixture& fixture, const std::string& name)
+      : input(fixture.vector<float>(name + ".input")),
+        from(std::stol(fixture.meta(name + ".from"))),
+        to(std::stol(fixture.meta(name + ".to"))),
+        f64(fixture.vector<double>(name + ".f64")),
+        f32(fixture.vector<double>(name + ".f32")),
+        ours_double(tessera::resample<double>(input.cast<double>(), from, to)),
+        ours_float(tessera::resample<float>(input, from, to)) {}
+};
+
 TEST(Resample, MatchesTorchaudio) {
   const Fixture fixture("audio/resample.safetensors");
   for (const char* name : {"8000", "22050", "44100", "48000", "16000_to_22050",
                            "16000_to_44100_short"}) {
     SCOPED_TRACE(name);
-    const Vector<float> input = fixture.vector<float>(std::string(name) + ".input");
-    const Index from = std::stol(fixture.meta(std::string(name) + ".from"));
-    const Index to = std::stol(fixture.meta(std::string(name) + ".to"));
-    const Vector<double> f64 = fixture.vector<double>(std::string(name) + ".f64");
-    const Vector<double> f32 = fixture.vector<double>(std::string(name) + ".f32");
-    const Vector<double> ours_double = tessera::resample<double>(input.cast<double>(), from, to);
-    const Vector<float> ours_float = tessera::resample<float>(input, from, to);
+    const ResampleCase c(fixture, name);
+    const auto& [input, from, to, f64, f32, ours_double, ours_float] = c;
     ASSERT_EQ(ours_double.size(), f64.size());
     ASSERT_EQ(ours_float.size(), f32.size());
     EXPECT_TRUE(tessera::test::all_close(ours_double, f64, 1e-12, 0));
@@ -454,15 +467,10 @@ TEST(Resample, AwkwardPairsMatchTorchaudio) {
   const Fixture fixture("audio/resample.safetensors");
   for (const char* name : {"11025", "12345", "16000_to_12345", "7999", "44101", "16000_to_44101"}) {
     SCOPED_TRACE(name);
-    const Vector<float> input = fixture.vector<float>(std::string(name) + ".input");
-    const Index from = std::stol(fixture.meta(std::string(name) + ".from"));
-    const Index to = std::stol(fixture.meta(std::string(name) + ".to"));
+    const ResampleCase c(fixture, name);
+    const auto& [input, from, to, f64, f32, ours_double, ours_float] = c;
     EXPECT_EQ(tessera::detail::choose_resample_plan(tessera::detail::ResampleGeometry(from, to)),
               tessera::detail::ResamplePlan::direct);
-    const Vector<double> f64 = fixture.vector<double>(std::string(name) + ".f64");
-    const Vector<double> f32 = fixture.vector<double>(std::string(name) + ".f32");
-    const Vector<double> ours_double = tessera::resample<double>(input.cast<double>(), from, to);
-    const Vector<float> ours_float = tessera::resample<float>(input, from, to);
     ASSERT_EQ(ours_double.size(), f64.size());
     ASSERT_EQ(ours_float.size(), f32.size());
     EXPECT_TRUE(tessera::test::all_close(ours_double, f64, 1e-12, 0));
