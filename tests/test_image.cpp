@@ -8,6 +8,8 @@
 //   JPEG decoded vs Pillow's libjpeg-turbo               kJpegDecodeLevels
 //   JPEG file -> resize + crop vs Pillow                 kJpegPipelineLevels
 //   normalization vs torchvision float32                 0 for float, 1e-6 for double
+//   ImageProcessing (HF CLIPImageProcessor, open_clip)   0: bytes after resize + crop, and
+//     vs tests/reference/make_image_processor_fixtures   the float32 tensors (kProcessorFloat)
 // The JPEG tolerances are 0 when tessera decodes JPEG with libjpeg-turbo (TESSERA_HAS_LIBJPEG),
 // set up as Pillow sets it up, and 3 when stb_image decodes it. With stb_image, one column of
 // 4:2:2 JPEGs is also excepted: stb_image 2.27's horizontal chroma upsampler
@@ -20,6 +22,7 @@
 #include <tessera/io/image.hpp>
 #include <tessera/tokenize/image.hpp>
 #include <tessera/tokenize/image_file.hpp>
+#include <tessera/tokenize/image_processor.hpp>
 
 #include "test_util.hpp"
 
@@ -417,6 +420,256 @@ std::vector<std::uint8_t> png_header_only(std::uint32_t width, std::uint32_t hei
   for (std::uint8_t b : {8, 2, 0, 0, 0}) out.push_back(b);  // 8-bit RGB
   put_be32(out, 0);
   return out;
+}
+
+// ---- ImageProcessing: transformers' CLIPImageProcessor and open_clip's transform ----------
+// Fixtures: tests/data/image/processor/ (make_image_processor_fixtures.py). Both references
+// compute in float32 with the operations tessera repeats in the same order, so the tensors are
+// compared bit for bit.
+constexpr double kProcessorFloat = 0.0;
+
+std::filesystem::path processor_dir() { return image_dir() / "processor"; }
+
+ImageProcessing processing_of(const std::string& kind, const std::string& name) {
+  const auto path = processor_dir() / (name + ".json");
+  return kind == "hf" ? image_processing_from_hf(path)
+                      : image_processing_from_open_clip_config(path);
+}
+
+TEST(ImageProcessor, MatchesTransformersAndOpenClip) {
+  std::ifstream in(processor_dir() / "manifest.json");
+  const auto manifest = nlohmann::json::parse(in);
+  const Fixture sources(std::filesystem::path("image") / "processor" / "sources.safetensors");
+  int compared = 0;
+  for (const auto& config : manifest.at("configs")) {
+    const std::string name = config.at("name"), kind = config.at("kind");
+    const ImageProcessing p = processing_of(kind, name);
+    const Fixture expected(std::filesystem::path("image") / "processor" / (name + ".safetensors"));
+    for (const auto& source : manifest.at("sources")) {
+      const std::string s = source;
+      SCOPED_TRACE(name + " / " + s);
+      const Image image = fixture_image(sources, s);
+      const Image u8 = resize_and_crop(image, p);
+      EXPECT_TRUE(images_close(u8, fixture_image(expected, s + ".u8"), 0));
+      const Tensor3<float> x = preprocess_image(image, p);
+      const auto& info = expected.file.info(s + ".pixels");
+      ASSERT_EQ(info.rank(), 3u);
+      ASSERT_EQ(x.dimension(0), 3);
+      ASSERT_EQ(x.dimension(1), static_cast<Index>(info.shape[1]));
+      ASSERT_EQ(x.dimension(2), static_cast<Index>(info.shape[2]));
+      const auto want = expected.file.read<float>(s + ".pixels");
+      double largest = 0;
+      for (std::size_t i = 0; i < want.size(); ++i)
+        largest = std::max(largest, std::abs(double{x.data()[i]} - double{want[i]}));
+      EXPECT_LE(largest, kProcessorFloat);
+      ++compared;
+    }
+  }
+  EXPECT_EQ(compared, 15 * 6);
+}
+
+TEST(ImageProcessor, ParsesWhatEachConfigSays) {
+  const ImageProcessing legacy = processing_of("hf", "hf_legacy_bicubic");
+  EXPECT_EQ(legacy.resize, ResizeRule::shortest_edge);
+  EXPECT_EQ(legacy.shortest_edge, 28);
+  EXPECT_EQ(legacy.crop_height, 24);
+  EXPECT_EQ(legacy.crop_width, 24);
+  EXPECT_EQ(legacy.filter, ResampleFilter::bicubic);
+  EXPECT_EQ(legacy.crop_rule, CropRule::transformers);
+  EXPECT_EQ(legacy.rescale, RescaleRule::times_factor);
+  const ImageProcessing bilinear = processing_of("hf", "hf_current_bilinear");
+  EXPECT_EQ(bilinear.filter, ResampleFilter::bilinear);
+  EXPECT_EQ(bilinear.rescale_factor, 0.00392156862745098);
+  const ImageProcessing exact = processing_of("hf", "hf_exact_no_crop");
+  EXPECT_EQ(exact.resize, ResizeRule::exact);
+  EXPECT_FALSE(exact.crop);
+  EXPECT_EQ(exact.mean, (std::vector<double>{0.5, 0.5, 0.5}));
+  const ImageProcessing none = processing_of("hf", "hf_no_resize_no_rescale");
+  EXPECT_EQ(none.resize, ResizeRule::none);
+  EXPECT_EQ(none.rescale, RescaleRule::none);
+  EXPECT_EQ(none.crop_height, 11);
+  EXPECT_EQ(none.crop_width, 9);
+  const ImageProcessing squash = processing_of("open_clip", "open_clip_squash");
+  EXPECT_EQ(squash.resize, ResizeRule::exact);
+  EXPECT_EQ(squash.resize_height, 24);
+  EXPECT_EQ(squash.resize_width, 18);
+  EXPECT_FALSE(squash.crop);
+  const ImageProcessing longest = processing_of("open_clip", "open_clip_longest_fill");
+  EXPECT_EQ(longest.resize, ResizeRule::fit_longest);
+  EXPECT_EQ(longest.crop_fill, 128);
+  EXPECT_EQ(longest.crop_rule, CropRule::torchvision);
+  // open_clip's non-square "shortest" resizes bicubic whatever the interpolation says
+  const ImageProcessing nonsquare = processing_of("open_clip", "open_clip_shortest_nonsquare");
+  EXPECT_EQ(nonsquare.resize, ResizeRule::fit_shortest);
+  EXPECT_EQ(nonsquare.filter, ResampleFilter::bicubic);
+  // the vision tower's image_size wins over preprocess_cfg.size, as in open_clip's factory
+  EXPECT_EQ(processing_of("open_clip", "open_clip_random_interpolation").shortest_edge, 24);
+}
+
+TEST(ImageProcessor, DefaultsAreEachLibrarysDefaults) {
+  // open_clip's PreprocessCfg() is SPEC 5.2's pipeline at 224
+  EXPECT_EQ(image_processing_from_open_clip(nlohmann::json::object(), "cfg"), ImageProcessing{});
+  EXPECT_EQ(image_processing_from_config(ImageConfig{}), ImageProcessing{});
+  // CLIPImageProcessor(): the same sizes and statistics, transformers' crop and rescale
+  ImageProcessing hf;
+  hf.crop_rule = CropRule::transformers;
+  hf.rescale = RescaleRule::times_factor;
+  EXPECT_EQ(image_processing_from_hf_json(nlohmann::json::object(), "p.json"), hf);
+  EXPECT_EQ(image_processing_from_hf_json(
+                nlohmann::json::parse(R"({"size": null, "crop_size": null, "image_mean": null})"),
+                "p.json"),
+            hf);
+}
+
+TEST(ImageProcessor, SpecPipelineEqualsPreprocessImage) {
+  ImageConfig config;
+  config.size = 32;
+  const ImageProcessing p = image_processing_from_config(config);
+  for (const auto& [w, h] : {std::pair<Index, Index>{45, 61}, {83, 37}, {13, 9}, {1, 500}}) {
+    const Image image = pattern(w, h);
+    const Tensor3<float> a = preprocess_image(image, p);
+    const Tensor3<float> b = preprocess_image<float>(image, config);
+    ASSERT_EQ(a.size(), b.size());
+    EXPECT_TRUE(std::equal(a.data(), a.data() + a.size(), b.data())) << w << "x" << h;
+  }
+}
+
+TEST(ImageResize, BilinearWindowEqualsTheSameWindowOfTheWholeResize) {
+  const Image image = pattern(23, 17);
+  for (const auto& [w, h] : {std::pair<Index, Index>{50, 40}, {9, 6}, {23, 40}, {7, 70}}) {
+    const Image whole = resize(image, w, h, ResampleFilter::bilinear);
+    EXPECT_EQ(resize_window(image, ResampleFilter::bilinear, w, h, 1, 2, w - 2, h - 3),
+              crop_of(whole, 1, 2, w - 2, h - 3));
+  }
+  // bilinear and bicubic differ (the fixtures check each against Pillow)
+  EXPECT_NE(resize(image, 9, 6, ResampleFilter::bilinear), resize(image, 9, 6, ResampleFilter::bicubic));
+}
+
+TEST(ImageCrop, TransformersFloorsWhereTorchvisionRoundsHalfToEven) {
+  // 27 -> 24: 1.5; torchvision rounds to 2, transformers floors to 1
+  EXPECT_EQ(center_crop_offset(27, 24, CropRule::torchvision), 2);
+  EXPECT_EQ(center_crop_offset(27, 24, CropRule::transformers), 1);
+  // 25 -> 24: 0.5; both 0.  29 -> 24: 2.5; both 2
+  EXPECT_EQ(center_crop_offset(25, 24, CropRule::torchvision), 0);
+  EXPECT_EQ(center_crop_offset(25, 24, CropRule::transformers), 0);
+  EXPECT_EQ(center_crop_offset(29, 24, CropRule::torchvision), 2);
+  EXPECT_EQ(center_crop_offset(29, 24, CropRule::transformers), 2);
+  // smaller than the crop: torchvision pads (27 - 16) // 2 = 5 before, transformers ceil = 6
+  EXPECT_EQ(center_crop_offset(16, 27, CropRule::torchvision), -5);
+  EXPECT_EQ(center_crop_offset(16, 27, CropRule::transformers), -6);
+  EXPECT_EQ(center_crop_offset(16, 26, CropRule::torchvision), -5);
+  EXPECT_EQ(center_crop_offset(16, 26, CropRule::transformers), -5);
+  // the torchvision rule is center_crop(image, S)'s
+  const Image image = pattern(27, 30);
+  EXPECT_EQ(center_crop(image, 24, 24, CropRule::torchvision), center_crop(image, 24));
+  EXPECT_NE(center_crop(image, 24, 24, CropRule::transformers), center_crop(image, 24));
+  // padding takes the fill value
+  const Image padded = center_crop(pattern(3, 3), 5, 4, CropRule::torchvision, 77);
+  EXPECT_EQ(padded.pixel(0, 0)[0], 77);
+  EXPECT_EQ(padded.pixel(1, 0)[2], pattern(3, 3).pixel(0, 0)[2]);
+}
+
+TEST(ImageProcessor, OutputSizeIsBounded) {
+  ImageProcessing p;
+  p.crop = false;
+  p.shortest_edge = 8192;
+  // 1 x 10000 to a shorter side of 8192: 8192 x 81920000 pixels, refused before allocating
+  EXPECT_THAT(test::error_of([&] { resize_and_crop(pattern(1, 10000), p); }),
+              HasSubstr("more than ImageProcessingLimits::max_output_pixels = 67108864"));
+  p.shortest_edge = 9000;
+  EXPECT_THAT(test::error_of([&] { resize_and_crop(pattern(5, 5), p); }),
+              HasSubstr("shortest_edge must be in 1..8192"));
+  // a fit that rounds a side to 0 pixels (open_clip fails there too)
+  ImageProcessing fit;
+  fit.resize = ResizeRule::fit_longest;
+  EXPECT_THAT(test::error_of([&] { resize_and_crop(pattern(1, 10000), fit); }),
+              HasSubstr("a side of 0"));
+  // a thin image with a crop costs its crop
+  ImageProcessing shortest;
+  shortest.shortest_edge = shortest.crop_height = shortest.crop_width = 224;
+  EXPECT_EQ(resize_and_crop(pattern(1, 1'000'000), shortest).height, 224);
+}
+
+TEST(ImageProcessor, HfConfigErrorsNameTheFileAndKey) {
+  test::TempDir dir;
+  const auto error = [&](const std::string& text) {
+    const auto path = dir / "preprocessor_config.json";
+    std::ofstream(path) << text;
+    return test::error_of([&] { image_processing_from_hf(path); });
+  };
+  const std::string file = (dir / "preprocessor_config.json").string();
+  EXPECT_THAT(error(R"({"resample": 1})"),
+              HasSubstr(file + ": key \"resample\": Pillow's LANCZOS (1) is not supported"));
+  EXPECT_THAT(error(R"({"resample": 0})"), HasSubstr("NEAREST (0) is not supported"));
+  EXPECT_THAT(error(R"({"resample": 7})"), HasSubstr("key \"resample\": expected a Pillow filter code"));
+  EXPECT_THAT(error(R"({"resample": "bicubic"})"), HasSubstr("key \"resample\""));
+  EXPECT_THAT(error(R"({"resample": null})"), HasSubstr("key \"resample\""));
+  EXPECT_THAT(error(R"({"size": {"longest_edge": 224}})"),
+              HasSubstr("key \"size\": expected {\"shortest_edge\": n} or {\"height\": h"));
+  EXPECT_THAT(error(R"({"size": {"shortest_edge": 224, "height": 3}})"), HasSubstr("key \"size\""));
+  EXPECT_THAT(error(R"({"size": {"max_height": 224, "max_width": 3}})"),
+              HasSubstr("key \"size\": expected {\"shortest_edge\": n} or"));
+  EXPECT_THAT(error(R"({"size": {"shortest_edge": 0}})"),
+              HasSubstr("key \"size.shortest_edge\": expected an integer in 1..8192"));
+  EXPECT_THAT(error(R"({"size": 100000})"), HasSubstr("ImageProcessingLimits::max_side"));
+  EXPECT_THAT(error(R"({"size": 224.5})"), HasSubstr("key \"size\": expected an integer in 1..8192"));
+  EXPECT_THAT(error(R"({"size": "224"})"), HasSubstr("key \"size\": expected an integer,"));
+  EXPECT_THAT(error(R"({"crop_size": {"height": 224}})"),
+              HasSubstr("key \"crop_size\": expected {\"height\": h, \"width\": w}"));
+  EXPECT_THAT(error(R"({"crop_size": [1, 2, 3]})"), HasSubstr("key \"crop_size\""));
+  EXPECT_THAT(error(R"({"do_resize": "yes"})"),
+              HasSubstr("key \"do_resize\": expected true or false, got \"yes\""));
+  EXPECT_THAT(error(R"({"do_center_crop": 1})"), HasSubstr("key \"do_center_crop\""));
+  EXPECT_THAT(error(R"({"rescale_factor": -1})"),
+              HasSubstr("key \"rescale_factor\": expected a positive number"));
+  EXPECT_THAT(error(R"({"image_mean": [0.5, 0.5]})"),
+              HasSubstr("key \"image_mean\": expected a number or a list of 3 numbers"));
+  EXPECT_THAT(error(R"({"image_std": [0.5, 0, 0.5]})"), HasSubstr("key \"image_std\": value 1 is 0"));
+  EXPECT_THAT(error(R"({"image_std": 1e-50})"), HasSubstr("key \"image_std\""));
+  EXPECT_THAT(error(R"({"image_processor_type": "ViTImageProcessor"})"),
+              HasSubstr("key \"image_processor_type\": expected \"CLIPImageProcessor\""));
+  EXPECT_THAT(error(R"([1, 2])"), HasSubstr(file + ": expected a JSON object at the top level"));
+  EXPECT_THAT(error(R"({"size": 224,)"), HasSubstr(file + ": not valid JSON"));
+  EXPECT_THAT(error(R"({"size": 224, "size": 336})"), HasSubstr("appears twice"));
+  EXPECT_THAT(test::error_of([&] { image_processing_from_hf(dir / "missing.json"); }),
+              HasSubstr("missing.json"));
+  // keys transformers keeps as unused attributes are ignored
+  const auto ok = dir / "ok.json";
+  std::ofstream(ok) << R"({"processor_class": "CLIPProcessor", "_valid_processor_keys": []})";
+  EXPECT_NO_THROW(image_processing_from_hf(ok));
+}
+
+TEST(ImageProcessor, OpenClipConfigErrorsNameTheFileAndKey) {
+  test::TempDir dir;
+  const auto error = [&](const std::string& text) {
+    const auto path = dir / "open_clip_config.json";
+    std::ofstream(path) << text;
+    return test::error_of([&] { image_processing_from_open_clip_config(path); });
+  };
+  const std::string file = (dir / "open_clip_config.json").string();
+  EXPECT_THAT(error(R"({"preprocess_cfg": {"interpolation": "nearest"}})"),
+              HasSubstr(file + ": key \"preprocess_cfg.interpolation\": expected one of \"bicubic\", "
+                        "\"bilinear\", \"random\", got \"nearest\""));
+  EXPECT_THAT(error(R"({"preprocess_cfg": {"resize_mode": "fill"}})"),
+              HasSubstr("key \"preprocess_cfg.resize_mode\""));
+  EXPECT_THAT(error(R"({"preprocess_cfg": {"mode": "L"}})"), HasSubstr("key \"preprocess_cfg.mode\""));
+  EXPECT_THAT(error(R"({"preprocess_cfg": {"fill_color": 300}})"),
+              HasSubstr("key \"preprocess_cfg.fill_color\": expected an integer in 0..255"));
+  EXPECT_THAT(error(R"({"preprocess_cfg": {"mean": "x"}})"), HasSubstr("key \"preprocess_cfg.mean\""));
+  EXPECT_THAT(error(R"({"preprocess_cfg": {"std": [1, 1, 0]}})"),
+              HasSubstr("key \"preprocess_cfg.std\": value 2 is 0"));
+  EXPECT_THAT(error(R"({"preprocess_cfg": {"size": [1, 2, 3]}})"),
+              HasSubstr("key \"preprocess_cfg.size\""));
+  EXPECT_THAT(error(R"({"preprocess_cfg": [1]})"), HasSubstr("key \"preprocess_cfg\": expected an object"));
+  EXPECT_THAT(error(R"({"model_cfg": {"vision_cfg": {"image_size": "224"}}})"),
+              HasSubstr("key \"model_cfg.vision_cfg.image_size\""));
+  EXPECT_THAT(error(R"({"model_cfg": {"vision_cfg": {"image_size": 10000}}})"),
+              HasSubstr("ImageProcessingLimits::max_side"));
+  EXPECT_THAT(error(R"({"model_cfg": 3})"), HasSubstr("key \"model_cfg\": expected an object"));
+  // null takes the default; unknown keys are dropped, as merge_preprocess_dict does
+  const auto path = dir / "ok.json";
+  std::ofstream(path) << R"({"preprocess_cfg": {"mean": null, "other": 1}})";
+  EXPECT_EQ(image_processing_from_open_clip_config(path), ImageProcessing{});
 }
 
 TEST(ImageErrors, MissingFileAndDirectory) {

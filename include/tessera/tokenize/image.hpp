@@ -5,6 +5,8 @@
 //                                   = S, longer side = int(S * long / short) (torchvision's
 //                                   Resize rule)
 //   center_crop(image, S)           torchvision.transforms.functional.center_crop
+//   resize(image, w, h, filter)     Pillow's Image.resize with BICUBIC or BILINEAR
+//   center_crop(image, h, w, rule)  torchvision's or transformers' center crop (CropRule)
 //   normalize_image(image, m, s)    ToTensor (/255) then Normalize ((x - mean) / std)
 //   preprocess_image(image, config) all three; preprocess_image_u8 stops before normalizing
 //
@@ -12,9 +14,13 @@
 // one-call preprocess_image(path, config). This one needs nothing but Eigen, so video
 // frames from any source can go through the same pipeline.
 //
+// The settings of HF's CLIPImageProcessor and open_clip's transform, and the pipeline they
+// drive, are in tokenize/image_processor.hpp.
+//
 // Exactness: the resize is Pillow's (libImaging/Resample.c, Pillow 9.4) step by step, so the
 // 8-bit result is bit-identical to Pillow's, not merely close. The bicubic kernel
-// (a = -0.5) is stretched by the downscale factor when shrinking (antialiasing); its taps
+// (a = -0.5, support 2) or the bilinear one (the triangle, support 1) is stretched by the
+// downscale factor when shrinking (antialiasing); its taps
 // are computed in double, normalized to sum 1, rounded to 22-bit fixed point; the
 // horizontal pass runs first and its output is rounded and clamped to 8 bits before the
 // vertical pass, exactly as Pillow does. docs/image.md lists what was measured.
@@ -53,6 +59,35 @@ inline double bicubic_kernel(double x) {
   return 0.0;
 }
 
+// The triangle (bilinear) kernel, support 1: Pillow's bilinear_filter.
+inline double bilinear_kernel(double x) {
+  if (x < 0.0) x = -x;
+  return x < 1.0 ? 1.0 - x : 0.0;
+}
+
+}  // namespace detail
+
+// The resampling filters of Pillow's Image.resize that tessera reproduces. The values are
+// Pillow's filter codes (PIL.Image.Resampling), which transformers' preprocessor_config.json
+// stores as "resample"; Pillow's others (NEAREST 0, LANCZOS 1, BOX 4, HAMMING 5) are not
+// implemented.
+enum class ResampleFilter { bilinear = 2, bicubic = 3 };
+
+inline const char* resample_filter_name(ResampleFilter filter) {
+  return filter == ResampleFilter::bilinear ? "bilinear" : "bicubic";
+}
+
+namespace detail {
+
+// The kernel's half width at scale 1 (Pillow's filter support).
+inline double filter_support(ResampleFilter filter) {
+  return filter == ResampleFilter::bilinear ? 1.0 : 2.0;
+}
+
+inline double filter_kernel(ResampleFilter filter, double x) {
+  return filter == ResampleFilter::bilinear ? bilinear_kernel(x) : bicubic_kernel(x);
+}
+
 // The taps of one pass over outputs [out_begin, out_begin + n): output pixel out_begin + i
 // reads input pixels first[i] .. first[i] + count[i] - 1 with weights[i * taps + j] (22-bit
 // fixed point).
@@ -69,11 +104,11 @@ struct ResampleTaps {
 // integers. An output's taps depend only on its own index, so computing a range of them gives
 // the taps of the whole pass restricted to it; their size is out_count * taps, at most about
 // 4 * in_size + 5 * out_count.
-inline ResampleTaps bicubic_taps(Index in_size, Index out_size, Index out_begin = 0,
-                                 Index out_count = -1) {
+inline ResampleTaps resample_taps(ResampleFilter filter, Index in_size, Index out_size,
+                                  Index out_begin = 0, Index out_count = -1) {
   if (out_count < 0) out_count = out_size - out_begin;
   TESSERA_ASSERT(out_begin >= 0 && out_count >= 1 && out_begin + out_count <= out_size);
-  constexpr double support_unscaled = 2.0;
+  const double support_unscaled = filter_support(filter);
   const float in0 = 0.0f, in1 = static_cast<float>(in_size);  // Pillow's box is float
   const double scale = static_cast<double>(in1 - in0) / static_cast<double>(out_size);
   const double filter_scale = scale < 1.0 ? 1.0 : scale;  // stretch the kernel when shrinking
@@ -96,7 +131,8 @@ inline ResampleTaps bicubic_taps(Index in_size, Index out_size, Index out_begin 
     const int n = xmax - xmin;
     double sum = 0.0;
     for (int x = 0; x < n; ++x) {
-      w[static_cast<std::size_t>(x)] = bicubic_kernel((x + xmin - center + 0.5) * inverse_filter_scale);
+      w[static_cast<std::size_t>(x)] =
+          filter_kernel(filter, (x + xmin - center + 0.5) * inverse_filter_scale);
       sum += w[static_cast<std::size_t>(x)];
     }
     std::int32_t* k = out.weights.data() + i * out.taps;
@@ -110,6 +146,11 @@ inline ResampleTaps bicubic_taps(Index in_size, Index out_size, Index out_begin 
     out.count[static_cast<std::size_t>(i)] = n;
   }
   return out;
+}
+
+inline ResampleTaps bicubic_taps(Index in_size, Index out_size, Index out_begin = 0,
+                                 Index out_count = -1) {
+  return resample_taps(ResampleFilter::bicubic, in_size, out_size, out_begin, out_count);
 }
 
 // Rounds a fixed-point sum (which started at one half) to 8 bits, clamping to [0, 255].
@@ -180,22 +221,23 @@ inline Index round_half_even_half(Index excess) {
 }  // namespace detail
 
 // The window [left, left + crop_width) x [top, top + crop_height) of Pillow's
-// Image.resize((width, height), Image.BICUBIC) of an 8-bit RGB image, computing only that
+// Image.resize((width, height), filter) of an 8-bit RGB image, computing only that
 // window: horizontal pass first (over the input rows the window's vertical taps read, for the
 // window's columns), 8-bit intermediate, then the vertical pass; a pass whose size does not
 // change is skipped (as in Pillow). Every output pixel depends only on its own taps, so the
 // window holds exactly the pixels of the whole resize; the work and memory follow the window
 // and the input, not width * height, which for a thin image resized by its shorter side can
 // be far larger than either (1 x 10000 pixels to a shorter side of 224: 224 x 2240000).
-inline Image resize_bicubic_window(const Image& image,  // [H, W, 3]
-                                   Index width, Index height, Index left, Index top,
-                                   Index crop_width, Index crop_height) {  // -> [ch, cw, 3]
-  detail::check_image(image, "resize_bicubic");
-  check(width > 0 && height > 0, "resize_bicubic: the target size must be positive, got ", width,
+inline Image resize_window(const Image& image,  // [H, W, 3]
+                           ResampleFilter filter, Index width, Index height, Index left,
+                           Index top, Index crop_width, Index crop_height) {  // -> [ch, cw, 3]
+  const char* const what = filter == ResampleFilter::bicubic ? "resize_bicubic" : "resize_bilinear";
+  detail::check_image(image, what);
+  check(width > 0 && height > 0, what, ": the target size must be positive, got ", width,
         " x ", height);
   check(left >= 0 && top >= 0 && crop_width > 0 && crop_height > 0 &&
             crop_width <= width - left && crop_height <= height - top,
-        "resize_bicubic: the window ", crop_width, " x ", crop_height, " at (", left, ", ", top,
+        what, ": the window ", crop_width, " x ", crop_height, " at (", left, ", ", top,
         ") is not inside the ", width, " x ", height, " result");
   const bool horizontal = width != image.width;
   const bool vertical = height != image.height;
@@ -204,7 +246,7 @@ inline Image resize_bicubic_window(const Image& image,  // [H, W, 3]
   std::optional<detail::ResampleTaps> rows;
   Index row_begin = top, row_end = top + crop_height;
   if (vertical) {
-    rows = detail::bicubic_taps(image.height, height, top, crop_height);
+    rows = detail::resample_taps(filter, image.height, height, top, crop_height);
     row_begin = rows->first.front();
     row_end = rows->first.back() + rows->count.back();
   }
@@ -212,7 +254,8 @@ inline Image resize_bicubic_window(const Image& image,  // [H, W, 3]
   Image columns(crop_width, row_end - row_begin);
   if (horizontal) {
     detail::resample_horizontal(columns, image, row_begin,
-                                detail::bicubic_taps(image.width, width, left, crop_width));
+                                detail::resample_taps(filter, image.width, width, left,
+                                                      crop_width));
   } else {
     for (Index r = 0; r < columns.height; ++r)
       std::memcpy(columns.pixel(r, 0), image.pixel(row_begin + r, left),
@@ -222,6 +265,26 @@ inline Image resize_bicubic_window(const Image& image,  // [H, W, 3]
   Image out(crop_width, crop_height);
   detail::resample_vertical(out, columns, row_begin, *rows);
   return out;
+}
+
+// resize_window with Pillow's Image.BICUBIC.
+inline Image resize_bicubic_window(const Image& image,  // [H, W, 3]
+                                   Index width, Index height, Index left, Index top,
+                                   Index crop_width, Index crop_height) {  // -> [ch, cw, 3]
+  return resize_window(image, ResampleFilter::bicubic, width, height, left, top, crop_width,
+                       crop_height);
+}
+
+// Pillow's Image.resize((width, height), filter) of an 8-bit RGB image (the window of
+// resize_window that is the whole result). Bit-identical to Pillow 9.4 for both filters
+// (tests/test_image.cpp).
+inline Image resize(const Image& image,  // [H, W, 3]
+                    Index width, Index height, ResampleFilter filter) {  // -> [height, width, 3]
+  if (width == image.width && height == image.height) {
+    detail::check_image(image, "resize");
+    return image;
+  }
+  return resize_window(image, filter, width, height, 0, 0, width, height);
 }
 
 // Pillow's Image.resize((width, height), Image.BICUBIC) of an 8-bit RGB image (the window of
@@ -276,6 +339,58 @@ inline Image center_crop(const Image& image,  // [H, W, 3]
     if (sy < 0 || sy >= image.height) continue;
     const Index x_begin = std::max<Index>(0, -left), x_end = std::min(size, image.width - left);
     if (x_end <= x_begin) continue;
+    std::memcpy(out.pixel(y, x_begin), image.pixel(sy, left + x_begin),
+                static_cast<std::size_t>(3 * (x_end - x_begin)));
+  }
+  return out;
+}
+
+// Where a center crop starts, per library. They agree when (side - crop) is even, and when it is
+// odd half the time: at (side - crop) = 4k + 3 torchvision's round(k + 1.5) = 2k + 2 where
+// transformers' floor gives 2k + 1 (a 227-pixel side cropped to 224: row 2 vs row 1).
+enum class CropRule {
+  // torchvision.transforms.functional.center_crop (CLIP, open_clip, ImageBind, SPEC 5.2):
+  // start int(round((side - crop) / 2.0)), half to even; a side shorter than the crop is
+  // first padded, (crop - side) // 2 before it.
+  torchvision,
+  // transformers.image_transforms.center_crop (CLIPImageProcessor): start
+  // (side - crop) // 2 (floor); a side shorter than the crop is padded ceil((crop - side) / 2)
+  // before it, which is the same formula: a negative start.
+  transformers,
+};
+
+inline const char* crop_rule_name(CropRule rule) {
+  return rule == CropRule::torchvision ? "torchvision" : "transformers";
+}
+
+// The index in a side of `side` pixels that the first of `crop` output pixels reads, by `rule`;
+// negative when the output starts with padding.
+inline Index center_crop_offset(Index side, Index crop, CropRule rule) {
+  if (rule == CropRule::transformers) {
+    const Index excess = side - crop;
+    return excess >= 0 ? excess / 2 : -((-excess + 1) / 2);  // Python's floor division by 2
+  }
+  if (side < crop) return -((crop - side) / 2);
+  return detail::round_half_even_half(side - crop);
+}
+
+// A center crop of `crop_height` x `crop_width` by `rule`, padding with `fill` in every channel
+// where the image is smaller than the crop (torchvision and transformers pad with 0;
+// open_clip's CenterCropOrPad with its fill_color).
+inline Image center_crop(const Image& image,  // [H, W, 3]
+                         Index crop_height, Index crop_width, CropRule rule,
+                         std::uint8_t fill = 0) {  // -> [crop_height, crop_width, 3]
+  detail::check_image(image, "center_crop");
+  check(crop_height > 0 && crop_width > 0, "center_crop: the crop size must be positive, got ",
+        crop_height, " x ", crop_width, " (height x width)");
+  const Index top = center_crop_offset(image.height, crop_height, rule);
+  const Index left = center_crop_offset(image.width, crop_width, rule);
+  Image out(crop_width, crop_height);
+  std::fill(out.rgb.begin(), out.rgb.end(), fill);
+  const Index x_begin = std::max<Index>(0, -left), x_end = std::min(crop_width, image.width - left);
+  for (Index y = 0; y < crop_height; ++y) {
+    const Index sy = top + y;
+    if (sy < 0 || sy >= image.height || x_end <= x_begin) continue;
     std::memcpy(out.pixel(y, x_begin), image.pixel(sy, left + x_begin),
                 static_cast<std::size_t>(3 * (x_end - x_begin)));
   }
