@@ -6,6 +6,11 @@
 //   per head h:  P_h = softmax(q_h k_h^T / sqrt(dh) + mask),   ctx_h = P_h v_h
 //   out = concat_h(ctx_h) Wo^T + bo
 //
+// With bias_k and bias_v (torch.nn.MultiheadAttention's add_bias_kv, which ImageBind's audio,
+// depth, thermal and IMU trunks use), each sample's keys and values gain one more row after
+// its own, bias_k and bias_v, that every query of the sample sees (causal ones included,
+// as PyTorch pads the mask with a zero column). Inference only: backward refuses it.
+//
 // A packed batch holds several samples back to back without padding; AttentionSegments says
 // which rows of q see which rows of k (a sample only attends to itself), and which range of
 // each sample is causal text (a text token does not see later text tokens; every other pair
@@ -36,6 +41,8 @@ struct MultiHeadAttention {
   Linear<Scalar> k_proj;    // [D, D] with bias
   Linear<Scalar> v_proj;    // [D, D] with bias
   Linear<Scalar> out_proj;  // [D, D] with bias
+  RowVector<Scalar> bias_k;  // [D] the learned extra key (add_bias_kv), or empty
+  RowVector<Scalar> bias_v;  // [D] the learned extra value, or empty with bias_k
   KVPrecision kv_precision = KVPrecision::native;  // a setting, not a weight
 
   struct Saved {
@@ -59,6 +66,7 @@ struct MultiHeadAttention {
 
   Index dim() const { return q_proj.in_features(); }
   Index head_dim() const { return dim() / heads; }
+  bool has_bias_kv() const { return bias_k.size() != 0; }
 
   // Self attention: queries, keys and values all come from x. RoPE (when rope is given)
   // rotates q and k by positions [L, 3].
@@ -87,12 +95,18 @@ struct MultiHeadAttention {
     project(s, x_q, x_kv, rope, positions);
     Matrix<Scalar>* logsumexp = saved != nullptr ? &s.logsumexp : nullptr;
     if (logsumexp != nullptr) logsumexp->resize(x_q.rows(), heads);
+    const AttentionSegments* mask = &segments;
+    AttentionSegments with_bias;
+    if (has_bias_kv()) {
+      with_bias = append_bias_kv(s.k, s.v, segments);
+      mask = &with_bias;
+    }
     if (kv_precision == KVPrecision::bfloat16) {
       const Matrix<BFloat16> k16 = s.k.template cast<BFloat16>();  // [Lk, D]
       const Matrix<BFloat16> v16 = s.v.template cast<BFloat16>();  // [Lk, D]
-      attention_fused<Scalar, BFloat16>(s.ctx, s.q, k16, v16, heads, segments, logsumexp);
+      attention_fused<Scalar, BFloat16>(s.ctx, s.q, k16, v16, heads, *mask, logsumexp);
     } else {
-      attention_fused<Scalar>(s.ctx, s.q, s.k, s.v, heads, segments, logsumexp);
+      attention_fused<Scalar>(s.ctx, s.q, s.k, s.v, heads, *mask, logsumexp);
     }
     out_proj.forward(out, s.ctx);
   }
@@ -130,6 +144,8 @@ struct MultiHeadAttention {
     check(kv_precision == KVPrecision::native,
           "attention backward: keys and values were stored in bfloat16; train with "
           "KVPrecision::native");
+    check(!has_bias_kv(), "attention backward: a layer with add_bias_kv (bias_k, bias_v) runs "
+          "inference only");
     TESSERA_ASSERT(saved.logsumexp.rows() == x_q.rows() && saved.k.rows() == x_kv.rows());
     Matrix<Scalar> d_ctx(x_q.rows(), dim());                 // [Lq, D]
     out_proj.backward(d_ctx, grad.out_proj, d_out, saved.ctx);
@@ -163,6 +179,8 @@ struct MultiHeadAttention {
                       Index causal_begin, Index causal_end,
                       const Rope<Scalar>* rope = nullptr,
                       const Positions* positions = nullptr) const {
+    check(!has_bias_kv(), "attention: incremental encoding (a KV cache) does not support "
+          "add_bias_kv (bias_k, bias_v)");
     const Index n = x.rows(), past = cache.length;
     Saved s;
     project(s, x, x, rope, positions);
@@ -176,6 +194,43 @@ struct MultiHeadAttention {
   }
 
  private:
+  // add_bias_kv: k, v [Lk, D] -> [Lk + N, D] with bias_k, bias_v after each of the N
+  // segments' keys; returns the segments over the new key rows (segment s's keys move down
+  // by s rows, and so do the key rows its queries stand at and its causal range, which the
+  // bias row follows, so every query sees it).
+  AttentionSegments append_bias_kv(Matrix<Scalar>& k,  // [Lk, D] -> [Lk + N, D]
+                                   Matrix<Scalar>& v,  // [Lk, D] -> [Lk + N, D]
+                                   const AttentionSegments& segments) const {
+    check(bias_k.size() == dim() && bias_v.size() == dim(), "attention: bias_k and bias_v "
+          "have ", bias_k.size(), " and ", bias_v.size(), " values, expected ", dim());
+    const auto n = static_cast<std::size_t>(segments.size());
+    AttentionSegments out = segments;
+    out.query_shift.assign(n, 0);
+    Matrix<Scalar> k2(k.rows() + static_cast<Index>(n), k.cols());
+    Matrix<Scalar> v2(v.rows() + static_cast<Index>(n), v.cols());
+    Index written = 0;
+    for (std::size_t s = 0; s < n; ++s) {
+      const Index k0 = segments.key_offsets[s], nk = segments.key_offsets[s + 1] - k0;
+      const auto moved = static_cast<Index>(s);
+      TESSERA_ASSERT(k0 + moved == written);
+      k2.middleRows(written, nk) = k.middleRows(k0, nk);
+      v2.middleRows(written, nk) = v.middleRows(k0, nk);
+      k2.row(written + nk) = bias_k;
+      v2.row(written + nk) = bias_v;
+      written += nk + 1;
+      out.key_offsets[s] = k0 + moved;
+      out.query_shift[s] = segments.shift(s) + moved;
+      if (segments.causal_end[s] > segments.causal_begin[s]) {
+        out.causal_begin[s] += moved;
+        out.causal_end[s] += moved;
+      }
+    }
+    out.key_offsets[n] = written;
+    k.swap(k2);
+    v.swap(v2);
+    return out;
+  }
+
   // s.q, s.k, s.v: the projections of x_q and x_kv, q and k rotated when rope is given;
   // s.ctx sized for the kernel.
   void project(Saved& s, const ConstMatrixRef<Scalar>& x_q, const ConstMatrixRef<Scalar>& x_kv,

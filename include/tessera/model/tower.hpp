@@ -1,0 +1,384 @@
+#pragma once
+// Tower: one modality's own transformer, as CLIP, open_clip and ImageBind build them (their
+// text, vision and audio encoders). docs/model-files.md "Towers" is the specification.
+//
+//   tokens  = stem(input)                   text: token_embedding[ids]
+//                                           patches: conv (kernel k, stride s; a time kernel of
+//                                           clip_frames for video clips) (+ bias), stem norm
+//   x       = [class_embedding] + tokens    (cls_token)
+//   x       = x + positional_embedding[0 : L]
+//   x       = ln_pre(x)                     (pre_norm)
+//   for each block:  h = x + Attn(ln_1(x)),  x = h + MLP(ln_2(h))   (causal text; bias_kv)
+//   hidden  = x                             (Encoding::hidden: the last block's output)
+//   p       = ln_post(x[pool])              pool: 0 (cls), argmax of the ids (eot_argmax),
+//                                           the first end token (eos_first)
+//   e       = normalize(proj p (+ bias))
+//
+// A batch of clips (one input each: a text, an image, a video clip, an audio clip) is packed
+// back to back without padding, each attending only to itself; causal text needs no padding
+// mask, and its result equals a padded batch's. Inference only: towers are not trained here.
+
+#include <tessera/core/error.hpp>
+#include <tessera/core/modality.hpp>
+#include <tessera/core/tensor.hpp>
+#include <tessera/nn/activation.hpp>
+#include <tessera/nn/attention.hpp>
+#include <tessera/nn/block.hpp>
+#include <tessera/nn/linear.hpp>
+#include <tessera/nn/norm.hpp>
+#include <tessera/nn/patch_embed.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace tessera {
+
+// Which token a tower pools.
+enum class TowerPooling {
+  cls,         // the first token (CLIP's and ImageBind's vision and audio, SelectElement(0))
+  eot_argmax,  // the token at the largest id (OpenAI CLIP, open_clip, ImageBind text)
+  eos_first,   // the first token equal to eos_token_id (transformers' CLIP text)
+};
+inline constexpr TowerPooling tower_pooling_kinds[] = {TowerPooling::cls, TowerPooling::eot_argmax,
+                                                       TowerPooling::eos_first};
+inline const char* to_string(TowerPooling p) {
+  switch (p) {
+    case TowerPooling::cls: return "cls";
+    case TowerPooling::eot_argmax: return "eot_argmax";
+    case TowerPooling::eos_first: return "eos_first";
+  }
+  return "unknown";
+}
+
+// The sizes and kinds of one tower. `modality` is text (token ids), image (a clip of
+// clip_frames frames [clip_frames, C, H, W], an image being one such clip) or audio (features
+// [M, T] seen as a one-channel image [1, M, T]).
+struct TowerConfig {
+  Modality modality = Modality::image;
+  Index width = 768;    // D
+  Index layers = 12;
+  Index heads = 12;     // H
+  Index ffn_dim = 3072;  // F
+  Index embed_dim = 512;  // E, the projection's output (the shared space)
+  Activation activation = Activation::gelu;
+  double norm_eps = 1e-5;    // every norm of the tower but the stem's
+  bool pre_norm = false;     // ln_pre after the embeddings
+  bool bias_kv = false;      // add_bias_kv in every block's attention
+  bool causal = false;       // text that does not see later text
+  bool proj_bias = false;
+  TowerPooling pooling = TowerPooling::cls;
+  std::int64_t eos_token_id = -1;  // eos_first
+
+  // text
+  Index vocab_size = 0;      // V
+  Index context_length = 0;  // the most tokens, and the positional table's rows
+
+  // patches (image, audio)
+  Index channels = 3;     // C (audio: 1)
+  Index height = 224;     // image size, or audio's mel bins M
+  Index width_in = 224;   // image size, or audio's frames per clip T
+  Index clip_frames = 1;  // the convolution's time kernel (and stride): video frames per clip
+  Index kernel = 16;      // k (square)
+  Index stride = 16;      // s (square); s < k: overlapping patches
+  bool conv_bias = false;
+  bool cls_token = true;
+  bool stem_norm = false;      // a LayerNorm on the patch tokens, before the class token
+  double stem_norm_eps = 1e-5;
+
+  bool is_text() const { return modality == Modality::text; }
+  Index grid_rows() const { return (height - kernel) / stride + 1; }
+  Index grid_cols() const { return (width_in - kernel) / stride + 1; }
+  Index patch_dim() const { return channels * clip_frames * kernel * kernel; }
+  // The number of tokens of one clip (text: the most), and the positional table's rows.
+  Index tokens() const {
+    return is_text() ? context_length : grid_rows() * grid_cols() + (cls_token ? 1 : 0);
+  }
+  Index head_dim() const { return width / heads; }
+
+  bool operator==(const TowerConfig&) const = default;
+};
+
+// Throws tessera::Error naming `where` and the key when a TowerConfig is inconsistent.
+inline void validate(const TowerConfig& c, const std::string& where) {
+  const auto positive = [&](Index v, const char* key) {
+    check(v > 0 && v <= (Index{1} << 31), where, ": ", key, " must be a positive integer, got ", v);
+  };
+  positive(c.width, "width");
+  positive(c.layers, "layers");
+  positive(c.heads, "heads");
+  positive(c.ffn_dim, "ffn_dim");
+  positive(c.embed_dim, "embed_dim");
+  check(c.width % c.heads == 0, where, ": width ", c.width, " is not divisible by heads ", c.heads);
+  check(c.activation == Activation::gelu || c.activation == Activation::quick_gelu ||
+            c.activation == Activation::gelu_tanh || c.activation == Activation::relu,
+        where, ": activation ", to_string(c.activation), " is not a tower's (gelu, quick_gelu, "
+        "gelu_tanh, relu)");
+  check(std::isfinite(c.norm_eps) && c.norm_eps > 0 && std::isfinite(c.stem_norm_eps) &&
+            c.stem_norm_eps > 0,
+        where, ": norm eps must be positive and finite");
+  if (c.is_text()) {
+    positive(c.vocab_size, "vocab_size");
+    positive(c.context_length, "context_length");
+    check(c.pooling != TowerPooling::eos_first || (c.eos_token_id >= 0 && c.eos_token_id < c.vocab_size),
+          where, ": eos_token_id ", c.eos_token_id, " is not an id below vocab_size ", c.vocab_size);
+    return;
+  }
+  check(c.modality == Modality::image || c.modality == Modality::audio, where,
+        ": a tower's modality is text, image or audio, got ", modality_name(c.modality));
+  check(c.pooling == TowerPooling::cls && c.cls_token, where, ": an ", modality_name(c.modality),
+        " tower pools its class token (pooling \"cls\" with a class token)");
+  positive(c.channels, "channels");
+  positive(c.height, c.modality == Modality::audio ? "n_mels" : "image_size");
+  positive(c.width_in, c.modality == Modality::audio ? "target_frames" : "image_size");
+  positive(c.clip_frames, "clip_frames");
+  positive(c.kernel, "kernel");
+  positive(c.stride, "stride");
+  check(c.kernel <= c.height && c.kernel <= c.width_in, where, ": the patch kernel ", c.kernel,
+        " is larger than the input (", c.height, " x ", c.width_in, ")");
+  check(c.modality != Modality::image ||
+            (c.stride == c.kernel && c.height % c.kernel == 0 && c.width_in % c.kernel == 0),
+        where, ": an image tower's patches tile the image (image_size ", c.height,
+        " a multiple of patch_size ", c.kernel, ")");
+  check(c.modality != Modality::audio || (c.channels == 1 && c.clip_frames == 1), where,
+        ": an audio tower reads one-channel features");
+}
+
+// One clip of a tower's input.
+template <class Scalar>
+struct TowerClip {
+  const std::vector<std::int64_t>* ids = nullptr;  // text: [n] token ids
+  const Tensor4<Scalar>* frames = nullptr;          // image: [T, C, H, W]; frames first ..
+  Index first_frame = 0;                            // .. first + clip_frames (the last repeated)
+  const Tensor3<Scalar>* image = nullptr;           // image: one image [C, H, W] (repeated)
+  const Matrix<Scalar>* features = nullptr;         // audio: [M, *]; columns first ..
+  Index first_column = 0;                           // .. first + width_in
+};
+
+// The result for one clip.
+template <class Scalar>
+struct TowerOutput {
+  Matrix<Scalar> hidden;     // [L, D] the last block's output
+  Vector<Scalar> embedding;  // [E] unit norm
+};
+
+template <class Scalar>
+struct Tower {
+  TowerConfig config;
+  Matrix<Scalar> token_embedding;       // [V, D] (text)
+  nn::Linear<Scalar> patch;             // [D, C*clip_frames*k*k] (+ bias [D]) (image, audio)
+  nn::Norm<Scalar> stem_norm;           // [D] (stem_norm)
+  RowVector<Scalar> class_embedding;    // [D] (cls_token)
+  Matrix<Scalar> positional_embedding;  // [tokens(), D]
+  nn::Norm<Scalar> ln_pre;              // [D] (pre_norm)
+  std::vector<nn::TransformerBlock<Scalar>> blocks;
+  nn::Norm<Scalar> ln_post;             // [D]
+  nn::Linear<Scalar> proj;              // [E, D] (+ bias [E])
+
+  Tower() = default;
+  // Allocates every weight of `c` (validated first) at zero, norms at weight 1.
+  Tower(const TowerConfig& c, const std::string& where) : config((validate(c, where), c)) {
+    const Index d = config.width;
+    const auto eps = static_cast<Scalar>(config.norm_eps);
+    if (config.is_text()) {
+      token_embedding = Matrix<Scalar>::Zero(config.vocab_size, d);
+    } else {
+      patch = nn::Linear<Scalar>(config.patch_dim(), d, config.conv_bias);
+      if (config.stem_norm) {
+        stem_norm = nn::Norm<Scalar>(NormKind::layernorm, d,
+                                     static_cast<Scalar>(config.stem_norm_eps));
+      }
+      if (config.cls_token) class_embedding = RowVector<Scalar>::Zero(d);
+    }
+    positional_embedding = Matrix<Scalar>::Zero(config.tokens(), d);
+    if (config.pre_norm) ln_pre = nn::Norm<Scalar>(NormKind::layernorm, d, eps);
+    const nn::BlockOptions block{d, config.heads, config.ffn_dim, config.activation,
+                                 NormKind::layernorm, config.norm_eps};
+    blocks.assign(static_cast<std::size_t>(config.layers), nn::TransformerBlock<Scalar>(block));
+    if (config.bias_kv) {
+      for (auto& b : blocks) {
+        b.attn.bias_k = RowVector<Scalar>::Zero(d);
+        b.attn.bias_v = RowVector<Scalar>::Zero(d);
+      }
+    }
+    ln_post = nn::Norm<Scalar>(NormKind::layernorm, d, eps);
+    proj = nn::Linear<Scalar>(d, config.embed_dim, config.proj_bias);
+  }
+
+  // Throws tessera::Error, naming `where`, when a clip does not fit this tower.
+  void check_clip(const TowerClip<Scalar>& clip, const std::string& where) const {
+    const TowerConfig& c = config;
+    if (c.is_text()) {
+      check(clip.ids != nullptr, where, ": the ", "text tower takes token ids");
+      const auto n = static_cast<Index>(clip.ids->size());
+      check(n >= 1, where, ": the text has no tokens");
+      check(n <= c.context_length, where, ": the text has ", n, " tokens, more than the model's "
+            "context length ", c.context_length);
+      for (Index i = 0; i < n; ++i) {
+        const std::int64_t id = (*clip.ids)[static_cast<std::size_t>(i)];
+        check(id >= 0 && id < c.vocab_size, where, ": token ", i, " has id ", id,
+              ", outside the vocabulary [0, ", c.vocab_size, ")");
+      }
+      check(c.pooling != TowerPooling::eos_first ||
+                std::find(clip.ids->begin(), clip.ids->end(), c.eos_token_id) != clip.ids->end(),
+            where, ": the text has no end token (id ", c.eos_token_id, "), which the model pools");
+      return;
+    }
+    const char* kind = modality_name(c.modality);
+    if (c.modality == Modality::audio) {
+      check(clip.features != nullptr, where, ": the audio tower takes features [M, T]");
+      check(clip.features->rows() == c.height, where, ": the audio features have ",
+            clip.features->rows(), " mel bins, the model ", c.height);
+      check(clip.first_column >= 0 && clip.first_column + c.width_in <= clip.features->cols(),
+            where, ": the audio clip's frames ", clip.first_column, " to ",
+            clip.first_column + c.width_in, " are not within the ", clip.features->cols(),
+            " frames");
+      check_finite(clip.features->middleCols(clip.first_column, c.width_in), where, "audio");
+      return;
+    }
+    const auto expect = [&](Index channels, Index h, Index w) {
+      check(channels == c.channels && h == c.height && w == c.width_in, where, ": the ", kind,
+            " is [", channels, ", ", h, ", ", w, "], the model takes [", c.channels, ", ",
+            c.height, ", ", c.width_in, "]");
+    };
+    if (clip.image != nullptr) {
+      expect(clip.image->dimension(0), clip.image->dimension(1), clip.image->dimension(2));
+      const auto& t = *clip.image;
+      check_finite(ConstMatrixRef<Scalar>(Eigen::Map<const Matrix<Scalar>>(t.data(), 1, t.size())),
+                   where, "image");
+    } else {
+      check(clip.frames != nullptr, where, ": the image tower takes an image or video frames");
+      const auto& v = *clip.frames;
+      expect(v.dimension(1), v.dimension(2), v.dimension(3));
+      check(clip.first_frame >= 0 && clip.first_frame < v.dimension(0), where,
+            ": the clip's first frame ", clip.first_frame, " is not one of the ", v.dimension(0));
+      check_finite(ConstMatrixRef<Scalar>(Eigen::Map<const Matrix<Scalar>>(v.data(), 1, v.size())),
+                   where, "video");
+    }
+  }
+
+  // The outputs of a batch of clips, each checked first (check_clip); clip i named
+  // where(i) in errors.
+  template <class Where>
+  std::vector<TowerOutput<Scalar>> forward(const std::vector<TowerClip<Scalar>>& clips,
+                                           Where&& where) const {
+    for (std::size_t i = 0; i < clips.size(); ++i) check_clip(clips[i], where(i));
+    std::vector<Index> offsets{0};
+    std::vector<Matrix<Scalar>> embedded(clips.size());
+    for (std::size_t i = 0; i < clips.size(); ++i) {
+      embedded[i] = embed(clips[i]);
+      offsets.push_back(offsets.back() + embedded[i].rows());
+    }
+    Matrix<Scalar> x(offsets.back(), config.width);  // [sum L_i, D]
+    auto segments = nn::AttentionSegments::packed(offsets);
+    for (std::size_t i = 0; i < clips.size(); ++i) {
+      x.middleRows(offsets[i], embedded[i].rows()) = embedded[i];
+      if (config.causal) {
+        segments.set_causal(static_cast<Index>(i), offsets[i], offsets[i + 1]);
+      }
+    }
+    embedded.clear();
+    Matrix<Scalar> next(x.rows(), x.cols());
+    for (const auto& block : blocks) {
+      block.forward(next, x, segments);
+      x.swap(next);
+    }
+
+    std::vector<TowerOutput<Scalar>> out(clips.size());
+    for (std::size_t i = 0; i < clips.size(); ++i) {
+      const Index rows = offsets[i + 1] - offsets[i];
+      out[i].hidden = x.middleRows(offsets[i], rows);
+      const Index pooled_row = pool_row(clips[i]);
+      Matrix<Scalar> pooled(1, config.width);  // [1, D]
+      ln_post.forward(pooled, out[i].hidden.row(pooled_row));
+      Matrix<Scalar> e(1, config.embed_dim);  // [1, E]
+      proj.forward(e, pooled);
+      const Scalar norm = e.norm();
+      check(std::isfinite(static_cast<double>(norm)) && norm > Scalar(0), where(i),
+            ": the embedding has norm ", norm, " (non-finite or zero weights?)");
+      out[i].embedding = (e / norm).transpose();
+    }
+    return out;
+  }
+
+ private:
+  static void check_finite(const ConstMatrixRef<Scalar>& values, const std::string& where,
+                           const char* what) {
+    for (Index r = 0; r < values.rows(); ++r) {
+      for (Index c = 0; c < values.cols(); ++c) {
+        check(std::isfinite(static_cast<double>(values(r, c))), where, ": the ", what,
+              " holds a non-finite value (", values(r, c), ")");
+      }
+    }
+  }
+
+  // The row pooled: 0, or the end token's.
+  Index pool_row(const TowerClip<Scalar>& clip) const {
+    if (config.pooling == TowerPooling::cls) return 0;
+    const auto& ids = *clip.ids;
+    const auto at = config.pooling == TowerPooling::eot_argmax
+                        ? std::max_element(ids.begin(), ids.end())  // the first largest
+                        : std::find(ids.begin(), ids.end(), config.eos_token_id);
+    return static_cast<Index>(at - ids.begin());
+  }
+
+  // The clip's tokens [L, D] after the embeddings, positions and ln_pre.
+  Matrix<Scalar> embed(const TowerClip<Scalar>& clip) const {
+    const Index d = config.width;
+    Matrix<Scalar> x;
+    if (config.is_text()) {
+      const auto n = static_cast<Index>(clip.ids->size());
+      x.resize(n, d);
+      for (Index i = 0; i < n; ++i) {
+        x.row(i) = token_embedding.row((*clip.ids)[static_cast<std::size_t>(i)]);
+      }
+    } else {
+      const Matrix<Scalar> patches = patchify(clip);  // [G, patch_dim]
+      const Index first = config.cls_token ? 1 : 0;
+      x.resize(patches.rows() + first, d);
+      patch.forward(x.bottomRows(patches.rows()), patches);
+      if (config.stem_norm) stem_norm.forward(x.bottomRows(patches.rows()), x.bottomRows(patches.rows()));
+      if (config.cls_token) x.row(0) = class_embedding;
+    }
+    x += positional_embedding.topRows(x.rows());
+    if (config.pre_norm) ln_pre.forward(x, x);
+    return x;
+  }
+
+  // The clip's patches [G, patch_dim], each flattened in the convolution weight's order
+  // (c, dt, ky, kx), row-major over the grid: PyTorch's conv(...).flatten(2).transpose(1, 2).
+  Matrix<Scalar> patchify(const TowerClip<Scalar>& clip) const {
+    const TowerConfig& c = config;
+    const Index rows = c.grid_rows(), cols = c.grid_cols(), k = c.kernel, s = c.stride;
+    const Index kt = c.clip_frames;
+    Matrix<Scalar> patches(rows * cols, c.patch_dim());
+    for (Index r = 0; r < rows; ++r) {
+      for (Index q = 0; q < cols; ++q) {
+        Scalar* dst = patches.row(r * cols + q).data();
+        for (Index ch = 0; ch < c.channels; ++ch) {
+          for (Index dt = 0; dt < kt; ++dt) {
+            for (Index ky = 0; ky < k; ++ky) {
+              for (Index kx = 0; kx < k; ++kx) {
+                *dst++ = value(clip, dt, ch, r * s + ky, q * s + kx);
+              }
+            }
+          }
+        }
+      }
+    }
+    return patches;
+  }
+
+  // Input value (frame dt of the clip, channel ch, row y, column x).
+  Scalar value(const TowerClip<Scalar>& clip, Index dt, Index ch, Index y, Index x) const {
+    if (clip.features != nullptr) return (*clip.features)(y, clip.first_column + x);
+    if (clip.image != nullptr) return (*clip.image)(ch, y, x);  // every frame the image
+    const Index frame = std::min(clip.first_frame + dt, clip.frames->dimension(0) - 1);
+    return (*clip.frames)(frame, ch, y, x);
+  }
+};
+
+}  // namespace tessera
