@@ -380,6 +380,10 @@ def clip_expected(s):
 
 def convert_clip(sd, args, family, where):
     sd = dict(sd)
+    hf_text = sorted(n for n in sd if n.startswith(("text.transformer.embeddings.", "text.proj.")))
+    if hf_text:
+        raise ConversionError(f"{where}: tensor {hf_text[0]}: a Hugging Face text tower "
+                              f"(open_clip's hf_model_name); tessera runs CLIP's own text tower")
     if any(n.startswith("text.") for n in sd):
         renamed = {}
         for n, t in sd.items():

@@ -253,6 +253,15 @@ def test_a_clip_checkpoint_that_does_not_fit_the_layout_is_refused(tmp_path, cap
     assert not (tmp_path / "out").exists()
 
 
+def test_a_hugging_face_text_tower_is_refused_by_name(tmp_path, capsys):
+    sd = {k: v for k, v in clip_state_dict().items()
+          if k.split(".")[0] not in convert_checkpoint.CLIP_TEXT_ROOTS}
+    sd["text.transformer.embeddings.word_embeddings.weight"] = torch.zeros(50, 64)
+    sd["text.proj.0.weight"] = torch.zeros(16, 64)
+    torch.save(sd, tmp_path / "hf.pt")
+    refused([tmp_path / "hf.pt", tmp_path / "out"], capsys, "text.proj.0.weight", "Hugging Face")
+
+
 def test_heads_that_do_not_divide_the_width_name_the_flag(tmp_path, capsys):
     torch.save(clip_state_dict(dv=48), tmp_path / "w48.pt")  # 48 // 64 = 0 heads
     refused([tmp_path / "w48.pt", tmp_path / "out"], capsys, "--vision-heads")
