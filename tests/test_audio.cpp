@@ -8,6 +8,7 @@
 #include <tessera/core/parallel.hpp>
 #include <tessera/io/wav.hpp>
 #include <tessera/tokenize/audio.hpp>
+#include <tessera/tokenize/imagebind_clips.hpp>
 
 #include "test_util.hpp"
 
@@ -865,3 +866,140 @@ TEST(SplitIntoClips, ConsecutiveClipsThatFit) {
 }
 
 }  // namespace
+
+// ---- ImageBind's audio clips (tokenize/imagebind_clips.hpp) ---------------------------------
+// Fixtures: tests/reference/make_imagebind_data_fixtures.py, a twin of ImageBind's data.py
+// (load_and_transform_audio_data) run with torchaudio -> tests/data/audio/imagebind/.
+
+namespace test_audio {
+
+// Against data.py run in float64: the features within 1e-4 (the bound). Against
+// data.py in float32 (as ImageBind runs it), test_audio's conformance bound: torchaudio's own
+// float32 error is up to 4e-4 here (the 8 kHz file's empty mel bins above 4 kHz).
+constexpr double features_atol = 1e-4;
+
+TEST(ImageBindAudio, ClipRangesMatchDataPy) {
+  const Fixture fixture("audio/imagebind/cases.safetensors");
+  const auto samples = fixture.ints("ranges.samples");
+  const auto begin = fixture.ints("ranges.begin");
+  const auto end = fixture.ints("ranges.end");
+  ASSERT_EQ(begin.size(), samples.size() * 3);
+  int wrong = 0;
+  for (std::size_t i = 0; i < samples.size(); ++i) {
+    const auto ranges = tessera::imagebind_audio_ranges(samples[i]);
+    ASSERT_EQ(ranges.size(), 3u);
+    for (std::size_t k = 0; k < 3; ++k) {
+      if (ranges[k].first != begin[3 * i + k] || ranges[k].second != end[3 * i + k]) {
+        if (wrong++ < 5) {
+          ADD_FAILURE() << "N = " << samples[i] << " clip " << k << ": [" << ranges[k].first
+                        << ", " << ranges[k].second << ") vs data.py [" << begin[3 * i + k]
+                        << ", " << end[3 * i + k] << ")";
+        }
+      }
+    }
+  }
+  EXPECT_EQ(wrong, 0) << "of " << samples.size() << " lengths";
+}
+
+TEST(ImageBindAudio, ConstantClipsSampler) {
+  // 5 s, 3 clips of 2 s: starts 0, 1.5, 3
+  const tessera::ConstantClips c = tessera::constant_clips(5.0, 2.0, 3);
+  EXPECT_EQ(c.count, 3);
+  EXPECT_EQ(c.start_seconds(1), 1.5);
+  EXPECT_EQ(c.end_seconds(2), 5.0);
+  EXPECT_EQ(c.start_index(2, 16000), 48000);
+  // shorter than a clip: K clips at 0
+  const tessera::ConstantClips s = tessera::constant_clips(0.7, 2.0, 3);
+  EXPECT_EQ(s.max_start, 0.0);
+  EXPECT_EQ(s.start_index(2, 16000), 0);
+  // int(Fraction * rate) is exact where a float product rounds up across an integer: N =
+  // 32686 samples, max_start = fl(32686 / 16000 - 2); clip 1 starts 2^-45 samples before
+  // sample 343: the double rate * max_start / 2 rounds to 343.0, the Fraction truncates to 342
+  const tessera::ConstantClips t = tessera::constant_clips(32686.0 / 16000.0, 2.0, 3);
+  EXPECT_EQ(t.start_index(1, 16000), 342);
+  EXPECT_EQ(t.start_index(2, 16000), 685);
+  EXPECT_THAT(error_of([] { (void)tessera::constant_clips(5.0, 2.0, 0); }),
+              HasSubstr("clips per file must be in [1, 1000]"));
+  EXPECT_THAT(error_of([] { (void)tessera::constant_clips(5.0, 0.0, 3); }),
+              HasSubstr("clip_duration must be positive"));
+  EXPECT_THAT(error_of([] { (void)tessera::constant_clips(-1.0, 2.0, 3); }),
+              HasSubstr("duration must be finite and non-negative"));
+}
+
+TEST(ImageBindAudio, FeaturesMatchDataPy) {
+  const Fixture fixture("audio/imagebind/cases.safetensors");
+  for (const char* name : {"short_0p7s_16k", "exact_2s_44k_stereo", "long_5p3s_8k",
+                           "stereo_4p1s_22k", "long_7s_16k_cut"}) {
+    SCOPED_TRACE(name);
+    tessera::ImageBindAudioOptions options;
+    options.n_mels = std::stol(fixture.meta(std::string(name) + ".n_mels"));
+    options.target_length = std::stol(fixture.meta(std::string(name) + ".target_length"));
+    const Matrix<double> ours =
+        tessera::imagebind_audio_clips(audio_dir() / "imagebind" / (std::string(name) + ".wav"),
+                                       options)
+            .cast<double>();
+    const Matrix<double> f64 = fixture.matrix<double>(std::string(name) + ".f64");
+    const Matrix<double> f32 = fixture.matrix<double>(std::string(name) + ".f32");
+    ASSERT_EQ(ours.rows(), options.n_mels);
+    ASSERT_EQ(ours.cols(), 3 * options.target_length);
+    // A file below 16 kHz has nothing above its Nyquist frequency after resampling: the mel
+    // rows there hold float32 rounding noise in any float pipeline (torchaudio's float32 run
+    // is 4e-4 off its float64 run there), so the 1e-4 bound covers the rows below it.
+    const double rate = std::stod(fixture.meta(std::string(name) + ".rate"));
+    const auto mel = [](double hz) { return 1127.0 * std::log(1.0 + hz / 700.0); };
+    const double delta = (mel(8000.0) - mel(20.0)) / static_cast<double>(options.n_mels + 1);
+    Index rows = options.n_mels;
+    while (rows > 0 && mel(20.0) + static_cast<double>(rows + 1) * delta > mel(std::min(rate, 16000.0) / 2))
+      --rows;
+    EXPECT_TRUE(tessera::test::all_close(ours.topRows(rows), f64.topRows(rows), features_atol, 0));
+    EXPECT_TRUE(conforms(ours, f32, f64));
+    if (rows < options.n_mels) {
+      report(std::string("imagebind_audio_clips ") + name + " vs data.py float64, mel rows below "
+             "the file's Nyquist frequency", max_abs_diff(ours.topRows(rows), f64.topRows(rows)));
+    }
+    report(std::string("imagebind_audio_clips ") + name + " vs data.py float64", max_abs_diff(ours, f64));
+    report(std::string("imagebind_audio_clips ") + name + " vs data.py float32", max_abs_diff(ours, f32));
+    report(std::string("imagebind_audio_clips ") + name + " vs data.py float32 where it is "
+           "within 1e-4 of float64", diff_where_reference_is_sound(ours, f32, f64));
+  }
+}
+
+TEST(ImageBindAudio, PaddingAndLayout) {
+  // a 0.7 s file: three identical clips [0, 11200) of 68 frames, padded with zeros that
+  // normalize to 4.268 / 9.138
+  Matrix<float> wave(1, 11200);
+  for (Index i = 0; i < wave.cols(); ++i) wave(0, i) = 0.3f * std::sin(0.05f * static_cast<float>(i));
+  const Matrix<float> f = tessera::imagebind_audio_clips(wave, 16000);
+  ASSERT_EQ(f.rows(), 128);
+  ASSERT_EQ(f.cols(), 3 * 204);
+  const float pad = (0.0f - -4.268f) / 9.138f;
+  for (Index k = 0; k < 3; ++k) {
+    EXPECT_TRUE((f.middleCols(k * 204 + 68, 204 - 68).array() == pad).all());
+    EXPECT_FALSE((f.col(k * 204 + 67).array() == pad).all());
+    EXPECT_TRUE(tessera::test::all_close(f.middleCols(k * 204, 68), f.leftCols(68), 1e-5, 0));
+  }
+}
+
+TEST(ImageBindAudio, Errors) {
+  TempDir dir;
+  // 300 samples: every clip is shorter than one 25 ms frame (data.py divides by zero)
+  tessera::write_wav(dir / "tiny.wav", Matrix<float>(Matrix<float>::Constant(1, 300, 0.1f)), 16000);
+  EXPECT_THAT(error_of([&] { (void)tessera::imagebind_audio_clips(dir / "tiny.wav"); }),
+              HasSubstr("tiny.wav: ImageBind audio clip 0 (samples [0, 300) at 16000 Hz): "
+                        "kaldi_fbank: audio of 300 samples is shorter than one frame"));
+  const Matrix<float> wave = Matrix<float>::Constant(1, 40000, 0.1f);
+  tessera::ImageBindAudioOptions odd;
+  odd.clip_duration = 1.0 / 3.0;  // not a whole number of samples
+  EXPECT_THAT(error_of([&] { (void)tessera::imagebind_audio_clips(wave, 16000, odd); }),
+              HasSubstr("clip_duration * sample_rate must be a whole number of samples"));
+  tessera::ImageBindAudioOptions many;
+  many.clips_per_video = 1001;
+  EXPECT_THAT(error_of([&] { (void)tessera::imagebind_audio_clips(wave, 16000, many); }),
+              HasSubstr("(imagebind_max_clips)"));
+  tessera::ImageBindAudioOptions zero;
+  zero.target_length = 0;
+  EXPECT_THAT(error_of([&] { (void)tessera::imagebind_audio_clips(wave, 16000, zero); }),
+              HasSubstr("target_length must be positive"));
+}
+
+}  // namespace test_audio

@@ -8,6 +8,7 @@
 #include <tessera/io/video.hpp>
 #include <tessera/io/y4m.hpp>
 #include <tessera/model/encoder.hpp>
+#include <tessera/tokenize/imagebind_clips.hpp>
 #include <tessera/tokenize/video.hpp>
 
 #include "test_util.hpp"
@@ -18,6 +19,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <functional>
+#include <iostream>
 #include <string>
 #include <vector>
 
@@ -896,3 +898,114 @@ TEST(Container, WithoutFfmpegContainersAreAClearError) {
 
 }  // namespace
 }  // namespace tessera
+
+// ---- ImageBind's video clips (tokenize/imagebind_clips.hpp) ---------------------------------
+// Fixtures: tests/reference/make_imagebind_data_fixtures.py, a twin of ImageBind's data.py
+// (load_and_transform_video_data with pytorchvideo's sampler, subsample, ShortSideScale and
+// SpatialCrop) -> tests/data/video/imagebind/.
+
+namespace tessera::test_imagebind_video {
+
+using ::testing::HasSubstr;
+using test::Fixture;
+using test::error_of;
+
+// Pixels after ShortSideScale and NormalizeVideo: torch's bilinear interpolation is redone
+// operation for operation in float, but torch's vectorized kernel may fuse or reorder a
+// multiply-add; the normalized values are O(2), so a few float ulps.
+constexpr double pixels_atol = 1e-5;
+
+TEST(ImageBindVideo, FrameIndicesMatchDataPy) {
+  const Fixture fixture("video/imagebind/cases.safetensors");
+  for (const char* label : {"30", "25", "ntsc", "24", "7p5", "23p976"}) {
+    SCOPED_TRACE(label);
+    const double fps = std::stod(fixture.meta(std::string("sweep.") + label + ".fps"));
+    const auto counts = fixture.ints(std::string("sweep.") + label + ".frames");
+    const auto expected = fixture.ints(std::string("sweep.") + label + ".indices");  // [L, 5, 2]
+    ASSERT_EQ(expected.size(), counts.size() * 10);
+    int wrong = 0;
+    for (std::size_t i = 0; i < counts.size(); ++i) {
+      const auto clips = imagebind_video_frame_indices(counts[i], fps);
+      ASSERT_EQ(clips.size(), 5u);
+      for (std::size_t k = 0; k < 5; ++k) {
+        ASSERT_EQ(clips[k].size(), 2u);
+        for (std::size_t f = 0; f < 2; ++f) {
+          if (clips[k][f] != expected[10 * i + 2 * k + f] && wrong++ < 5) {
+            ADD_FAILURE() << counts[i] << " frames, clip " << k << " frame " << f << ": "
+                          << clips[k][f] << " vs data.py " << expected[10 * i + 2 * k + f];
+          }
+        }
+      }
+    }
+    EXPECT_EQ(wrong, 0);
+  }
+}
+
+TEST(ImageBindVideo, UniformTemporalSubsample) {
+  // 3 frames per clip from a 60-frame clip: torch.linspace(0, 59, 3) = 0, 29.5, 59 -> 0, 29, 59
+  ImageBindVideoOptions options;
+  options.frames_per_clip = 3;
+  options.clips_per_video = 1;
+  const auto one = imagebind_video_frame_indices(60, 30.0, options);
+  ASSERT_EQ(one.size(), 1u);
+  EXPECT_EQ(one[0], (std::vector<Index>{0, 29, 59}));
+  // more samples than frames: torch.linspace(0, 1, 4) = 0, 1/3, 2/3, 1 truncates to 0, 0, 0, 1
+  options.frames_per_clip = 4;
+  EXPECT_EQ(imagebind_video_frame_indices(2, 30.0, options)[0], (std::vector<Index>{0, 0, 0, 1}));
+  EXPECT_THAT(error_of([] { (void)imagebind_video_frame_indices(0, 30.0); }),
+              HasSubstr("the video has no frames"));
+  EXPECT_THAT(error_of([] { (void)imagebind_video_frame_indices(10, 0.0); }),
+              HasSubstr("frame rate must be positive"));
+}
+
+#if TESSERA_HAS_STB
+TEST(ImageBindVideo, ClipsMatchDataPy) {
+  const Fixture fixture("video/imagebind/cases.safetensors");
+  for (const char* name : {"landscape_45f_15fps", "portrait_12f_10fps"}) {
+    SCOPED_TRACE(name);
+    ImageBindVideoOptions options;
+    options.size = std::stol(fixture.meta(std::string(name) + ".size"));
+    options.spatial_crops = std::stol(fixture.meta(std::string(name) + ".crops"));
+    VideoOptions video;
+    video.images_fps = std::stod(fixture.meta(std::string(name) + ".fps"));
+    const std::filesystem::path dir = test::data_dir() / "video" / "imagebind" / name;
+    const auto indices = fixture.ints(std::string(name) + ".indices");
+    const auto ours_indices = imagebind_video_frame_indices(
+        std::stol(fixture.meta(std::string(name) + ".frames")), video.images_fps, options);
+    ASSERT_EQ(ours_indices.size() * 2, indices.size());
+    for (std::size_t k = 0; k < ours_indices.size(); ++k)
+      for (std::size_t f = 0; f < 2; ++f) EXPECT_EQ(ours_indices[k][f], indices[2 * k + f]);
+    const Tensor4<float> ours = imagebind_video_clips(dir, options, video);
+    const Matrix<double> expected = fixture.matrix<double>(std::string(name) + ".clips");
+    ASSERT_EQ(ours.dimension(0), expected.rows());
+    ASSERT_EQ(ours.dimension(0), 5 * options.spatial_crops * 2);
+    ASSERT_EQ(ours.dimension(2), options.size);
+    const Matrix<double> flat =
+        Eigen::Map<const Matrix<float>>(ours.data(), expected.rows(), expected.cols()).cast<double>();
+    EXPECT_TRUE(test::all_close(flat, expected, pixels_atol, 0));
+    std::cout << "[ measured ] imagebind_video_clips " << name
+              << " vs data.py float32: max |diff| = " << (flat - expected).cwiseAbs().maxCoeff()
+              << "\n";
+  }
+}
+
+TEST(ImageBindVideo, CropOffsetsFollowUniformCrop) {
+  // landscape 224 x 298: x offsets 0, ceil(74 / 2) = 37, 74; portrait: y offsets likewise
+  EXPECT_EQ(detail::uniform_crop_offset(224, 298, 224, 0), std::make_pair(Index{0}, Index{0}));
+  EXPECT_EQ(detail::uniform_crop_offset(224, 298, 224, 1), std::make_pair(Index{0}, Index{37}));
+  EXPECT_EQ(detail::uniform_crop_offset(224, 298, 224, 2), std::make_pair(Index{0}, Index{74}));
+  EXPECT_EQ(detail::uniform_crop_offset(299, 224, 224, 1), std::make_pair(Index{38}, Index{0}));
+  EXPECT_EQ(detail::uniform_crop_offset(299, 224, 224, 2), std::make_pair(Index{75}, Index{0}));
+  EXPECT_EQ(detail::uniform_crop_offset(224, 224, 224, 2), std::make_pair(Index{0}, Index{0}));
+}
+
+TEST(ImageBindVideo, Errors) {
+  test::TempDir dir;
+  ImageBindVideoOptions options;
+  options.spatial_crops = 2;
+  EXPECT_THAT(error_of([&] { (void)imagebind_video_clips(dir.path(), options); }),
+              HasSubstr("spatial_crops must be 1 or 3"));
+}
+#endif  // TESSERA_HAS_STB
+
+}  // namespace tessera::test_imagebind_video
