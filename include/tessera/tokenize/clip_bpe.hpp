@@ -304,7 +304,7 @@ inline BpeFiles clip_bpe_from_gz_text(std::string_view text, const std::string& 
   const auto& alphabet = byte_alphabet();
   std::vector<std::string> bytes;
   for (const bool printable : {true, false}) {
-    for (int b = 0; b < 256; ++b) {
+    for (std::size_t b = 0; b < 256; ++b) {
       if ((alphabet.to_char[b] < 256) == printable) bytes.push_back(alphabet.to_utf8[b]);
     }
   }
