@@ -1005,6 +1005,19 @@ TEST(ImageBindVideo, Errors) {
   options.spatial_crops = 2;
   EXPECT_THAT(error_of([&] { (void)imagebind_video_clips(dir.path(), options); }),
               HasSubstr("spatial_crops must be 1 or 3"));
+  // a 1000 x 1 frame would scale to 224000 x 224: refused before anything is allocated
+  Image thin(1000, 1);
+  EXPECT_THAT(error_of([&] { (void)short_side_scale(thin, 224); }),
+              HasSubstr("a 1000 x 1 frame scaled to a shorter side of 224 would have 50176000 "
+                        "pixels, more than 16777216 (ImageBindVideoOptions::max_scaled_pixels)"));
+  ImageBindVideoOptions small;
+  small.size = 24;
+  small.max_scaled_pixels = 600;  // 24 x 24 fits, the 32 x 24 scaled frame does not
+  VideoOptions video;
+  video.images_fps = 15;
+  const auto frames = test::data_dir() / "video" / "imagebind" / "landscape_45f_15fps";
+  EXPECT_THAT(error_of([&] { (void)imagebind_video_clips(frames, small, video); }),
+              HasSubstr("landscape_45f_15fps: frame 0: short_side_scale: a 41 x 30 frame"));
 }
 #endif  // TESSERA_HAS_STB
 

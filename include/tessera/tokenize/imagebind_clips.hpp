@@ -119,6 +119,10 @@ struct ImageBindVideoOptions {
   Index spatial_crops = 3;     // SpatialCrop(S, num_crops): 3 (ImageBind) or 1 (the centre)
   std::array<float, 3> mean = {0.48145466f, 0.4578275f, 0.40821073f};  // NormalizeVideo
   std::array<float, 3> std = {0.26862954f, 0.26130258f, 0.27577711f};
+  // Pixels of one frame after ShortSideScale: 4096^2 (200 MB of floats). A 224-pixel short
+  // side leaves the long side 74898 pixels, an aspect ratio of 334:1; without a bound, a
+  // 8192 x 1 frame the reader accepts would scale to 224 x 1835008 (1.6 GB).
+  Index max_scaled_pixels = Index{4096} * 4096;
 };
 
 // The source frame indices of each clip, [K][F], for a video of `frames` frames at `fps`
@@ -129,7 +133,9 @@ inline std::vector<std::vector<Index>> imagebind_video_frame_indices(
 // pytorchvideo's short_side_scale of one frame, after ToTensor's /255: [3, H', W'] with the
 // shorter side = size and the longer int(floor(long / short * size)), by
 // torch.nn.functional.interpolate(mode="bilinear", align_corners=False) in float.
-inline Tensor3<float> short_side_scale(const Image& frame, Index size);
+// Throws tessera::Error when H' * W' would exceed max_pixels.
+inline Tensor3<float> short_side_scale(const Image& frame, Index size,
+                                       Index max_pixels = ImageBindVideoOptions{}.max_scaled_pixels);
 
 // ImageBind's video input: [K * crops * F, 3, S, S], clip k's crop j in the F frames from
 // (k * crops + j) * F, crops in SpatialCrop's order (left/top, centre, right/bottom). The
@@ -384,19 +390,23 @@ inline std::pair<Index, Index> uniform_crop_offset(Index height, Index width, In
 
 }  // namespace detail
 
-inline Tensor3<float> short_side_scale(const Image& frame, Index size) {
+inline Tensor3<float> short_side_scale(const Image& frame, Index size, Index max_pixels) {
   detail::check_image(frame, "short_side_scale");
-  check(size > 0, "short_side_scale: size must be positive (got ", size, ")");
+  check(size > 0 && static_cast<double>(size) * static_cast<double>(size) <=
+                        static_cast<double>(max_pixels),
+        "short_side_scale: size must be positive and size^2 at most ", max_pixels,
+        " (ImageBindVideoOptions::max_scaled_pixels), got ", size);
   const Index h = frame.height, w = frame.width;
-  // float(h) / w * size in double, floored (pytorchvideo)
-  const Index out_h = w < h ? static_cast<Index>(std::floor(detail::rounded(static_cast<double>(h) /
-                                                                    static_cast<double>(w)) *
-                                                            static_cast<double>(size)))
-                            : size;
-  const Index out_w = w < h ? size
-                            : static_cast<Index>(std::floor(detail::rounded(static_cast<double>(w) /
-                                                                    static_cast<double>(h)) *
-                                                            static_cast<double>(size)));
+  // float(long) / short * size in double, floored (pytorchvideo)
+  const double ratio = w < h ? static_cast<double>(h) / static_cast<double>(w)
+                             : static_cast<double>(w) / static_cast<double>(h);
+  const double longer = std::floor(detail::rounded(ratio * static_cast<double>(size)));
+  check(longer * static_cast<double>(size) <= static_cast<double>(max_pixels),
+        "short_side_scale: a ", w, " x ", h, " frame scaled to a shorter side of ", size,
+        " would have ", static_cast<Index>(longer) * size, " pixels, more than ", max_pixels,
+        " (ImageBindVideoOptions::max_scaled_pixels)");
+  const Index out_h = w < h ? static_cast<Index>(longer) : size;
+  const Index out_w = w < h ? size : static_cast<Index>(longer);
   const detail::BilinearAxis rows = detail::bilinear_axis(h, out_h);
   const detail::BilinearAxis cols = detail::bilinear_axis(w, out_w);
   Tensor3<float> out(3, out_h, out_w);
@@ -440,40 +450,46 @@ inline Tensor4<float> imagebind_video_clips(const std::filesystem::path& path,
   } catch (const Error& e) {
     throw Error(path.string() + ": " + e.what());
   }
-  // pass 2: each sampled frame scaled and normalized once
-  std::map<Index, Tensor3<float>> scaled;
+  // pass 2: each sampled frame scaled, normalized and cropped once; only its crops are kept
+  const Index s = options.size, crops = options.spatial_crops, per_clip = options.frames_per_clip;
+  std::map<Index, std::vector<Tensor3<float>>> cropped;  // frame -> [crops] of [3, S, S]
   for (const auto& clip : indices)
-    for (Index i : clip) scaled.emplace(i, Tensor3<float>());
+    for (Index i : clip) cropped.emplace(i, std::vector<Tensor3<float>>());
   {
     VideoReader reader = VideoReader::open(path, video);
     while (auto frame = reader.next()) {
-      const auto it = scaled.find(frame->index);
-      if (it == scaled.end()) continue;
-      Tensor3<float> f = short_side_scale(frame->image, options.size);
+      const auto it = cropped.find(frame->index);
+      if (it == cropped.end()) continue;
+      Tensor3<float> f;
+      try {
+        f = short_side_scale(frame->image, s, options.max_scaled_pixels);
+      } catch (const Error& e) {
+        fail(path.string(), ": frame ", frame->index, ": ", e.what());
+      }
       for (Index c = 0; c < 3; ++c) {
         const float mean = options.mean[static_cast<std::size_t>(c)];
         const float std = options.std[static_cast<std::size_t>(c)];
         f.chip(c, 0) = (f.chip(c, 0) - mean) / std;
       }
-      it->second = std::move(f);
+      for (Index j = 0; j < crops; ++j) {
+        const auto [y, x] = detail::uniform_crop_offset(f.dimension(1), f.dimension(2), s,
+                                                        crops == 3 ? j : 1);
+        const Eigen::array<Index, 3> offsets{0, y, x}, extents{3, s, s};
+        it->second.push_back(f.slice(offsets, extents));
+      }
     }
   }
-  for (const auto& [index, f] : scaled) {
-    check(f.size() > 0, path.string(), ": frame ", index, " was counted but not read again");
+  for (const auto& [index, f] : cropped) {
+    check(!f.empty(), path.string(), ": frame ", index, " was counted but not read again");
   }
-  const Index s = options.size, crops = options.spatial_crops, per_clip = options.frames_per_clip;
+  const Index plane = 3 * s * s;
   Tensor4<float> out(static_cast<Index>(indices.size()) * crops * per_clip, 3, s, s);
   Index slot = 0;
   for (const auto& clip : indices) {
     for (Index j = 0; j < crops; ++j) {
-      const Index spatial_idx = crops == 3 ? j : 1;
       for (Index i : clip) {
-        const Tensor3<float>& f = scaled.at(i);
-        const auto [y, x] = detail::uniform_crop_offset(f.dimension(1), f.dimension(2), s,
-                                                        spatial_idx);
-        for (Index c = 0; c < 3; ++c)
-          for (Index r = 0; r < s; ++r)
-            for (Index q = 0; q < s; ++q) out(slot, c, r, q) = f(c, y + r, x + q);
+        const Tensor3<float>& crop = cropped.at(i)[static_cast<std::size_t>(j)];
+        std::copy(crop.data(), crop.data() + plane, out.data() + slot * plane);
         ++slot;
       }
     }
