@@ -3,7 +3,7 @@
 // (search_index.hpp).
 //
 //   tessera-search --model DIR --index DIR_OF_FILES (--query "..." | --query-file F)
-//                  [--top K] [--index-file PATH] [--threads N]
+//                  [--top K] [--index-file PATH] [--max-files N] [--threads N]
 //
 // The index (DIR_OF_FILES/.tessera-index.safetensors unless --index-file says otherwise) is
 // reused while the model's files are unchanged: only new and changed files are embedded, files
@@ -41,6 +41,7 @@ struct Options {
   std::optional<std::string> query, query_file;
   std::string index_file;  // "": index_dir/.tessera-index.safetensors
   std::size_t top = 10;
+  std::size_t max_files = tessera::SearchIndexLimits{}.max_files;
   int threads = 0;
 };
 
@@ -62,6 +63,12 @@ void add_options(CLI::App& app, Options& o) {
   app.add_option("--index-file", o.index_file,
                  std::string("the index file (default: DIR_OF_FILES/") + tessera::default_index_name + ")")
       ->type_name("PATH");
+  app.add_option("--max-files", o.max_files,
+                 "refuse a folder with more files to index than this (at most " +
+                     std::to_string(tessera::SearchIndexLimits{}.max_files) +
+                     ": the index's file table must fit a safetensors header)")
+      ->check(apps::integer_in<std::size_t>(1, tessera::SearchIndexLimits{}.max_files))
+      ->type_name("N");
   apps::add_threads_option(app, o.threads);
 }
 
@@ -127,13 +134,15 @@ int main(int argc, char** argv) {
 
     const tessera::Vector<float> query = embed_query(model, o);  // a bad query fails before the index
 
+    tessera::SearchIndexLimits limits;
+    limits.max_files = o.max_files;
     tessera::SearchIndexUpdate update;
     const auto start = std::chrono::steady_clock::now();
     tessera::SearchIndex index;
     {
       apps::Processing now("--index " + o.index_dir, o.index_dir);
       index = tessera::update_search_index(
-          model, o.model, o.index_dir, index_file, &update, {}, [](const tessera::FailedFile& f) {
+          model, o.model, o.index_dir, index_file, &update, limits, [](const tessera::FailedFile& f) {
             std::cerr << "tessera-search: warning: " << f.error
                       << " (skipped until the file changes)\n";
           });
