@@ -3,7 +3,8 @@
 # naming the problem (check_cli.cmake), never a signal, within 10 s and 1 GiB of resident
 # memory (measured by GNU time). The files are read by the model of tests/bad_inputs/model,
 # or are a model directory: tests/bad_inputs/models/<case> holds the defective file only (or
-# a directory where a file belongs), and is assembled here beside model/'s other files. A file
+# a directory where a file belongs), and is assembled here beside model/'s other files;
+# tests/bad_inputs/pretrained/<case> likewise beside the files of the fixture its "base" names. A file
 # given by an absolute path (/dev/zero) is taken as it is. Included from apps/CMakeLists.txt.
 set(bad_inputs "${PROJECT_SOURCE_DIR}/tests/bad_inputs")
 set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS "${bad_inputs}/catalogue.json")
@@ -14,6 +15,13 @@ foreach(i RANGE ${last})
   string(JSON file GET "${catalogue}" ${i} file)
   string(JSON option GET "${catalogue}" ${i} option)
   string(JSON expected GET "${catalogue}" ${i} error)
+  # a pretrained model's case: "base" names the fixture under tests/data/ whose model/ holds
+  # the other files
+  string(JSON base ERROR_VARIABLE no_base GET "${catalogue}" ${i} base)
+  set(model_base "${bad_inputs}/model")
+  if(NOT no_base)
+    set(model_base "${PROJECT_SOURCE_DIR}/tests/data/${base}/model")
+  endif()
   string(REGEX REPLACE "^/" "" name "${file}")
   string(REGEX REPLACE "[/.]" "_" name "${name}")
   if(file MATCHES "[.]avi$" AND NOT tessera_WITH_FFMPEG)
@@ -33,13 +41,19 @@ foreach(i RANGE ${last})
     set(model "${PROJECT_BINARY_DIR}/bad-inputs/${file}")
     file(REMOVE_RECURSE "${model}")
     file(MAKE_DIRECTORY "${model}")
-    file(GLOB model_files RELATIVE "${bad_inputs}/model" "${bad_inputs}/model/*")
+    file(GLOB model_files RELATIVE "${model_base}" "${model_base}/*")
     foreach(part IN LISTS model_files)
-      set(from "${bad_inputs}/model/${part}")
+      set(from "${model_base}/${part}")
       if(EXISTS "${path}/${part}")
         set(from "${path}/${part}")
       endif()
       file(COPY "${from}" DESTINATION "${model}")
+    endforeach()
+    file(GLOB case_files RELATIVE "${path}" "${path}/*")
+    foreach(part IN LISTS case_files)  # files the base lacks (a tokenizer)
+      if(NOT EXISTS "${model}/${part}")
+        file(COPY "${path}/${part}" DESTINATION "${model}")
+      endif()
     endforeach()
     set(input --text "a red square")
   endif()

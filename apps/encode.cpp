@@ -207,11 +207,9 @@ int main(int argc, char** argv) {
     apps::refuse_output_over_inputs(options.out, "--out", inputs);
     if (options.threads > 0) tessera::set_num_threads(options.threads);
     std::optional<apps::Processing> loading(std::in_place, "--model " + options.model, options.model);
-    const auto model = tessera::load_model<float>(options.model);
-    const bool raw_inputs = std::any_of(options.samples.begin(), options.samples.end(),
-                                        [](const SampleSource& s) { return s.inputs_file.empty(); });
-    std::optional<tessera::FrontEnds> front;
-    if (raw_inputs) front.emplace(model.config, options.model);
+    // tessera's own model or a pretrained one (transformers' CLIP, open_clip, ImageBind), with
+    // its front ends
+    const auto model = tessera::Pipeline<float>::open(options.model);
     loading.reset();
 
     Timing timing;
@@ -230,7 +228,8 @@ int main(int argc, char** argv) {
           model.check_sample(batch.back(), source.inputs_file);  // errors name the file
           stages.decode += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         } else {
-          batch.push_back(front->load(source.files, &stages));
+          const std::vector<tessera::RawInput> raw = source.files.inputs();
+          batch.push_back(model.load(raw, &stages));
         }
       }
       const auto start = std::chrono::steady_clock::now();

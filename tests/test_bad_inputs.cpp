@@ -8,6 +8,7 @@
 
 #include <tessera/model/model_io.hpp>
 #include <tessera/model/sample_io.hpp>
+#include <tessera/pipeline.hpp>
 #include <tessera/tokenize/files.hpp>
 #include <tessera/tokenize/utf8.hpp>
 
@@ -34,6 +35,7 @@ fs::path bad_inputs_dir() { return test::data_dir().parent_path() / "bad_inputs"
 
 struct BadInput {
   std::string cls, file, option, error;
+  std::string base;  // a pretrained case: the fixture under tests/data/ holding the other files
 };
 
 std::vector<BadInput> catalogue() {
@@ -42,7 +44,8 @@ std::vector<BadInput> catalogue() {
   const nlohmann::json json = nlohmann::json::parse(in);
   std::vector<BadInput> out;
   for (const auto& e : json) {
-    out.push_back({e.at("class"), e.at("file"), e.at("option"), e.at("error")});
+    out.push_back({e.at("class"), e.at("file"), e.at("option"), e.at("error"),
+                   e.value("base", std::string())});
   }
   return out;
 }
@@ -62,12 +65,18 @@ constexpr double max_seconds = under_asan ? 30.0 : 10.0;
 constexpr long max_resident_mib = under_asan ? 2048 : 1024;
 
 // models/<case> holds the defective file only (or a directory where a file belongs); the
-// others come from model/.
-fs::path assemble_model(const fs::path& case_dir, const fs::path& into) {
-  for (const auto& entry : fs::directory_iterator(bad_inputs_dir() / "model")) {
+// others come from model/ (pretrained/<case>: from the model/ of the fixture `base` names).
+fs::path assemble_model(const fs::path& case_dir, const fs::path& into, const std::string& base) {
+  const fs::path from = base.empty() ? bad_inputs_dir() / "model" : test::data_dir() / base / "model";
+  for (const auto& entry : fs::directory_iterator(from)) {
     const fs::path own = case_dir / entry.path().filename();
     fs::copy(fs::exists(own) ? own : entry.path(), into / entry.path().filename(),
              fs::copy_options::recursive);
+  }
+  for (const auto& entry : fs::directory_iterator(case_dir)) {  // files the base lacks
+    if (!fs::exists(into / entry.path().filename())) {
+      fs::copy(entry.path(), into / entry.path().filename(), fs::copy_options::recursive);
+    }
   }
   return into;
 }
@@ -82,10 +91,11 @@ long peak_resident_mib() {
 // What tessera-encode does with `input` given as `option`.
 void encode_through_the_library(const BadInput& input, const fs::path& scratch) {
   const fs::path file = bad_inputs_dir() / input.file;
-  const fs::path model_dir =
-      input.option == "--model" ? assemble_model(file, scratch) : bad_inputs_dir() / "model";
-  const MultiModalEncoder<float> model = load_model<float>(model_dir);
-  const FrontEnds front(model.config, model_dir);
+  const fs::path model_dir = input.option == "--model"
+                                ? assemble_model(file, scratch, input.base)
+                                : bad_inputs_dir() / "model";
+  // tessera's own model or a pretrained one, as tessera-encode opens it
+  const Pipeline<float> model = Pipeline<float>::open(model_dir);
   Sample<float> sample;
   SampleFiles files;
   if (input.option == "--inputs") {
@@ -99,9 +109,10 @@ void encode_through_the_library(const BadInput& input, const fs::path& scratch) 
     if (input.option == "--image") files.image = file;
     if (input.option == "--audio") files.audio = file;
     if (input.option == "--video") files.video = file;
-    sample = front.load(files);
+    const std::vector<RawInput> raw = files.inputs();
+    sample = model.load(raw);
   }
-  (void)model.encode(sample);
+  (void)model.encode_batch(std::span<const Sample<float>>(&sample, 1));
 }
 
 TEST(BadInputs, TheCatalogueCoversEveryClass) {
@@ -111,7 +122,9 @@ TEST(BadInputs, TheCatalogueCoversEveryClass) {
                           "NaN", "not UTF-8", "ids out of range", "sequence over the limit",
                           "wrong shape", "wrong type", "malformed JSON", "rates that scale work",
                           "directory as a file", "a file without an end", "inconsistent tokenizer",
-                          "checksum mismatch", "malformed checksum"}) {
+                          "checksum mismatch", "malformed checksum", "unknown model type",
+                          "config and weights disagree", "ResNet tower", "missing tokenizer",
+                          "unexpected tensor"}) {
     EXPECT_EQ(classes.count(cls), 1u) << cls;
   }
 }

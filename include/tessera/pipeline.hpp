@@ -18,6 +18,11 @@
 // encode: a sample's rows share the batch's matrix products, whose rounding depends on their
 // row count (OpenBLAS chooses its kernels by shape).
 //
+// A pretrained model's directory (transformers' CLIP, open_clip, ImageBind, tessera_towers:
+// model/pretrained.hpp) opens the same way: its TowerModel with TowerFrontEnds, which prepare
+// each input as the model's family does (tokenize/tower_front_ends.hpp). Its samples hold
+// one input each.
+//
 // Front ends make Sample<float>; a Pipeline<double> converts their output to double (exact).
 // Every bad input throws tessera::Error whose message starts with "sample <i>" (its index in
 // the list given) and names the file and the problem.
@@ -35,8 +40,11 @@
 #include <tessera/model/config.hpp>
 #include <tessera/model/encoder.hpp>
 #include <tessera/model/model_io.hpp>
+#include <tessera/model/pretrained.hpp>
 #include <tessera/model/sample.hpp>
+#include <tessera/model/tower_model.hpp>
 #include <tessera/tokenize/files.hpp>
+#include <tessera/tokenize/tower_front_ends.hpp>
 
 #include <algorithm>
 #include <cstddef>
@@ -46,6 +54,7 @@
 #include <string>
 #include <type_traits>
 #include <utility>
+#include <variant>
 #include <vector>
 
 namespace tessera {
@@ -57,6 +66,8 @@ struct PipelineOptions {
   // Threads decoding and preprocessing a batch's inputs, one sample per task; 0: tessera's
   // thread count (num_threads()). The result does not depend on it.
   int threads = 0;
+  // A pretrained model's front ends: text truncation, video frame rate (TowerFrontEndOptions).
+  TowerFrontEndOptions pretrained;
 };
 
 namespace detail {
@@ -86,19 +97,31 @@ Sample<Scalar> sample_as(Sample<float>&& in) {
 template <class Scalar = float>
 class Pipeline {
  public:
-  // The model of directory `dir` (load_model) with its front ends (FrontEnds, which read the
-  // tokenizer's vocab.json + merges.txt from `dir` when the model has text).
+  // The model of directory `dir` with its front ends: a tessera model (load_model, with
+  // FrontEnds, which read the tokenizer's vocab.json + merges.txt from `dir` when the model has
+  // text), or a pretrained one (load_tower_model, with TowerFrontEnds).
   static Pipeline open(const std::filesystem::path& dir, const PipelineOptions& options = {}) {
-    return Pipeline(load_model<Scalar>(dir), dir, options);
+    if (detect_model_kind(dir) == ModelKind::tessera) {
+      return Pipeline(load_model<Scalar>(dir), dir, options);
+    }
+    return Pipeline(load_tower_model<Scalar>(dir), dir, options);
   }
 
   // A model already in memory; `dir` holds the files its front ends read (the tokenizer).
   Pipeline(MultiModalEncoder<Scalar> model, const std::filesystem::path& dir,
            const PipelineOptions& options = {})
-      : model_(std::move(model)), front_(model_.config, dir), options_(options) {
-    check(options_.batch_size >= 1, "Pipeline: batch_size must be at least 1");
-    check(options_.threads >= 0, "Pipeline: threads must be >= 0 (0: tessera's thread count), got ",
-          options_.threads);
+      : model_(std::move(model)),
+        front_(std::in_place_type<FrontEnds>, std::get<Encoder>(model_).config, dir),
+        options_(options) {
+    check_options();
+  }
+  Pipeline(TowerModel<Scalar> model, const std::filesystem::path& dir,
+           const PipelineOptions& options = {})
+      : model_(std::move(model)),
+        front_(std::in_place_type<TowerFrontEnds>, std::get<Towers>(model_).config, dir,
+               options.pretrained),
+        options_(options) {
+    check_options();
   }
 
   // Movable, not copyable (the front ends are held by unique_ptr; say so to type traits).
@@ -107,11 +130,48 @@ class Pipeline {
   Pipeline(const Pipeline&) = delete;
   Pipeline& operator=(const Pipeline&) = delete;
 
-  const MultiModalEncoder<Scalar>& model() const { return model_; }
-  const FrontEnds& front_ends() const { return front_; }
-  const Config& config() const { return model_.config; }
+  // Whether the model is a pretrained one (a TowerModel) rather than tessera's own.
+  bool is_pretrained() const { return std::holds_alternative<Towers>(model_); }
+  // tessera's own model and front ends; an Error for a pretrained model.
+  const MultiModalEncoder<Scalar>& model() const {
+    if (is_pretrained()) {
+      fail("Pipeline::model: this is a pretrained ", tower_model().config.family,
+           " model: use tower_model()");
+    }
+    return std::get<Encoder>(model_);
+  }
+  const FrontEnds& front_ends() const {
+    check(!is_pretrained(), "Pipeline::front_ends: a pretrained model has TowerFrontEnds");
+    return std::get<FrontEnds>(front_);
+  }
+  const Config& config() const { return model().config; }
+  // The pretrained model; an Error for tessera's own.
+  const TowerModel<Scalar>& tower_model() const {
+    check(is_pretrained(), "Pipeline::tower_model: this is a tessera model, not a pretrained one");
+    return std::get<Towers>(model_);
+  }
+  const TowerFrontEnds& tower_front_ends() const { return std::get<TowerFrontEnds>(front_); }
   const PipelineOptions& options() const { return options_; }
-  Index embed_dim() const { return model_.config.embed_dim; }  // E
+  Index embed_dim() const {  // E
+    return is_pretrained() ? tower_model().embed_dim() : model().config.embed_dim;
+  }
+  // The model's logit scale, ln of the factor on cosine similarities (CLIP's logit_scale).
+  Scalar logit_scale() const {
+    return is_pretrained() ? tower_model().logit_scale : model().logit_scale;
+  }
+  // The names of the modalities the model takes ("text", "image", ...).
+  std::vector<std::string> modalities() const {
+    std::vector<std::string> names;
+    for (const Modality m : builtin_modalities) {
+      if (is_pretrained() ? tower_model().has(m) : config().has(m)) {
+        names.push_back(modality_name(m));
+      }
+    }
+    if (!is_pretrained()) {
+      for (const auto& c : config().custom) names.push_back(c.name);
+    }
+    return names;
+  }
 
   // Each of these returns the embeddings [N, E] of N samples, row i sample i's, and fills
   // `encodings` (when given) with each sample's whole Encoding (hidden states, modalities,
@@ -173,7 +233,7 @@ class Pipeline {
       const std::vector<Sample<Scalar>> batch = load_batch(first, n, make);
       std::vector<Encoding<Scalar>> encoded;
       try {
-        encoded = model_.encode_batch(batch);
+        encoded = std::visit([&](const auto& m) { return m.encode_batch(batch); }, model_);
       } catch (const Error& e) {  // "sample k" there counts from the batch's first sample
         fail("the batch of samples ", first, " to ", first + n - 1, " (numbered from 0 in "
              "what follows): ", e.what());
@@ -187,8 +247,20 @@ class Pipeline {
   }
 
   // One sample from raw inputs through the front ends, as Sample<Scalar>.
-  Sample<Scalar> load(std::span<const RawInput> inputs) const {
-    return detail::sample_as<Scalar>(front_.load(inputs));
+  // times (when given) gains the time spent decoding and preprocessing.
+  Sample<Scalar> load(std::span<const RawInput> inputs, StageTimes* times = nullptr) const {
+    return detail::sample_as<Scalar>(
+        std::visit([&](const auto& f) { return f.load(inputs, times); }, front_));
+  }
+
+  // The model's own checks of a sample (a tessera::Error naming `where`), and its encoding of
+  // one batch as it is (no batching into batch_size): what a program that builds its own
+  // batches calls.
+  void check_sample(const Sample<Scalar>& s, const std::string& where) const {
+    std::visit([&](const auto& m) { m.check_sample(s, where); }, model_);
+  }
+  std::vector<Encoding<Scalar>> encode_batch(std::span<const Sample<Scalar>> batch) const {
+    return std::visit([&](const auto& m) { return m.encode_batch(batch); }, model_);
   }
 
  private:
@@ -234,13 +306,25 @@ class Pipeline {
   // model.check_sample, naming the sample by its index in the whole list. Audio longer than
   // audio.max_tokens chunks is split into clips by encode_batch, which checks each clip.
   void check_fits(const Sample<Scalar>& s, std::size_t i) const {
-    const auto& audio = model_.config.audio;
+    if (is_pretrained()) {
+      tower_model().check_sample(s, detail::concat("sample ", i));
+      return;
+    }
+    const auto& audio = model().config.audio;
     if (s.audio && audio && s.audio->cols() > audio->max_tokens * audio->patch_frames) return;
-    model_.check_sample(s, detail::concat("sample ", i));
+    model().check_sample(s, detail::concat("sample ", i));
   }
 
-  MultiModalEncoder<Scalar> model_;
-  FrontEnds front_;  // made from model_.config: declared after it
+  void check_options() const {
+    check(options_.batch_size >= 1, "Pipeline: batch_size must be at least 1");
+    check(options_.threads >= 0, "Pipeline: threads must be >= 0 (0: tessera's thread count), got ",
+          options_.threads);
+  }
+
+  using Encoder = MultiModalEncoder<Scalar>;
+  using Towers = TowerModel<Scalar>;
+  std::variant<Encoder, Towers> model_;
+  std::variant<FrontEnds, TowerFrontEnds> front_;  // made from model_'s config: declared after it
   PipelineOptions options_;
 };
 

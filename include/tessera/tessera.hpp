@@ -11,6 +11,7 @@
 #include <tessera/core/tensor.hpp>
 
 // io: file formats (images need stb; containers need FFmpeg, Y4M and image folders do not)
+#include <tessera/io/gzip.hpp>
 #include <tessera/io/read_file.hpp>
 #include <tessera/io/safetensors.hpp>
 #include <tessera/io/video.hpp>
@@ -44,10 +45,14 @@
 #include <tessera/model/encoder_trace.hpp>
 #include <tessera/model/model_io.hpp>
 #include <tessera/model/pooling.hpp>
+#include <tessera/model/pretrained.hpp>
 #include <tessera/model/sample.hpp>
 #include <tessera/model/sample_check.hpp>
 #include <tessera/model/sample_io.hpp>
 #include <tessera/model/token_layout.hpp>
+#include <tessera/model/tower.hpp>
+#include <tessera/model/tower_model.hpp>
+#include <tessera/model/tower_weights.hpp>
 #include <tessera/model/weights.hpp>
 
 // tokenize: the front ends that turn text and files into encoder inputs (SPEC 5); the text
@@ -58,7 +63,10 @@
 #include <tessera/tokenize/bpe_vocab.hpp>
 #include <tessera/tokenize/byte_alphabet.hpp>
 #include <tessera/tokenize/front_end.hpp>
+#include <tessera/tokenize/html_unescape.hpp>
 #include <tessera/tokenize/image.hpp>
+#include <tessera/tokenize/image_processor.hpp>
+#include <tessera/tokenize/imagebind_clips.hpp>
 #include <tessera/tokenize/utf8.hpp>
 #include <tessera/tokenize/video.hpp>
 #if defined(TESSERA_HAS_ICU)
@@ -73,6 +81,7 @@
 #endif
 #if defined(TESSERA_HAS_ICU) && defined(TESSERA_HAS_STB)
 #include <tessera/tokenize/files.hpp>
+#include <tessera/tokenize/tower_front_ends.hpp>
 #endif
 
 // train: losses, the gradient checker, the optimizer, the pair sampler, the contrastive step,

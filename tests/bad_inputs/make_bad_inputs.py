@@ -11,6 +11,9 @@ It rewrites everything under tests/bad_inputs/ but this script:
                      text, image, audio and video, tiny. Every bad file is fed to it.
 - models/<case>/     model directories with one defect each: only the defective file is
                      kept; the harness copies the other files of model/ beside it;
+- pretrained/<case>/ pretrained model directories with one defect each (make_pretrained_cases.py):
+                     the entry's "base" names the fixture under tests/data/ whose model/
+                     supplies the other files;
 - image/, audio/, video/, text/, inputs/   one bad file per class and modality;
 - catalogue.json     one entry per bad file: its class, the tessera-encode option that reads
                      it, and a part of the error message it must give.
@@ -384,6 +387,9 @@ def main():
     entry("inconsistent tokenizer", "models/vocab_duplicate_id", "--model",
           "vocab.json:100: id 97 of \"b\" is already the id of \"a\"")
     catalogue.extend(make_checksum_cases.make_cases())
+    import make_pretrained_cases  # noqa: E402
+    make_pretrained_cases.main()
+    catalogue.extend(make_pretrained_cases.CASES)
 
     with open(path("catalogue.json"), "w") as f:
         f.write("[\n" + ",\n".join("  " + json.dumps(e, ensure_ascii=False) for e in catalogue)

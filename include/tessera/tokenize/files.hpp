@@ -87,7 +87,8 @@ class TextFrontEnd : public FrontEnd {
     namespace fs = std::filesystem;
     const auto& dir = c.model_dir;
     const bool has_any = fs::exists(dir / "vocab.json") || fs::exists(dir / "encoder.json") ||
-                         fs::exists(dir / "merges.txt") || fs::exists(dir / "vocab.bpe");
+                         fs::exists(dir / "merges.txt") || fs::exists(dir / "vocab.bpe") ||
+                         fs::exists(dir / ClipBpe::openai_file);
     const TextConfig& text = detail::front_end_section(c.config.text, "text");
     if (has_any) tokenizer_.emplace(TextTokenizer::load(dir, text));
   }
@@ -95,7 +96,8 @@ class TextFrontEnd : public FrontEnd {
   void load(const RawInput& in, Sample<float>& sample, StageTimes& times) const override {
     check_options(in, {});
     check(tokenizer_.has_value(), "text input needs the tokenizer files vocab.json + "
-          "merges.txt in the model directory ", model_dir_.string());
+          "merges.txt (a clip_bpe model: or ", ClipBpe::openai_file, ") in the model directory ",
+          model_dir_.string());
     sample.text = timed(times.preprocess, [&] { return tokenizer_->encode(in.value); });
   }
 
