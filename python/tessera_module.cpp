@@ -4,6 +4,8 @@
 //   m = tessera.load("my-model")                    # config.json, model.safetensors, tokenizer
 //   e = m.encode_texts(["a red circle"])            # numpy float32 [1, E], unit rows
 //   f = m.encode([{"text": "a dog", "image": "dog.png"}, {"audio": "bark.wav"}])   # [2, E]
+//   p = m.classify(["dog.png"], ["dog", "cat"])     # zero-shot probabilities [1, 2]
+//   hits = m.search("photos", "a dog on a beach")   # the folder's index, then the top files
 //
 // Every encode call releases the GIL while it decodes and encodes, so Python threads encode
 // at once; results are handed over without a copy (the numpy array owns the Eigen matrix).
@@ -13,11 +15,14 @@
 #include <tessera/model/config.hpp>
 #include <tessera/model/config_json.hpp>
 #include <tessera/pipeline.hpp>
+#include <tessera/search_index.hpp>
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 #include <pybind11/stl/filesystem.h>
+
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cstdint>
@@ -32,7 +37,12 @@ namespace py = pybind11;
 
 namespace {
 
-using Model = tessera::Pipeline<float>;
+// A Pipeline that remembers its directory: the search index records the model's files.
+struct Model : tessera::Pipeline<float> {
+  Model(tessera::Pipeline<float>&& pipeline, std::filesystem::path directory)
+      : tessera::Pipeline<float>(std::move(pipeline)), dir(std::move(directory)) {}
+  std::filesystem::path dir;
+};
 using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
 
 // The [N, E] embeddings as a numpy array that owns them: the matrix moves to the heap and is
@@ -167,8 +177,171 @@ py::array_t<float> encode_dicts(const Model& model, const py::list& inputs) {
   });
 }
 
-py::object config_dict(const tessera::Config& config) {
-  return py::module_::import("json").attr("loads")(tessera::to_json(config).dump());
+// The config as a dict: tessera's own model's config.json (every default filled in), or for a
+// pretrained model its family, E, logit scale and towers with their sizes.
+py::object config_dict(const Model& model) {
+  nlohmann::json json;
+  if (!model.is_pretrained()) {
+    json = tessera::to_json(model.config());
+  } else {
+    const tessera::TowerModel<float>& towers = model.tower_model();
+    const tessera::TowerModelConfig& c = towers.config;
+    json = {{"family", c.family},
+            {"embed_dim", c.embed_dim},
+            {"logit_scale", towers.logit_scale},
+            {"video", c.video},
+            {"video_clip_frames", c.video_clip_frames},
+            {"towers", nlohmann::json::object()}};
+    for (const auto& [m, t] : c.towers) {
+      nlohmann::json tower = {{"width", t.width}, {"layers", t.layers}, {"heads", t.heads},
+                              {"ffn_dim", t.ffn_dim}, {"embed_dim", t.embed_dim},
+                              {"activation", tessera::to_string(t.activation)},
+                              {"norm_eps", t.norm_eps}, {"pre_norm", t.pre_norm},
+                              {"bias_kv", t.bias_kv}, {"causal", t.causal},
+                              {"pooling", tessera::to_string(t.pooling)}};
+      if (t.is_text()) {
+        tower["vocab_size"] = t.vocab_size;
+        tower["context_length"] = t.context_length;
+      } else {
+        tower["channels"] = t.channels;
+        tower["height"] = t.height;
+        tower["width_in"] = t.width_in;
+        tower["kernel"] = t.kernel;
+        tower["stride"] = t.stride;
+        tower["clip_frames"] = t.clip_frames;
+        tower["tokens"] = t.tokens();
+      }
+      json["towers"][tessera::modality_name(m)] = std::move(tower);
+    }
+  }
+  return py::module_::import("json").attr("loads")(json.dump());
+}
+
+// Model.classify's inputs as Model.encode's dicts: a path becomes {modality: path}, the
+// modality from its extension (tessera::file_modality); a dict stays as it is.
+py::list classify_inputs(const py::iterable& inputs) {
+  py::list dicts;
+  std::size_t i = 0;
+  for (const py::handle item : inputs) {
+    if (py::isinstance<py::dict>(item)) {
+      dicts.append(item);
+    } else {
+      tessera::check(is_path_like(item), "input ", i, ": expected a path or a dict such as "
+                     "{\"image\": \"photo.png\"}, got a ",
+                     py::str(py::type::of(item).attr("__name__")).cast<std::string>());
+      const std::string path = path_string(item);
+      const auto modality = tessera::file_modality(path);
+      tessera::check(modality.has_value(), "input ", i, ": ", path, ": not a kind of file tessera "
+                     "knows by its extension (an image, a .wav, a video); give a dict such as "
+                     "{\"video\": path} instead");
+      py::dict d;
+      d[tessera::modality_name(*modality)] = path;
+      dicts.append(d);
+    }
+    ++i;
+  }
+  return dicts;
+}
+
+// Labels as a list of strings, or one string of comma-separated labels.
+std::vector<std::string> classify_labels(const py::object& labels) {
+  if (py::isinstance<py::str>(labels)) return tessera::parse_labels(labels.cast<std::string>());
+  return tessera::check_labels(labels.cast<std::vector<std::string>>());
+}
+
+py::array_t<float> classify(const Model& model, const py::iterable& inputs, const py::object& labels,
+                            const std::string& label_template) {
+  const std::vector<std::string> names = model.modalities();
+  tessera::check(std::find(names.begin(), names.end(), "text") != names.end(),
+                 "the model has no text modality: zero-shot classification compares the inputs "
+                 "with the labels as texts");
+  const std::vector<std::string> texts = tessera::label_texts(classify_labels(labels), label_template);
+  const py::array_t<float> embeddings = encode_dicts(model, classify_inputs(inputs));
+  return without_gil([&] {
+    const tessera::Matrix<float> label_embeddings = model.encode_texts(texts);
+    const auto rows = static_cast<tessera::Index>(embeddings.shape(0));
+    const Eigen::Map<const tessera::Matrix<float>> input_embeddings(embeddings.data(), rows,
+                                                                    model.embed_dim());
+    if (rows == 0) return tessera::Matrix<float>(0, static_cast<tessera::Index>(texts.size()));
+    return tessera::zero_shot_probabilities<float>(input_embeddings, label_embeddings,
+                                                   model.logit_scale()).probabilities;
+  });
+}
+
+py::dict update_dict(const tessera::SearchIndexUpdate& u, const std::filesystem::path& index_file) {
+  py::dict d;
+  d["index_file"] = index_file.string();
+  d["files"] = u.files;
+  d["reused"] = u.reused;
+  d["embedded"] = u.embedded;
+  d["dropped"] = u.dropped;
+  d["failed"] = u.failed;
+  d["failed_before"] = u.failed_before;
+  d["skipped"] = u.skipped;
+  d["rebuilt"] = u.rebuilt;
+  d["written"] = u.written;
+  py::list failures;
+  for (const tessera::FailedFile& f : u.failures) failures.append(py::make_tuple(f.file.path, f.error));
+  d["failures"] = failures;
+  return d;
+}
+
+std::filesystem::path index_path(const std::filesystem::path& dir, const py::object& index_file) {
+  return index_file.is_none() ? dir / tessera::default_index_name
+                              : std::filesystem::path(path_string(index_file));
+}
+
+// The folder's index, brought up to date (tessera::update_search_index), without the GIL.
+tessera::SearchIndex updated_index(const Model& model, const std::filesystem::path& dir,
+                                   const std::filesystem::path& index_file, std::size_t max_files,
+                                   tessera::SearchIndexUpdate& update) {
+  tessera::SearchIndexLimits limits;
+  limits.max_files = max_files;
+  const py::gil_scoped_release release;
+  return tessera::update_search_index(model, model.dir, dir, index_file, &update, limits);
+}
+
+py::dict update_index(const Model& model, const std::filesystem::path& dir,
+                      const py::object& index_file, std::size_t max_files) {
+  tessera::SearchIndexUpdate update;
+  const std::filesystem::path file = index_path(dir, index_file);
+  updated_index(model, dir, file, max_files, update);
+  return update_dict(update, file);
+}
+
+py::list search(const Model& model, const std::filesystem::path& dir, const py::object& query,
+                const py::object& query_file, std::size_t top, const py::object& index_file,
+                std::size_t max_files) {
+  tessera::check(query.is_none() != query_file.is_none(),
+                 "search: give query (a text) or query_file (a path), not both and not neither");
+  tessera::check(top >= 1, "search: top must be at least 1");
+  tessera::Vector<float> q;
+  if (!query.is_none()) {
+    tessera::check(py::isinstance<py::str>(query), "search: query must be a str (a path goes "
+                   "in query_file)");
+    q = model.encode_texts({query.cast<std::string>()}).row(0).transpose();
+  } else {
+    const py::array_t<float> e = encode_dicts(model, classify_inputs(py::make_tuple(query_file)));
+    q = Eigen::Map<const tessera::Vector<float>>(e.data(), model.embed_dim());
+  }
+  tessera::SearchIndexUpdate update;
+  const tessera::SearchIndex index = updated_index(model, dir, index_path(dir, index_file),
+                                                   max_files, update);
+  if (!update.failures.empty()) {
+    const py::object warn = py::module_::import("warnings").attr("warn");
+    for (const tessera::FailedFile& f : update.failures) {
+      warn(f.error + " (skipped until the file changes)");
+    }
+  }
+  py::list hits;
+  for (const tessera::SearchHit& h : tessera::search(index, q, top)) {
+    py::dict d;
+    d["path"] = h.path;
+    d["modality"] = tessera::modality_name(h.modality);
+    d["score"] = h.score;
+    hits.append(d);
+  }
+  return hits;
 }
 
 }  // namespace
@@ -210,19 +383,40 @@ PYBIND11_MODULE(tessera, m) {
            "array [n]), \"image\" (path or float32 array [C, S, S]), \"audio\" (path or [M, T]), "
            "\"video\" (path or [T, C, S, S]), \"video_fps\" (a video directory's frame rate), "
            "or a custom modality's name (its input).")
-      .def_property_readonly("config", [](const Model& p) { return config_dict(p.config()); },
-                             "The model's config.json, as a dict.")
+      .def("classify", &classify, py::arg("inputs"), py::arg("labels"),
+           py::arg("template") = tessera::default_label_template,
+           "Zero-shot classification, as CLIP's README: a float32 array [N, K], row n the "
+           "probabilities of the K labels for input n, softmax over the labels of "
+           "exp(logit_scale) x the cosine similarity with the label's text (the template with "
+           "the label at every {}). inputs: paths (the modality from the extension) or dicts "
+           "as encode takes; labels: a list of str or one comma-separated str (each trimmed; "
+           "none empty, none twice).")
+      .def("update_index", &update_index, py::arg("index_dir"), py::arg("index_file") = py::none(),
+           py::arg("max_files") = tessera::SearchIndexLimits{}.max_files,
+           "Brings the search index of a folder up to date (default file: "
+           "index_dir/.tessera-index.safetensors): new and changed images, audio and videos "
+           "embedded, removed ones dropped, the rest reused. Returns what it did as a dict "
+           "(files, reused, embedded, dropped, failed, failed_before, skipped, rebuilt, "
+           "written, failures: [(path, error)]).")
+      .def("search", &search, py::arg("index_dir"), py::arg("query") = py::none(), py::kw_only(),
+           py::arg("query_file") = py::none(), py::arg("top") = 10,
+           py::arg("index_file") = py::none(),
+           py::arg("max_files") = tessera::SearchIndexLimits{}.max_files,
+           "The top files of a folder most similar to a text (query) or a file (query_file), "
+           "best first, as dicts {path (relative to index_dir), modality, score (cosine)}. "
+           "Updates the folder's index first (update_index); files that fail to decode are "
+           "skipped with a warning.")
+      .def_property_readonly("config", &config_dict,
+                             "The model's config as a dict: tessera's config.json, or for a "
+                             "pretrained model its family, embed_dim, logit_scale and towers.")
+      .def_property_readonly("is_pretrained", &Model::is_pretrained,
+                             "Whether the model is a pretrained one (CLIP, open_clip, ImageBind).")
+      .def_property_readonly("logit_scale", &Model::logit_scale,
+                             "ln of the factor on cosine similarities (CLIP's logit_scale).")
+      .def_property_readonly("model_dir", [](const Model& p) { return p.dir; },
+                             "The model directory it was loaded from.")
       .def_property_readonly("embed_dim", &Model::embed_dim, "E, the embedding width.")
-      .def_property_readonly("modalities",
-                             [](const Model& p) {
-                               std::vector<std::string> names;
-                               for (int k = 0; k < tessera::num_modalities; ++k) {
-                                 const auto built_in = static_cast<tessera::Modality>(k);
-                                 if (p.config().has(built_in)) names.push_back(tessera::modality_name(built_in));
-                               }
-                               for (const auto& custom : p.config().custom) names.push_back(custom.name);
-                               return names;
-                             },
+      .def_property_readonly("modalities", &Model::modalities,
                              "The modalities the model encodes, in token order.")
       .def_property_readonly("batch_size", [](const Model& p) { return p.options().batch_size; })
       .def_property_readonly("threads", [](const Model& p) { return p.options().threads; })
@@ -233,8 +427,11 @@ PYBIND11_MODULE(tessera, m) {
 
   m.def("load",
         [](const std::filesystem::path& dir, std::size_t batch_size, int threads) {
+          tessera::PipelineOptions options;
+          options.batch_size = batch_size;
+          options.threads = threads;
           const py::gil_scoped_release release;
-          return Model::open(dir, {.batch_size = batch_size, .threads = threads});
+          return Model(tessera::Pipeline<float>::open(dir, options), dir);
         },
         py::arg("model_dir"), py::arg("batch_size") = tessera::PipelineOptions{}.batch_size,
         py::arg("threads") = tessera::PipelineOptions{}.threads,

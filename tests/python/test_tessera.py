@@ -193,3 +193,148 @@ def test_batch_size_and_threads_options(reference):
     assert np.allclose(small.encode(inputs["mixed"]), expected["mixed"], rtol=0, atol=1e-6)
     with pytest.raises(tessera.Error, match="batch_size"):
         tessera.load(inputs["model"], batch_size=0)
+
+
+# ---- Pretrained models, zero-shot classification and search (search_index.hpp) ------------
+# On the ImageBind fixture (text, image, audio and video towers, E 16) copied with the CLIP
+# tokenizer into a temporary directory, so raw text works.
+
+SOURCE = pathlib.Path(__file__).resolve().parents[2]
+PROBABILITY_SUM_TOLERANCE = 1e-5  # float32 softmax rows of a few labels
+SCORE_TOLERANCE = 1e-4  # float32 cosines of unit embeddings, batches of other sizes
+
+
+@pytest.fixture(scope="module")
+def imagebind_dir(tmp_path_factory):
+    import shutil
+    out = tmp_path_factory.mktemp("imagebind") / "model"
+    shutil.copytree(SOURCE / "tests/data/pretrained/imagebind/model", out)
+    shutil.copy(SOURCE / "tests/data/text/clip_tokenizer/bpe_simple_vocab_16e6.txt.gz", out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def imagebind(imagebind_dir):
+    return tessera.load(imagebind_dir)
+
+
+def softmax(x):
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_pretrained_model_config_and_modalities(imagebind, imagebind_dir):
+    assert imagebind.is_pretrained
+    assert imagebind.modalities == ["text", "image", "audio", "video"]
+    config = imagebind.config
+    assert config["family"] == "imagebind"
+    assert config["embed_dim"] == imagebind.embed_dim == 16
+    on_disk = json.loads((imagebind_dir / "config.json").read_text())
+    assert config["towers"]["image"]["width"] == on_disk["vision_embed_dim"]
+    assert config["towers"]["audio"]["layers"] == on_disk["audio_num_blocks"]
+    assert config["towers"]["text"]["vocab_size"] == 49408
+    assert config["video"] is True and config["video_clip_frames"] == 2
+    assert config["logit_scale"] == pytest.approx(imagebind.logit_scale)
+    assert imagebind.model_dir == imagebind_dir
+
+
+def test_classify_is_softmax_of_scaled_cosines(imagebind, reference):
+    inputs, _ = reference
+    images = inputs["images"][:2]
+    audio = inputs["audio"][:1]
+    labels = ["red square", "blue circle", "a rising tone"]
+    p = imagebind.classify(images + audio, labels, template="a picture of a {}")
+    assert p.shape == (3, 3) and p.dtype == np.float32
+    assert np.allclose(p.sum(axis=1), 1, atol=PROBABILITY_SUM_TOLERANCE)
+    x = np.concatenate([imagebind.encode_images(images), imagebind.encode_audio(audio)])
+    t = imagebind.encode_texts([f"a picture of a {label}" for label in labels])
+    expected = softmax(np.exp(np.float64(imagebind.logit_scale)) * (x @ t.T).astype(np.float64))
+    assert np.allclose(p, expected, atol=1e-5)
+    # labels as one comma-separated string, trimmed; dicts as encode takes; the default template
+    same = imagebind.classify([{"image": images[0]}, images[1], audio[0]],
+                              " red square,blue circle , a rising tone ", template="a picture of a {}")
+    assert np.allclose(same, p, atol=1e-6)
+    default = imagebind.classify(images[:1], labels)
+    t = imagebind.encode_texts([f"a photo of a {label}." for label in labels])
+    x = imagebind.encode_images(images[:1])
+    assert np.allclose(default, softmax(np.exp(imagebind.logit_scale) * (x @ t.T)), atol=1e-5)
+
+
+def test_classify_refuses_bad_labels_and_templates(imagebind, reference, tmp_path):
+    inputs, _ = reference
+    image = inputs["images"][:1]
+    with pytest.raises(tessera.Error, match=r'template "a photo" has no "\{\}"'):
+        imagebind.classify(image, ["dog", "cat"], template="a photo")
+    with pytest.raises(tessera.Error, match="label 2 of 3 is empty"):
+        imagebind.classify(image, ["dog", "  ", "cat"])
+    with pytest.raises(tessera.Error, match='"dog" is given twice'):
+        imagebind.classify(image, "dog, cat,dog")
+    with pytest.raises(tessera.Error, match="labels: none given"):
+        imagebind.classify(image, [])
+    with pytest.raises(tessera.Error, match="not a kind of file"):
+        imagebind.classify([str(tmp_path / "notes.txt")], ["dog", "cat"])
+    with pytest.raises(tessera.Error, match="no-such.png"):
+        imagebind.classify([str(tmp_path / "no-such.png")], ["dog", "cat"])
+
+
+def test_classify_with_a_tessera_model(model, reference):
+    inputs, _ = reference
+    p = model.classify(inputs["images"], ["red square", "blue circle"])
+    assert p.shape == (len(inputs["images"]), 2)
+    assert np.allclose(p.sum(axis=1), 1, atol=PROBABILITY_SUM_TOLERANCE)
+
+
+def test_search_builds_reuses_and_updates_the_index(imagebind, reference, tmp_path):
+    import shutil
+    inputs, _ = reference
+    folder = tmp_path / "files"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(inputs["images"][0], folder / "a.png")
+    shutil.copy(inputs["images"][2], folder / "sub" / "b.png")
+    shutil.copy(inputs["audio"][0], folder / "c.wav")
+    (folder / "broken.png").write_bytes(b"not an image")
+    (folder / "notes.txt").write_text("not indexed")
+
+    first = imagebind.update_index(folder)
+    assert first["index_file"] == str(folder / ".tessera-index.safetensors")
+    assert (first["files"], first["embedded"], first["reused"], first["failed"]) == (3, 3, 0, 1)
+    assert first["skipped"] == 1 and first["written"]
+    assert first["failures"][0][0] == "broken.png" and "unsupported image format" in first["failures"][0][1]
+
+    again = imagebind.update_index(folder)
+    assert (again["reused"], again["embedded"], again["failed_before"], again["written"]) == (3, 0, 1, False)
+
+    stat = (folder / "sub" / "b.png").stat()
+    os.utime(folder / "sub" / "b.png", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    (folder / "c.wav").unlink()
+    updated = imagebind.update_index(folder)
+    assert (updated["files"], updated["reused"], updated["embedded"], updated["dropped"]) == (2, 1, 1, 1)
+
+    hits = imagebind.search(folder, query_file=folder / "a.png", top=5)
+    assert [h["path"] for h in hits][0] == "a.png"
+    assert hits[0]["score"] == pytest.approx(1, abs=SCORE_TOLERANCE)
+    assert {h["path"] for h in hits} == {"a.png", "sub/b.png"}
+    assert all(h["modality"] == "image" for h in hits)
+    scores = [h["score"] for h in hits]
+    assert scores == sorted(scores, reverse=True)
+
+    text_hits = imagebind.search(folder, "a red square", top=1)
+    expected = imagebind.encode_images([folder / "a.png", folder / "sub" / "b.png"]) @ \
+        imagebind.encode_texts(["a red square"])[0]
+    assert text_hits[0]["path"] == ["a.png", "sub/b.png"][int(np.argmax(expected))]
+    assert text_hits[0]["score"] == pytest.approx(float(expected.max()), abs=SCORE_TOLERANCE)
+
+    # another index file; errors
+    elsewhere = tmp_path / "elsewhere.safetensors"
+    assert imagebind.update_index(folder, index_file=elsewhere)["embedded"] == 2
+    assert elsewhere.exists()
+    with pytest.raises(tessera.Error, match="no such directory"):
+        imagebind.search(tmp_path / "no-such-folder", "a dog")
+    with pytest.raises(tessera.Error, match="not both"):
+        imagebind.search(folder, "a dog", query_file=folder / "a.png")
+    with pytest.raises(tessera.Error, match="more than 1 files to index"):
+        imagebind.update_index(folder, index_file=tmp_path / "small.safetensors", max_files=1)
+    (tmp_path / "not-an-index.safetensors").write_text("hello")
+    with pytest.raises(tessera.Error, match="is not a tessera search index"):
+        imagebind.update_index(folder, index_file=tmp_path / "not-an-index.safetensors")
+    assert (tmp_path / "not-an-index.safetensors").read_text() == "hello"  # left as it was
