@@ -7,6 +7,7 @@
 // and every malformed directory is one tessera::Error naming the file, the tensor or the key.
 
 #include <tessera/model/pretrained.hpp>
+#include <tessera/pipeline.hpp>
 
 #include "test_util.hpp"
 
@@ -173,6 +174,82 @@ TEST(BiasKV, RefusesTrainingAndKVCaches) {
               HasSubstr("add_bias_kv"));
 }
 
+// ---- raw inputs through the Pipeline: each family's preparation, then the model ----------------
+
+// The ImageBind fixture with OpenAI's tokenizer file beside it: raw text works.
+fs::path imagebind_with_tokenizer(const TempDir& tmp) {
+  const fs::path dir = tmp.path() / "imagebind";
+  fs::copy(kind_dir("imagebind") / "model", dir, fs::copy_options::recursive);
+  fs::copy_file(test::data_dir() / "text" / "clip_tokenizer" / "bpe_simple_vocab_16e6.txt.gz",
+                dir / "bpe_simple_vocab_16e6.txt.gz");
+  return dir;
+}
+
+TEST(PretrainedPipeline, EachInputIsPreparedAsTheFamilyDoesThenEncoded) {
+  TempDir tmp;
+  const fs::path dir = imagebind_with_tokenizer(tmp);
+  const auto p = Pipeline<float>::open(dir, {.batch_size = 2});
+  ASSERT_TRUE(p.is_pretrained());
+  EXPECT_EQ(p.modalities(), (std::vector<std::string>{"text", "image", "audio", "video"}));
+  const TowerModel<float>& model = p.tower_model();
+
+  // text: [<|startoftext|>] + SimpleTokenizer's ids + [<|endoftext|>]
+  const ClipBpe bpe = ClipBpe::load(dir);
+  const std::vector<std::string> texts = {"a dog barking", "A photo of a cat.", "an &amp; b"};
+  const Matrix<float> e = p.encode_texts(texts);
+  for (std::size_t i = 0; i < texts.size(); ++i) {
+    Sample<float> s;
+    s.text = bpe.tokenize(texts[i]);
+    EXPECT_EQ(s.text->front(), 49406);
+    EXPECT_EQ(s.text->back(), 49407);
+    EXPECT_TRUE(test::all_close(e.row(static_cast<Index>(i)).transpose(),
+                                model.encode(s).embedding, 1e-6, 0));
+  }
+
+  // image: data.py's Resize(224, bicubic) + CenterCrop(224) + CLIP's mean and std
+  const fs::path image = test::data_dir() / "image" / "sources" / "coffee.png";
+  Sample<float> s;
+  ImageConfig openai;  // CLIP's mean and std at 224
+  s.image = preprocess_image(decode_image(image), image_processing_from_config(openai));
+  EXPECT_TRUE(test::all_close(p.encode_images({image}).row(0).transpose(),
+                              model.encode(s).embedding, 1e-6, 0));
+
+  // audio: data.py's 3 clips of the model's mel bins and frames
+  const fs::path wav = test::data_dir() / "audio" / "pipeline_kaldi.wav";
+  Sample<float> a;
+  ImageBindAudioOptions options;
+  options.n_mels = model.tower(Modality::audio).config.height;
+  options.target_length = model.tower(Modality::audio).config.width_in;
+  a.audio = imagebind_audio_clips(wav, options);
+  std::vector<Encoding<float>> encodings;
+  const Matrix<float> audio = p.encode_audio({wav}, &encodings);
+  EXPECT_EQ(encodings.front().audio_clips, 3);
+  EXPECT_TRUE(test::all_close(audio.row(0).transpose(), model.encode(a).embedding, 1e-6, 0));
+}
+
+TEST(PretrainedPipeline, TextOverTheContextIsRefusedOrCut) {
+  TempDir tmp;
+  const fs::path dir = imagebind_with_tokenizer(tmp);
+  std::string long_text;
+  for (int i = 0; i < 100; ++i) long_text += "word ";
+  EXPECT_THAT(error_of([&] { Pipeline<float>::open(dir).encode_texts({long_text}); }),
+              HasSubstr("more than"));
+  PipelineOptions cut;
+  cut.pretrained.truncate = true;
+  const Matrix<float> e = Pipeline<float>::open(dir, cut).encode_texts({long_text});
+  EXPECT_NEAR(e.row(0).norm(), 1.0f, 1e-5f);
+}
+
+TEST(PretrainedPipeline, OneInputPerSampleAndTheMissingTokenizerAreNamed) {
+  if (!fs::exists(kind_dir("hf_clip"))) GTEST_SKIP();
+  const auto p = Pipeline<float>::open(kind_dir("hf_clip") / "model");
+  const std::vector<RawInput> two = {{"text", "a dog", {}},
+                                     {"image", (test::data_dir() / "image" / "sources" / "coffee.png").string(), {}}};
+  EXPECT_THAT(error_of([&] { p.encode({two}); }), HasSubstr("one input per sample"));
+  EXPECT_THAT(error_of([&] { p.encode_texts({"a dog"}); }), HasSubstr("no tokenizer files"));
+  EXPECT_THAT(error_of([&] { (void)p.model(); }), HasSubstr("use tower_model()"));
+}
+
 // ---- malformed directories --------------------------------------------------------------------
 
 // A copy of a fixture's model directory to break.
@@ -256,6 +333,18 @@ TEST(PretrainedErrors, AMissingTensorIsNamed) {
   const std::string error = error_of([&] { load_tower_model<float>(dir); });
   EXPECT_THAT(error, HasSubstr("missing tensor 'modality_trunks.audio.blocks.0.attn.bias_k'"));
   EXPECT_THAT(error, HasSubstr("the audio tower"));
+}
+
+TEST(PretrainedErrors, AConfigLargerThanItsWeightsIsRefusedBeforeAllocating) {
+  if (!fs::exists(kind_dir("hf_clip"))) GTEST_SKIP();
+  TempDir tmp;
+  const fs::path dir = copy_model(tmp, "hf_clip");
+  auto json = read_json(dir / "config.json");
+  json["vision_config"]["hidden_size"] = 1 << 24;
+  json["vision_config"]["intermediate_size"] = 1 << 30;
+  write_text(dir / "config.json", json.dump());
+  EXPECT_THAT(error_of([&] { load_tower_model<float>(dir); }),
+              HasSubstr("bytes of tensors can hold"));
 }
 
 TEST(PretrainedErrors, AnUnknownImageBindArgumentIsNamed) {

@@ -104,6 +104,13 @@ def main():
         f"tensor 'text_model.encoder.layers.0.mlp.fc1.weight' has shape [{ffn}, {width}], "
         f"expected [{2 * ffn}, {width}] (the text tower)")
 
+    with open(base_file("pretrained/hf_clip", "config.json")) as f:
+        config = json.load(f)
+    config["text_config"]["vocab_size"] = 2 ** 31
+    write("absurd_vocab_size", "config.json", json.dumps(config, indent=2))
+    add("lying sizes", "absurd_vocab_size", "pretrained/hf_clip",
+        "describes a model of 68719")
+
     with open(base_file("pretrained/open_clip", "open_clip_config.json")) as f:
         config = json.load(f)
     config["model_cfg"]["vision_cfg"]["layers"] = [3, 4, 6, 3]

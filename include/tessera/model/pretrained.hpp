@@ -128,6 +128,15 @@ class JsonObject {
   std::string path_;
 };
 
+// The model of `config` (validated), allocated only when `weights` can hold its weights.
+template <class Scalar>
+TowerModel<Scalar> allocate(const TowerModelConfig& config, const TensorReader& weights,
+                            const std::filesystem::path& config_file) {
+  validate(config, config_file.string());  // before parameter_count divides by a stride
+  weights.check_room(parameter_count(config), config_file.string());
+  return TowerModel<Scalar>(config, config_file.string());
+}
+
 inline nlohmann::json read_json_file(const std::filesystem::path& file) {
   const std::string where = file.string();
   const std::string text = read_file(file, {}, ReadLimits::config_json);
@@ -204,9 +213,9 @@ inline TowerModelConfig hf_clip_config(const nlohmann::json& json, const std::st
 template <class Scalar>
 TowerModel<Scalar> load_hf_clip(const std::filesystem::path& dir) {
   const auto config_file = dir / "config.json";
-  TowerModel<Scalar> model(hf_clip_config(read_json_file(config_file), config_file.string()),
-                           config_file.string());
+  const TowerModelConfig config = hf_clip_config(read_json_file(config_file), config_file.string());
   TensorReader reader(dir / "model.safetensors");
+  TowerModel<Scalar> model = allocate<Scalar>(config, reader, config_file);
   for (const char* side : {"text", "vision"}) {
     const std::string m = std::string(side) + "_model.";
     const bool text = side == std::string("text");
@@ -311,11 +320,12 @@ template <class Scalar>
 TowerModel<Scalar> load_open_clip(const std::filesystem::path& dir) {
   const auto config_file = dir / open_clip_config_name;
   const nlohmann::json json = read_json_file(config_file);
-  TowerModel<Scalar> model(open_clip_config(json, config_file.string()), config_file.string());
+  const TowerModelConfig config = open_clip_config(json, config_file.string());
+  TensorReader reader(dir / open_clip_weights_name);
+  TowerModel<Scalar> model = allocate<Scalar>(config, reader, config_file);
   // CustomTextCLIP keeps its text tower under "text."; CLIP at the top level.
   const bool custom_text =
       JsonObject(json, config_file.string(), "").object("model_cfg").boolean("custom_text", false);
-  TensorReader reader(dir / open_clip_weights_name);
   const auto block_names = [](TowerNames& names, const std::string& m) {
     names.block_prefix = [m](Index l) {
       return m + "transformer.resblocks." + std::to_string(l) + ".";
@@ -449,9 +459,10 @@ inline TowerModelConfig imagebind_config(const nlohmann::json& json, const std::
 template <class Scalar>
 TowerModel<Scalar> load_imagebind(const std::filesystem::path& dir) {
   const auto config_file = dir / "config.json";
-  TowerModel<Scalar> model(imagebind_config(read_json_file(config_file), config_file.string()),
-                           config_file.string());
+  const TowerModelConfig config =
+      imagebind_config(read_json_file(config_file), config_file.string());
   TensorReader reader(dir / "model.safetensors");
+  TowerModel<Scalar> model = allocate<Scalar>(config, reader, config_file);
   const auto trunk_names = [](TowerNames& names, const std::string& m) {
     const std::string trunk = "modality_trunks." + m + ".";
     names.ln_pre = trunk + "pre_transformer_layer.0";
@@ -600,9 +611,9 @@ inline TowerModelConfig towers_config(const nlohmann::json& json, const std::str
 template <class Scalar>
 TowerModel<Scalar> load_towers(const std::filesystem::path& dir) {
   const auto config_file = dir / "config.json";
-  TowerModel<Scalar> model(towers_config(read_json_file(config_file), config_file.string()),
-                           config_file.string());
+  const TowerModelConfig config = towers_config(read_json_file(config_file), config_file.string());
   TensorReader reader(dir / "model.safetensors");
+  TowerModel<Scalar> model = allocate<Scalar>(config, reader, config_file);
   for (auto& [m, tower] : model.towers) {
     const std::string p = model.config.tower_names.at(m) + ".";
     TowerNames names;

@@ -147,6 +147,28 @@ inline void validate(const TowerConfig& c, const std::string& where) {
         ": an audio tower reads one-channel features");
 }
 
+// The number of weights of a tower of config c (saturating at UINT64_MAX, so an absurd config
+// cannot wrap around): what a loader compares with the file before allocating.
+inline std::uint64_t parameter_count(const TowerConfig& c) {
+  const auto mul = [](std::uint64_t a, std::uint64_t b) -> std::uint64_t {
+    return b != 0 && a > UINT64_MAX / b ? UINT64_MAX : a * b;
+  };
+  const auto add = [](std::uint64_t a, std::uint64_t b) -> std::uint64_t {
+    return a > UINT64_MAX - b ? UINT64_MAX : a + b;
+  };
+  const auto n = [](Index v) { return static_cast<std::uint64_t>(std::max<Index>(v, 0)); };
+  const std::uint64_t d = n(c.width), f = n(c.ffn_dim);
+  // per block: 2 norms, q/k/v/out with biases, bias_kv, the MLP
+  std::uint64_t block = add(add(mul(4, d), mul(4, add(mul(d, d), d))), add(mul(2, mul(d, f)), add(f, d)));
+  if (c.bias_kv) block = add(block, mul(2, d));
+  std::uint64_t total = mul(block, n(c.layers));
+  total = add(total, mul(n(c.tokens()), d));                            // positions
+  total = add(total, c.is_text() ? mul(n(c.vocab_size), d)
+                                 : mul(n(c.patch_dim()), d));            // stem
+  total = add(total, add(mul(4, d), mul(n(c.embed_dim), add(d, 1))));  // norms, cls, projection
+  return total;
+}
+
 // One clip of a tower's input.
 template <class Scalar>
 struct TowerClip {

@@ -19,6 +19,7 @@
 #include <tessera/model/sample.hpp>
 #include <tessera/model/tower.hpp>
 
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <span>
@@ -42,6 +43,35 @@ struct TowerModelConfig {
   bool operator==(const TowerModelConfig&) const = default;
 };
 
+// Throws tessera::Error naming `where` when the towers of `c` are inconsistent: each
+// tower's own checks (validate(TowerConfig)), its modality, its embed_dim, video's clips.
+inline void validate(const TowerModelConfig& c, const std::string& where) {
+  check(!c.towers.empty(), where, ": the model has no tower");
+  for (const auto& [m, tower] : c.towers) {
+    check(m != Modality::video && tower.modality == m, where, ": the ", modality_name(m),
+          " tower is a ", modality_name(tower.modality), " tower");
+    check(tower.embed_dim == c.embed_dim, where, ": the ", modality_name(m), " tower projects to ",
+          tower.embed_dim, " values, the model's embedding has ", c.embed_dim);
+    validate(tower, where + " (" + modality_name(m) + " tower)");
+  }
+  if (c.video) {
+    check(c.towers.count(Modality::image) == 1, where, ": video needs the image tower");
+    check(c.video_clip_frames == c.towers.at(Modality::image).clip_frames, where,
+          ": video clips of ", c.video_clip_frames, " frames, but the image tower's time "
+          "kernel is ", c.towers.at(Modality::image).clip_frames);
+  }
+}
+
+// The number of weights of all towers (saturating), plus the logit scale.
+inline std::uint64_t parameter_count(const TowerModelConfig& c) {
+  std::uint64_t total = 1;
+  for (const auto& [m, tower] : c.towers) {
+    const std::uint64_t n = parameter_count(tower);
+    total = total > UINT64_MAX - n ? UINT64_MAX : total + n;
+  }
+  return total;
+}
+
 template <class Scalar>
 class TowerModel {
  public:
@@ -49,23 +79,11 @@ class TowerModel {
   std::map<Modality, Tower<Scalar>> towers;
   Scalar logit_scale = static_cast<Scalar>(2.6592600369327779);  // ln(1/0.07): logits = exp(.) cos
 
-  // Allocates every tower of `c` (validated: each tower's embed_dim is c.embed_dim).
+  // Allocates every tower of `c` (validated first: validate below).
   TowerModel(const TowerModelConfig& c, const std::string& where) : config(c) {
-    check(!c.towers.empty(), where, ": the model has no tower");
+    validate(c, where);
     for (const auto& [m, tower] : c.towers) {
-      check(tower.embed_dim == c.embed_dim, where, ": the ", modality_name(m), " tower projects to ",
-            tower.embed_dim, " values, the model's embedding has ", c.embed_dim);
-      check(m != Modality::video && (tower.modality == m || (m == Modality::image &&
-                                                              tower.modality == Modality::image)),
-            where, ": the ", modality_name(m), " tower is a ", modality_name(tower.modality),
-            " tower");
       towers.emplace(m, Tower<Scalar>(tower, where + " (" + modality_name(m) + " tower)"));
-    }
-    if (c.video) {
-      check(c.towers.count(Modality::image) == 1, where, ": video needs the image tower");
-      check(c.video_clip_frames == c.towers.at(Modality::image).clip_frames, where,
-            ": video clips of ", c.video_clip_frames, " frames, but the image tower's time "
-            "kernel is ", c.towers.at(Modality::image).clip_frames);
     }
   }
 

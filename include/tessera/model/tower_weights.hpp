@@ -81,6 +81,15 @@ class TensorReader {
   // Says which tower a missing or misshapen tensor belongs to ("(the text tower)").
   void set_context(std::string what) { context_ = std::move(what); }
 
+  // Throws tessera::Error, before anything is allocated, when the config describes more
+  // weights than the file's tensors can hold (each weight takes 2 bytes at least: F16, BF16).
+  void check_room(std::uint64_t weights, const std::string& config_file) const {
+    std::uint64_t stored = 0;
+    for (const auto& name : file_.names()) stored += file_.info(name).bytes.size();
+    check(weights <= stored / 2, where_, ": ", config_file, " describes a model of ", weights,
+          " weights, more than the file's ", stored, " bytes of tensors can hold");
+  }
+
   // Throws tessera::Error naming the first tensor no read asked for.
   void finish() const {
     for (const auto& name : file_.names()) {
