@@ -84,6 +84,21 @@ def main():
     write("point_cloud", "comma.xyz", "# a comment\n0.5, -1, 2\r\n\n1 2 3\n  -0.25\t0\t1e-3\n")
     write("point_cloud", "one_point.xyz", "1 1 1\n")
 
+    # pretrained_config: the selector byte, then each fixture's config file
+    data = os.path.join(HERE, "..", "..", "tests", "data", "pretrained")
+    for kind, selector, name in (("hf_clip", 0, "config.json"),
+                                 ("open_clip", 1, "open_clip_config.json"),
+                                 ("imagebind", 2, "config.json"),
+                                 ("towers_torchvision", 3, "config.json"),
+                                 ("hf_clip", 4, "preprocessor_config.json"),
+                                 ("open_clip", 5, "open_clip_config.json")):
+        with open(os.path.join(data, kind, "model", name), "rb") as f:
+            write("pretrained_config", f"{selector}_{kind}_{name}", bytes([selector]) + f.read())
+    # gzip: a two-member stream of a tiny merges file, and an empty member
+    import gzip as gz
+    merges = "\"bpe_simple_vocab_16e6.txt#version: 0.2\ni n\nt h\nth e</w>\na n\n"
+    write("gzip", "merges.txt.gz", gz.compress(merges.encode(), mtime=0) + gz.compress(b"", mtime=0))
+
 
 if __name__ == "__main__":
     main()

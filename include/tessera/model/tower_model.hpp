@@ -133,8 +133,9 @@ class TowerModel {
     }
     std::vector<std::vector<TowerOutput<Scalar>>> results(samples.size());
     for (std::size_t i = 0; i < samples.size(); ++i) results[i].resize(clips[i].size());
-    for (auto& [t, w] : work) {
-      auto out = towers.at(t).forward(w.clips, [&](std::size_t k) {
+    for (auto& entry : work) {  // not a structured binding: the lambda captures w (clang 14)
+      const Work& w = entry.second;
+      auto out = towers.at(entry.first).forward(w.clips, [&](std::size_t k) {
         const auto [i, j] = w.owner[k];
         return clips[i].size() > 1 ? detail::concat("sample ", i, ", clip ", j)
                                    : detail::concat("sample ", i);
