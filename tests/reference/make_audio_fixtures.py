@@ -386,9 +386,15 @@ def make_pipeline(rng):
 def main():
     torch.manual_seed(0)
     torch.set_num_threads(1)
+    # Everything this script writes is rewritten; imagebind/ belongs to
+    # make_imagebind_data_fixtures.py and is kept.
     if os.path.isdir(OUT):
-        shutil.rmtree(OUT)
-    os.makedirs(OUT)
+        for entry in os.listdir(OUT):
+            if entry == "imagebind":
+                continue
+            path = os.path.join(OUT, entry)
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    os.makedirs(OUT, exist_ok=True)
     rng = np.random.default_rng(20261122)
     print(f"torch {torch.__version__}, torchaudio {torchaudio.__version__}")
     make_formats(rng)
