@@ -35,6 +35,8 @@ namespace {
 namespace apps = tessera::apps;
 namespace fs = std::filesystem;
 
+constexpr std::size_t search_batch_size = 8;  // files per encode_batch (see main)
+
 struct Options {
   std::string model;
   std::string index_dir;
@@ -129,7 +131,12 @@ int main(int argc, char** argv) {
     }
     if (o.threads > 0) tessera::set_num_threads(o.threads);
     std::optional<apps::Processing> loading(std::in_place, "--model " + o.model, o.model);
-    const auto model = tessera::Pipeline<float>::open(o.model);
+    // Files are embedded 8 at a time: a batch holds its inputs preprocessed (an ImageBind
+    // video is 30 frames of 224 x 224, 18 MB) and their activations (one video is 15 clips
+    // through the image tower), so memory is bounded by 8 files, not 32.
+    tessera::PipelineOptions pipeline_options;
+    pipeline_options.batch_size = search_batch_size;
+    const auto model = tessera::Pipeline<float>::open(o.model, pipeline_options);
     loading.reset();
 
     const tessera::Vector<float> query = embed_query(model, o);  // a bad query fails before the index

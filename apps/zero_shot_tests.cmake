@@ -13,9 +13,11 @@ set_tests_properties(apps.zero_shot.setup PROPERTIES LABELS apps
   FIXTURES_REQUIRED synth_world FIXTURES_SETUP zero_shot)
 
 # -- tessera-classify: an image, an audio file and a video among three labels ----------------
-set(classify_inputs --image "${zero_shot_files}/blue-circle-bottom-down-0.png"
-  --audio "${zero_shot_files}/blue-circle-bottom-down-0.wav"
-  --video "${zero_shot_files}/sub/blue-circle-bottom-down-0.y4m")
+# (from the world itself: the search tests below change the folder they index)
+set(world "${PROJECT_BINARY_DIR}/synth-output")
+set(classify_inputs --image "${world}/images/blue-circle-bottom-down-0.png"
+  --audio "${world}/audio/blue-circle-bottom-down-0.wav"
+  --video "${world}/video/blue-circle-bottom-down-0.y4m")
 add_test(NAME apps.classify.run
   COMMAND tessera-classify --model "${zero_shot_model}" ${classify_inputs}
     --labels " blue circle,red square , a tone" --template "a picture of a {}")
