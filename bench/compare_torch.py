@@ -13,6 +13,15 @@ What is compared (float32 throughout, same thread count t on both sides):
              64 px images, patch 8): forward, InfoNCE, backward, clip_grad_norm_(1), AdamW.
              tessera: BM_train_step (bench/bench_train.cpp); torch: nn.TransformerEncoderLayer
              (norm_first, GELU, no dropout) with torch.optim.AdamW. samples/s = 2P / step.
+  pretrained the towers of the published models at their real sizes, random weights, input to
+             unit embedding: CLIP ViT-B/32's image tower (batch 1 and 8) and text tower (32 texts
+             of 77 ids; 32 texts of 8-32 ids), imagebind_huge's vision trunk (one image) and
+             audio trunk (one file: 3 clips of [128, 204]). tessera: BM_pretrained
+             (bench/bench_pretrained.cpp, TowerModel::encode_batch); torch: this script's own
+             modules built as clip/model.py and ImageBind's imagebind_model.py build them
+             (nn.MultiheadAttention on [L, N, D], CLIP's texts padded to 77 with the causal
+             mask: that padding is part of the reference's real cost, tessera packs texts
+             unpadded), eval mode, timed under no_grad and under inference_mode.
 
 Timing: tessera cells are Google Benchmark's real_time (per-iteration mean of a repetition;
 the `_median` aggregate over --repetitions). torch cells are the median per-call
@@ -20,6 +29,10 @@ time.perf_counter time after one warm-up call, over >= 3 calls and >= 1 s (0.2 s
 Threads: tessera's threads:<t> argument; torch.set_num_threads(t), plus
 openblas_set_num_threads(t) when torch's BLAS is OpenBLAS (torch does not forward it). Groups
 are interleaved (tessera then torch per attention L, then linear, vit, train): noise hits both.
+The pretrained section alternates closer still: per case and thread count, --repetitions rounds
+of (one tessera run, torch under no_grad, torch under inference_mode), each side's best round
+kept; with one thread it also shows CPU time per call (tessera's cpu_time, torch's
+time.process_time), which waiting for a core that other work holds does not inflate.
 
 Big shapes: when the [12, L, L] score tensor would exceed 6 GB (L = 16384 under --long), torch
 runs the heads one at a time in a Python loop (1 GB of scores each; footnoted). Any torch case
@@ -29,8 +42,9 @@ the warm-up itself) is "n/a" with a footnote. Fused L = 32768 (--long) has no to
 Usage (from the repository root):
   python3 bench/compare_torch.py [--build build/bench] [--threads 1,2] [--long] [--quick]
                                  [--repetitions 3] [--out FILE.md] [--torch-only]
-                                 [--sections attention,linear,vit,train]
---quick: L = 197 attention, one linear shape, ViT batch 1, 1 thread, short timing (smoke test).
+                                 [--sections attention,linear,vit,train,pretrained]
+--quick: L = 197 attention, one linear shape, ViT batch 1, CLIP ViT-B/32 image batch 1,
+1 thread, short timing (smoke test).
 --torch-only: skip the tessera binaries (their columns print "-").
 Needs Debian's python3-torch and python3-torchvision (re-runs itself with /usr/bin/python3 if
 the python3 on PATH has no torch). Progress goes to stderr, the markdown tables to stdout.
@@ -45,6 +59,16 @@ MIN_CALLS = 3
 BUILD_HINT = "build it first: cmake --preset bench && cmake --build --preset bench"
 LINEAR_SHAPES = [(1576, 768, 768), (1576, 768, 3072), (1576, 3072, 768)]
 VIT_CASES = {"vit_b16": 1, "vit_b16_batch8": 8}  # tessera case name -> batch
+# bench_pretrained's cases: name -> (tower, batch, text lengths or None, what one item is)
+PRETRAINED_CASES = {
+    "clip_b32_image": ("clip_b32_image", 1, None, "image"),
+    "clip_b32_image_batch8": ("clip_b32_image", 8, None, "image"),
+    "clip_b32_text_ctx77": ("clip_b32_text", 32, [77] * 32, "text"),
+    "clip_b32_text_len20": ("clip_b32_text", 32, [8 + (i * 7) % 25 for i in range(32)], "text"),
+    "imagebind_vision": ("imagebind_vision", 1, None, "image"),
+    "imagebind_audio": ("imagebind_audio", 1, None, "audio file (3 clips)"),
+}
+SECTIONS = ["attention", "linear", "vit", "train", "pretrained"]
 UNITS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
 AGGREGATE = re.compile(r"_(mean|median|stddev|cv)$")
 PATTERNS = {  # matched on Google Benchmark's name; suffixes such as /real_time are tolerated
@@ -52,6 +76,7 @@ PATTERNS = {  # matched on Google Benchmark's name; suffixes such as /real_time 
     "linear": re.compile(r"^BM_linear_forward/L:(\d+)/D:(\d+)/F:(\d+)/threads:(\d+)(?:/|$)"),
     "vit": re.compile(r"^BM_encode_batch/(vit_b16(?:_batch8)?)/threads:(\d+)(?:/|$)"),
     "train": re.compile(r"^BM_train_step/pairs:(\d+)/threads:(\d+)(?:/|$)"),
+    "pretrained": re.compile(r"^BM_pretrained/(\w+)/threads:(\d+)(?:/|$)"),
 }
 
 
@@ -61,7 +86,7 @@ def log(msg):
 
 def bench_key(name):
     """('attention', kind, L, dh, t) | ('linear', L, D, F, t) | ('vit', case, t) |
-    ('train', P, t) | None."""
+    ('train', P, t) | ('pretrained', case, t) | None."""
     for family, pattern in PATTERNS.items():
         m = pattern.match(AGGREGATE.sub("", name))
         if m:
@@ -70,8 +95,9 @@ def bench_key(name):
 
 
 def metrics(entry):
-    out = {"seconds": entry["real_time"] * UNITS[entry.get("time_unit", "ns")]}
-    for counter in ("GFLOPS", "samples/s", "peak_MB", "work_MB"):
+    out = {"seconds": entry["real_time"] * UNITS[entry.get("time_unit", "ns")],
+           "cpu_seconds": entry["cpu_time"] * UNITS[entry.get("time_unit", "ns")]}
+    for counter in ("GFLOPS", "samples/s", "items/s", "tokens", "peak_MB", "work_MB"):
         if counter in entry:
             out[counter] = float(entry[counter])
     return out
@@ -95,15 +121,16 @@ def parse_benchmarks(doc):
     return out
 
 
-def run_tessera(binary, regex, opts):
+def run_tessera(binary, regex, opts, repetitions=None):
     if opts.torch_only:
         return {}
+    repetitions = repetitions or opts.repetitions
     cmd = [str(binary), f"--benchmark_filter={regex}", "--benchmark_format=json",
            f"--benchmark_min_time={opts.bench_min_time}"]
     if opts.long and binary.name == "bench_attention":
         cmd.append("--long")  # registers L = 16384 and 32768
-    if opts.repetitions > 1:
-        cmd += [f"--benchmark_repetitions={opts.repetitions}", "--benchmark_report_aggregates_only=true"]
+    if repetitions > 1:
+        cmd += [f"--benchmark_repetitions={repetitions}", "--benchmark_report_aggregates_only=true"]
     log("$ " + " ".join(cmd))
     proc = subprocess.run(cmd, capture_output=True, text=True)
     try:
@@ -244,11 +271,11 @@ def parse_args():
     p.add_argument("--repetitions", type=int, default=None, help="Google Benchmark repetitions (3)")
     p.add_argument("--out", type=Path, help="also write the markdown here")
     p.add_argument("--torch-only", action="store_true", help="skip the tessera binaries")
-    p.add_argument("--sections", default="attention,linear,vit,train",
-                   help="comma-separated sections to run (default: all four)")
+    p.add_argument("--sections", default=",".join(SECTIONS),
+                   help=f"comma-separated sections to run (default: all, {','.join(SECTIONS)})")
     o = p.parse_args()
     o.sections = o.sections.split(",")
-    unknown = set(o.sections) - {"attention", "linear", "vit", "train"}
+    unknown = set(o.sections) - set(SECTIONS)
     if unknown:
         p.error(f"unknown section(s): {', '.join(sorted(unknown))}")
     o.threads = [int(t) for t in (o.threads or ("1" if o.quick else "1,2")).split(",")]
@@ -259,6 +286,7 @@ def parse_args():
     o.linear = LINEAR_SHAPES[:1] if o.quick else LINEAR_SHAPES
     o.vit = ["vit_b16"] if o.quick else list(VIT_CASES)
     o.train = [16] if o.quick else [16, 64]
+    o.pretrained = ["clip_b32_image"] if o.quick else list(PRETRAINED_CASES)
     return o
 
 
@@ -391,6 +419,178 @@ def train_section(run, opts):
     return "### Training step (small CLIP-like model)\n\n" + table(head, rows)
 
 
+def quick_gelu(torch):
+    class QuickGELU(torch.nn.Module):  # clip/model.py QuickGELU: x sigmoid(1.702 x)
+        def forward(self, x):
+            return x * torch.sigmoid(1.702 * x)
+    return QuickGELU
+
+
+def torch_tower(torch, tower):
+    """A PyTorch module of one of bench_pretrained's towers (random weights, eval mode), as the
+    reference builds it, taking a batch and returning [batch, E] unit embeddings."""
+    nn, F = torch.nn, torch.nn.functional
+
+    class Block(nn.Module):
+        """clip/model.py ResidualAttentionBlock and ImageBind's transformer.py BlockWithMasking:
+        x + attn(ln_1(x)), then + mlp(ln_2(x)), attention by nn.MultiheadAttention on [L, N, D]."""
+
+        def __init__(self, d, heads, act, eps, bias_kv=False, mask=None):
+            super().__init__()
+            self.attn = nn.MultiheadAttention(d, heads, add_bias_kv=bias_kv)
+            self.ln_1, self.ln_2 = nn.LayerNorm(d, eps=eps), nn.LayerNorm(d, eps=eps)
+            self.mlp = nn.Sequential(nn.Linear(d, 4 * d), act(), nn.Linear(4 * d, d))
+            self.mask = mask
+
+        def forward(self, x):  # [L, N, D]
+            y = self.ln_1(x)
+            x = x + self.attn(y, y, y, need_weights=False, attn_mask=self.mask)[0]
+            return x + self.mlp(self.ln_2(x))
+
+    class PatchTower(nn.Module):
+        """clip/model.py VisionTransformer.forward (+ the unit norm CLIP's users apply), and
+        ImageBind's vision / audio path (imagebind_model.py ImageBindModel.forward:
+        RGBDTPreprocessor / AudioPreprocessor -> SimpleTransformer -> head -> Normalize, audio
+        clips folded into the batch and averaged after the postprocessor)."""
+
+        def __init__(self, d, layers, heads, embed, act, eps, conv, tokens, stem_norm=False,
+                     pre_norm=True, bias_kv=False, frames=1, clips=1, head_eps=None):
+            super().__init__()
+            self.conv, self.frames, self.clips = conv, frames, clips
+            self.stem_norm = nn.LayerNorm(d) if stem_norm else nn.Identity()
+            self.cls = nn.Parameter(torch.randn(d) * 0.02)
+            self.pos = nn.Parameter(torch.randn(tokens, d) * 0.02)
+            self.ln_pre = nn.LayerNorm(d, eps=eps) if pre_norm else nn.Identity()
+            self.blocks = nn.Sequential(*[Block(d, heads, act, eps, bias_kv) for _ in range(layers)])
+            self.ln_post = nn.LayerNorm(d, eps=head_eps or eps)
+            self.proj = nn.Linear(d, embed, bias=False)
+
+        def forward(self, x):  # images [N, 3, S, S] or audio [N, clips, 1, M, T]
+            if self.clips > 1:
+                x = x.reshape(-1, *x.shape[2:])  # ImageBind: clips into the batch
+            if self.frames > 1:
+                x = x.unsqueeze(2).repeat(1, 1, self.frames, 1, 1)  # PadIm2Video
+            x = self.stem_norm(self.conv(x).flatten(2).transpose(1, 2))
+            x = torch.cat([self.cls.expand(x.shape[0], 1, -1), x], dim=1) + self.pos
+            x = self.blocks(self.ln_pre(x).permute(1, 0, 2)).permute(1, 0, 2)
+            e = F.normalize(self.proj(self.ln_post(x[:, 0])), dim=-1)
+            if self.clips > 1:
+                e = F.normalize((20.0 * e).reshape(-1, self.clips, e.shape[-1]).mean(1), dim=-1)
+            return e
+
+    class TextTower(nn.Module):
+        """clip/model.py CLIP.encode_text: ids padded to 77, causal mask (build_attention_mask),
+        ln_final, the row at argmax(ids) @ text_projection (+ the unit norm)."""
+
+        def __init__(self, d=512, layers=12, heads=8, embed=512, vocab=49408, context=77):
+            super().__init__()
+            mask = torch.full((context, context), float("-inf")).triu_(1)
+            self.token_embedding = nn.Embedding(vocab, d)
+            self.pos = nn.Parameter(torch.randn(context, d) * 0.01)
+            self.blocks = nn.Sequential(*[Block(d, heads, quick_gelu(torch), 1e-5, mask=mask)
+                                          for _ in range(layers)])
+            self.ln_final = nn.LayerNorm(d)
+            self.text_projection = nn.Parameter(torch.randn(d, embed) * d ** -0.5)
+
+        def forward(self, ids):  # [N, 77]
+            x = self.blocks((self.token_embedding(ids) + self.pos).permute(1, 0, 2)).permute(1, 0, 2)
+            x = self.ln_final(x)
+            return F.normalize(x[torch.arange(x.shape[0]), ids.argmax(dim=-1)] @ self.text_projection, dim=-1)
+
+    torch.manual_seed(0)
+    if tower == "clip_b32_image":  # ViT-B/32: conv1 k 32 no bias, ln_pre, QuickGELU, eps 1e-5
+        model = PatchTower(768, 12, 12, 512, quick_gelu(torch), 1e-5,
+                           nn.Conv2d(3, 768, 32, 32, bias=False), 50)
+    elif tower == "clip_b32_text":
+        model = TextTower()
+    elif tower == "imagebind_vision":  # imagebind_huge: Conv3d (2, 14, 14), eps 1e-6
+        model = PatchTower(1280, 32, 16, 1024, nn.GELU, 1e-6,
+                           nn.Conv3d(3, 1280, (2, 14, 14), (2, 14, 14), bias=False), 257, frames=2)
+    elif tower == "imagebind_audio":  # Conv2d k 16 s 10 + LayerNorm stem, add_bias_kv, no ln_pre
+        model = PatchTower(768, 12, 12, 1024, nn.GELU, 1e-6, nn.Conv2d(1, 768, 16, 10, bias=False),
+                           229, stem_norm=True, pre_norm=False, bias_kv=True, clips=3)
+    else:
+        raise ValueError(tower)
+    return model.eval()
+
+
+def torch_tower_input(torch, tower, batch, lengths):
+    if tower == "clip_b32_text":  # bench_pretrained's ids, padded with 0 to 77 (clip.tokenize)
+        ids = torch.zeros(batch, 77, dtype=torch.long)
+        for i, n in enumerate(lengths):
+            ids[i, 0], ids[i, n - 1] = 49406, 49407
+            ids[i, 1:n - 1] = torch.tensor([(i * 7919 + j * 104729) % 49406 for j in range(1, n - 1)])
+        return ids
+    if tower == "imagebind_audio":
+        return torch.randn(batch, 3, 1, 128, 204)
+    return torch.randn(batch, 3, 224, 224)
+
+
+def pretrained_section(run, opts):
+    """Per case and thread count, `rounds` rounds of (tessera's binary, then torch under no_grad,
+    then under inference_mode), each side's best round kept: on a shared machine other work only
+    ever slows a round down, and alternating the two within a case lets neither run in a
+    quieter minute than the other."""
+    torch, rows, cell, rounds = run.torch, [], run.notes.cell, opts.repetitions
+    towers = list(dict.fromkeys(PRETRAINED_CASES[c][0] for c in opts.pretrained))
+    for tower in towers:
+        model = torch_tower(torch, tower)
+        for case in [c for c in opts.pretrained if PRETRAINED_CASES[c][0] == tower]:
+            _, batch, lengths, item = PRETRAINED_CASES[case]
+            x = torch_tower_input(torch, tower, batch, lengths)
+            for t in opts.threads:
+                ours, timed, cpu = {}, {"no_grad": [], "inference_mode": []}, {"no_grad": [], "inference_mode": []}
+                for _ in range(rounds):
+                    res = run.tessera("bench_pretrained", f"^BM_pretrained/{case}/threads:{t}(/|$)", repetitions=1)
+                    got = res.get(("pretrained", case, t))
+                    if got and got["seconds"] < ours.get("seconds", float("inf")):
+                        ours = got
+                    run.threads(t)
+                    for mode, context in (("no_grad", torch.no_grad), ("inference_mode", torch.inference_mode)):
+                        calls = []
+
+                        def call():
+                            c0 = time.process_time()
+                            with context():
+                                model(x)
+                            calls.append(time.process_time() - c0)
+                        timed[mode].append(measure(call, opts))
+                        if len(calls) > 1:
+                            cpu[mode].append(statistics.median(calls[1:]))  # after the warm-up
+                best_of = lambda runs: min((v for v, _ in runs if v), default=None)
+                note_of = lambda runs: next((n for v, n in runs if n), None)
+                ng, im = best_of(timed["no_grad"]), best_of(timed["inference_mode"])
+                best = min((v for v in (ng, im) if v), default=None)
+                ours_s = ours.get("seconds")
+                log(f"{case} threads={t}: torch no_grad {ng and round(ng * 1e3)} ms, inference_mode "
+                    f"{im and round(im * 1e3)} ms; tessera {ours_s and round(ours_s * 1e3)} ms")
+                padded = None
+                if tower == "clip_b32_text":
+                    padded = (f"torch runs the texts padded to 77 ({x.numel()} tokens) with the causal "
+                              "mask, as CLIP does: the padding is part of the reference's real cost")
+                ms = lambda v: v * 1e3 if v else None
+                # one thread: CPU time too (tessera's thread, torch's process), which waiting for
+                # a core shared with other work does not inflate
+                torch_cpu = min(cpu["no_grad"] + cpu["inference_mode"], default=None) if t == 1 else None
+                ours_cpu = ours.get("cpu_seconds") if t == 1 else None
+                rows.append([case, batch, item, t,
+                             f"{ours['tokens']:.0f}" if "tokens" in ours else "-",
+                             cell(ms(ng), "{:.0f}", note_of(timed["no_grad"]) or padded),
+                             cell(ms(im), "{:.0f}", note_of(timed["inference_mode"])),
+                             cell(ms(ours_s), "{:.0f}"), ratio(best, ours_s),
+                             cell(ms(torch_cpu), "{:.0f}"), cell(ms(ours_cpu), "{:.0f}"),
+                             ratio(torch_cpu, ours_cpu)])
+        model = None  # free a tower (imagebind_vision: 2.5 GB) before the next is built
+    head = ["case", "batch", "item", "threads", "tessera tokens", "torch ms (no_grad)",
+            "torch ms (inference_mode)", "tessera ms", "torch / tessera (faster torch)",
+            "1 thread: torch CPU ms", "tessera CPU ms", "CPU torch / tessera"]
+    how = (f"Each side's best of {rounds} alternating round(s) per case and thread count (tessera: "
+           "Google Benchmark real_time of one repetition; torch: median per call after a warm-up). "
+           "The CPU columns (one thread): tessera's cpu_time, torch's time.process_time per call "
+           "(median after the warm-up, the faster mode).")
+    return "### Pretrained towers (random weights, real sizes)\n\n" + table(head, rows) + "\n\n" + how
+
+
 class Run:
     """What the sections share: torch, the footnotes, the binaries and the thread setter."""
 
@@ -404,13 +604,15 @@ class Run:
         if self.openblas_threads:
             self.openblas_threads(t)
 
-    def tessera(self, name, regex):
-        return run_tessera(self.bins[name], regex, self.opts)
+    def tessera(self, name, regex, repetitions=None):
+        return run_tessera(self.bins[name], regex, self.opts, repetitions)
 
 
 def main():
     opts = parse_args()
-    bins = {n: opts.build / "bin" / n for n in ("bench_attention", "bench_encoder", "bench_train")}
+    program = {"attention": "bench_attention", "linear": "bench_attention", "vit": "bench_encoder",
+               "train": "bench_train", "pretrained": "bench_pretrained"}
+    bins = {program[s]: opts.build / "bin" / program[s] for s in opts.sections}
     missing = [str(b) for b in bins.values() if not b.is_file()]
     if missing and not opts.torch_only:
         print(f"error: missing {', '.join(missing)}; {BUILD_HINT}", file=sys.stderr)
@@ -423,10 +625,12 @@ def main():
         sections = [inference[name](run, opts) for name in inference if name in opts.sections]
     if "train" in opts.sections:
         sections.append(train_section(run, opts))  # with autograd
+    if "pretrained" in opts.sections:
+        sections.append(pretrained_section(run, opts))  # its own no_grad / inference_mode
     how = (f"tessera: Google Benchmark real_time, median of {opts.repetitions} repetition(s); "
            f"torch: median per call after one warm-up, >= {MIN_CALLS} calls and >= {opts.min_time} s; "
            "both in this run, interleaved per group.")
-    footer = [machine_line(run.torch, run.blas), how]
+    footer = [machine_line(run.torch, run.blas)] + ([how] if set(opts.sections) - {"pretrained"} else [])
     footer += [f"[{i}] {n}" for i, n in enumerate(run.notes.items, 1)]
     if opts.torch_only:
         footer.append("(--torch-only: tessera columns not run)")
