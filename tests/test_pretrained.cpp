@@ -6,6 +6,7 @@
 // that mixes modalities and lengths. Then attention's add_bias_kv against the plain kernel,
 // and every malformed directory is one tessera::Error naming the file, the tensor or the key.
 
+#include <tessera/model/model_io.hpp>
 #include <tessera/model/pretrained.hpp>
 #include <tessera/pipeline.hpp>
 
@@ -277,8 +278,17 @@ TEST(PretrainedErrors, UnknownModelTypeIsNamed) {
 
 TEST(PretrainedErrors, ADirectoryWithoutAConfigIsNamed) {
   TempDir tmp;
-  EXPECT_THAT(error_of([&] { detect_model_kind(tmp.path()); }),
-              HasSubstr("no config.json or open_clip_config.json"));
+  EXPECT_EQ(detect_model_kind(tmp.path()), ModelKind::tessera);  // its loader names the problem
+  EXPECT_THAT(error_of([&] { load_tower_model<float>(tmp.path()); }),
+              HasSubstr("not a pretrained model directory"));
+  EXPECT_THAT(error_of([&] { load_model<float>(tmp.path()); }), HasSubstr("config.json"));
+}
+
+TEST(PretrainedErrors, LoadModelNamesAPretrainedDirectory) {
+  if (!fs::exists(kind_dir("hf_clip"))) GTEST_SKIP();
+  EXPECT_THAT(error_of([&] { load_model<float>(kind_dir("hf_clip") / "model"); }),
+              HasSubstr("holds a pretrained hf_clip model, not a tessera model: load it with "
+                        "load_tower_model"));
 }
 
 TEST(PretrainedErrors, AResNetTowerIsRefusedByName) {

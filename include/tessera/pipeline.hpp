@@ -112,6 +112,7 @@ class Pipeline {
            const PipelineOptions& options = {})
       : model_(std::move(model)),
         front_(std::in_place_type<FrontEnds>, std::get<Encoder>(model_).config, dir),
+        dir_(dir),
         options_(options) {
     check_options();
   }
@@ -120,6 +121,7 @@ class Pipeline {
       : model_(std::move(model)),
         front_(std::in_place_type<TowerFrontEnds>, std::get<Towers>(model_).config, dir,
                options.pretrained),
+        dir_(dir),
         options_(options) {
     check_options();
   }
@@ -152,6 +154,8 @@ class Pipeline {
   }
   const TowerFrontEnds& tower_front_ends() const { return std::get<TowerFrontEnds>(front_); }
   const PipelineOptions& options() const { return options_; }
+  // The directory the front ends read (the model's, for Pipeline::open).
+  const std::filesystem::path& dir() const { return dir_; }
   Index embed_dim() const {  // E
     return is_pretrained() ? tower_model().embed_dim() : model().config.embed_dim;
   }
@@ -325,6 +329,7 @@ class Pipeline {
   using Towers = TowerModel<Scalar>;
   std::variant<Encoder, Towers> model_;
   std::variant<FrontEnds, TowerFrontEnds> front_;  // made from model_'s config: declared after it
+  std::filesystem::path dir_;
   PipelineOptions options_;
 };
 

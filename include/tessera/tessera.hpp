@@ -44,6 +44,7 @@
 #include <tessera/model/encoder_cache.hpp>
 #include <tessera/model/encoder_trace.hpp>
 #include <tessera/model/model_io.hpp>
+#include <tessera/model/model_kind.hpp>
 #include <tessera/model/pooling.hpp>
 #include <tessera/model/pretrained.hpp>
 #include <tessera/model/sample.hpp>
@@ -97,4 +98,5 @@
 // the front door: a model directory's encoder and front ends in one object (needs ICU and stb)
 #if defined(TESSERA_HAS_ICU) && defined(TESSERA_HAS_STB)
 #include <tessera/pipeline.hpp>
+#include <tessera/search_index.hpp>
 #endif

@@ -18,6 +18,7 @@
 #include <tessera/model/config.hpp>
 #include <tessera/model/config_json.hpp>
 #include <tessera/model/encoder.hpp>
+#include <tessera/model/model_kind.hpp>
 
 #include <cmath>
 #include <cstdint>
@@ -35,6 +36,11 @@ inline constexpr const char* weights_file_name = "model.safetensors";
 template <class Scalar = float>
 MultiModalEncoder<Scalar> load_model(const std::filesystem::path& dir) {
   check(std::filesystem::is_directory(dir), "load_model: ", dir.string(), " is not a directory");
+  if (const ModelKind kind = detect_model_kind(dir); kind != ModelKind::tessera) {
+    fail("load_model: ", dir.string(), " holds a pretrained ", to_string(kind), " model, not a "
+         "tessera model: load it with load_tower_model (model/pretrained.hpp) or "
+         "Pipeline::open");
+  }
   const Config config = load_config(dir / config_file_name);
   const auto file = SafetensorsFile::open(dir / weights_file_name);
   const std::string where = (dir / weights_file_name).string();

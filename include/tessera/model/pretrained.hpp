@@ -19,6 +19,7 @@
 #include <tessera/core/error.hpp>
 #include <tessera/io/json.hpp>
 #include <tessera/io/read_file.hpp>
+#include <tessera/model/model_kind.hpp>
 #include <tessera/model/tower.hpp>
 #include <tessera/model/tower_model.hpp>
 #include <tessera/model/tower_weights.hpp>
@@ -36,22 +37,6 @@
 #include <vector>
 
 namespace tessera {
-
-enum class ModelKind { tessera, tessera_towers, hf_clip, open_clip, imagebind };
-
-inline const char* to_string(ModelKind k) {
-  switch (k) {
-    case ModelKind::tessera: return "tessera";
-    case ModelKind::tessera_towers: return "tessera_towers";
-    case ModelKind::hf_clip: return "hf_clip";
-    case ModelKind::open_clip: return "open_clip";
-    case ModelKind::imagebind: return "imagebind";
-  }
-  return "unknown";
-}
-
-inline constexpr const char* open_clip_config_name = "open_clip_config.json";
-inline constexpr const char* open_clip_weights_name = "open_clip_model.safetensors";
 
 namespace detail {
 
@@ -135,20 +120,6 @@ TowerModel<Scalar> allocate(const TowerModelConfig& config, const TensorReader& 
   validate(config, config_file.string());  // before parameter_count divides by a stride
   weights.check_room(parameter_count(config), config_file.string());
   return TowerModel<Scalar>(config, config_file.string());
-}
-
-inline nlohmann::json read_json_file(const std::filesystem::path& file) {
-  const std::string where = file.string();
-  const std::string text = read_file(file, {}, ReadLimits::config_json);
-  std::string problem;
-  nlohmann::json json;
-  try {
-    json = parse_json_checked(text, &problem);
-  } catch (const nlohmann::json::exception& e) {
-    fail(where, ": not valid JSON: ", json_error_reason(e));
-  }
-  check(problem.empty(), where, ": ", problem);
-  return json;
 }
 
 // transformers' hidden_act names (activations.py ACT2FN) that a tower computes.
@@ -646,29 +617,6 @@ TowerModel<Scalar> load_towers(const std::filesystem::path& dir) {
 
 }  // namespace detail
 
-// Which kind of model directory `dir` is, from its files: open_clip_config.json, or
-// config.json's "model_type" ("clip", "imagebind", "tessera_towers"; absent: tessera's own).
-// Throws tessera::Error naming the directory when it is none of them.
-inline ModelKind detect_model_kind(const std::filesystem::path& dir) {
-  check(std::filesystem::is_directory(dir), "load_model: ", dir.string(), " is not a directory");
-  if (std::filesystem::exists(dir / open_clip_config_name)) return ModelKind::open_clip;
-  const auto config = dir / "config.json";
-  check(std::filesystem::exists(config), dir.string(), ": no config.json or ",
-        open_clip_config_name, ": not a model directory (tessera's own, transformers' CLIP, "
-        "open_clip or ImageBind)");
-  const nlohmann::json json = detail::read_json_file(config);
-  if (!json.is_object() || !json.contains("model_type")) return ModelKind::tessera;
-  const auto& type = json.at("model_type");
-  check(type.is_string(), config.string(), ": key \"model_type\": expected a string, got ",
-        detail::json_excerpt(type));
-  const std::string name = type.get<std::string>();
-  if (name == "clip") return ModelKind::hf_clip;
-  if (name == "imagebind") return ModelKind::imagebind;
-  if (name == "tessera_towers") return ModelKind::tessera_towers;
-  fail(config.string(), ": model_type \"", name, "\" is not one tessera loads (\"clip\", "
-       "\"imagebind\", \"tessera_towers\", or none for tessera's own models)");
-}
-
 // The pretrained model of directory `dir` (any kind but tessera's own, which load_model reads).
 template <class Scalar = float>
 TowerModel<Scalar> load_tower_model(const std::filesystem::path& dir) {
@@ -679,8 +627,9 @@ TowerModel<Scalar> load_tower_model(const std::filesystem::path& dir) {
     case ModelKind::tessera_towers: return detail::load_towers<Scalar>(dir);
     case ModelKind::tessera: break;
   }
-  fail(dir.string(), ": not a pretrained model directory of a kind load_tower_model reads "
-       "(transformers' CLIP, open_clip, ImageBind, tessera_towers)");
+  fail(dir.string(), ": not a pretrained model directory (no open_clip_config.json, and no "
+       "config.json with a model_type of \"clip\", \"imagebind\" or \"tessera_towers\"); a "
+       "tessera model loads with load_model");
 }
 
 }  // namespace tessera
