@@ -219,6 +219,20 @@ TowerModel<Scalar> load_hf_clip(const std::filesystem::path& dir) {
 
 // ---- open_clip (OpenAI CLIP's names; open_clip's CLIPVisionCfg / CLIPTextCfg defaults) ----
 
+// A tower's LayerNorm eps: its "norm_kwargs" {"eps": x} (open_clip passes them to every
+// LayerNorm of the tower), else PyTorch's 1e-5. Any other norm option is refused.
+inline double norm_eps(const JsonObject& cfg) {
+  if (!cfg.has("norm_kwargs")) return 1e-5;
+  const JsonObject kwargs = cfg.object("norm_kwargs");
+  for (const auto& item : kwargs.json().items()) {
+    check(item.key() == "eps", kwargs.where(), ": key \"", kwargs.key_name(item.key()),
+          "\": only the norms' eps is supported");
+  }
+  const double eps = kwargs.number("eps", 1e-5);
+  check(eps > 0, kwargs.where(), ": key \"", kwargs.key_name("eps"), "\" must be positive");
+  return eps;
+}
+
 inline TowerModelConfig open_clip_config(const nlohmann::json& json, const std::string& where) {
   const JsonObject top(json, where, "");
   const JsonObject cfg = top.object("model_cfg");
@@ -243,8 +257,8 @@ inline TowerModelConfig open_clip_config(const nlohmann::json& json, const std::
   v.refuse_unless("pool_type", v.string("pool_type", "tok") == "tok",
                   "only the class token's pooling (\"tok\") is supported");
   v.refuse_unless("act_kwargs", false, "activation options are not supported");
-  v.refuse_unless("norm_kwargs", false, "norm options are not supported");
   TowerConfig vision;
+  vision.norm_eps = norm_eps(v);
   vision.modality = Modality::image;
   vision.width = v.integer("width", 768);
   vision.layers = v.integer("layers", 12);
@@ -267,8 +281,8 @@ inline TowerModelConfig open_clip_config(const nlohmann::json& json, const std::
     t.refuse_unless("proj_type", t.string("proj_type", "linear") == "linear",
                     "only a linear projection is supported");
     t.refuse_unless("act_kwargs", false, "activation options are not supported");
-    t.refuse_unless("norm_kwargs", false, "norm options are not supported");
     TowerConfig text;
+    text.norm_eps = norm_eps(t);
     text.modality = Modality::text;
     text.context_length = t.integer("context_length", 77);
     text.vocab_size = t.integer("vocab_size", 49408);
