@@ -357,6 +357,22 @@ TEST(PretrainedErrors, AConfigLargerThanItsWeightsIsRefusedBeforeAllocating) {
               HasSubstr("bytes of tensors can hold"));
 }
 
+TEST(PretrainedConfig, OpenClipNormEpsIsReadAndOtherNormOptionsRefused) {
+  nlohmann::json json = {{"model_cfg",
+                          {{"embed_dim", 8},
+                           {"vision_cfg", {{"width", 16}, {"layers", 1}, {"head_width", 8},
+                                           {"patch_size", 4}, {"image_size", 8},
+                                           {"norm_kwargs", {{"eps", 1e-6}}}}},
+                           {"text_cfg", {{"width", 8}, {"heads", 2}, {"layers", 1}}}}}};
+  const TowerModelConfig config = detail::open_clip_config(json, "open_clip_config.json");
+  EXPECT_EQ(config.towers.at(Modality::image).norm_eps, 1e-6);
+  EXPECT_EQ(config.towers.at(Modality::text).norm_eps, 1e-5);
+  json["model_cfg"]["vision_cfg"]["norm_kwargs"] = {{"elementwise_affine", false}};
+  EXPECT_THAT(error_of([&] { detail::open_clip_config(json, "open_clip_config.json"); }),
+              HasSubstr("model_cfg.vision_cfg.norm_kwargs.elementwise_affine\": only the "
+                        "norms' eps is supported"));
+}
+
 TEST(PretrainedErrors, AnUnknownImageBindArgumentIsNamed) {
   if (!fs::exists(kind_dir("imagebind"))) GTEST_SKIP();
   TempDir tmp;
