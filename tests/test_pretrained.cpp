@@ -17,6 +17,8 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <map>
 #include <random>
 #include <string>
 #include <vector>
@@ -264,6 +266,18 @@ void write_text(const fs::path& file, const std::string& text) {
   std::ofstream(file, std::ios::binary) << text;
 }
 
+// Rewrites a safetensors file after `edit` changed its tensors.
+void edit_weights(const fs::path& file,
+                  const std::function<void(std::map<std::string, TensorData>&)>& edit) {
+  std::map<std::string, TensorData> tensors;
+  {
+    const auto in = SafetensorsFile::open(file);
+    for (const auto& name : in.names()) tensors[name] = in.tensor_data(name);
+  }
+  edit(tensors);
+  save_safetensors(file, tensors);
+}
+
 nlohmann::json read_json(const fs::path& file) {
   std::ifstream in(file);
   return nlohmann::json::parse(in);
@@ -322,11 +336,9 @@ TEST(PretrainedErrors, AnUnexpectedTensorIsNamed) {
   if (!fs::exists(kind_dir("imagebind"))) GTEST_SKIP();
   TempDir tmp;
   const fs::path dir = copy_model(tmp, "imagebind");
-  const auto file = SafetensorsFile::open(dir / "model.safetensors");
-  std::map<std::string, TensorData> tensors;
-  for (const auto& name : file.names()) tensors[name] = file.tensor_data(name);
-  tensors["modality_heads.vision.3.weight"] = tensors.at("modality_heads.vision.2.weight");
-  save_safetensors(dir / "model.safetensors", tensors);
+  edit_weights(dir / "model.safetensors", [](std::map<std::string, TensorData>& tensors) {
+    tensors["modality_heads.vision.3.weight"] = tensors.at("modality_heads.vision.2.weight");
+  });
   EXPECT_THAT(error_of([&] { load_tower_model<float>(dir); }),
               HasSubstr("unexpected tensor 'modality_heads.vision.3.weight'"));
 }
@@ -335,11 +347,9 @@ TEST(PretrainedErrors, AMissingTensorIsNamed) {
   if (!fs::exists(kind_dir("imagebind"))) GTEST_SKIP();
   TempDir tmp;
   const fs::path dir = copy_model(tmp, "imagebind");
-  const auto file = SafetensorsFile::open(dir / "model.safetensors");
-  std::map<std::string, TensorData> tensors;
-  for (const auto& name : file.names()) tensors[name] = file.tensor_data(name);
-  tensors.erase("modality_trunks.audio.blocks.0.attn.bias_k");
-  save_safetensors(dir / "model.safetensors", tensors);
+  edit_weights(dir / "model.safetensors", [](std::map<std::string, TensorData>& tensors) {
+    tensors.erase("modality_trunks.audio.blocks.0.attn.bias_k");
+  });
   const std::string error = error_of([&] { load_tower_model<float>(dir); });
   EXPECT_THAT(error, HasSubstr("missing tensor 'modality_trunks.audio.blocks.0.attn.bias_k'"));
   EXPECT_THAT(error, HasSubstr("the audio tower"));

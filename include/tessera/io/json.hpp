@@ -2,12 +2,14 @@
 // JSON helpers shared by the readers of config.json, safetensors headers and BPE vocabularies.
 
 #include <tessera/core/error.hpp>
+#include <tessera/io/read_file.hpp>
 
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cstddef>
 #include <exception>
+#include <filesystem>
 #include <iterator>
 #include <set>
 #include <string>
@@ -122,6 +124,21 @@ inline std::string json_excerpt(const nlohmann::json& value) {
   std::string text = value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   if (text.size() > 60) text = text.substr(0, 57) + "...";
   return text;
+}
+
+// A JSON file (a model's configuration, a preprocessing config) read within
+// ReadLimits::config_json and parsed by parse_json_checked, every error naming the file.
+inline nlohmann::json read_json_file(const std::filesystem::path& file) {
+  const std::string text = read_file(file, {}, ReadLimits::config_json);
+  std::string problem;
+  nlohmann::json json;
+  try {
+    json = parse_json_checked(text, &problem);
+  } catch (const nlohmann::json::exception& e) {
+    fail(file.string(), ": not valid JSON: ", json_error_reason(e));
+  }
+  check(problem.empty(), file.string(), ": ", problem);
+  return json;
 }
 
 }  // namespace tessera::detail

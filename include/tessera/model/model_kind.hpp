@@ -5,7 +5,6 @@
 
 #include <tessera/core/error.hpp>
 #include <tessera/io/json.hpp>
-#include <tessera/io/read_file.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -29,26 +28,6 @@ inline const char* to_string(ModelKind k) {
 
 inline constexpr const char* open_clip_config_name = "open_clip_config.json";
 inline constexpr const char* open_clip_weights_name = "open_clip_model.safetensors";
-
-namespace detail {
-
-// A JSON file read within ReadLimits::config_json and parsed (no repeated keys, at most
-// max_json_depth levels), each error naming the file.
-inline nlohmann::json read_json_file(const std::filesystem::path& file) {
-  const std::string where = file.string();
-  const std::string text = read_file(file, {}, ReadLimits::config_json);
-  std::string problem;
-  nlohmann::json json;
-  try {
-    json = parse_json_checked(text, &problem);
-  } catch (const nlohmann::json::exception& e) {
-    fail(where, ": not valid JSON: ", json_error_reason(e));
-  }
-  check(problem.empty(), where, ": ", problem);
-  return json;
-}
-
-}  // namespace detail
 
 // Which kind of model directory `dir` is, from its files: open_clip_config.json, or
 // config.json's "model_type" ("clip", "imagebind", "tessera_towers"; absent: tessera's own).

@@ -342,15 +342,7 @@ class ImageProcessingReader {
 };
 
 inline nlohmann::json read_processing_json(const std::filesystem::path& file) {
-  const std::string text = read_file(file, {}, ReadLimits::config_json);
-  std::string problem;
-  nlohmann::json json;
-  try {
-    json = parse_json_checked(text, &problem);
-  } catch (const nlohmann::json::exception& e) {
-    fail(file.string(), ": not valid JSON: ", json_error_reason(e));
-  }
-  check(problem.empty(), file.string(), ": ", problem);
+  const nlohmann::json json = read_json_file(file);
   if (!json.is_object())
     fail(file.string(), ": expected a JSON object at the top level, got ", json_excerpt(json));
   return json;
