@@ -8,6 +8,7 @@ anywhere: `python3 fuzz/corpus/make_corpus.py`.
 import json
 import os
 import struct
+import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -32,6 +33,48 @@ def safetensors(tensors, metadata=None):
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
     return struct.pack("<Q", len(text)) + text + data
+
+
+def tessera_crc32(tensors, metadata):
+    """The "tessera.crc32" entry of a file save_safetensors() packs (io/safetensors.hpp,
+    "The checksum"): the data section, then each tensor's name, dtype, shape and offsets, then
+    each metadata entry, NUL after each field, tensors and entries in order of name."""
+    data, table, offsets = b"", b"", {}
+    for name, dtype, shape, raw in tensors:
+        offsets[name] = f"{len(data)},{len(data) + len(raw)}"
+        data += raw
+    for name, dtype, shape, raw in sorted(tensors, key=lambda t: t[0].encode()):
+        for field in (name, dtype, ",".join(map(str, shape)), offsets[name]):
+            table += field.encode() + b"\0"
+    for key in sorted(metadata, key=lambda k: k.encode()):
+        table += key.encode() + b"\0" + metadata[key].encode() + b"\0"
+    return "%08x" % zlib.crc32(data + table)
+
+
+def search_index(files, failed, embeddings, dtype="F32", checksum=False):
+    """An index file as search_index.hpp's write_search_index writes it: the embeddings
+    [len(files), E] and the tables in the metadata. files: (path, modality, size, mtime_ns);
+    failed: the same and an error."""
+    def record(path, modality, size, mtime_ns):
+        return {"path": path, "modality": modality, "size": size, "mtime_ns": mtime_ns}
+
+    def dump(value):
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+    model = {"dir": "models/imagebind",
+             "files": {"config.json": {"size": 1043, "mtime_ns": 1764758400123456789},
+                       "model.safetensors": {"size": 812544, "mtime_ns": 1764758400987654321}}}
+    metadata = {"tessera.index.version": "1",
+                "tessera.index.model": dump(model),
+                "tessera.index.files": dump([record(*f) for f in files]),
+                "tessera.index.failed": dump([dict(record(*f[:4]), error=f[4]) for f in failed])}
+    width = len(embeddings[0]) if embeddings else 16
+    packed = {"F32": "<%df", "F16": "<%de"}[dtype] % (len(embeddings) * width)
+    raw = struct.pack(packed, *[v for row in embeddings for v in row])
+    tensors = [("embeddings", dtype, [len(files), width], raw)]
+    if checksum:
+        metadata["tessera.crc32"] = tessera_crc32(tensors, metadata)
+    return safetensors(tensors, metadata)
 
 
 def y4m(header, frames, frame_bytes):
@@ -98,6 +141,21 @@ def main():
     import gzip as gz
     merges = "\"bpe_simple_vocab_16e6.txt#version: 0.2\ni n\nt h\nth e</w>\na n\n"
     write("gzip", "merges.txt.gz", gz.compress(merges.encode(), mtime=0) + gz.compress(b"", mtime=0))
+
+    # search_index: index files as tessera-search writes them; without the checksum (which a
+    # mutation breaks at once) but for one, so that mutations reach the tables
+    three = [("clip.y4m", "video", 1234, 1764758400000000001),
+             ("photos/dog.png", "image", 5321, 1764758400500000000),
+             ("sounds/bark.wav", "audio", 88244, -1000)]
+    rows = [[0.6, 0.8, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.5, -0.5, 0.5, -0.5]]
+    broken = [("broken.png", "image", 16, 1764758400000000000,
+               "photos/broken.png: unsupported image format (unknown signature)")]
+    write("search_index", "three_files.safetensors", search_index(three, broken, rows))
+    write("search_index", "checksummed.safetensors", search_index(three, broken, rows, checksum=True))
+    write("search_index", "empty.safetensors", search_index([], [], []))
+    write("search_index", "f16_unicode.safetensors", search_index(
+        [("caf\u00e9/\u4e2d \"q\".jpg", "image", 0, 0), ("z.wav", "audio", 2**63, 2**62)], [],
+        [[1.0, 0.0], [0.0, -1.0]], dtype="F16"))
 
 
 if __name__ == "__main__":
