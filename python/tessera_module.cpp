@@ -37,12 +37,7 @@ namespace py = pybind11;
 
 namespace {
 
-// A Pipeline that remembers its directory: the search index records the model's files.
-struct Model : tessera::Pipeline<float> {
-  Model(tessera::Pipeline<float>&& pipeline, std::filesystem::path directory)
-      : tessera::Pipeline<float>(std::move(pipeline)), dir(std::move(directory)) {}
-  std::filesystem::path dir;
-};
+using Model = tessera::Pipeline<float>;
 using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
 
 // The [N, E] embeddings as a numpy array that owns them: the matrix moves to the heap and is
@@ -298,7 +293,7 @@ tessera::SearchIndex updated_index(const Model& model, const std::filesystem::pa
   tessera::SearchIndexLimits limits;
   limits.max_files = max_files;
   const py::gil_scoped_release release;
-  return tessera::update_search_index(model, model.dir, dir, index_file, &update, limits);
+  return tessera::update_search_index(model, model.dir(), dir, index_file, &update, limits);
 }
 
 py::dict update_index(const Model& model, const std::filesystem::path& dir,
@@ -413,7 +408,7 @@ PYBIND11_MODULE(tessera, m) {
                              "Whether the model is a pretrained one (CLIP, open_clip, ImageBind).")
       .def_property_readonly("logit_scale", &Model::logit_scale,
                              "ln of the factor on cosine similarities (CLIP's logit_scale).")
-      .def_property_readonly("model_dir", [](const Model& p) { return p.dir; },
+      .def_property_readonly("model_dir", [](const Model& p) { return p.dir(); },
                              "The model directory it was loaded from.")
       .def_property_readonly("embed_dim", &Model::embed_dim, "E, the embedding width.")
       .def_property_readonly("modalities", &Model::modalities,
@@ -431,13 +426,14 @@ PYBIND11_MODULE(tessera, m) {
           options.batch_size = batch_size;
           options.threads = threads;
           const py::gil_scoped_release release;
-          return Model(tessera::Pipeline<float>::open(dir, options), dir);
+          return Model::open(dir, options);
         },
         py::arg("model_dir"), py::arg("batch_size") = tessera::PipelineOptions{}.batch_size,
         py::arg("threads") = tessera::PipelineOptions{}.threads,
-        "Loads a model directory (config.json, model.safetensors, and the tokenizer's vocab.json "
-        "+ merges.txt for text). batch_size: samples per encoder batch; threads: threads "
-        "decoding a batch's inputs (0: tessera.num_threads()).");
+        "Loads a model directory: tessera's own (config.json, model.safetensors, and the "
+        "tokenizer's vocab.json + merges.txt for text) or a pretrained one (transformers' CLIP, "
+        "open_clip, ImageBind, tessera_towers; docs/pretrained.md). batch_size: samples per "
+        "encoder batch; threads: threads decoding a batch's inputs (0: tessera.num_threads()).");
   m.def("set_num_threads", &tessera::set_num_threads, py::arg("threads"),
         "The number of threads tessera's loops use (OpenMP's global setting).");
   m.def("num_threads", &tessera::num_threads);

@@ -49,9 +49,11 @@
 #include <tessera/core/modality.hpp>
 #include <tessera/core/parallel.hpp>
 #include <tessera/core/tensor.hpp>
+#include <tessera/io/json.hpp>
 #include <tessera/io/safetensors.hpp>
 #include <tessera/io/video.hpp>
 #include <tessera/pipeline.hpp>
+#include <tessera/tokenize/utf8.hpp>
 
 #include <nlohmann/json.hpp>
 
@@ -172,6 +174,8 @@ ZeroShotResult<Scalar> zero_shot_probabilities(const Matrix<Scalar>& inputs,  //
   ZeroShotResult<Scalar> result;
   result.cosines = unit(inputs, "input") * unit(texts, "text").transpose();
   const Scalar factor = std::exp(logit_scale);
+  check(std::isfinite(static_cast<double>(factor)), "zero_shot_probabilities: logit_scale ",
+        logit_scale, " is too large: exp(logit_scale) is not a finite number");
   result.probabilities.resize(result.cosines.rows(), result.cosines.cols());
   for (Index n = 0; n < result.cosines.rows(); ++n) {
     const auto logits = (factor * result.cosines.row(n)).eval();
@@ -326,9 +330,22 @@ inline nlohmann::json stamp_json(const FileStamp& s) {
   return {{"size", s.size}, {"mtime_ns", s.mtime_ns}};
 }
 
+// A path that is not UTF-8 (Linux allows any bytes but '/' and NUL in a name) is kept
+// exactly as "path_hex", its bytes in hexadecimal, instead of "path".
 inline nlohmann::json file_json(const IndexedFile& f) {
-  return {{"path", f.path}, {"modality", modality_name(f.modality)},
-          {"size", f.stamp.size}, {"mtime_ns", f.stamp.mtime_ns}};
+  nlohmann::json j = {{"modality", modality_name(f.modality)},
+                      {"size", f.stamp.size}, {"mtime_ns", f.stamp.mtime_ns}};
+  if (find_invalid_utf8(f.path)) {
+    std::string hex;
+    for (const unsigned char c : f.path) {
+      hex += "0123456789abcdef"[c >> 4];
+      hex += "0123456789abcdef"[c & 15];
+    }
+    j["path_hex"] = hex;
+  } else {
+    j["path"] = f.path;
+  }
+  return j;
 }
 
 // The metadata entry `key` of an index file, as JSON; errors name the file and the key.
@@ -336,20 +353,56 @@ inline nlohmann::json index_entry(const SafetensorsFile& file, const std::string
   const auto found = file.metadata().find(key);
   check(found != file.metadata().end(), file.path().string(), ": metadata \"", key,
         "\" is missing");
+  std::string problem;
+  nlohmann::json json;
   try {
-    return nlohmann::json::parse(found->second);
+    json = parse_json_checked(found->second, &problem);
   } catch (const nlohmann::json::exception& e) {
-    fail(file.path().string(), ": metadata \"", key, "\" is not JSON: ", e.what());
+    fail(file.path().string(), ": metadata \"", key, "\" is not JSON: ", json_error_reason(e));
   }
+  check(problem.empty(), file.path().string(), ": metadata \"", key, "\": ", problem);
+  return json;
 }
 
 inline FileStamp stamp_from(const nlohmann::json& j) {
-  return {j.at("size").get<std::uint64_t>(), j.at("mtime_ns").get<std::int64_t>()};
+  const nlohmann::json& size = j.at("size");
+  const nlohmann::json& mtime = j.at("mtime_ns");
+  check(size.is_number_unsigned(), "\"size\" is ", json_excerpt(size),
+        ", expected a non-negative integer");
+  check(mtime.is_number_integer(), "\"mtime_ns\" is ", json_excerpt(mtime),
+        ", expected an integer");
+  return {size.get<std::uint64_t>(), mtime.get<std::int64_t>()};
+}
+
+// The path of a file table entry: "path", or "path_hex" (file_json); a relative path in
+// normal form inside the folder.
+inline std::string path_from(const nlohmann::json& j) {
+  std::string path;
+  if (j.contains("path_hex")) {
+    const std::string hex = j.at("path_hex").get<std::string>();
+    const auto digit = [&](char c) -> int {
+      if (c >= '0' && c <= '9') return c - '0';
+      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+      fail("\"path_hex\" is not lowercase hexadecimal");
+    };
+    check(hex.size() % 2 == 0, "\"path_hex\" has an odd number of digits");
+    for (std::size_t i = 0; i < hex.size(); i += 2) {
+      path += static_cast<char>(digit(hex[i]) * 16 + digit(hex[i + 1]));
+    }
+  } else {
+    path = j.at("path").get<std::string>();
+  }
+  const std::filesystem::path p(path);
+  check(!path.empty() && path.find('\0') == std::string::npos && p.is_relative() &&
+            p.lexically_normal().generic_string() == path && path != ".." &&
+            !path.starts_with("../"),
+        "path \"", path, "\" is not a relative path inside the folder");
+  return path;
 }
 
 inline IndexedFile file_from(const nlohmann::json& j) {
   IndexedFile f;
-  f.path = j.at("path").get<std::string>();
+  f.path = path_from(j);
   const std::string modality = j.at("modality").get<std::string>();
   const auto known = std::find_if(builtin_modalities.begin(), builtin_modalities.end(),
                                   [&](Modality m) { return modality == modality_name(m); });
@@ -385,6 +438,11 @@ inline SearchIndex read_search_index(const std::filesystem::path& path) {
   const nlohmann::json model = detail::index_entry(file, "tessera.index.model");
   const nlohmann::json files = detail::index_entry(file, "tessera.index.files");
   const nlohmann::json failed = detail::index_entry(file, "tessera.index.failed");
+  check(model.is_object() && model.contains("files") && model.at("files").is_object() &&
+            files.is_array() && failed.is_array(),
+        where, ": the index's tables are malformed: expected an object \"tessera.index.model\" "
+        "with an object \"files\", and arrays \"tessera.index.files\" and "
+        "\"tessera.index.failed\"");
   try {
     index.model.dir = model.at("dir").get<std::string>();
     for (const auto& [name, stamp] : model.at("files").items()) {
@@ -399,6 +457,17 @@ inline SearchIndex read_search_index(const std::filesystem::path& path) {
   } catch (const Error& e) {
     fail(where, ": the index's tables are malformed: ", e.what());
   }
+  // Both tables sorted by path, no path twice (write_search_index keeps them so).
+  const auto sorted = [&](const auto& table, const auto& path_of) {
+    for (std::size_t i = 1; i < table.size(); ++i) {
+      const std::string& a = path_of(table[i - 1]);
+      const std::string& b = path_of(table[i]);
+      check(a < b, where, ": the index's tables are malformed: path \"", b, "\" is ",
+            a == b ? "given twice" : "out of order (paths are sorted)");
+    }
+  };
+  sorted(index.files, [](const IndexedFile& f) -> const std::string& { return f.path; });
+  sorted(index.failed, [](const FailedFile& f) -> const std::string& { return f.file.path; });
   const TensorInfo& info = file.info("embeddings");
   check(info.rank() == 2 && info.shape[0] == static_cast<std::int64_t>(index.files.size()),
         where, ": tensor 'embeddings' has shape ", detail::shape_string(info.shape),
