@@ -255,6 +255,8 @@ class MultiModalEncoder : public TokenLayout<Scalar> {
 
   // The training forward: encode_batch that also fills `trace` with what backward needs. Every
   // sample must fit the model as it is (long audio is an error here, not split into clips).
+  // trace.options says how (checkpoint_layers: keep only each layer's input, and backward
+  // recomputes the rest; model/encoder_trace.hpp); they are kept, the rest of trace replaced.
   // Throws tessera::Error, before any computation, for an input that does not fit.
   std::vector<Encoding<Scalar>> encode_batch(std::span<const Sample<Scalar>> samples,
                                              EncoderTrace<Scalar>& trace) const {
@@ -262,7 +264,9 @@ class MultiModalEncoder : public TokenLayout<Scalar> {
     for (std::size_t i = 0; i < samples.size(); ++i) {
       check_sample(samples[i], detail::concat("sample ", i));
     }
+    const typename EncoderTrace<Scalar>::Options options = trace.options;
     trace = EncoderTrace<Scalar>{};
+    trace.options = options;
     trace.encodings = encode_packed(samples, &trace);
     return trace.encodings;
   }
@@ -273,7 +277,9 @@ class MultiModalEncoder : public TokenLayout<Scalar> {
   // touched: the loss gives its gradient.
   //   e = u / |u|, u = proj p:  d_u = (d_e - e (e . d_e)) / |u|,  d_proj += d_u p^T,
   //   d_p = proj^T d_u; then each pooling's, the final norm's, the layers' and the front
-  //   ends' backward passes in turn.
+  //   ends' backward passes in turn. A layer whose saved values the trace does not hold (it
+  //   was checkpointed) first runs its forward again from its input to get them, the same
+  //   operations on the same values: the gradients are bitwise those of a full trace.
   // requires: grad.config is this config; d_embeddings [N, E] for trace's N samples.
   // ensures: grad's weights are accumulated into.
   void backward(MultiModalEncoder& grad,
@@ -293,11 +299,24 @@ class MultiModalEncoder : public TokenLayout<Scalar> {
       finish_backward(grad, d_x.middleRows(first, rows), d_embeddings.row(static_cast<Index>(i)),
                       trace.encodings[i]);
     }
+    check(trace.layer_inputs.size() == layers.size() &&
+              (trace.layers.size() == layers.size() || trace.layers.empty()),
+          "encoder backward: the trace holds ", trace.layer_inputs.size(), " layer inputs and ",
+          trace.layers.size(), " layers' saved values, expected ", layers.size(),
+          " (a trace of another model?)");
     final_norm.backward(d_x, grad.final_norm, d_x, trace.final_input, trace.final_norm);
     Matrix<Scalar> d_in(d_x.rows(), d_x.cols());
+    const bool recompute = trace.layers.empty();  // checkpointed: one layer's values at a time
+    typename nn::TransformerBlock<Scalar>::Saved recomputed;
+    Matrix<Scalar> out;  // [sum L, D] the recomputed forward's output, unused
+    if (recompute) out.resize(d_x.rows(), d_x.cols());
     for (std::size_t l = layers.size(); l-- > 0;) {
+      if (recompute) {
+        layers[l].forward(out, trace.layer_inputs[l], trace.segments, rotary(), &trace.positions,
+                          &recomputed);
+      }
       layers[l].backward(d_in, grad.layers[l], d_x, trace.layer_inputs[l], trace.segments,
-                         rotary(), &trace.positions, trace.layers[l]);
+                         rotary(), &trace.positions, recompute ? recomputed : trace.layers[l]);
       d_x.swap(d_in);
     }
     for (std::size_t i = 0; i < count; ++i) {
@@ -341,7 +360,7 @@ class MultiModalEncoder : public TokenLayout<Scalar> {
       trace->segments = segments;
       trace->positions = positions;
       trace->layer_inputs.resize(layers.size());
-      trace->layers.resize(layers.size());
+      if (!trace->options.checkpoint_layers) trace->layers.resize(layers.size());
     }
     run_layers(x, [&](std::size_t l, Matrix<Scalar>& out, const Matrix<Scalar>& in) {
       if (trace == nullptr) {
@@ -349,7 +368,8 @@ class MultiModalEncoder : public TokenLayout<Scalar> {
         return;
       }
       trace->layer_inputs[l] = in;
-      layers[l].forward(out, in, segments, rotary(), &positions, &trace->layers[l]);
+      layers[l].forward(out, in, segments, rotary(), &positions,
+                        trace->layers.empty() ? nullptr : &trace->layers[l]);
     }, trace != nullptr ? &trace->final_input : nullptr,
        trace != nullptr ? &trace->final_norm : nullptr);
 

@@ -10,6 +10,8 @@
 #include <tessera/nn/norm.hpp>
 #include <tessera/nn/rope.hpp>
 
+#include <cstddef>
+
 namespace tessera::nn {
 
 // The sizes and kinds of one block; the encoder fills them from its Config.
@@ -37,6 +39,15 @@ struct TransformerBlock {
     typename Norm<Scalar>::Saved norm2;
     Matrix<Scalar> normed2;  // [L, D] Norm2(h)
     typename FeedForward<Scalar>::Saved ffn;
+
+    // The bytes of the values held (what activation checkpointing saves per layer).
+    std::size_t bytes() const {
+      const Index values = norm1.mean.size() + norm1.rstd.size() + normed1.size() +
+                           attn.q.size() + attn.k.size() + attn.v.size() + attn.ctx.size() +
+                           attn.logsumexp.size() + h.size() + norm2.mean.size() +
+                           norm2.rstd.size() + normed2.size() + ffn.hidden.size() + ffn.up.size();
+      return static_cast<std::size_t>(values) * sizeof(Scalar);
+    }
   };
 
   TransformerBlock() = default;
