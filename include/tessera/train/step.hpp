@@ -18,6 +18,8 @@
 // contrastive_gradients() is the forward and backward alone, adding to a gradient model, for
 // gradient accumulation (several calls between set_zero() and the optimizer's step; InfoNCE's
 // negatives then come from each micro-batch, so the sum is not the large batch's gradient).
+// For the large batch's exact gradient in a micro-batch's memory, see train/grad_cache.hpp
+// (GradCache), built on contrastive_loss_gradients(), the loss piece on embeddings alone.
 
 #include <tessera/core/error.hpp>
 #include <tessera/core/tensor.hpp>
@@ -92,17 +94,11 @@ struct StepStats {
   double grad_norm = 0;             // the global gradient norm before clipping
 };
 
-// The forward and backward of the groups' weighted InfoNCE over `samples`.
-// requires: grad has model's config; every group inside the batch with count >= 1; weights
-// finite.
-// ensures: grad's weights (logit_scale included) are added to; returns the loss and each
-// group's InfoNCE (grad_norm is left 0).
-template <class Scalar>
-StepStats contrastive_gradients(const MultiModalEncoder<Scalar>& model,
-                                MultiModalEncoder<Scalar>& grad,
-                                std::span<const Sample<Scalar>> samples,
-                                std::span<const PairGroup> groups, EncoderTrace<Scalar>& trace) {
-  const auto n = static_cast<Index>(samples.size());
+namespace detail {
+
+// Throws tessera::Error unless groups is non-empty, every group lies inside a batch of n
+// samples with count >= 1, and every weight is finite.
+inline void check_groups(std::span<const PairGroup> groups, Index n) {
   check(!groups.empty(), "contrastive step: no pair groups");
   for (std::size_t g = 0; g < groups.size(); ++g) {
     const PairGroup& group = groups[g];
@@ -113,28 +109,87 @@ StepStats contrastive_gradients(const MultiModalEncoder<Scalar>& model,
     check(std::isfinite(group.weight), "contrastive step: group ", g, " has weight ",
           group.weight);
   }
+}
+
+}  // namespace detail
+
+// The loss piece of a step: the groups' weighted InfoNCE on a batch's embeddings, and its
+// gradients with respect to every embedding and to logit_scale. It sees embeddings only, so
+// it serves however they were made: one traced forward (contrastive_gradients), GradCache's
+// micro-batches (train/grad_cache.hpp), or every rank's rows gathered into one matrix.
+//   loss = sum_g weight_g InfoNCE(e[a_g run], e[b_g run], logit_scale)
+// requires: embeddings [N, E]; every group inside [0, N) with count >= 1, weights finite
+// (checked: tessera::Error).
+// ensures: d_embeddings is resized to [N, E] and assigned (rows in no group are 0);
+// d_logit_scale is assigned; returns the loss and each group's InfoNCE (grad_norm 0).
+template <class Scalar>
+StepStats contrastive_loss_gradients(Matrix<Scalar>& d_embeddings,              // [N, E]
+                                     Scalar& d_logit_scale,
+                                     const ConstMatrixRef<Scalar>& embeddings,  // [N, E]
+                                     Scalar logit_scale, std::span<const PairGroup> groups) {
+  detail::check_groups(groups, embeddings.rows());
+  const Index width = embeddings.cols();
+  StepStats stats;
+  d_embeddings = Matrix<Scalar>::Zero(embeddings.rows(), width);
+  d_logit_scale = 0;
+  for (const PairGroup& group : groups) {
+    const auto a = embeddings.middleRows(group.a_first, group.count);
+    const auto b = embeddings.middleRows(group.b_first, group.count);
+    const Scalar loss = info_nce_loss<Scalar>(a, b, logit_scale);
+    stats.group_loss.push_back(static_cast<double>(loss));
+    stats.loss += group.weight * static_cast<double>(loss);
+    // the two runs may overlap (a sample in both views), so each side gets its own buffer
+    Matrix<Scalar> d_a = Matrix<Scalar>::Zero(group.count, width), d_b = d_a;
+    d_logit_scale += info_nce_backward<Scalar>(d_a, d_b, a, b, logit_scale,
+                                               static_cast<Scalar>(group.weight));
+    d_embeddings.middleRows(group.a_first, group.count) += d_a;
+    d_embeddings.middleRows(group.b_first, group.count) += d_b;
+  }
+  return stats;
+}
+
+// The forward and backward of the groups' weighted InfoNCE over `samples`: the training
+// forward with a trace, contrastive_loss_gradients, the encoder's backward.
+// requires: grad has model's config; every group inside the batch with count >= 1; weights
+// finite (checked before any work).
+// ensures: grad's weights (logit_scale included) are added to; returns the loss and each
+// group's InfoNCE (grad_norm is left 0).
+template <class Scalar>
+StepStats contrastive_gradients(const MultiModalEncoder<Scalar>& model,
+                                MultiModalEncoder<Scalar>& grad,
+                                std::span<const Sample<Scalar>> samples,
+                                std::span<const PairGroup> groups, EncoderTrace<Scalar>& trace) {
+  const auto n = static_cast<Index>(samples.size());
+  detail::check_groups(groups, n);
   const auto encoded = model.encode_batch(samples, trace);
   Matrix<Scalar> embeddings(n, model.config.embed_dim);  // [N, E]
   for (Index i = 0; i < n; ++i) embeddings.row(i) = encoded[static_cast<std::size_t>(i)].embedding;
 
-  StepStats stats;
-  Matrix<Scalar> d_embeddings = Matrix<Scalar>::Zero(n, model.config.embed_dim);
-  for (const PairGroup& group : groups) {
-    const auto a = embeddings.middleRows(group.a_first, group.count);
-    const auto b = embeddings.middleRows(group.b_first, group.count);
-    const Scalar loss = info_nce_loss<Scalar>(a, b, model.logit_scale);
-    stats.group_loss.push_back(static_cast<double>(loss));
-    stats.loss += group.weight * static_cast<double>(loss);
-    // the two runs may overlap (a sample in both views), so each side gets its own buffer
-    Matrix<Scalar> d_a = Matrix<Scalar>::Zero(group.count, model.config.embed_dim), d_b = d_a;
-    grad.logit_scale += info_nce_backward<Scalar>(d_a, d_b, a, b, model.logit_scale,
-                                                  static_cast<Scalar>(group.weight));
-    d_embeddings.middleRows(group.a_first, group.count) += d_a;
-    d_embeddings.middleRows(group.b_first, group.count) += d_b;
-  }
+  Matrix<Scalar> d_embeddings;  // [N, E]
+  Scalar d_logit_scale = 0;
+  const StepStats stats = contrastive_loss_gradients<Scalar>(d_embeddings, d_logit_scale,
+                                                             embeddings, model.logit_scale, groups);
+  grad.logit_scale += d_logit_scale;
   model.backward(grad, d_embeddings, trace);
   return stats;
 }
+
+namespace detail {
+
+// The end of a step once grad holds the batch's gradients: the global norm (every gradient
+// checked finite), clipping when max_grad_norm > 0, and AdamW at rate lr; sets grad_norm.
+template <class Scalar>
+void clip_and_update(StepStats& stats, MultiModalEncoder<Scalar>& model,
+                     MultiModalEncoder<Scalar>& grad, AdamW<Scalar>& optimizer, double lr,
+                     double max_grad_norm) {
+  auto grads = grad.parameters();
+  // an infinite max_norm measures the norm (and checks every gradient is finite) without scaling
+  stats.grad_norm = clip_grad_norm<Scalar>(
+      grads, max_grad_norm > 0 ? max_grad_norm : std::numeric_limits<double>::max());
+  optimizer.step(model.parameters(), read_only<Scalar>(grads), lr);
+}
+
+}  // namespace detail
 
 // One whole step: set_zero, contrastive_gradients, clipping (max_grad_norm > 0) and AdamW at
 // rate lr. `grad` and `trace` are the caller's, so their buffers live across steps.
@@ -147,11 +202,7 @@ StepStats contrastive_step(MultiModalEncoder<Scalar>& model, MultiModalEncoder<S
                            EncoderTrace<Scalar>& trace) {
   grad.set_zero();
   StepStats stats = contrastive_gradients<Scalar>(model, grad, samples, groups, trace);
-  auto grads = grad.parameters();
-  // an infinite max_norm measures the norm (and checks every gradient is finite) without scaling
-  stats.grad_norm = clip_grad_norm<Scalar>(
-      grads, max_grad_norm > 0 ? max_grad_norm : std::numeric_limits<double>::max());
-  optimizer.step(model.parameters(), read_only<Scalar>(grads), lr);
+  detail::clip_and_update<Scalar>(stats, model, grad, optimizer, lr, max_grad_norm);
   return stats;
 }
 
