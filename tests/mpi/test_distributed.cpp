@@ -50,10 +50,11 @@ Matrix<Scalar> rows_of(int rank, Index rows, Index columns) {
 
 // The same bits; prints the first mismatches.
 template <class Scalar>
-::testing::AssertionResult same_bits(std::span<const Scalar> actual, std::span<const Scalar> expected) {
+::testing::AssertionResult same_bits(std::span<const Scalar> actual,
+                                     std::span<const Scalar> expected) {
   if (actual.size() != expected.size()) {
-    return ::testing::AssertionFailure() << "sizes differ: " << actual.size() << " vs "
-                                         << expected.size();
+    return ::testing::AssertionFailure()
+           << "sizes differ: " << actual.size() << " vs " << expected.size();
   }
   std::ostringstream report;
   std::size_t mismatches = 0;
@@ -180,7 +181,8 @@ TYPED_TEST(Collectives, AllGatherRowsIsTheRankOrderConcatenation) {
     Matrix<Scalar> expected(0, columns);
     std::vector<Index> offsets{0};
     for (int r = 0; r < communicator.size(); ++r) {
-      const Matrix<Scalar> theirs = rows_of<Scalar>(r, counts[static_cast<std::size_t>(r)], columns);
+      const Matrix<Scalar> theirs =
+          rows_of<Scalar>(r, counts[static_cast<std::size_t>(r)], columns);
       Matrix<Scalar> grown(expected.rows() + theirs.rows(), columns);
       grown << expected, theirs;
       expected = grown;
@@ -189,7 +191,8 @@ TYPED_TEST(Collectives, AllGatherRowsIsTheRankOrderConcatenation) {
     const int me = communicator.rank();
     const auto gathered = communicator.all_gather_rows(
         rows_of<Scalar>(me, counts[static_cast<std::size_t>(me)], columns));
-    EXPECT_TRUE(same_bits(gathered.rows, expected)) << "rows per rank " << ::testing::PrintToString(counts);
+    EXPECT_TRUE(same_bits(gathered.rows, expected))
+        << "rows per rank " << ::testing::PrintToString(counts);
     EXPECT_EQ(gathered.offsets, offsets);
   }
 }
@@ -208,6 +211,17 @@ TYPED_TEST(Collectives, AllReduceSumIsTheRankOrderSumOnEveryRank) {
           << n << " values, segment " << segment;
       EXPECT_TRUE(same_on_every_rank(communicator, values)) << n << " values, segment " << segment;
     }
+  }
+  // With three ranks or more the order shows: the sum in reverse rank order differs in some
+  // bits, so the comparisons above would see a sum in another order.
+  if (communicator.size() >= 3) {
+    const std::size_t n = 1000;
+    std::vector<Scalar> reversed = values_of<Scalar>(communicator.size() - 1, n);
+    for (int r = communicator.size() - 2; r >= 0; --r) {
+      const auto v = values_of<Scalar>(r, n);
+      for (std::size_t i = 0; i < n; ++i) reversed[i] += v[i];
+    }
+    EXPECT_FALSE(same_bits(reversed, rank_order_sum<Scalar>(communicator.size(), n)));
   }
 }
 
@@ -271,7 +285,8 @@ TEST(Distributed, BroadcastTextOfAnyLength) {
   const int root = communicator.size() - 1;
   for (std::size_t length : {std::size_t(0), std::size_t(1), std::size_t(100000)}) {
     std::string expected(length, 'x');
-    for (std::size_t i = 0; i < length; ++i) expected[i] = static_cast<char>('a' + (i * 7 + length) % 26);
+    for (std::size_t i = 0; i < length; ++i)
+      expected[i] = static_cast<char>('a' + (i * 7 + length) % 26);
     // Other ranks start from text of another length, which must not matter.
     std::string text = communicator.rank() == root ? expected : std::string(5, '?');
     communicator.broadcast(text, root, CollectiveOptions{length > 10 ? Index(4096) : Index(1)});
@@ -291,23 +306,29 @@ TEST(Distributed, MismatchedCallsAreAnErrorOnEveryRank) {
     const Matrix<float> rows = rows_of<float>(communicator.rank(), 2, odd_one ? 4 : 3);
     const std::string gather = error_of([&] { communicator.all_gather_rows(rows); });
     EXPECT_NE(gather.find("all_gather_rows: the ranks' arguments do not match: rank 0 passes "
-                          "rows 2, columns 3, value bytes 4; rank " + std::to_string(last) +
-                          " passes rows 2, columns 4, value bytes 4"),
-              std::string::npos) << gather;
+                          "rows 2, columns 3, value bytes 4; rank " +
+                          std::to_string(last) + " passes rows 2, columns 4, value bytes 4"),
+              std::string::npos)
+        << gather;
     communicator.barrier();
 
     std::vector<double> values(odd_one ? 9 : 8, 1.0);
-    const std::string sum = error_of([&] { communicator.all_reduce_sum(std::span<double>(values)); });
+    const std::string sum =
+        error_of([&] { communicator.all_reduce_sum(std::span<double>(values)); });
     EXPECT_NE(sum.find("; rank " + std::to_string(last) + " passes values 9, segment "),
-              std::string::npos) << sum;
+              std::string::npos)
+        << sum;
     EXPECT_NE(sum.find("(every rank must pass the same values, segment, value bytes)"),
-              std::string::npos) << sum;
+              std::string::npos)
+        << sum;
     communicator.barrier();
 
     // One rank broadcasts while the others sum.
     const std::string mixed = error_of([&] {
-      if (odd_one) communicator.broadcast(std::span<double>(values));
-      else communicator.all_reduce_sum(std::span<double>(values));
+      if (odd_one)
+        communicator.broadcast(std::span<double>(values));
+      else
+        communicator.all_reduce_sum(std::span<double>(values));
     });
     EXPECT_NE(mixed.find("collective calls do not match"), std::string::npos) << mixed;
     EXPECT_NE(mixed.find("broadcast"), std::string::npos) << mixed;
@@ -316,17 +337,22 @@ TEST(Distributed, MismatchedCallsAreAnErrorOnEveryRank) {
   }
 
   std::vector<float> values(3);
-  EXPECT_NE(error_of([&] { communicator.broadcast(std::span<float>(values), communicator.size()); })
-                .find("is not a rank"), std::string::npos);
-  EXPECT_NE(error_of([&] { communicator.all_reduce_sum(std::span<float>(values), CollectiveOptions{0}); })
-                .find("segment must be in [1, "), std::string::npos);
+  EXPECT_NE(error_of([&] {
+              communicator.broadcast(std::span<float>(values), communicator.size());
+            }).find("is not a rank"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] {
+              communicator.all_reduce_sum(std::span<float>(values), CollectiveOptions{0});
+            }).find("segment must be in [1, "),
+            std::string::npos);
   communicator.barrier();
 }
 
 #ifdef TESSERA_HAS_MPI
 TEST(Distributed, MpiErrorsNameTheCall) {
   if (!world().uses_mpi()) GTEST_SKIP() << "MPI is not initialised without a launcher";
-  const std::string message = error_of([] { detail::check_mpi(MPI_ERR_ROOT, "MPI_Bcast (broadcast)", 1); });
+  const std::string message =
+      error_of([] { detail::check_mpi(MPI_ERR_ROOT, "MPI_Bcast (broadcast)", 1); });
   EXPECT_NE(message.find("MPI_Bcast (broadcast) failed on rank 1: "), std::string::npos) << message;
   EXPECT_NO_THROW(detail::check_mpi(MPI_SUCCESS, "MPI_Bcast", 0));
 }

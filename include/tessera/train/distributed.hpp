@@ -79,8 +79,8 @@ inline RankShare rank_share(Index total, int rank, int size) {
 // The rows every rank contributed to all_gather_rows, in rank order.
 template <class Scalar>
 struct GatheredRows {
-  Matrix<Scalar> rows;                // [sum_r n_r, C]  rank 0's rows first
-  std::vector<Index> offsets;         // [P + 1]  rank r's rows are [offsets[r], offsets[r + 1])
+  Matrix<Scalar> rows;         // [sum_r n_r, C]  rank 0's rows first
+  std::vector<Index> offsets;  // [P + 1]  rank r's rows are [offsets[r], offsets[r + 1])
 };
 
 // Sizes of the collectives' rounds.
@@ -95,16 +95,26 @@ struct CollectiveOptions {
 namespace detail {
 
 // The collectives, as named in errors and checked by the agreement header.
-enum class Collective : std::int64_t { all_gather_rows = 1, all_reduce_sum, broadcast,
-                                       broadcast_text, barrier };
+enum class Collective : std::int64_t {
+  all_gather_rows = 1,
+  all_reduce_sum,
+  broadcast,
+  broadcast_text,
+  barrier
+};
 
 inline const char* collective_name(std::int64_t op) {
   switch (static_cast<Collective>(op)) {
-    case Collective::all_gather_rows: return "all_gather_rows";
-    case Collective::all_reduce_sum: return "all_reduce_sum";
-    case Collective::broadcast: return "broadcast";
-    case Collective::broadcast_text: return "broadcast (text)";
-    case Collective::barrier: return "barrier";
+    case Collective::all_gather_rows:
+      return "all_gather_rows";
+    case Collective::all_reduce_sum:
+      return "all_reduce_sum";
+    case Collective::broadcast:
+      return "broadcast";
+    case Collective::broadcast_text:
+      return "broadcast (text)";
+    case Collective::barrier:
+      return "barrier";
   }
   return "an unknown collective";
 }
@@ -172,8 +182,9 @@ inline const MpiWorld& mpi_world() {
   static const bool ready = [] {
     int finalized = 0;
     MPI_Finalized(&finalized);
-    check(!finalized, "tessera distributed: MPI was already finalised by the program; create "
-                      "the Communicator before MPI_Finalize");
+    check(!finalized,
+          "tessera distributed: MPI was already finalised by the program; create "
+          "the Communicator before MPI_Finalize");
     int initialized = 0;
     MPI_Initialized(&initialized);
     int provided = MPI_THREAD_SINGLE;
@@ -188,8 +199,8 @@ inline const MpiWorld& mpi_world() {
     } else {
       MPI_Query_thread(&provided);
     }
-    check(provided >= MPI_THREAD_FUNNELED, "tessera distributed: MPI gives thread level ",
-          provided, ", below MPI_THREAD_FUNNELED (", MPI_THREAD_FUNNELED,
+    check(provided >= MPI_THREAD_FUNNELED, "tessera distributed: MPI gives thread level ", provided,
+          ", below MPI_THREAD_FUNNELED (", MPI_THREAD_FUNNELED,
           "): tessera's threads would not be safe beside MPI");
     MpiWorld& world = mpi_world_state();
     check_mpi(MPI_Comm_dup(MPI_COMM_WORLD, &world.comm), "MPI_Comm_dup", -1);
@@ -206,11 +217,13 @@ inline const MpiWorld& mpi_world() {
 
 template <class T>
 MPI_Datatype mpi_type() {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double> ||
+                    std::is_same_v<T, std::int64_t> || std::is_same_v<T, char>,
+                "tessera distributed: float, double, int64 or char only");
   if constexpr (std::is_same_v<T, float>) return MPI_FLOAT;
-  else if constexpr (std::is_same_v<T, double>) return MPI_DOUBLE;
-  else if constexpr (std::is_same_v<T, std::int64_t>) return MPI_INT64_T;
-  else if constexpr (std::is_same_v<T, char>) return MPI_CHAR;
-  else static_assert(sizeof(T) == 0, "tessera distributed: float, double, int64 or char only");
+  if constexpr (std::is_same_v<T, double>) return MPI_DOUBLE;
+  if constexpr (std::is_same_v<T, std::int64_t>) return MPI_INT64_T;
+  if constexpr (std::is_same_v<T, char>) return MPI_CHAR;
 }
 
 #endif  // TESSERA_HAS_MPI
@@ -292,7 +305,8 @@ class Communicator {
                                                      {"columns", local.cols(), true},
                                                      {"value bytes", sizeof(Scalar), true}}});
     out.offsets.assign(static_cast<std::size_t>(size_) + 1, 0);
-    for (std::size_t r = 0; r < headers.size(); ++r) out.offsets[r + 1] = out.offsets[r] + headers[r][1];
+    for (std::size_t r = 0; r < headers.size(); ++r)
+      out.offsets[r + 1] = out.offsets[r] + headers[r][1];
     const Index total_rows = out.offsets.back();
     const Index columns = local.cols();
     // MPI_Allgatherv counts and displaces in int: the whole result must fit.
@@ -323,7 +337,8 @@ class Communicator {
   // requires: every rank passes the same length and the same options
   // ensures: the same bits on every rank, whatever the timing (see the file's comment)
   template <class Scalar>
-  void all_reduce_sum([[maybe_unused]] std::span<Scalar> values /* [n] */, CollectiveOptions options = {}) const {
+  void all_reduce_sum([[maybe_unused]] std::span<Scalar> values /* [n] */,
+                      CollectiveOptions options = {}) const {
     check_segment(options, "all_reduce_sum");
     if (!mpi_) return;
 #ifdef TESSERA_HAS_MPI
@@ -382,9 +397,8 @@ class Communicator {
     if (!mpi_) return;
 #ifdef TESSERA_HAS_MPI
     const auto n = static_cast<std::int64_t>(values.size());
-    agree(detail::Collective::broadcast, {{{"values", n, true},
-                                           {"root", root, true},
-                                           {"value bytes", sizeof(Scalar), true}}});
+    agree(detail::Collective::broadcast,
+          {{{"values", n, true}, {"root", root, true}, {"value bytes", sizeof(Scalar), true}}});
     bcast(values.data(), n, root, options.segment, "MPI_Bcast (broadcast)");
 #endif
   }
@@ -399,9 +413,9 @@ class Communicator {
     if (!mpi_) return;
 #ifdef TESSERA_HAS_MPI
     const auto mine = rank_ == root ? static_cast<std::int64_t>(text.size()) : -1;
-    const detail::Headers headers = agree(
-        detail::Collective::broadcast_text,
-        {{{"bytes at the root", mine, false}, {"root", root, true}, {"unused", 0, true}}});
+    const detail::Headers headers =
+        agree(detail::Collective::broadcast_text,
+              {{{"bytes at the root", mine, false}, {"root", root, true}, {"unused", 0, true}}});
     text.resize(static_cast<std::size_t>(headers[static_cast<std::size_t>(root)][1]));
     bcast(text.data(), static_cast<std::int64_t>(text.size()), root, options.segment,
           "MPI_Bcast (broadcast text)");
@@ -413,7 +427,8 @@ class Communicator {
     if (!mpi_) return;
 #ifdef TESSERA_HAS_MPI
     // An all-gather: no rank leaves before every rank has come.
-    agree(detail::Collective::barrier, {{{"unused", 0, true}, {"unused", 0, true}, {"unused", 0, true}}});
+    agree(detail::Collective::barrier,
+          {{{"unused", 0, true}, {"unused", 0, true}, {"unused", 0, true}}});
 #endif
   }
 
@@ -454,19 +469,23 @@ class Communicator {
   // All-gathers every rank's header {collective, arguments}. A rank calling another collective,
   // or passing another value of an argument that must match, is the same tessera::Error on
   // every rank (each compares every rank with rank 0).
-  detail::Headers agree(detail::Collective collective, const std::array<Argument, 3>& arguments) const {
+  detail::Headers agree(detail::Collective collective,
+                        const std::array<Argument, 3>& arguments) const {
     if (detail::mpi_world_state().funneled) {
       int main_thread = 0;
       MPI_Is_thread_main(&main_thread);
-      check(main_thread != 0, "tessera distributed: ", detail::collective_name(std::int64_t(collective)),
+      check(main_thread != 0,
+            "tessera distributed: ", detail::collective_name(std::int64_t(collective)),
             " called from a thread other than the one that initialised MPI "
             "(MPI_THREAD_FUNNELED): call collectives from the main thread");
     }
-    const std::array<std::int64_t, 4> mine{static_cast<std::int64_t>(collective), arguments[0].value,
-                                           arguments[1].value, arguments[2].value};
+    const std::array<std::int64_t, 4> mine{static_cast<std::int64_t>(collective),
+                                           arguments[0].value, arguments[1].value,
+                                           arguments[2].value};
     detail::Headers all(static_cast<std::size_t>(size_));
-    detail::check_mpi(MPI_Allgather(mine.data(), 4, MPI_INT64_T, all.data(), 4, MPI_INT64_T, comm()),
-                      "MPI_Allgather (the agreement header)", rank_);
+    detail::check_mpi(
+        MPI_Allgather(mine.data(), 4, MPI_INT64_T, all.data(), 4, MPI_INT64_T, comm()),
+        "MPI_Allgather (the agreement header)", rank_);
     const auto& first = all.front();
     for (int r = 1; r < size_; ++r) {
       const auto& theirs = all[static_cast<std::size_t>(r)];
@@ -475,7 +494,8 @@ class Communicator {
             detail::collective_name(theirs[0]),
             " (every rank must make the same collective calls in the same order)");
       bool match = true;
-      for (std::size_t i = 0; i < 3; ++i) match &= !arguments[i].must_match || theirs[i + 1] == first[i + 1];
+      for (std::size_t i = 0; i < 3; ++i)
+        match &= !arguments[i].must_match || theirs[i + 1] == first[i + 1];
       if (match) continue;
       auto describe = [&](const std::array<std::int64_t, 4>& header) {
         std::string text;
