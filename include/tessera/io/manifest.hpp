@@ -80,12 +80,16 @@ namespace tessera {
 // at the limit costs within what bad input may cost (about 10 s and 2 GB,
 // docs/robustness.md); raise one for a larger data set.
 struct ManifestLimits {
-  // 256 MiB: the file is read whole. A row of a caption and a path is about 100 bytes, so
-  // CC3M's 3.3M rows take about 330 MB; a 20,000-item manifest is 2 MB.
+  // 256 MiB: the file is read whole. A row of a caption and a path is 70-100 bytes, so a
+  // million items take 70-100 MB (a 20,000-item manifest 2 MB); CC3M's 3.3M rows, about
+  // 330 MB, need this and max_items raised.
   std::uint64_t max_file_bytes = std::uint64_t{256} << 20;
-  // 2,000,000 items: each holds about 0.3 KB in memory (its paths, caption and id), so the
-  // limit is about 0.6 GB; a file of tiny rows would otherwise make 128M items of 256 MiB.
-  std::size_t max_items = 2'000'000;
+  // 1,000,000 items: an item holds 288 bytes of its own plus its strings. Measured (-O1, a
+  // busy 2-core machine): a million rows of a path and a 60-byte caption, 0.47 GB peak and
+  // 0.5 s of CPU as CSV (2.7 s as JSONL); a 252 MB CSV of a million rows of seven 35-byte
+  // fields (every modality, label and id) 0.97 GB and 1.4 s. At 2,000,000 the second took
+  // 1.7 GB; without the limit a 256 MiB file of tiny rows would make 128M items.
+  std::size_t max_items = 1'000'000;
   // 1 MiB per record (a CSV record, with the line breaks inside its quoted fields, or a
   // JSONL line): a caption is under 1 KB, a long document tens of KB; an unclosed quote is
   // then refused where it starts, not after scanning the whole file into one field.
@@ -124,13 +128,16 @@ struct ManifestOptions {
 
 // One row of a manifest. A modality the row does not have is std::nullopt (a JSONL key
 // absent or null, an empty CSV cell); the text of a manifest with a text column is always
-// present in CSV, empty when the cell is.
+// present in CSV, empty when the cell is. Files are paths as text, ready to open
+// (std::filesystem::path(*item.image)): a std::filesystem::path holds each component of a
+// path as a path of its own, tens of bytes each, so a manifest of paths like "a/b/c/..."
+// would take 40 times its size in memory.
 struct ManifestItem {
   std::size_t line = 0;  // 1-based line in the manifest where the item starts
   std::string id;        // the id column's value, or the line number ("7")
   std::optional<std::string> text;  // the caption, verbatim
-  std::optional<std::filesystem::path> image, audio, video;
-  std::map<std::string, std::filesystem::path> custom;  // by custom modality name
+  std::optional<std::string> image, audio, video;  // files, joined to the manifest's directory
+  std::map<std::string, std::string> custom;       // files by custom modality name
   std::optional<std::string> label;
 
   // The caption is present but holds nothing but ASCII white space: the loader skips the
@@ -140,7 +147,7 @@ struct ManifestItem {
   }
   // The file of a built-in file modality (image, audio, video) or nullptr when absent.
   // requires m != Modality::text
-  const std::filesystem::path* file(Modality m) const {
+  const std::string* file(Modality m) const {
     TESSERA_ASSERT(m != Modality::text);
     const auto& slot = m == Modality::image ? image : m == Modality::audio ? audio : video;
     return slot ? &*slot : nullptr;
@@ -176,6 +183,15 @@ inline std::string utf8_problem(std::string_view text) {
     return std::string(bracket == std::string_view::npos ? what : what.substr(bracket + 2));
   }
   return {};
+}
+
+// Whether a path written in a manifest is absolute (kept) rather than relative to it.
+inline bool is_absolute_path(const std::string& path) {
+#ifdef _WIN32
+  return std::filesystem::path(path).is_absolute();
+#else
+  return !path.empty() && path[0] == '/';  // what std::filesystem::path says on POSIX, in O(1)
+#endif
 }
 
 // One CSV record: its fields and the line it starts on.
@@ -337,7 +353,8 @@ inline std::vector<std::pair<std::string, std::string>> named_modalities(
 class ManifestBuilder {
  public:
   ManifestBuilder(const std::filesystem::path& file, const ManifestOptions& options)
-      : options_(options), name_(file.string()), directory_(file.parent_path()) {
+      : options_(options), name_(file.string()),
+        directory_(file.has_parent_path() ? (file.parent_path() / "").string() : "") {
     manifest_.file = file;
     check(!options.text_key.empty() || !options.image_key.empty() || !options.audio_key.empty() ||
               !options.video_key.empty() || !options.custom_keys.empty(),
@@ -359,6 +376,11 @@ class ManifestBuilder {
 
   const std::string& name() const { return name_; }
   bool has_items() const { return !manifest_.items.empty(); }
+  // Room for `count` items at once: growing by doubling would hold the old and the new
+  // array together (3 times the items' size). Pages of room never used stay unmapped.
+  void reserve(std::size_t count) {
+    manifest_.items.reserve(std::min(count, options_.limits.max_items));
+  }
 
   void start_item(std::size_t line) {
     if (manifest_.items.size() == options_.limits.max_items) {
@@ -377,8 +399,7 @@ class ManifestBuilder {
     if (value.empty()) return;  // an empty cell: the item has no such file
     check(value.find('\0') == std::string::npos, name_, ": line ", item_.line, ", ", where,
           ": a path holding a NUL byte");
-    std::filesystem::path path(value);
-    if (path.is_relative()) path = directory_ / path;
+    std::string path = is_absolute_path(value) ? std::move(value) : directory_ + value;
     if (modality == "image") item_.image = std::move(path);
     else if (modality == "audio") item_.audio = std::move(path);
     else if (modality == "video") item_.video = std::move(path);
@@ -406,7 +427,7 @@ class ManifestBuilder {
  private:
   const ManifestOptions& options_;
   std::string name_;
-  std::filesystem::path directory_;
+  std::string directory_;  // the manifest's directory ending in '/', or "" for the working one
   Manifest manifest_;
   ManifestItem item_;
 };
@@ -448,13 +469,15 @@ inline Manifest parse_csv_manifest(std::string_view text, ManifestBuilder& build
   struct Column {
     std::string modality;
     std::size_t index;
+    std::string where;  // "column \"title\"", for messages
   };
   std::vector<Column> columns;
   std::vector<std::string> keys;
   for (const auto& [modality, key] : named_modalities(options)) {
     const bool custom = options.custom_keys.count(modality) > 0;
     const std::string option = custom ? "custom_keys[\"" + modality + "\"]" : modality + "_key";
-    columns.push_back({modality, column_of(key, option.c_str())});
+    const std::size_t index = column_of(key, option.c_str());
+    columns.push_back({modality, index, concat("column \"", key, "\"")});
     keys.push_back(key);
   }
   const std::optional<std::size_t> label_column =
@@ -463,6 +486,7 @@ inline Manifest parse_csv_manifest(std::string_view text, ManifestBuilder& build
   const std::optional<std::size_t> id_column =
       options.id_key.empty() ? std::nullopt
                              : std::optional<std::size_t>(column_of(options.id_key, "id_key"));
+  const std::string id_where = concat("column \"", options.id_key, "\"");
   reader.set_names(header.fields);
   const std::string keys_text = "columns " + quoted_list(keys);
 
@@ -476,18 +500,19 @@ inline Manifest parse_csv_manifest(std::string_view text, ManifestBuilder& build
     }
     const auto field = [&](std::size_t c) -> std::string& {
       const std::string problem = utf8_problem(record.fields[c]);
-      check(problem.empty(), name, ": line ", record.line, ", ", reader.field_name(c + 1),
-            ": not UTF-8: ", problem);
+      if (!problem.empty()) {
+        fail(name, ": line ", record.line, ", ", reader.field_name(c + 1), ": not UTF-8: ", problem);
+      }
       return record.fields[c];
     };
     builder.start_item(record.line);
     for (const Column& column : columns) {
-      builder.set(column.modality, std::move(field(column.index)), reader.field_name(column.index + 1));
+      builder.set(column.modality, std::move(field(column.index)), column.where);
     }
     if (label_column && !field(*label_column).empty()) {
       builder.set_label(std::move(field(*label_column)));
     }
-    if (id_column) builder.set_id(std::move(field(*id_column)), reader.field_name(*id_column + 1));
+    if (id_column) builder.set_id(std::move(field(*id_column)), id_where);
     builder.finish_item(keys_text);
   }
   return builder.finish();
@@ -496,9 +521,16 @@ inline Manifest parse_csv_manifest(std::string_view text, ManifestBuilder& build
 inline Manifest parse_jsonl_manifest(std::string_view text, ManifestBuilder& builder,
                                      const ManifestOptions& options) {
   const std::string& name = builder.name();
-  const auto named = named_modalities(options);
+  struct NamedKey {
+    std::string modality, key, where;  // where: "key \"caption\"", for messages
+  };
+  std::vector<NamedKey> named_keys;
   std::vector<std::string> keys;
-  for (const auto& entry : named) keys.push_back(entry.second);
+  for (const auto& [modality, key] : named_modalities(options)) {
+    named_keys.push_back({modality, key, concat("key \"", key, "\"")});
+    keys.push_back(key);
+  }
+  const std::string id_where = concat("key \"", options.id_key, "\"");
   const std::string keys_text = "keys " + quoted_list(keys);
   std::map<std::string, bool> key_seen;  // each key the options name: in some line?
   for (const std::string& key : keys) key_seen[key] = false;
@@ -538,25 +570,28 @@ inline Manifest parse_jsonl_manifest(std::string_view text, ManifestBuilder& bui
       fail(name, ": line ", line, ": not valid JSON: ", json_error_reason(e));
     }
     check(problem.empty(), name, ": line ", line, ": ", problem);
-    check(object.is_object(), name, ": line ", line, ": expected a JSON object, got ",
-          json_excerpt(object));
+    if (!object.is_object()) {
+      fail(name, ": line ", line, ": expected a JSON object, got ", json_excerpt(object));
+    }
     check(object.size() <= options.limits.max_fields, name, ": line ", line, ": more than ",
           options.limits.max_fields, " keys, the limit set by tessera::ManifestLimits::max_fields");
 
     builder.start_item(line);
-    for (const auto& [modality, key] : named) {
+    for (const auto& [modality, key, where] : named_keys) {
       const auto found = object.find(key);
       if (found == object.end()) continue;
       key_seen[key] = true;
       if (found->is_null()) continue;
-      check(found->is_string(), name, ": line ", line, ", key \"", key, "\": expected a string (",
-            modality == "text" ? "the caption" : "a path", ") or null, got ", json_excerpt(*found));
+      if (!found->is_string()) {
+        fail(name, ": line ", line, ", key \"", key, "\": expected a string (",
+             modality == "text" ? "the caption" : "a path", ") or null, got ", json_excerpt(*found));
+      }
       std::string value = found->get<std::string>();
       if (modality != "text") {
         check(!value.empty(), name, ": line ", line, ", key \"", key,
               "\": an empty path (write null or leave the key out for an item without it)");
       }
-      builder.set(modality, std::move(value), concat("key \"", key, "\""));
+      builder.set(modality, std::move(value), where);
     }
     if (!options.label_key.empty()) {
       if (const auto found = object.find(options.label_key); found != object.end()) {
@@ -568,7 +603,7 @@ inline Manifest parse_jsonl_manifest(std::string_view text, ManifestBuilder& bui
       if (const auto found = object.find(options.id_key); found != object.end()) {
         key_seen[options.id_key] = true;
         if (auto id = label_text(*found, line, options.id_key)) {
-          builder.set_id(*id, concat("key \"", options.id_key, "\""));
+          builder.set_id(*id, id_where);
         }
       }
     }
@@ -618,6 +653,8 @@ inline Manifest parse_manifest(std::string_view text, const std::filesystem::pat
   const ManifestFormat format = manifest_format(file, options);
   detail::ManifestBuilder builder(file, options);
   if (text.starts_with("\xEF\xBB\xBF")) text.remove_prefix(3);  // a UTF-8 byte order mark
+  // at most one item per line
+  builder.reserve(static_cast<std::size_t>(std::count(text.begin(), text.end(), '\n')) + 1);
   if (format == ManifestFormat::jsonl) return detail::parse_jsonl_manifest(text, builder, options);
 
   const char separator =
