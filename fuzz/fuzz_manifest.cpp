@@ -47,6 +47,7 @@ void check_manifest(std::string_view text, std::uint8_t selector) {
   options.limits.max_items = 200;
   options.limits.max_line_bytes = 512;
   options.limits.max_fields = 32;
+  options.limits.max_path_bytes = 64;
   static const char* const files[] = {"fuzz/m.csv", "fuzz/m.tsv", "fuzz/m.tsv", "fuzz/m.jsonl"};
   const tessera::Manifest manifest = tessera::parse_manifest(text, files[form], options);
 

@@ -440,6 +440,20 @@ TEST(Manifest, LimitOfFields) {
               HasSubstr("line 1: more than 2 keys, the limit set by tessera::ManifestLimits::max_fields"));
 }
 
+TEST(Manifest, LimitOfPathLength) {
+  ManifestOptions options = open_clip_options();
+  options.limits.max_path_bytes = 16;
+  EXPECT_EQ(*parse("filepath,title\n1234567890a,x\n", options).items[0].image, "data/1234567890a");
+  EXPECT_EQ(parse_error("filepath,title\n1234567890ab,x\n", options),
+            "data/train.csv: line 2, column \"filepath\": a path of 17 bytes, more than 16, the limit "
+            "set by tessera::ManifestLimits::max_path_bytes (Linux's PATH_MAX)");
+  // captions are not paths
+  EXPECT_EQ(parse("filepath,title\na,a caption longer than sixteen bytes\n", options).items.size(), 1u);
+  // the default: PATH_MAX
+  EXPECT_THAT(parse_error("filepath,title\n" + std::string(5000, 'a') + ",x\n"),
+              HasSubstr("a path of 5005 bytes, more than 4096"));
+}
+
 TEST(Manifest, ReadsFilesAndNamesMissingOnes) {
   TempDir dir;
   fs::create_directories(dir / "set");

@@ -97,6 +97,11 @@ struct ManifestLimits {
   // 1024 fields of a CSV record (or keys of a JSONL object): manifests have a few to tens
   // of columns; the limit bounds the work of a record of separators only.
   std::size_t max_fields = 1024;
+  // 4096 bytes per file path, joined to the manifest's directory: Linux's PATH_MAX, beyond
+  // which open() fails (ENAMETOOLONG) anyway. It also bounds what a std::filesystem::path
+  // made from it costs: libstdc++'s holds every component apart, and 20 paths of 500,000
+  // components (20 MB of text) took 20 GB.
+  std::size_t max_path_bytes = 4096;
 };
 
 enum class ManifestFormat {
@@ -130,8 +135,8 @@ struct ManifestOptions {
 // absent or null, an empty CSV cell); the text of a manifest with a text column is always
 // present in CSV, empty when the cell is. Files are paths as text, ready to open
 // (std::filesystem::path(*item.image)): a std::filesystem::path holds each component of a
-// path as a path of its own, tens of bytes each, so a manifest of paths like "a/b/c/..."
-// would take 40 times its size in memory.
+// path apart, so a million of them would take several times the memory (see
+// ManifestLimits::max_path_bytes).
 struct ManifestItem {
   std::size_t line = 0;  // 1-based line in the manifest where the item starts
   std::string id;        // the id column's value, or the line number ("7")
@@ -400,6 +405,11 @@ class ManifestBuilder {
     check(value.find('\0') == std::string::npos, name_, ": line ", item_.line, ", ", where,
           ": a path holding a NUL byte");
     std::string path = is_absolute_path(value) ? std::move(value) : directory_ + value;
+    if (path.size() > options_.limits.max_path_bytes) {
+      fail(name_, ": line ", item_.line, ", ", where, ": a path of ", path.size(),
+           " bytes, more than ", options_.limits.max_path_bytes,
+           ", the limit set by tessera::ManifestLimits::max_path_bytes (Linux's PATH_MAX)");
+    }
     if (modality == "image") item_.image = std::move(path);
     else if (modality == "audio") item_.audio = std::move(path);
     else if (modality == "video") item_.video = std::move(path);
