@@ -218,7 +218,7 @@ void BM_preloaded(benchmark::State& state) {
   std::vector<const Value*> batch;
   std::int64_t n = 0;
   for (auto _ : state) {
-    const auto draws = plan.batch(tessera::advance({}, n++, plan.steps_per_epoch));
+    const auto draws = plan.batch(tessera::advance_position({}, n++, plan.steps_per_epoch));
     batch.clear();
     for (const std::size_t item : draws) batch.push_back(&preloaded[item]);
     pack(batch, packed);

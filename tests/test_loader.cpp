@@ -81,7 +81,7 @@ TEST(Loader, BatchesComeInPlanOrderForAnyWorkersAndTiming) {
   ASSERT_EQ(plan.steps_per_epoch, 7);
   Delivered expected;
   for (std::int64_t n = 0; n < batches; ++n) {
-    const BatchPosition p = advance({}, n, plan.steps_per_epoch);
+    const BatchPosition p = advance_position({}, n, plan.steps_per_epoch);
     expected.positions.push_back(p);
     expected.draws.push_back(plan.batch(p));
     std::vector<Loaded> values;

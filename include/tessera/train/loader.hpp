@@ -90,7 +90,7 @@ struct LoaderPlan {
 
 // The position `batches` batches after `position`.
 // requires: batches >= 0; position.step < steps_per_epoch when steps_per_epoch > 0.
-inline BatchPosition advance(BatchPosition position, std::int64_t batches,
+inline BatchPosition advance_position(BatchPosition position, std::int64_t batches,
                              std::int64_t steps_per_epoch) {
   if (steps_per_epoch <= 0) return {position.epoch, position.step + batches};
   const std::int64_t step = position.step + batches;
@@ -283,21 +283,7 @@ class Loader {
     if (failure_) throw Error(*failure_);
     if (options_.batches >= 0 && delivered_ >= options_.batches) return std::nullopt;
     const std::int64_t n = delivered_;
-    Slot slot;
-    if (workers_.empty()) {
-      plan_into(slot, n);
-      for (std::size_t i = 0; i < slot.draws.size(); ++i) slot.outcomes[i] = load_one(slot.draws[i]);
-    } else {
-      std::unique_lock<std::mutex> lock(mutex_);
-      Slot& ready = slot_of(n);
-      batch_done_.wait(lock, [&] { return ready.planned && ready.done == ready.draws.size(); });
-      slot = std::move(ready);
-      ready = Slot{};
-      ++delivered_;
-      lock.unlock();
-      work_ready_.notify_all();  // the window moved on: batch n + prefetch may be loaded
-    }
-    if (workers_.empty()) ++delivered_;
+    Slot slot = workers_.empty() ? load_here(n) : take_loaded(n);
     try {
       return assemble(std::move(slot), n);
     } catch (const Error& e) {
@@ -329,7 +315,7 @@ class Loader {
   };
 
   BatchPosition position_of(std::int64_t n) const {
-    return advance(options_.start, n, plan_.steps_per_epoch);
+    return advance_position(options_.start, n, plan_.steps_per_epoch);
   }
 
   Slot& slot_of(std::int64_t n) { return slots_[static_cast<std::size_t>(n % options_.prefetch)]; }
@@ -346,6 +332,29 @@ class Loader {
     slot.outcomes.resize(slot.draws.size());  // not assign(): Value may be move-only
     slot.done = 0;
     slot.planned = true;
+  }
+
+  // Batch n loaded on the caller's thread (workers = 0).
+  Slot load_here(std::int64_t n) {
+    Slot slot;
+    plan_into(slot, n);
+    for (std::size_t i = 0; i < slot.draws.size(); ++i) slot.outcomes[i] = load_one(slot.draws[i]);
+    ++delivered_;
+    return slot;
+  }
+
+  // Batch n from the workers, once its last item is in; its slot is then free for batch
+  // n + prefetch.
+  Slot take_loaded(std::int64_t n) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    Slot& ready = slot_of(n);
+    batch_done_.wait(lock, [&] { return ready.planned && ready.done == ready.draws.size(); });
+    Slot slot = std::move(ready);
+    ready = Slot{};
+    ++delivered_;
+    lock.unlock();
+    work_ready_.notify_all();
+    return slot;
   }
 
   Outcome load_one(const Draw& draw) {
