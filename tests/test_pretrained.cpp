@@ -10,6 +10,7 @@
 #include <tessera/model/pretrained.hpp>
 #include <tessera/pipeline.hpp>
 
+#include "pretrained_fixture.hpp"
 #include "test_util.hpp"
 
 #include <gmock/gmock.h>
@@ -30,6 +31,8 @@ using ::testing::HasSubstr;
 namespace fs = std::filesystem;
 using test::TempDir;
 using test::error_of;
+using test::imagebind_with_tokenizer;
+using test::pretrained_dir;
 
 // The figure for float: embeddings and hidden states within 1e-4 of the float64
 // reference (measured float32-vs-float64 differences of the twins are below 2e-6); double
@@ -37,7 +40,6 @@ using test::error_of;
 template <class Scalar>
 constexpr double tolerance = sizeof(Scalar) == 8 ? 1e-9 : 1e-4;
 
-fs::path kind_dir(const std::string& kind) { return test::data_dir() / "pretrained" / kind; }
 
 // One case of a fixture: the sample and what the reference made of it.
 template <class Scalar>
@@ -50,7 +52,7 @@ struct Case {
 
 template <class Scalar>
 std::vector<Case<Scalar>> read_cases(const std::string& kind) {
-  const auto file = SafetensorsFile::open(kind_dir(kind) / "cases.safetensors");
+  const auto file = SafetensorsFile::open(pretrained_dir(kind) / "cases.safetensors");
   std::vector<Case<Scalar>> cases;
   for (const char* modality : {"text", "image", "video", "audio"}) {
     for (int i = 0;; ++i) {
@@ -87,7 +89,7 @@ std::vector<Case<Scalar>> read_cases(const std::string& kind) {
 template <class Scalar>
 void expect_matches(const std::string& kind) {
   SCOPED_TRACE(kind);
-  const TowerModel<Scalar> model = load_tower_model<Scalar>(kind_dir(kind) / "model");
+  const TowerModel<Scalar> model = load_tower_model<Scalar>(pretrained_dir(kind) / "model");
   std::vector<Case<Scalar>> cases = read_cases<Scalar>(kind);
   ASSERT_GE(cases.size(), 3u);
   // One batch mixing modalities and lengths, in an order unlike the file's.
@@ -110,16 +112,16 @@ void expect_matches(const std::string& kind) {
 class PretrainedKind : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(PretrainedKind, MatchesTheReferenceInFloat) {
-  if (!fs::exists(kind_dir(GetParam()))) GTEST_SKIP() << "no fixture for " << GetParam();
+  if (!fs::exists(pretrained_dir(GetParam()))) GTEST_SKIP() << "no fixture for " << GetParam();
   expect_matches<float>(GetParam());
 }
 TEST_P(PretrainedKind, MatchesTheReferenceInDouble) {
-  if (!fs::exists(kind_dir(GetParam()))) GTEST_SKIP() << "no fixture for " << GetParam();
+  if (!fs::exists(pretrained_dir(GetParam()))) GTEST_SKIP() << "no fixture for " << GetParam();
   expect_matches<double>(GetParam());
 }
 TEST_P(PretrainedKind, IsDetectedByItsFiles) {
-  if (!fs::exists(kind_dir(GetParam()))) GTEST_SKIP() << "no fixture for " << GetParam();
-  const ModelKind kind = detect_model_kind(kind_dir(GetParam()) / "model");
+  if (!fs::exists(pretrained_dir(GetParam()))) GTEST_SKIP() << "no fixture for " << GetParam();
+  const ModelKind kind = detect_model_kind(pretrained_dir(GetParam()) / "model");
   const std::string expected = GetParam() == "towers_torchvision" ? "tessera_towers" : GetParam();
   EXPECT_EQ(to_string(kind), expected);
 }
@@ -179,18 +181,9 @@ TEST(BiasKV, RefusesTrainingAndKVCaches) {
 
 // ---- raw inputs through the Pipeline: each family's preparation, then the model ----------------
 
-// The ImageBind fixture with OpenAI's tokenizer file beside it: raw text works.
-fs::path imagebind_with_tokenizer(const TempDir& tmp) {
-  const fs::path dir = tmp.path() / "imagebind";
-  fs::copy(kind_dir("imagebind") / "model", dir, fs::copy_options::recursive);
-  fs::copy_file(test::data_dir() / "text" / "clip_tokenizer" / "bpe_simple_vocab_16e6.txt.gz",
-                dir / "bpe_simple_vocab_16e6.txt.gz");
-  return dir;
-}
-
 TEST(PretrainedPipeline, EachInputIsPreparedAsTheFamilyDoesThenEncoded) {
   TempDir tmp;
-  const fs::path dir = imagebind_with_tokenizer(tmp);
+  const fs::path dir = imagebind_with_tokenizer(tmp.path() / "imagebind");
   const auto p = Pipeline<float>::open(dir, {.batch_size = 2});
   ASSERT_TRUE(p.is_pretrained());
   EXPECT_EQ(p.modalities(), (std::vector<std::string>{"text", "image", "audio", "video"}));
@@ -232,7 +225,7 @@ TEST(PretrainedPipeline, EachInputIsPreparedAsTheFamilyDoesThenEncoded) {
 
 TEST(PretrainedPipeline, TextOverTheContextIsRefusedOrCut) {
   TempDir tmp;
-  const fs::path dir = imagebind_with_tokenizer(tmp);
+  const fs::path dir = imagebind_with_tokenizer(tmp.path() / "imagebind");
   std::string long_text;
   for (int i = 0; i < 100; ++i) long_text += "word ";
   EXPECT_THAT(error_of([&] { Pipeline<float>::open(dir).encode_texts({long_text}); }),
@@ -244,8 +237,8 @@ TEST(PretrainedPipeline, TextOverTheContextIsRefusedOrCut) {
 }
 
 TEST(PretrainedPipeline, OneInputPerSampleAndTheMissingTokenizerAreNamed) {
-  if (!fs::exists(kind_dir("hf_clip"))) GTEST_SKIP();
-  const auto p = Pipeline<float>::open(kind_dir("hf_clip") / "model");
+  if (!fs::exists(pretrained_dir("hf_clip"))) GTEST_SKIP();
+  const auto p = Pipeline<float>::open(pretrained_dir("hf_clip") / "model");
   const std::vector<RawInput> two = {{"text", "a dog", {}},
                                      {"image", (test::data_dir() / "image" / "sources" / "coffee.png").string(), {}}};
   EXPECT_THAT(error_of([&] { p.encode({two}); }), HasSubstr("one input per sample"));
@@ -258,7 +251,7 @@ TEST(PretrainedPipeline, OneInputPerSampleAndTheMissingTokenizerAreNamed) {
 // A copy of a fixture's model directory to break.
 fs::path copy_model(const TempDir& tmp, const std::string& kind) {
   const fs::path dir = tmp.path() / kind;
-  fs::copy(kind_dir(kind) / "model", dir, fs::copy_options::recursive);
+  fs::copy(pretrained_dir(kind) / "model", dir, fs::copy_options::recursive);
   return dir;
 }
 
@@ -299,14 +292,14 @@ TEST(PretrainedErrors, ADirectoryWithoutAConfigIsNamed) {
 }
 
 TEST(PretrainedErrors, LoadModelNamesAPretrainedDirectory) {
-  if (!fs::exists(kind_dir("hf_clip"))) GTEST_SKIP();
-  EXPECT_THAT(error_of([&] { load_model<float>(kind_dir("hf_clip") / "model"); }),
+  if (!fs::exists(pretrained_dir("hf_clip"))) GTEST_SKIP();
+  EXPECT_THAT(error_of([&] { load_model<float>(pretrained_dir("hf_clip") / "model"); }),
               HasSubstr("holds a pretrained hf_clip model, not a tessera model: load it with "
                         "load_tower_model"));
 }
 
 TEST(PretrainedErrors, AResNetTowerIsRefusedByName) {
-  if (!fs::exists(kind_dir("open_clip"))) GTEST_SKIP();
+  if (!fs::exists(pretrained_dir("open_clip"))) GTEST_SKIP();
   TempDir tmp;
   const fs::path dir = copy_model(tmp, "open_clip");
   auto json = read_json(dir / "open_clip_config.json");
@@ -316,7 +309,7 @@ TEST(PretrainedErrors, AResNetTowerIsRefusedByName) {
 }
 
 TEST(PretrainedErrors, ConfigAndWeightsThatDisagreeNameTheTensorAndBothShapes) {
-  if (!fs::exists(kind_dir("hf_clip"))) GTEST_SKIP();
+  if (!fs::exists(pretrained_dir("hf_clip"))) GTEST_SKIP();
   TempDir tmp;
   const fs::path dir = copy_model(tmp, "hf_clip");
   auto json = read_json(dir / "config.json");
@@ -325,15 +318,15 @@ TEST(PretrainedErrors, ConfigAndWeightsThatDisagreeNameTheTensorAndBothShapes) {
   write_text(dir / "config.json", json.dump());
   const std::string error = error_of([&] { load_tower_model<float>(dir); });
   EXPECT_THAT(error, HasSubstr("text_model.encoder.layers.0.mlp.fc1.weight"));
+  const nlohmann::json original = read_json(pretrained_dir("hf_clip") / "model" / "config.json");
   EXPECT_THAT(error, HasSubstr("expected [" + std::to_string(
-                                   2 * read_json(kind_dir("hf_clip") / "model" / "config.json")
-                                           ["text_config"]["intermediate_size"].get<Index>()) +
+                                   2 * original["text_config"]["intermediate_size"].get<Index>()) +
                                ", " + std::to_string(width) + "]"));
   EXPECT_THAT(error, HasSubstr("the text tower"));
 }
 
 TEST(PretrainedErrors, AnUnexpectedTensorIsNamed) {
-  if (!fs::exists(kind_dir("imagebind"))) GTEST_SKIP();
+  if (!fs::exists(pretrained_dir("imagebind"))) GTEST_SKIP();
   TempDir tmp;
   const fs::path dir = copy_model(tmp, "imagebind");
   edit_weights(dir / "model.safetensors", [](std::map<std::string, TensorData>& tensors) {
@@ -344,7 +337,7 @@ TEST(PretrainedErrors, AnUnexpectedTensorIsNamed) {
 }
 
 TEST(PretrainedErrors, AMissingTensorIsNamed) {
-  if (!fs::exists(kind_dir("imagebind"))) GTEST_SKIP();
+  if (!fs::exists(pretrained_dir("imagebind"))) GTEST_SKIP();
   TempDir tmp;
   const fs::path dir = copy_model(tmp, "imagebind");
   edit_weights(dir / "model.safetensors", [](std::map<std::string, TensorData>& tensors) {
@@ -356,7 +349,7 @@ TEST(PretrainedErrors, AMissingTensorIsNamed) {
 }
 
 TEST(PretrainedErrors, AConfigLargerThanItsWeightsIsRefusedBeforeAllocating) {
-  if (!fs::exists(kind_dir("hf_clip"))) GTEST_SKIP();
+  if (!fs::exists(pretrained_dir("hf_clip"))) GTEST_SKIP();
   TempDir tmp;
   const fs::path dir = copy_model(tmp, "hf_clip");
   auto json = read_json(dir / "config.json");
@@ -384,7 +377,7 @@ TEST(PretrainedConfig, OpenClipNormEpsIsReadAndOtherNormOptionsRefused) {
 }
 
 TEST(PretrainedErrors, AnUnknownImageBindArgumentIsNamed) {
-  if (!fs::exists(kind_dir("imagebind"))) GTEST_SKIP();
+  if (!fs::exists(pretrained_dir("imagebind"))) GTEST_SKIP();
   TempDir tmp;
   const fs::path dir = copy_model(tmp, "imagebind");
   auto json = read_json(dir / "config.json");
@@ -395,8 +388,8 @@ TEST(PretrainedErrors, AnUnknownImageBindArgumentIsNamed) {
 }
 
 TEST(PretrainedErrors, SamplesThatDoNotFitAreNamed) {
-  if (!fs::exists(kind_dir("hf_clip"))) GTEST_SKIP();
-  const auto model = load_tower_model<float>(kind_dir("hf_clip") / "model");
+  if (!fs::exists(pretrained_dir("hf_clip"))) GTEST_SKIP();
+  const auto model = load_tower_model<float>(pretrained_dir("hf_clip") / "model");
   const auto& text = model.tower(Modality::text).config;
   Sample<float> two;
   two.text = std::vector<std::int64_t>{1, text.eos_token_id};

@@ -18,6 +18,7 @@ TEST(SearchIndex, NeedsIcuAndStb) {
 #include <tessera/io/y4m.hpp>
 #include <tessera/search_index.hpp>
 
+#include "pretrained_fixture.hpp"
 #include "test_util.hpp"
 
 #include <gmock/gmock.h>
@@ -37,6 +38,8 @@ using ::testing::HasSubstr;
 namespace fs = std::filesystem;
 using test::TempDir;
 using test::error_of;
+using test::imagebind_with_tokenizer;
+using test::pretrained_dir;
 
 // The Pipeline packs a batch's samples differently from one modality's batch; the embeddings
 // then differ by float rounding only (test_pretrained.cpp measures the same).
@@ -527,17 +530,6 @@ TEST(IndexFile, NumbersAndTablesOfTheWrongKindAreNamed) {
 
 // ---- update_search_index on a folder ----------------------------------------------------------
 
-fs::path kind_dir(const std::string& kind) { return test::data_dir() / "pretrained" / kind; }
-
-// The ImageBind fixture with OpenAI's tokenizer file beside it: raw text works (text, image,
-// audio and video towers, E 16).
-fs::path imagebind_with_tokenizer(const fs::path& dir) {
-  fs::copy(kind_dir("imagebind") / "model", dir, fs::copy_options::recursive);
-  fs::copy_file(test::data_dir() / "text" / "clip_tokenizer" / "bpe_simple_vocab_16e6.txt.gz",
-                dir / "bpe_simple_vocab_16e6.txt.gz");
-  return dir;
-}
-
 // A Y4M video of `frames` 20 x 16 frames at 10 fps, a bright square moving over a gradient.
 void write_video(const fs::path& file, Index frames) {
   Y4mHeader header;
@@ -576,7 +568,7 @@ void write_video(const fs::path& file, Index frames) {
 class UpdateSearchIndex : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    if (!fs::exists(kind_dir("imagebind"))) return;
+    if (!fs::exists(pretrained_dir("imagebind"))) return;
     tmp_ = new TempDir;
     model_dir_ = imagebind_with_tokenizer(tmp_->path() / "model");
     PipelineOptions options;
