@@ -149,7 +149,7 @@ int main(int argc, char** argv) {
     {
       apps::Processing now("--index " + o.index_dir, o.index_dir);
       index = tessera::update_search_index(
-          model, o.model, o.index_dir, index_file, &update, limits, [](const tessera::FailedFile& f) {
+          model, o.index_dir, index_file, &update, limits, [](const tessera::FailedFile& f) {
             std::cerr << "tessera-search: warning: " << f.error
                       << " (skipped until the file changes)\n";
           });

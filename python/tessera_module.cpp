@@ -293,7 +293,7 @@ tessera::SearchIndex updated_index(const Model& model, const std::filesystem::pa
   tessera::SearchIndexLimits limits;
   limits.max_files = max_files;
   const py::gil_scoped_release release;
-  return tessera::update_search_index(model, model.dir(), dir, index_file, &update, limits);
+  return tessera::update_search_index(model, dir, index_file, &update, limits);
 }
 
 py::dict update_index(const Model& model, const std::filesystem::path& dir,

@@ -603,7 +603,7 @@ class UpdateSearchIndex : public ::testing::Test {
   const Pipeline<float>& pipeline() const { return *pipeline_; }
   SearchIndex update(SearchIndexUpdate* report, const fs::path& index_file = {},
                      const SearchIndexLimits& limits = {}) const {
-    return update_search_index(pipeline(), model_dir_, folder_, index_file, report, limits);
+    return update_search_index(pipeline(), folder_, index_file, report, limits);
   }
   // What the Pipeline gives for one file of the folder, alone.
   Vector<float> embedding_of(const std::string& path, Modality m) const {
@@ -651,7 +651,7 @@ TEST_F(UpdateSearchIndex, BuildsReusesAndKeepsUpToDate) {
   SearchIndexUpdate r;
   std::vector<std::string> told;
   const SearchIndex built = update_search_index(
-      pipeline(), model_dir_, folder_, {}, &r, {},
+      pipeline(), folder_, {}, &r, {},
       [&](const FailedFile& f) { told.push_back(f.file.path); });
   EXPECT_EQ(paths_of(built), indexed);
   EXPECT_EQ(built.files[0].modality, Modality::video);
@@ -830,9 +830,9 @@ TEST_F(UpdateSearchIndex, AnIndexFileElsewhereAndOneThatIsNotAnIndex) {
 
 TEST_F(UpdateSearchIndex, AMissingFolderAndTooManyFilesAreNamed) {
   const fs::path missing = here_ / "no-such-folder";
-  EXPECT_THAT(error_of([&] { update_search_index(pipeline(), model_dir_, missing); }),
+  EXPECT_THAT(error_of([&] { update_search_index(pipeline(), missing); }),
               HasSubstr(missing.string() + ": no such directory (the folder to index)"));
-  EXPECT_THAT(error_of([&] { update_search_index(pipeline(), model_dir_, folder_ / "notes.txt"); }),
+  EXPECT_THAT(error_of([&] { update_search_index(pipeline(), folder_ / "notes.txt"); }),
               HasSubstr("notes.txt: not a directory"));
   // 7 files to index: the 6 and broken.png (the limit counts what the walk finds)
   EXPECT_THAT(error_of([&] { update(nullptr, {}, {.max_files = 6}); }),

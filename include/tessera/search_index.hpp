@@ -11,7 +11,7 @@
 //
 //   // search: a folder's images, audio and videos embedded once into an index file, kept up
 //   // to date (only new and changed files are embedded again), then queried
-//   const auto index = tessera::update_search_index(p, "imagebind", "photos");
+//   const auto index = tessera::update_search_index(p, "photos");
 //   const auto hits = tessera::search(index, p.encode_texts({"a dog on a beach"}).row(0), 10);
 //
 // Zero-shot classification (CLIP's README, "Zero-Shot Prediction"): each label becomes a text
@@ -26,9 +26,10 @@
 //   tensor "embeddings"           F32 [N, E]  row i the file files[i]'s unit embedding
 //   metadata (strings; tessera.crc32 checks the whole file):
 //     "tessera.index.version"     "1"
-//     "tessera.index.model"       JSON {"dir": the model directory as given, "files": {name:
-//                                 {"size": bytes, "mtime_ns": ns}} for each regular file of
-//                                 the directory not starting with '.'}: the model's identity
+//     "tessera.index.model"       JSON {"dir": the model directory (Pipeline::dir()),
+//                                 "files": {name: {"size": bytes, "mtime_ns": ns}} for each
+//                                 regular file of the directory not starting with '.'}: the
+//                                 model's identity
 //     "tessera.index.files"       JSON [{"path": relative to DIR with '/', "modality":
 //                                 "image"|"audio"|"video", "size": bytes, "mtime_ns": ns
 //                                 since 1970}, ...], row order, sorted by path
@@ -597,8 +598,8 @@ inline SearchIndex assemble_index(const ModelIdentity& model, Index embed_dim,
 
 }  // namespace detail
 
-// The index of folder `dir` for the model of `pipeline` (read from `model_dir`), brought up
-// to date and saved to `index_file` (default: dir / default_index_name):
+// The index of folder `dir` for the model of `pipeline` (its files those of pipeline.dir()),
+// brought up to date and saved to `index_file` (default: dir / default_index_name):
 //   - an index file made with the same model files is reused: a file whose size and mtime
 //     are unchanged keeps its row; new and changed files are embedded; files gone from the
 //     folder are dropped; a file that failed before is not retried until it changes;
@@ -611,7 +612,6 @@ inline SearchIndex assemble_index(const ModelIdentity& model, Index embed_dim,
 // `index_file` exists but is not a search index (it is never overwritten then).
 template <class Scalar>
 SearchIndex update_search_index(const Pipeline<Scalar>& pipeline,
-                                const std::filesystem::path& model_dir,
                                 const std::filesystem::path& dir,
                                 std::filesystem::path index_file = {},
                                 SearchIndexUpdate* report = nullptr,
@@ -631,7 +631,7 @@ SearchIndex update_search_index(const Pipeline<Scalar>& pipeline,
   }
   check(!modalities.empty(), "the model takes no images, audio or video: nothing to index");
   const std::vector<IndexedFile> found = scan_folder(dir, modalities, limits, &r.skipped);
-  const ModelIdentity model = model_identity(model_dir);
+  const ModelIdentity model = model_identity(pipeline.dir());
 
   // The old index, when it is one of this model's.
   std::optional<SearchIndex> old;
