@@ -45,28 +45,45 @@ inline std::string_view as_text(const std::uint8_t* data, std::size_t size) {
   return {reinterpret_cast<const char*>(data), size};
 }
 
+// A file of this process in the temp directory ("tessera-fuzz-<pid><suffix>"), removed when
+// the object is destroyed: a static one lives for the whole run and is removed at exit.
+class ScratchFile {
+ public:
+  explicit ScratchFile(const std::string& suffix)
+      : path_(std::filesystem::temp_directory_path() /
+              ("tessera-fuzz-" + std::to_string(::getpid()) + suffix)) {}
+  ~ScratchFile() {
+    std::error_code ignored;
+    std::filesystem::remove(path_, ignored);
+  }
+  ScratchFile(const ScratchFile&) = delete;
+  ScratchFile& operator=(const ScratchFile&) = delete;
+
+  const std::filesystem::path& path() const { return path_; }
+
+  // Replaces the file's contents with `size` bytes at `data`; aborts when it cannot.
+  const std::filesystem::path& write(const std::uint8_t* data, std::size_t size) const {
+    std::ofstream out(path_, std::ios::binary | std::ios::trunc);
+    out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
+    out.close();
+    if (!out) {
+      std::fprintf(stderr, "fuzz: cannot write %s\n", path_.c_str());
+      std::abort();
+    }
+    return path_;
+  }
+
+ private:
+  std::filesystem::path path_;
+};
+
 // For the parsers that read a path: the bytes written to one file per process, rewritten for
-// every input (the fuzzers run one input at a time).
+// every input (the fuzzers run one input at a time). The file is named with the extension of
+// the first call; a target passes the same one every time.
 inline std::filesystem::path as_file(const std::uint8_t* data, std::size_t size,
                                      const char* extension) {
-  struct RemovedAtExit {
-    std::filesystem::path path;
-    ~RemovedAtExit() {
-      std::error_code ignored;
-      std::filesystem::remove(path, ignored);
-    }
-  };
-  static const RemovedAtExit file{std::filesystem::temp_directory_path() /
-                                  ("tessera-fuzz-" + std::to_string(::getpid()) + extension)};
-  const std::filesystem::path& path = file.path;
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(data), static_cast<std::streamsize>(size));
-  out.close();
-  if (!out) {
-    std::fprintf(stderr, "fuzz: cannot write %s\n", path.c_str());
-    std::abort();
-  }
-  return path;
+  static const ScratchFile file(extension);
+  return file.write(data, size);
 }
 
 // For the BPE targets: a vocabulary of every byte (spelled in the byte alphabet) and every

@@ -10,10 +10,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <string>
-#include <system_error>
-
-#include <unistd.h>
 
 namespace {
 
@@ -24,17 +20,8 @@ namespace {
 
 // The file the round trip writes, one per process, removed at exit.
 const std::filesystem::path& round_trip_file() {
-  struct RemovedAtExit {
-    std::filesystem::path path;
-    ~RemovedAtExit() {
-      std::error_code ignored;
-      std::filesystem::remove(path, ignored);
-    }
-  };
-  static const RemovedAtExit file{std::filesystem::temp_directory_path() /
-                                  ("tessera-fuzz-" + std::to_string(::getpid()) +
-                                   "-round-trip.safetensors")};
-  return file.path;
+  static const fuzz::ScratchFile file("-round-trip.safetensors");
+  return file.path();
 }
 
 bool same_index(const tessera::SearchIndex& a, const tessera::SearchIndex& b) {
