@@ -237,7 +237,7 @@ class Pipeline {
       const std::vector<Sample<Scalar>> batch = load_batch(first, n, make);
       std::vector<Encoding<Scalar>> encoded;
       try {
-        encoded = std::visit([&](const auto& m) { return m.encode_batch(batch); }, model_);
+        encoded = encode_batch(batch);
       } catch (const Error& e) {  // "sample k" there counts from the batch's first sample
         fail("the batch of samples ", first, " to ", first + n - 1, " (numbered from 0 in "
              "what follows): ", e.what());
@@ -307,16 +307,15 @@ class Pipeline {
     return batch;
   }
 
-  // model.check_sample, naming the sample by its index in the whole list. Audio longer than
-  // audio.max_tokens chunks is split into clips by encode_batch, which checks each clip.
+  // check_sample, naming the sample by its index in the whole list. A tessera model's audio
+  // longer than audio.max_tokens chunks is split into clips by encode_batch, which checks
+  // each clip.
   void check_fits(const Sample<Scalar>& s, std::size_t i) const {
-    if (is_pretrained()) {
-      tower_model().check_sample(s, detail::concat("sample ", i));
-      return;
+    if (!is_pretrained()) {
+      const auto& audio = model().config.audio;
+      if (s.audio && audio && s.audio->cols() > audio->max_tokens * audio->patch_frames) return;
     }
-    const auto& audio = model().config.audio;
-    if (s.audio && audio && s.audio->cols() > audio->max_tokens * audio->patch_frames) return;
-    model().check_sample(s, detail::concat("sample ", i));
+    check_sample(s, detail::concat("sample ", i));
   }
 
   void check_options() const {
