@@ -19,9 +19,11 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace tessera {
@@ -419,6 +421,67 @@ TEST(PretrainedErrors, SamplesThatDoNotFitAreNamed) {
   Sample<float> audio;
   audio.audio = Matrix<float>::Zero(8, 8);
   EXPECT_THAT(error_of([&] { model.encode(audio); }), HasSubstr("has no audio tower"));
+}
+
+// ---- one read of the config: detect_model parses it, the loaders take what it found --------
+
+const char* const fixture_kinds[] = {"hf_clip", "open_clip", "imagebind", "towers_torchvision"};
+
+std::string read_text(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+TEST(DetectModel, TheLoaderTakesTheConfigDetectionParsed) {
+  for (const std::string kind : fixture_kinds) {
+    if (!fs::exists(pretrained_dir(kind))) continue;
+    SCOPED_TRACE(kind);
+    TempDir tmp;
+    const fs::path dir = copy_model(tmp, kind);
+    ModelDirectory found = detect_model(dir);
+    ASSERT_TRUE(found.config.has_value());
+    EXPECT_EQ(*found.config, read_json(found.config_file));
+    const TowerModelConfig expected = load_tower_model<float>(dir).config;
+    write_text(found.config_file, "not JSON: the loader must not read the file again");
+    EXPECT_EQ(load_tower_model<float>(std::move(found)).config, expected);
+  }
+}
+
+TEST(DetectModel, TesserasOwnConfigIsParsedOnceCommentsAllowed) {
+  TempDir tmp;
+  const fs::path dir = tmp.path() / "model";
+  fs::copy(test::data_dir() / "encoder" / "text_image_bf16", dir, fs::copy_options::recursive);
+  write_text(dir / "config.json", "// a comment, as load_config allows\n" +
+                                      read_text(dir / "config.json"));
+  const ModelDirectory found = detect_model(dir);
+  EXPECT_EQ(found.kind, ModelKind::tessera);
+  ASSERT_TRUE(found.config.has_value());
+  const Config expected = load_model<float>(dir).config;
+  write_text(dir / "config.json", "not JSON: the loader must not read the file again");
+  EXPECT_EQ(load_model<float>(found).config, expected);
+}
+
+TEST(DetectModel, AConfigItCannotParseIsLeftToTheLoader) {
+  TempDir tmp;
+  // a pretrained config.json with a comment is not one (pretrained configs are strict JSON)
+  write_text(tmp.path() / "config.json", "{\"model_type\": \"clip\"} // no");
+  EXPECT_EQ(detect_model_kind(tmp.path()), ModelKind::tessera);
+  EXPECT_THAT(error_of([&] { load_tower_model<float>(tmp.path()); }),
+              HasSubstr("not a pretrained model directory"));
+  // a key twice: tessera's loader names it
+  write_text(tmp.path() / "config.json", R"({"hidden_dim": 8, "hidden_dim": 8})");
+  EXPECT_FALSE(detect_model(tmp.path()).config.has_value());
+  EXPECT_THAT(error_of([&] { load_model<float>(tmp.path()); }),
+              HasSubstr("key \"hidden_dim\" appears twice in one object"));
+  if (!fs::exists(pretrained_dir("open_clip"))) return;
+  // an open_clip_config.json that is not JSON: load_tower_model reads it again to say why
+  const fs::path dir = copy_model(tmp, "open_clip");
+  write_text(dir / open_clip_config_name, "{");
+  const ModelDirectory found = detect_model(dir);
+  EXPECT_EQ(found.kind, ModelKind::open_clip);
+  EXPECT_FALSE(found.config.has_value());
+  EXPECT_THAT(error_of([&] { load_tower_model<float>(found); }),
+              HasSubstr(open_clip_config_name + std::string(": not valid JSON")));
 }
 
 }  // namespace test_pretrained

@@ -101,10 +101,9 @@ class Pipeline {
   // FrontEnds, which read the tokenizer's vocab.json + merges.txt from `dir` when the model has
   // text), or a pretrained one (load_tower_model, with TowerFrontEnds).
   static Pipeline open(const std::filesystem::path& dir, const PipelineOptions& options = {}) {
-    if (detect_model_kind(dir) == ModelKind::tessera) {
-      return Pipeline(load_model<Scalar>(dir), dir, options);
-    }
-    return Pipeline(load_tower_model<Scalar>(dir), dir, options);
+    ModelDirectory found = detect_model(dir);  // config.json read and parsed once, here
+    if (found.kind == ModelKind::tessera) return Pipeline(load_model<Scalar>(found), dir, options);
+    return Pipeline(load_tower_model<Scalar>(std::move(found)), dir, options);
   }
 
   // A model already in memory; `dir` holds the files its front ends read (the tokenizer).

@@ -30,18 +30,18 @@
 
 namespace tessera {
 
-inline constexpr const char* config_file_name = "config.json";
-inline constexpr const char* weights_file_name = "model.safetensors";
-
+// The tessera model of a directory detect_model found (its config.json parsed there, or
+// read here when it could not be, so that load_config names the problem).
 template <class Scalar = float>
-MultiModalEncoder<Scalar> load_model(const std::filesystem::path& dir) {
-  check(std::filesystem::is_directory(dir), "load_model: ", dir.string(), " is not a directory");
-  if (const ModelKind kind = detect_model_kind(dir); kind != ModelKind::tessera) {
-    fail("load_model: ", dir.string(), " holds a pretrained ", to_string(kind), " model, not a "
-         "tessera model: load it with load_tower_model (model/pretrained.hpp) or "
+MultiModalEncoder<Scalar> load_model(const ModelDirectory& found) {
+  const std::filesystem::path& dir = found.dir;
+  if (found.kind != ModelKind::tessera) {
+    fail("load_model: ", dir.string(), " holds a pretrained ", to_string(found.kind), " model, "
+         "not a tessera model: load it with load_tower_model (model/pretrained.hpp) or "
          "Pipeline::open");
   }
-  const Config config = load_config(dir / config_file_name);
+  const Config config = found.config ? parse_config(*found.config, found.config_file.string())
+                                      : load_config(found.config_file);
   const auto file = SafetensorsFile::open(dir / weights_file_name);
   const std::string where = (dir / weights_file_name).string();
   // Every weight is stored in 2 bytes at least (F16, BF16): a config describing more weights
@@ -49,7 +49,7 @@ MultiModalEncoder<Scalar> load_model(const std::filesystem::path& dir) {
   std::uint64_t stored_bytes = 0;
   for (const auto& name : file.names()) stored_bytes += file.info(name).bytes.size();
   const std::uint64_t weights = parameter_count(config);
-  check(weights <= stored_bytes / 2, where, ": ", (dir / config_file_name).string(),
+  check(weights <= stored_bytes / 2, where, ": ", found.config_file.string(),
         " describes a model of ", weights, " weights, more than the file's ", stored_bytes,
         " bytes of tensors can hold");
   MultiModalEncoder<Scalar> model(config);
@@ -78,6 +78,12 @@ MultiModalEncoder<Scalar> load_model(const std::filesystem::path& dir) {
           "' (not part of a model with this config.json)");
   }
   return model;
+}
+
+// The tessera model of directory `dir`; a pretrained one is refused by name.
+template <class Scalar = float>
+MultiModalEncoder<Scalar> load_model(const std::filesystem::path& dir) {
+  return load_model<Scalar>(detect_model(dir));
 }
 
 // Writes config.json and model.safetensors into `dir` (created if needed), each through a

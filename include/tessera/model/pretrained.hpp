@@ -11,10 +11,11 @@
 //   tessera_towers   config.json (model_type "tessera_towers") + model.safetensors: the form
 //                    tools/convert_checkpoint.py writes for other families (torchvision's ViT)
 //
-// detect_model_kind tells them apart (and from tessera's own model directories) by their
-// files. Every key that changes the math is read or, when tessera cannot compute it, refused
-// by name; keys that do not (a library version, a dtype, dropout) are ignored. Every tensor
-// is checked (model/tower_weights.hpp): missing, misshapen, unexpected, non-finite.
+// detect_model tells them apart (and from tessera's own model directories) by their files,
+// and parses the config file once for the loader. Every key that changes the math is read
+// or, when tessera cannot compute it, refused by name; keys that do not (a library version,
+// a dtype, dropout) are ignored. Every tensor is checked (model/tower_weights.hpp): missing,
+// misshapen, unexpected, non-finite.
 
 #include <tessera/core/error.hpp>
 #include <tessera/io/json.hpp>
@@ -181,11 +182,13 @@ inline TowerModelConfig hf_clip_config(const nlohmann::json& json, const std::st
   return model;
 }
 
+// Each loader takes what detect_model found, its config file parsed (load_tower_model sees
+// to that).
 template <class Scalar>
-TowerModel<Scalar> load_hf_clip(const std::filesystem::path& dir) {
-  const auto config_file = dir / "config.json";
-  const TowerModelConfig config = hf_clip_config(read_json_file(config_file), config_file.string());
-  TensorReader reader(dir / "model.safetensors");
+TowerModel<Scalar> load_hf_clip(const ModelDirectory& found) {
+  const auto& config_file = found.config_file;
+  const TowerModelConfig config = hf_clip_config(*found.config, config_file.string());
+  TensorReader reader(found.dir / weights_file_name);
   TowerModel<Scalar> model = allocate<Scalar>(config, reader, config_file);
   for (const char* side : {"text", "vision"}) {
     const std::string m = std::string(side) + "_model.";
@@ -302,11 +305,11 @@ inline TowerModelConfig open_clip_config(const nlohmann::json& json, const std::
 }
 
 template <class Scalar>
-TowerModel<Scalar> load_open_clip(const std::filesystem::path& dir) {
-  const auto config_file = dir / open_clip_config_name;
-  const nlohmann::json json = read_json_file(config_file);
+TowerModel<Scalar> load_open_clip(const ModelDirectory& found) {
+  const auto& config_file = found.config_file;
+  const nlohmann::json& json = *found.config;
   const TowerModelConfig config = open_clip_config(json, config_file.string());
-  TensorReader reader(dir / open_clip_weights_name);
+  TensorReader reader(found.dir / open_clip_weights_name);
   TowerModel<Scalar> model = allocate<Scalar>(config, reader, config_file);
   // CustomTextCLIP keeps its text tower under "text."; CLIP at the top level.
   const bool custom_text =
@@ -442,11 +445,10 @@ inline TowerModelConfig imagebind_config(const nlohmann::json& json, const std::
 }
 
 template <class Scalar>
-TowerModel<Scalar> load_imagebind(const std::filesystem::path& dir) {
-  const auto config_file = dir / "config.json";
-  const TowerModelConfig config =
-      imagebind_config(read_json_file(config_file), config_file.string());
-  TensorReader reader(dir / "model.safetensors");
+TowerModel<Scalar> load_imagebind(const ModelDirectory& found) {
+  const auto& config_file = found.config_file;
+  const TowerModelConfig config = imagebind_config(*found.config, config_file.string());
+  TensorReader reader(found.dir / weights_file_name);
   TowerModel<Scalar> model = allocate<Scalar>(config, reader, config_file);
   const auto trunk_names = [](TowerNames& names, const std::string& m) {
     const std::string trunk = "modality_trunks." + m + ".";
@@ -594,10 +596,10 @@ inline TowerModelConfig towers_config(const nlohmann::json& json, const std::str
 }
 
 template <class Scalar>
-TowerModel<Scalar> load_towers(const std::filesystem::path& dir) {
-  const auto config_file = dir / "config.json";
-  const TowerModelConfig config = towers_config(read_json_file(config_file), config_file.string());
-  TensorReader reader(dir / "model.safetensors");
+TowerModel<Scalar> load_towers(const ModelDirectory& found) {
+  const auto& config_file = found.config_file;
+  const TowerModelConfig config = towers_config(*found.config, config_file.string());
+  TensorReader reader(found.dir / weights_file_name);
   TowerModel<Scalar> model = allocate<Scalar>(config, reader, config_file);
   for (auto& [m, tower] : model.towers) {
     const std::string p = model.config.tower_names.at(m) + ".";
@@ -631,19 +633,30 @@ TowerModel<Scalar> load_towers(const std::filesystem::path& dir) {
 
 }  // namespace detail
 
-// The pretrained model of directory `dir` (any kind but tessera's own, which load_model reads).
+// The pretrained model of a directory detect_model found (any kind but tessera's own, which
+// load_model reads), from the config file it parsed; one it could not parse is read again
+// here, to name the problem.
 template <class Scalar = float>
-TowerModel<Scalar> load_tower_model(const std::filesystem::path& dir) {
-  switch (detect_model_kind(dir)) {
-    case ModelKind::hf_clip: return detail::load_hf_clip<Scalar>(dir);
-    case ModelKind::open_clip: return detail::load_open_clip<Scalar>(dir);
-    case ModelKind::imagebind: return detail::load_imagebind<Scalar>(dir);
-    case ModelKind::tessera_towers: return detail::load_towers<Scalar>(dir);
+TowerModel<Scalar> load_tower_model(ModelDirectory found) {
+  if (found.kind != ModelKind::tessera && !found.config) {
+    found.config = detail::read_json_file(found.config_file);
+  }
+  switch (found.kind) {
+    case ModelKind::hf_clip: return detail::load_hf_clip<Scalar>(found);
+    case ModelKind::open_clip: return detail::load_open_clip<Scalar>(found);
+    case ModelKind::imagebind: return detail::load_imagebind<Scalar>(found);
+    case ModelKind::tessera_towers: return detail::load_towers<Scalar>(found);
     case ModelKind::tessera: break;
   }
-  fail(dir.string(), ": not a pretrained model directory (no open_clip_config.json, and no "
-       "config.json with a model_type of \"clip\", \"imagebind\" or \"tessera_towers\"); a "
+  fail(found.dir.string(), ": not a pretrained model directory (no open_clip_config.json, and "
+       "no config.json with a model_type of \"clip\", \"imagebind\" or \"tessera_towers\"); a "
        "tessera model loads with load_model");
+}
+
+// The pretrained model of directory `dir`.
+template <class Scalar = float>
+TowerModel<Scalar> load_tower_model(const std::filesystem::path& dir) {
+  return load_tower_model<Scalar>(detect_model(dir));
 }
 
 }  // namespace tessera
