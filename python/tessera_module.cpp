@@ -14,6 +14,7 @@
 #include <tessera/core/parallel.hpp>
 #include <tessera/model/config.hpp>
 #include <tessera/model/config_json.hpp>
+#include <tessera/model/pretrained.hpp>
 #include <tessera/pipeline.hpp>
 #include <tessera/search_index.hpp>
 
@@ -173,41 +174,18 @@ py::array_t<float> encode_dicts(const Model& model, const py::list& inputs) {
 }
 
 // The config as a dict: tessera's own model's config.json (every default filled in), or for a
-// pretrained model its family, E, logit scale and towers with their sizes.
+// pretrained model the native tessera_towers config.json (tessera::to_json) with its family
+// and logit scale.
 py::object config_dict(const Model& model) {
   nlohmann::json json;
   if (!model.is_pretrained()) {
     json = tessera::to_json(model.config());
   } else {
+    // the native tessera_towers config.json, and where the model came from
     const tessera::TowerModel<float>& towers = model.tower_model();
-    const tessera::TowerModelConfig& c = towers.config;
-    json = {{"family", c.family},
-            {"embed_dim", c.embed_dim},
-            {"logit_scale", towers.logit_scale},
-            {"video", c.video},
-            {"video_clip_frames", c.video_clip_frames},
-            {"towers", nlohmann::json::object()}};
-    for (const auto& [m, t] : c.towers) {
-      nlohmann::json tower = {{"width", t.width}, {"layers", t.layers}, {"heads", t.heads},
-                              {"ffn_dim", t.ffn_dim}, {"embed_dim", t.embed_dim},
-                              {"activation", tessera::to_string(t.activation)},
-                              {"norm_eps", t.norm_eps}, {"pre_norm", t.pre_norm},
-                              {"bias_kv", t.bias_kv}, {"causal", t.causal},
-                              {"pooling", tessera::to_string(t.pooling)}};
-      if (t.is_text()) {
-        tower["vocab_size"] = t.vocab_size;
-        tower["context_length"] = t.context_length;
-      } else {
-        tower["channels"] = t.channels;
-        tower["height"] = t.height;
-        tower["width_in"] = t.width_in;
-        tower["kernel"] = t.kernel;
-        tower["stride"] = t.stride;
-        tower["clip_frames"] = t.clip_frames;
-        tower["tokens"] = t.tokens();
-      }
-      json["towers"][tessera::modality_name(m)] = std::move(tower);
-    }
+    json = tessera::to_json(towers.config);
+    json["family"] = towers.config.family;
+    json["logit_scale"] = towers.logit_scale;
   }
   return py::module_::import("json").attr("loads")(json.dump());
 }

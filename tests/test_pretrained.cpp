@@ -484,5 +484,58 @@ TEST(DetectModel, AConfigItCannotParseIsLeftToTheLoader) {
               HasSubstr(open_clip_config_name + std::string(": not valid JSON")));
 }
 
+// ---- to_json: the native tessera_towers form, read back by towers_config -----------------------
+
+TEST(TowersToJson, ReadsBackToAnEqualConfig) {
+  for (const std::string kind : fixture_kinds) {
+    if (!fs::exists(pretrained_dir(kind))) continue;
+    SCOPED_TRACE(kind);
+    const TowerModelConfig config = load_tower_model<float>(pretrained_dir(kind) / "model").config;
+    const nlohmann::json json = to_json(config);
+    EXPECT_EQ(json.at("model_type"), "tessera_towers");
+    // through its text, as a config.json holds it
+    const TowerModelConfig back =
+        detail::towers_config(nlohmann::json::parse(json.dump()), "config.json");
+    TowerModelConfig expected = config;
+    if (config.family != "tessera_towers") {
+      // another family's towers: the same math, named by their modality
+      expected.family = "tessera_towers";
+      for (const auto& [m, tower] : config.towers) expected.tower_names[m] = modality_name(m);
+    }
+    EXPECT_EQ(back, expected);
+    EXPECT_EQ(to_json(back), json);
+  }
+}
+
+TEST(TowersToJson, ItsConfigJsonLoadsTheSameModel) {
+  if (!fs::exists(pretrained_dir("towers_torchvision"))) GTEST_SKIP();
+  TempDir tmp;
+  const fs::path dir = copy_model(tmp, "towers_torchvision");
+  const TowerModel<float> model = load_tower_model<float>(dir);
+  write_text(dir / "config.json", to_json(model.config).dump(2));
+  const TowerModel<float> again = load_tower_model<float>(dir);
+  EXPECT_EQ(again.config, model.config);
+  Sample<float> image;
+  const auto& c = model.tower(Modality::image).config;
+  image.image = Tensor3<float>(c.channels, c.height, c.width_in);
+  image.image->setConstant(0.25f);
+  EXPECT_TRUE(again.encode(image).embedding == model.encode(image).embedding);
+}
+
+TEST(TowersToJson, WhatTheFormCannotSayIsRefused) {
+  if (!fs::exists(pretrained_dir("hf_clip"))) GTEST_SKIP();
+  const TowerModelConfig config =
+      load_tower_model<float>(pretrained_dir("hf_clip") / "model").config;
+  TowerModelConfig wide = config;  // 32 x 24 images of 8 x 8 patches: a valid tower
+  wide.towers.at(Modality::image).width_in = 24;
+  EXPECT_THAT(error_of([&] { to_json(wide); }), HasSubstr("image_size is square"));
+  TowerModelConfig stem = config;
+  stem.towers.at(Modality::image).stem_norm = true;
+  EXPECT_THAT(error_of([&] { to_json(stem); }), HasSubstr("has a stem norm"));
+  TowerModelConfig invalid = config;
+  invalid.towers.at(Modality::text).heads = 5;
+  EXPECT_THAT(error_of([&] { to_json(invalid); }), HasSubstr("not divisible by heads"));
+}
+
 }  // namespace test_pretrained
 }  // namespace tessera

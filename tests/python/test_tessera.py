@@ -233,7 +233,9 @@ def test_pretrained_model_config_and_modalities(imagebind, imagebind_dir):
     assert config["towers"]["image"]["width"] == on_disk["vision_embed_dim"]
     assert config["towers"]["audio"]["layers"] == on_disk["audio_num_blocks"]
     assert config["towers"]["text"]["vocab_size"] == 49408
-    assert config["video"] is True and config["video_clip_frames"] == 2
+    assert config["video"] == {"tower": "image", "clip_frames": 2}
+    assert config["model_type"] == "tessera_towers"  # the native form, tessera::to_json
+    assert config["towers"]["image"]["clip_frames"] == 2
     assert config["logit_scale"] == pytest.approx(imagebind.logit_scale)
     assert imagebind.model_dir == imagebind_dir
 

@@ -15,7 +15,8 @@
 // and parses the config file once for the loader. Every key that changes the math is read
 // or, when tessera cannot compute it, refused by name; keys that do not (a library version,
 // a dtype, dropout) are ignored. Every tensor is checked (model/tower_weights.hpp): missing,
-// misshapen, unexpected, non-finite.
+// misshapen, unexpected, non-finite. to_json writes any TowerModelConfig in the native
+// tessera_towers form, which towers_config reads back.
 
 #include <tessera/core/error.hpp>
 #include <tessera/io/json.hpp>
@@ -594,6 +595,75 @@ inline TowerModelConfig towers_config(const nlohmann::json& json, const std::str
   }
   return model;
 }
+
+}  // namespace detail
+
+// The native tessera_towers form of `config` (docs/model-files.md "tessera_towers"), which
+// detail::towers_config reads back: towers_config(to_json(c)) == c for a tessera_towers
+// config; for another family's, the same towers, embedding and video under the family
+// "tessera_towers" (the JSON says the math; the family's input preparation is not in it).
+// Each tower is named as in c.tower_names, or by its modality ("text", "image", "audio").
+// Throws tessera::Error for a config validate refuses, and for an image tower the form
+// cannot say: a non-square image, or a stem norm.
+inline nlohmann::json to_json(const TowerModelConfig& config) {
+  const std::string where = "to_json(TowerModelConfig)";
+  validate(config, where);
+  const auto name_of = [&](Modality m) {
+    const auto named = config.tower_names.find(m);
+    return named != config.tower_names.end() ? named->second : std::string(modality_name(m));
+  };
+  nlohmann::json towers = nlohmann::json::object();
+  for (const auto& [m, t] : config.towers) {
+    nlohmann::json o = {{"modality", modality_name(t.modality)},
+                        {"width", t.width},
+                        {"layers", t.layers},
+                        {"heads", t.heads},
+                        {"ffn_dim", t.ffn_dim},
+                        {"activation", to_string(t.activation)},
+                        {"norm_eps", t.norm_eps},
+                        {"pre_norm", t.pre_norm},
+                        {"bias_kv", t.bias_kv},
+                        {"causal", t.causal},
+                        {"proj_bias", t.proj_bias},
+                        {"pooling", to_string(t.pooling)}};
+    if (t.eos_token_id >= 0) o["eos_token_id"] = t.eos_token_id;
+    if (t.is_text()) {
+      o["vocab_size"] = t.vocab_size;
+      o["context_length"] = t.context_length;
+    } else if (t.modality == Modality::image) {
+      check(t.height == t.width_in, where, ": the image tower takes ", t.height, " x ",
+            t.width_in, " images; tessera_towers' image_size is square");
+      check(!t.stem_norm, where, ": the image tower has a stem norm, which tessera_towers' "
+            "image towers do not have");
+      o["image_size"] = t.height;
+      o["patch_size"] = t.kernel;
+      o["channels"] = t.channels;
+      o["clip_frames"] = t.clip_frames;
+      o["conv_bias"] = t.conv_bias;
+      o["cls_token"] = t.cls_token;
+    } else {
+      o["n_mels"] = t.height;
+      o["target_frames"] = t.width_in;
+      o["kernel"] = t.kernel;
+      o["stride"] = t.stride;
+      o["stem_norm"] = t.stem_norm;
+      o["stem_norm_eps"] = t.stem_norm_eps;
+      o["conv_bias"] = t.conv_bias;
+      o["cls_token"] = t.cls_token;
+    }
+    towers[name_of(m)] = std::move(o);
+  }
+  nlohmann::json json = {{"model_type", to_string(ModelKind::tessera_towers)},
+                         {"embed_dim", config.embed_dim},
+                         {"towers", std::move(towers)}};
+  if (config.video) {
+    json["video"] = {{"tower", name_of(Modality::image)},
+                     {"clip_frames", config.video_clip_frames}};
+  }
+  return json;
+}
+
+namespace detail {
 
 template <class Scalar>
 TowerModel<Scalar> load_towers(const ModelDirectory& found) {
