@@ -6,6 +6,8 @@
 #     and its peak resident memory stays under that many MiB, as measured by GNU time
 #     (/usr/bin/time, Debian package `time`). The catalogue of bad inputs uses 10 s and 1024 MiB.
 # Usage: cmake -DCOMMAND="prog;arg;..." -DEXPECTED="text" [-DEXPECTED_STATUS=2]
+#   [-DNOTES_ALLOWED=ON: lines "tessera: warning: ..." and progress lines "step N/M ..." may
+#    come before the error line]
 #          [-DMAX_SECONDS=10 -DMAX_RSS_MB=1024] -P check_cli.cmake
 if(NOT DEFINED EXPECTED_STATUS)
   set(EXPECTED_STATUS 1)
@@ -61,6 +63,10 @@ if(EXPECTED_STATUS EQUAL 0)
   endif()
   message(STATUS "ok: stdout mentions '${EXPECTED}'")
   return()
+endif()
+if(NOTES_ALLOWED)  # warnings and progress lines may come first; the error is the one other line
+  string(REGEX REPLACE "(^|\n)(tessera: warning: |step +[0-9]+/[0-9]+ )[^\n\r]*" "" err "${err}")
+  string(REGEX REPLACE "^\n+" "" err "${err}")
 endif()
 string(REGEX MATCHALL "\n" newlines "${err}")
 list(LENGTH newlines lines)

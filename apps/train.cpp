@@ -39,7 +39,9 @@
 #include <tessera/tessera.hpp>
 #include <tessera/tokenize/bpe_trainer.hpp>
 #include <tessera/tokenize/files.hpp>
+#include <tessera/io/manifest.hpp>
 #include <tessera/train/checkpoint.hpp>
+#include <tessera/train/loader.hpp>
 #include <tessera/train/retrieval.hpp>
 #include <tessera/train/sampler.hpp>
 #include <tessera/train/step.hpp>
@@ -103,6 +105,15 @@ constexpr const char* lock_file = ".tessera-train.lock";
 
 struct Options {
   fs::path data, config, out;
+  // --manifest instead of --data: the user's own CSV/TSV/JSONL (docs/data.md)
+  fs::path manifest, heldout_manifest, tokenizer;
+  double heldout_fraction = 0.05;  // of --manifest, when no --heldout-manifest
+  std::string text_key, image_key, audio_key, video_key, label_key, id_key, separator;
+  std::vector<std::string> templates{"{}"};  // zero-shot classes' texts, with --label-key
+  // the streaming loader (results do not depend on these)
+  int workers = 2;
+  std::int64_t prefetch = 2;
+  double max_bad_fraction = 0.05;
   std::int64_t steps = 1000;
   int pairs = 48;  // pairs per batch
   double lr = 1e-3, min_lr = 1e-4, weight_decay = 0.1, clip = 1.0;
@@ -121,9 +132,39 @@ struct Options {
   std::vector<std::size_t> hard_negatives;  // attributes (indices into attribute_names)
   std::int64_t run_length = 4;              // items alike in them per run, with hard_negatives
 
+  bool from_manifest() const { return !manifest.empty(); }
+
+  tessera::ManifestOptions manifest_options() const {
+    tessera::ManifestOptions m;
+    if (!separator.empty()) m.separator = separator == "\\t" ? '\t' : separator[0];
+    m.text_key = text_key;
+    m.image_key = image_key;
+    m.audio_key = audio_key;
+    m.video_key = video_key;
+    m.label_key = label_key;
+    m.id_key = id_key;
+    return m;
+  }
+
   // What a checkpoint must agree on to be resumed.
   nlohmann::json run() const {
-    return {{"data", fs::absolute(data).lexically_normal().string()}, {"steps", steps},
+    const auto absolute = [](const fs::path& p) { return fs::absolute(p).lexically_normal().string(); };
+    if (from_manifest()) {
+      nlohmann::json r = run_options();
+      r["manifest"] = absolute(manifest);
+      r["keys"] = {text_key, image_key, audio_key, video_key, label_key, id_key, separator};
+      if (!heldout_manifest.empty()) r["heldout_manifest"] = absolute(heldout_manifest);
+      else r["heldout_fraction"] = heldout_fraction;
+      if (!tokenizer.empty()) r["tokenizer"] = absolute(tokenizer);
+      return r;
+    }
+    nlohmann::json r = {{"data", absolute(data)}};
+    r.update(run_options());
+    return r;
+  }
+
+  nlohmann::json run_options() const {
+    return {{"steps", steps},
             {"pairs", pairs}, {"lr", lr}, {"min_lr", min_lr}, {"warmup", warmup},
             {"weight_decay", weight_decay}, {"beta2", beta2}, {"clip", clip}, {"schedule", schedule},
             {"stages", {audio_video_from, all_pairs_from}}, {"temperature", temperature},
@@ -132,9 +173,55 @@ struct Options {
 };
 
 void add_options(CLI::App& app, Options& o) {
-  app.add_option("--data", o.data, "the data directory, as tessera-synth writes it (train.jsonl, "
-                                   "heldout.jsonl, captions.txt)")
-      ->required()->type_name("DIR");
+  auto* data = app.add_option("--data", o.data, "the data directory, as tessera-synth writes it (train.jsonl, "
+                                   "heldout.jsonl, captions.txt); or --manifest")
+      ->type_name("DIR");
+  auto* manifest = app.add_option("--manifest", o.manifest,
+                 "the training items: a CSV, TSV or JSONL manifest (docs/data.md) whose columns "
+                 "--text-key, --image-key, --audio-key, --video-key name; instead of --data")
+      ->type_name("FILE")->excludes(data);
+  data->excludes(manifest);
+  app.add_option("--heldout-manifest", o.heldout_manifest,
+                 "the held-out items, a manifest of the same columns (default: --heldout-fraction of --manifest)")
+      ->type_name("FILE")->needs(manifest);
+  app.add_option("--heldout-fraction", o.heldout_fraction,
+                 "the share of --manifest's items held out for evaluation, chosen by a hash of "
+                 "their ids and --seed (docs/data.md)")
+      ->check(CLI::Range(0.0, 1.0))->type_name("X")->needs(manifest);
+  app.add_option("--text-key,--csv-caption-key", o.text_key, "the manifest's caption column (open_clip: title)")
+      ->type_name("NAME")->needs(manifest);
+  app.add_option("--image-key,--csv-img-key", o.image_key, "the manifest's image-file column (open_clip: filepath)")
+      ->type_name("NAME")->needs(manifest);
+  app.add_option("--audio-key", o.audio_key, "the manifest's audio-file (WAV) column")
+      ->type_name("NAME")->needs(manifest);
+  app.add_option("--video-key", o.video_key, "the manifest's video-file column")
+      ->type_name("NAME")->needs(manifest);
+  app.add_option("--label-key", o.label_key,
+                 "the manifest's class-label column: zero-shot accuracy on the held-out items")
+      ->type_name("NAME")->needs(manifest);
+  app.add_option("--id-key", o.id_key,
+                 "the manifest's item-id column (rows of one id are one item for retrieval and the "
+                 "split; default: the line number)")
+      ->type_name("NAME")->needs(manifest);
+  app.add_option("--separator,--csv-separator", o.separator,
+                 "the CSV field separator: one ASCII character, or \\t (default: tab for .tsv, comma otherwise)")
+      ->type_name("C")->needs(manifest);
+  app.add_option("--template", o.templates,
+                 "with --label-key: a class's texts, {} standing for its label (CLIP's \"a photo of a {}.\"); may repeat")
+      ->type_name("TEXT")->needs(manifest)->take_all();
+  app.add_option("--tokenizer", o.tokenizer,
+                 "a directory with vocab.json and merges.txt to use (default: one trained on the "
+                 "training captions)")
+      ->type_name("DIR")->needs(manifest);
+  app.add_option("--workers", o.workers, "threads that load and preprocess the next batches (0: "
+                                        "the training thread loads them)")
+      ->check(apps::integer_in(0, tessera::LoaderOptions::max_workers))->type_name("N");
+  app.add_option("--prefetch", o.prefetch, "batches loaded ahead of the one training")
+      ->check(apps::integer_in<std::int64_t>(1, 64))->type_name("N");
+  app.add_option("--max-bad-fraction", o.max_bad_fraction,
+                 "stop when more than this share of the items drawn cannot be loaded (a broken "
+                 "file, an empty caption), counted from the 100th item on")
+      ->check(CLI::Range(0.0, 1.0))->type_name("X");
   app.add_option("--config", o.config, "the model's config (text.vocab_size: the size the "
                                        "tokenizer is trained to)")
       ->required()->type_name("CONFIG.json");
@@ -191,6 +278,21 @@ void add_options(CLI::App& app, Options& o) {
 // What the options mean together; a usage error when they contradict each other.
 void finish(Options& o) {
   using tessera::detail::concat;
+  apps::require(!o.data.empty() || o.from_manifest(), "--data or --manifest is required");
+  if (o.from_manifest()) {
+    apps::require(!o.text_key.empty() || !o.image_key.empty() || !o.audio_key.empty() ||
+                      !o.video_key.empty(),
+                  "--manifest " + o.manifest.string() +
+                      ": name its columns: at least one of --text-key, --image-key, --audio-key, --video-key");
+    apps::require(o.separator.empty() || o.separator == "\\t" ||
+                      (o.separator.size() == 1 && static_cast<unsigned char>(o.separator[0]) < 0x80),
+                  "--separator '" + o.separator + "': expected one ASCII character or \\t");
+    apps::require(o.hard_negative_names.empty(),
+                  "--hard-negatives needs the synthetic world's attributes: use it with --data");
+    for (const auto& t : o.templates) {
+      apps::require(t.find("{}") != std::string::npos, "--template '" + t + "': expected {} where the label goes");
+    }
+  }
   apps::require(o.min_lr <= o.lr, concat("--min-lr ", o.min_lr, " is above --lr ", o.lr));
   apps::require(o.warmup <= o.steps, concat("--warmup ", o.warmup, " is more than --steps ", o.steps));
   apps::require(o.steps <= TrainLimits::max_steps(),
@@ -220,6 +322,8 @@ void finish(Options& o) {
 // world's color, shape, position, motion) and its views once loaded (one Sample per modality).
 struct Item {
   std::string id, caption;
+  bool has_text = false;  // a caption was given (it may still be empty: a bad item, counted)
+  std::optional<std::string> label;  // a manifest's --label-key
   std::string where;  // "DIR/train.jsonl:3", its line
   // by modality_index(): the text entry is unused (the caption is the text)
   std::array<std::optional<fs::path>, tessera::num_modalities> files;
@@ -254,6 +358,7 @@ std::vector<Item> read_items(const fs::path& data, const char* list) {
     item.where = where;
     item.id = text("id").value_or(tessera::detail::concat(list, ":", number));
     item.caption = text("caption").value_or("");
+    item.has_text = !item.caption.empty();
     for (Modality m : {Modality::image, Modality::audio, Modality::video}) {
       if (auto path = text(modality_name(m))) item.files[modality_index(m)] = data / *path;
     }
@@ -264,34 +369,58 @@ std::vector<Item> read_items(const fs::path& data, const char* list) {
   return items;
 }
 
-// Every view the model can take, through its front ends; items in parallel.
-void load_views(std::vector<Item>& items, const tessera::FrontEnds& front) {
-  std::vector<std::string> errors(items.size());
-#pragma omp parallel for schedule(dynamic)
-  for (std::size_t i = 0; i < items.size(); ++i) {
-    Item& item = items[i];
-    try {
-      for (Modality m : tessera::builtin_modalities) {
-        if (!front.can_load(modality_name(m))) continue;
-        const std::size_t at = modality_index(m);
-        std::optional<tessera::RawInput> input;
-        if (m == Modality::text && !item.caption.empty()) input = {"text", item.caption, {}};
-        if (m != Modality::text && item.files[at]) {
-          input = {modality_name(m), item.files[at]->string(), {}};
-        }
-        if (input) item.views[at] = front.load(std::span<const tessera::RawInput>(&*input, 1));
-      }
-    } catch (const std::exception& e) {  // no exception may leave an OpenMP loop
-      errors[i] = tessera::detail::concat(item.where, " (item ", item.id, "): ", apps::detail::explain(e));
+// The items of a manifest (docs/data.md), as tessera-train's items: no attributes.
+std::vector<Item> manifest_items(std::vector<tessera::ManifestItem> rows, const fs::path& file) {
+  std::vector<Item> items;
+  items.reserve(rows.size());
+  for (tessera::ManifestItem& row : rows) {
+    Item item;
+    item.id = std::move(row.id);
+    item.has_text = row.text.has_value();
+    item.caption = std::move(row.text).value_or("");
+    item.label = std::move(row.label);
+    item.where = tessera::detail::concat(file.string(), ":", row.line);
+    for (Modality m : {Modality::image, Modality::audio, Modality::video}) {
+      if (const std::string* path = row.file(m)) item.files[modality_index(m)] = *path;
     }
+    items.push_back(std::move(item));
   }
-  for (const auto& e : errors) tessera::check(e.empty(), e);
+  return items;
 }
 
-tessera::ModalitySet modalities(const Item& item) {
-  tessera::ModalitySet set{};
-  for (std::size_t m = 0; m < tessera::num_modalities; ++m) set[m] = item.views[m].has_value();
-  return set;
+// The training and held-out items of --manifest: a second manifest, or a share of the first.
+std::pair<std::vector<Item>, std::vector<Item>> read_manifests(const Options& o) {
+  const tessera::ManifestOptions options = o.manifest_options();
+  tessera::Manifest train = [&] {
+    apps::Processing now("--manifest " + o.manifest.string(), o.manifest.string());
+    return tessera::read_manifest(o.manifest, options);
+  }();
+  if (!o.heldout_manifest.empty()) {
+    apps::Processing now("--heldout-manifest " + o.heldout_manifest.string(), o.heldout_manifest.string());
+    tessera::Manifest heldout = tessera::read_manifest(o.heldout_manifest, options);
+    return {manifest_items(std::move(train.items), o.manifest),
+            manifest_items(std::move(heldout.items), o.heldout_manifest)};
+  }
+  auto split = tessera::split_manifest(std::move(train.items), o.heldout_fraction, o.seed);
+  tessera::check(!split.train.empty(), o.manifest.string(), ": --heldout-fraction ", o.heldout_fraction,
+                 " leaves no training item");
+  return {manifest_items(std::move(split.train), o.manifest),
+          manifest_items(std::move(split.held_out), o.manifest)};
+}
+
+// One view of an item through the front ends, or why the item cannot give it.
+tessera::LoadResult<tessera::Sample<float>> load_view(const Item& item, Modality m,
+                                                     const tessera::FrontEnds& front) {
+  std::optional<tessera::RawInput> input;
+  if (m == Modality::text) {
+    if (item.caption.find_first_not_of(" \t\n\r\f\v") == std::string::npos) {
+      return tessera::BadItem{"empty caption"};
+    }
+    input = {"text", item.caption, {}};
+  } else {
+    input = {modality_name(m), item.files[modality_index(m)]->string(), {}};
+  }
+  return front.load(std::span<const tessera::RawInput>(&*input, 1));
 }
 
 // The views an item will have once loaded: those its line names that the model takes.
@@ -299,13 +428,52 @@ tessera::ModalitySet declared_modalities(const Item& item, const tessera::Config
   tessera::ModalitySet set{};
   for (Modality m : tessera::builtin_modalities) {
     const std::size_t at = modality_index(m);
-    const bool given = m == Modality::text ? !item.caption.empty() : item.files[at].has_value();
+    const bool given = m == Modality::text ? item.has_text : item.files[at].has_value();
     set[at] = given && config.has(m);
   }
   return set;
 }
 
+// The held-out items' views, in parallel; an item with a view that cannot be loaded is left
+// out of the evaluation, with one line naming it and why. Returns how many were left out.
+std::size_t load_views(std::vector<Item>& items, const tessera::FrontEnds& front, const tessera::Config& config) {
+  std::vector<std::string> errors(items.size());
+#pragma omp parallel for schedule(dynamic)
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    Item& item = items[i];
+    try {
+      for (Modality m : tessera::builtin_modalities) {
+        if (!declared_modalities(item, config)[modality_index(m)]) continue;
+        auto view = load_view(item, m, front);
+        if (auto* bad = std::get_if<tessera::BadItem>(&view)) {
+          errors[i] = bad->reason;
+          break;
+        }
+        item.views[modality_index(m)] = std::move(std::get<tessera::Sample<float>>(view));
+      }
+    } catch (const std::exception& e) {  // no exception may leave an OpenMP loop
+      errors[i] = apps::detail::explain(e);
+    }
+  }
+  std::size_t kept = 0, left_out = 0;
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    if (!errors[i].empty()) {
+      tessera::warn(items[i].where, " (item ", items[i].id, "): left out of the evaluation: ", errors[i]);
+      ++left_out;
+      continue;
+    }
+    if (kept != i) items[kept] = std::move(items[i]);
+    ++kept;
+  }
+  items.resize(kept);
+  return left_out;
+}
+
+
 // ---- Sizes and safety, before anything is written -------------------------------------------
+
+// The file that lists the training items.
+fs::path train_list(const Options& o) { return o.from_manifest() ? o.manifest : o.data / "train.jsonl"; }
 
 // --pairs against the data: each pair kind's share of a batch must not exceed the items that
 // have both its modalities (PairSampler's bound); said in the options' words.
@@ -322,7 +490,7 @@ void check_pairs(const Options& o, const std::vector<tessera::ModalitySet>& sets
     if (n > 0) kinds += tessera::detail::concat(kinds.empty() ? "" : ", ", n, " ", tessera::pair_kind_name(k));
   }
   tessera::fail("--pairs ", o.pairs, " asks for ", o.pairs, " pairs per step, shared among the pair kinds (--schedule ",
-                o.schedule, "); ", (o.data / "train.jsonl").string(), " has ", sets.size(),
+                o.schedule, "); ", train_list(o).string(), " has ", sets.size(),
                 " items (", kinds, "), and a kind's share of a batch cannot exceed its items, so at most --pairs ",
                 most);
 }
@@ -338,11 +506,22 @@ std::optional<std::pair<dev_t, ino_t>> identity(const fs::path& file) {
 // --config, the data's lists and captions, and (once read) the items' files.
 void refuse_out_over_inputs(const Options& o) {
   std::error_code error;
-  tessera::check(!(fs::exists(o.out, error) && fs::equivalent(o.out, o.data, error)), "--out ",
-                 o.out.string(), ": is the --data directory ", o.data.string(),
-                 "; write the model elsewhere");
-  const std::vector<fs::path> inputs = {o.config, o.data / "train.jsonl", o.data / "heldout.jsonl",
-                                        o.data / "captions.txt"};
+  std::vector<fs::path> inputs = {o.config};
+  if (o.from_manifest()) {
+    inputs.push_back(o.manifest);
+    if (!o.heldout_manifest.empty()) inputs.push_back(o.heldout_manifest);
+    if (!o.tokenizer.empty()) {
+      tessera::check(!(fs::exists(o.out, error) && fs::equivalent(o.out, o.tokenizer, error)), "--out ",
+                     o.out.string(), ": is the --tokenizer directory; write the model elsewhere");
+      inputs.push_back(o.tokenizer / "vocab.json");
+      inputs.push_back(o.tokenizer / "merges.txt");
+    }
+  } else {
+    tessera::check(!(fs::exists(o.out, error) && fs::equivalent(o.out, o.data, error)), "--out ",
+                   o.out.string(), ": is the --data directory ", o.data.string(),
+                   "; write the model elsewhere");
+    for (const char* name : {"train.jsonl", "heldout.jsonl", "captions.txt"}) inputs.push_back(o.data / name);
+  }
   for (const char* name : output_files) apps::refuse_output_over_inputs(o.out / name, "--out", inputs);
 }
 
@@ -386,37 +565,38 @@ bool check_checkpoint(const Options& o, const fs::path& checkpoint) {
   return o.resume;
 }
 
-// A view's tokens in the packed batch and its bytes as a Sample (the batch copies it, and the
-// trace keeps its patches: counted twice).
-std::pair<tessera::Index, double> view_size(const tessera::Config& config, Modality m,
-                                            const tessera::Sample<float>& s) {
+// The largest view of modality m the front ends can make for this config: its tokens in the
+// packed batch and its bytes as a Sample. The views are loaded as training goes (the
+// streaming loader), so the bound comes from the config (max_tokens), not from the files.
+std::pair<tessera::Index, double> largest_view(const tessera::Config& config, Modality m) {
+  const auto per_frame = [&] { return config.image->channels * config.image->size * config.image->size; };
   switch (m) {
-    case Modality::text: return {static_cast<tessera::Index>(s.text->size()), 8.0 * static_cast<double>(s.text->size())};
-    case Modality::image: return {config.image->num_patches(), 2.0 * 4 * static_cast<double>(s.image->size())};
+    case Modality::text: return {config.text->max_tokens, 8.0 * static_cast<double>(config.text->max_tokens)};
+    case Modality::image: return {config.image->num_patches(), 4.0 * static_cast<double>(per_frame())};
     case Modality::audio:
-      return {(s.audio->cols() + config.audio->patch_frames - 1) / config.audio->patch_frames,
-              2.0 * 4 * static_cast<double>(s.audio->size())};
-    case Modality::video:
-      return {config.video_tokens(s.video->dimension(0)), 2.0 * 4 * static_cast<double>(s.video->size())};
+      return {config.audio->max_tokens,
+              4.0 * static_cast<double>(config.audio->max_tokens * config.audio->patch_dim())};
+    case Modality::video: {
+      const tessera::Index frames = config.video->max_tokens / std::max<tessera::Index>(1, config.image->num_patches()) *
+                                    config.video->tubelet;
+      return {config.video->max_tokens, 4.0 * static_cast<double>(frames * per_frame())};
+    }
   }
   return {0, 0};
 }
 
 // The memory of the largest batch the sampler can draw (each kind's pairs taken as the
 // largest views of its modalities), against the memory the process may use: refused before
-// the first step allocates it.
-void check_batch_memory(const Options& o, const tessera::Config& config, const std::vector<Item>& train,
-                        const tessera::PairSampler& sampler) {
+// the first step allocates it. A view's bytes count (prefetch + 3) times: in the loader's
+// window of prefetch + 1 batches, copied into the batch, and its patches kept by the trace.
+void check_batch_memory(const Options& o, const tessera::Config& config, const tessera::PairSampler& sampler) {
   std::array<tessera::Index, 4> tokens{};  // the largest view of each modality
   std::array<double, 4> bytes{};
-  for (const Item& item : train) {
-    for (Modality m : tessera::builtin_modalities) {
-      const auto& view = item.views[modality_index(m)];
-      if (!view) continue;
-      const auto [t, b] = view_size(config, m, *view);
-      tokens[modality_index(m)] = std::max(tokens[modality_index(m)], t);
-      bytes[modality_index(m)] = std::max(bytes[modality_index(m)], b);
-    }
+  for (Modality m : tessera::builtin_modalities) {
+    if (!config.has(m)) continue;
+    const auto [t, b] = largest_view(config, m);
+    tokens[modality_index(m)] = t;
+    bytes[modality_index(m)] = b * static_cast<double>(o.prefetch + 3);
   }
   double most = 0;
   for (const std::int64_t step : {std::int64_t{0}, o.audio_video_from, o.all_pairs_from}) {
@@ -483,6 +663,37 @@ struct RetrievalRow {
   std::string matched_on;
 };
 
+// The embeddings of samples [N, E], encoded 64 at a time.
+tessera::Matrix<float> embed(const tessera::MultiModalEncoder<float>& model,
+                             const std::vector<const tessera::Sample<float>*>& samples) {
+  tessera::Matrix<float> embedded(static_cast<Index>(samples.size()), model.config.embed_dim);
+  for (std::size_t first = 0; first < samples.size(); first += 64) {
+    std::vector<tessera::Sample<float>> batch;
+    for (std::size_t i = first; i < std::min(samples.size(), first + 64); ++i) batch.push_back(*samples[i]);
+    const auto encoded = model.encode_batch(batch);
+    for (std::size_t i = 0; i < encoded.size(); ++i) {
+      embedded.row(static_cast<Index>(first + i)) = encoded[i].embedding;
+    }
+  }
+  return embedded;
+}
+
+// The embeddings of the items' views of modality m [N, E]; rows of items without one are 0.
+tessera::Matrix<float> embed_views(const tessera::MultiModalEncoder<float>& model,
+                                   const std::vector<Item>& items, std::size_t m) {
+  std::vector<const tessera::Sample<float>*> views;
+  std::vector<Index> rows;
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    if (!items[i].views[m]) continue;
+    views.push_back(&*items[i].views[m]);
+    rows.push_back(static_cast<Index>(i));
+  }
+  const tessera::Matrix<float> some = embed(model, views);
+  tessera::Matrix<float> all = tessera::Matrix<float>::Zero(static_cast<Index>(items.size()), model.config.embed_dim);
+  for (std::size_t r = 0; r < rows.size(); ++r) all.row(rows[r]) = some.row(static_cast<Index>(r));
+  return all;
+}
+
 std::vector<RetrievalRow> evaluate(const tessera::MultiModalEncoder<float>& model,
                                    const std::vector<Item>& items) {
   // embeddings of every view, per modality: [items, E]
@@ -490,16 +701,7 @@ std::vector<RetrievalRow> evaluate(const tessera::MultiModalEncoder<float>& mode
   std::array<bool, 4> present{};
   for (std::size_t m = 0; m < tessera::num_modalities; ++m) {
     present[m] = std::all_of(items.begin(), items.end(), [&](const Item& i) { return i.views[m].has_value(); });
-    if (!present[m]) continue;
-    embedded[m].resize(static_cast<Index>(items.size()), model.config.embed_dim);
-    for (std::size_t first = 0; first < items.size(); first += 64) {
-      std::vector<tessera::Sample<float>> batch;
-      for (std::size_t i = first; i < std::min(items.size(), first + 64); ++i) batch.push_back(*items[i].views[m]);
-      const auto encoded = model.encode_batch(batch);
-      for (std::size_t i = 0; i < encoded.size(); ++i) {
-        embedded[m].row(static_cast<Index>(first + i)) = encoded[i].embedding;
-      }
-    }
+    if (present[m]) embedded[m] = embed_views(model, items, m);
   }
   const bool attributed = std::all_of(items.begin(), items.end(), [](const Item& i) {
     return std::none_of(i.attributes.begin(), i.attributes.end(), [](const auto& a) { return a.empty(); });
@@ -543,6 +745,82 @@ void print_table(const std::vector<RetrievalRow>& rows, std::size_t items) {
   }
 }
 
+// A manifest's held-out evaluation (docs/data.md): retrieval by item identity for every
+// ordered pair of modalities (open_clip's recall@1/5/10, mean and median rank) and, when the
+// items have labels, zero-shot classification of each non-text modality: a class is the
+// normalized mean of its label's --template texts, as CLIP classifies.
+nlohmann::json evaluate_manifest(const tessera::MultiModalEncoder<float>& model, const std::vector<Item>& items,
+                                 const tessera::FrontEnds& front, const Options& o) {
+  nlohmann::json report = {{"items", items.size()}};
+  std::printf("\nheld-out evaluation on %zu items\n", items.size());
+  if (items.empty()) return report;
+  std::vector<tessera::ItemEmbeddings<float>> modalities;
+  for (Modality m : tessera::builtin_modalities) {
+    const std::size_t at = modality_index(m);
+    std::vector<bool> present(items.size());
+    for (std::size_t i = 0; i < items.size(); ++i) present[i] = items[i].views[at].has_value();
+    if (std::none_of(present.begin(), present.end(), [](bool p) { return p; })) continue;
+    modalities.push_back({modality_name(m), embed_views(model, items, at), std::move(present)});
+  }
+  const auto rows = tessera::identity_retrieval<float>(modalities);
+  if (!rows.empty()) {
+    std::printf("  retrieval by item identity\n  %-16s %6s %7s %7s %7s %7s %7s\n", "query -> found", "items",
+                "R@1", "R@5", "R@10", "mean", "median");
+  }
+  for (const auto& r : rows) {
+    const auto& v = r.scores;
+    const std::string pair = r.query + " -> " + r.candidate;
+    std::printf("  %-16s %6ld %6.1f%% %6.1f%% %6.1f%% %7.1f %7.0f\n", pair.c_str(), static_cast<long>(v.queries),
+                100 * v.recall_at_1, 100 * v.recall_at_5, 100 * v.recall_at_10, v.mean_rank, v.median_rank);
+    report["retrieval"].push_back({{"query", r.query}, {"found", r.candidate}, {"items", v.queries},
+                                   {"recall_at_1", v.recall_at_1}, {"recall_at_5", v.recall_at_5},
+                                   {"recall_at_10", v.recall_at_10}, {"mean_rank", v.mean_rank},
+                                   {"median_rank", v.median_rank}});
+  }
+  if (o.label_key.empty() || !model.config.has(Modality::text)) return report;
+  // the classes: the held-out items' labels, in sorted order
+  std::map<std::string, Index> classes;
+  for (const Item& item : items) {
+    if (item.label) classes.emplace(*item.label, 0);
+  }
+  if (classes.empty()) return report;
+  std::vector<tessera::Sample<float>> texts;
+  Index k = 0;
+  for (auto& [label, index] : classes) {
+    index = k++;
+    for (const std::string& t : o.templates) {
+      std::string text = t;
+      text.replace(text.find("{}"), 2, label);
+      const tessera::RawInput input{"text", text, {}};
+      texts.push_back(front.load(std::span<const tessera::RawInput>(&input, 1)));
+    }
+  }
+  std::vector<const tessera::Sample<float>*> pointers;
+  for (const auto& t : texts) pointers.push_back(&t);
+  const tessera::Matrix<float> classifier = tessera::zero_shot_classifier<float>(
+      embed(model, pointers), static_cast<Index>(o.templates.size()));
+  std::printf("  zero-shot classification into %zu classes\n  %-8s %6s %7s %7s\n", classes.size(), "modality",
+              "items", "top-1", "top-5");
+  for (const auto& m : modalities) {
+    if (m.modality == "text") continue;
+    std::vector<Index> rows_of, labels;
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      if (!m.present[i] || !items[i].label) continue;
+      rows_of.push_back(static_cast<Index>(i));
+      labels.push_back(classes.at(*items[i].label));
+    }
+    if (rows_of.empty()) continue;
+    tessera::Matrix<float> chosen(static_cast<Index>(rows_of.size()), m.embeddings.cols());
+    for (std::size_t r = 0; r < rows_of.size(); ++r) chosen.row(static_cast<Index>(r)) = m.embeddings.row(rows_of[r]);
+    const auto acc = tessera::zero_shot_accuracy<float>(chosen, labels, classifier);
+    std::printf("  %-8s %6ld %6.1f%% %6.1f%%\n", m.modality.c_str(), static_cast<long>(acc.items), 100 * acc.top1,
+                100 * acc.top5);
+    report["zero_shot"].push_back({{"modality", m.modality}, {"items", acc.items}, {"classes", acc.classes},
+                                   {"top1", acc.top1}, {"top5", acc.top5}});
+  }
+  return report;
+}
+
 // ---- Training -------------------------------------------------------------------------------
 
 std::string join_losses(const std::vector<double>& losses) {
@@ -557,6 +835,23 @@ std::vector<double> split_losses(const std::string& text) {
   std::vector<double> losses;
   for (double x; in >> x;) losses.push_back(x);
   return losses;
+}
+
+// The loader's counts in a checkpoint ("batches items bad"), so a resumed run's bad-item
+// fraction is the whole run's.
+std::string write_counts(const tessera::LoaderCounts& c) {
+  return tessera::detail::concat(c.batches, " ", c.items, " ", c.bad);
+}
+
+tessera::LoaderCounts read_counts(const std::map<std::string, std::string>& user, const fs::path& checkpoint) {
+  const auto entry = user.find("loaded");
+  tessera::check(entry != user.end(), checkpoint.string(), ": no \"loaded\" counts (written by an older tessera-train?)");
+  std::istringstream in(entry->second);
+  tessera::LoaderCounts c;
+  in >> c.batches >> c.items >> c.bad;
+  tessera::check(in && c.batches >= 0 && c.items >= c.bad && c.bad >= 0, checkpoint.string(),
+                 ": damaged \"loaded\" counts '", entry->second, "'");
+  return c;
 }
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
@@ -584,8 +879,9 @@ int main(int argc, char** argv) {
       apps::Processing now("--config " + o.config.string(), o.config.string());
       return tessera::load_config(o.config);
     }();
-    std::vector<Item> train = read_items(o.data, "train.jsonl");
-    std::vector<Item> heldout = read_items(o.data, "heldout.jsonl");
+    auto [train, heldout] = o.from_manifest()
+                                ? read_manifests(o)
+                                : std::pair{read_items(o.data, "train.jsonl"), read_items(o.data, "heldout.jsonl")};
     refuse_out_over_item_files(o, train);
     refuse_out_over_item_files(o, heldout);
 
@@ -606,12 +902,28 @@ int main(int argc, char** argv) {
     const fs::path checkpoint = o.out / "checkpoint.safetensors";
     const bool resuming = check_checkpoint(o, checkpoint);
 
-    // 1. the tokenizer, trained on the captions
-    if (config.text) {
-      apps::Processing now((o.data / "captions.txt").string());
-      std::istringstream text(tessera::read_file(o.data / "captions.txt"));
+    // 1. the tokenizer: --tokenizer's, or one trained on the captions
+    if (config.text && !o.tokenizer.empty()) {
+      apps::Processing now("--tokenizer " + o.tokenizer.string(), o.tokenizer.string());
+      const auto bpe = tessera::Gpt2Bpe::load(o.tokenizer);
+      tessera::check(bpe.max_id() < config.text->vocab_size, "--tokenizer ", o.tokenizer.string(),
+                     ": ids up to ", bpe.max_id(), ", beyond the config's text.vocab_size ",
+                     config.text->vocab_size);
+      for (const char* name : {"vocab.json", "merges.txt"}) {
+        tessera::detail::write_file_atomically(o.out / name, tessera::read_file(o.tokenizer / name));
+      }
+      std::printf("tokenizer: %zu ids from %s\n", bpe.size(), o.tokenizer.string().c_str());
+    } else if (config.text) {
       std::vector<std::string> captions;
-      for (std::string line; std::getline(text, line);) captions.push_back(line);
+      if (o.from_manifest()) {
+        for (const Item& item : train) {
+          if (!item.caption.empty()) captions.push_back(item.caption);
+        }
+      } else {
+        apps::Processing now((o.data / "captions.txt").string());
+        std::istringstream text(tessera::read_file(o.data / "captions.txt"));
+        for (std::string line; std::getline(text, line);) captions.push_back(line);
+      }
       const auto bpe = tessera::train_bpe(captions, static_cast<std::size_t>(config.text->vocab_size));
       bpe.save(o.out);
       std::printf("tokenizer: %zu ids (%zu merges) from %zu captions\n", bpe.vocab.size(),
@@ -619,20 +931,17 @@ int main(int argc, char** argv) {
     }
     tessera::save_config(config, o.out / tessera::config_file_name);
 
-    // 2. every view, preprocessed once
+    // 2. the held-out items' views, preprocessed once (the training items' are loaded as
+    // training goes)
     const tessera::FrontEnds front(config, o.out);
-    load_views(train, front);
-    load_views(heldout, front);
-    std::printf("data: %zu training and %zu held-out items, preprocessed in %.1f s\n",
-                train.size(), heldout.size(), seconds_since(start));
+    const std::size_t heldout_items = heldout.size();
+    const std::size_t heldout_left_out = load_views(heldout, front, config);
+    std::printf("data: %zu training and %zu held-out items (%zu left out)\n", train.size(), heldout_items,
+                heldout_left_out);
 
     // 3. training
-    for (std::size_t i = 0; i < train.size(); ++i) {  // the views are those declared
-      tessera::check(modalities(train[i]) == sets[i], "item ", train[i].id,
-                     ": a view the model takes was not loaded");
-    }
     const tessera::PairSampler sampler(sets, o.pairs, o.seed, stages, hard_negative_groups(train, o));
-    check_batch_memory(o, config, train, sampler);
+    check_batch_memory(o, config, sampler);
     tessera::MultiModalEncoder<float> model(config), grad(config);
     model.init_random(o.seed);
     model.logit_scale = static_cast<float>(std::log(1 / o.temperature));
@@ -641,6 +950,7 @@ int main(int argc, char** argv) {
 
     std::int64_t first_step = 0;
     std::vector<double> losses;
+    tessera::LoaderCounts counts_before;
     if (resuming) {
       apps::Processing now("--resume " + checkpoint.string(), checkpoint.string());
       tessera::TrainingPosition position;
@@ -649,6 +959,7 @@ int main(int argc, char** argv) {
       losses = split_losses(position.user.at("losses"));
       tessera::check(static_cast<std::int64_t>(losses.size()) == first_step, checkpoint.string(),
                      ": ", losses.size(), " losses for ", first_step, " steps");
+      counts_before = read_counts(position.user, checkpoint);
       std::printf("resumed at step %ld of %ld\n", static_cast<long>(first_step), static_cast<long>(o.steps));
     }
 
@@ -659,10 +970,35 @@ int main(int argc, char** argv) {
     const auto train_start = std::chrono::steady_clock::now();
     double average = 0;
     const std::int64_t last_step = o.stop_at > 0 ? std::min(o.stop_at, o.steps) : o.steps;
+    // the training items' views, loaded by the streaming loader as the steps go
+    using Views = std::array<tessera::Sample<float>, 2>;
+    tessera::Loader<tessera::PairDraw, Views> loader(
+        tessera::pair_sampler_plan(sampler),
+        [&](const tessera::PairDraw& draw) -> tessera::LoadResult<Views> {
+          const auto [a, b] = tessera::pair_kinds[static_cast<std::size_t>(draw.kind)];
+          auto first = load_view(train[draw.item], a, front);
+          if (auto* bad = std::get_if<tessera::BadItem>(&first)) return *bad;
+          auto second = load_view(train[draw.item], b, front);
+          if (auto* bad = std::get_if<tessera::BadItem>(&second)) return *bad;
+          return Views{std::move(std::get<0>(first)), std::move(std::get<0>(second))};
+        },
+        {.workers = o.workers, .prefetch = o.prefetch, .start = {0, first_step},
+         .batches = last_step - first_step, .max_bad_fraction = o.max_bad_fraction,
+         .counts_before = counts_before,
+         .label = [&](std::size_t item) { return train[item].where + " (item " + train[item].id + ")"; }});
     for (std::int64_t step = first_step; step < last_step; ++step) {
       apps::Processing now(tessera::detail::concat("step ", step + 1, " of ", o.steps));
-      tessera::pair_batch<float>(sampler.batch(step), [&](std::size_t item, Modality m) -> const auto& {
-        return *train[item].views[modality_index(m)];
+      const auto loaded = loader.next();
+      tessera::check(loaded.has_value(), "the loader ended before step ", step + 1);
+      // a view by (item, modality): an item drawn for two pair kinds loads the same view twice
+      std::map<std::pair<std::size_t, Modality>, const tessera::Sample<float>*> views;
+      for (std::size_t i = 0; i < loaded->draws.size(); ++i) {
+        const auto [a, b] = tessera::pair_kinds[static_cast<std::size_t>(loaded->draws[i].kind)];
+        views[{loaded->draws[i].item, a}] = &loaded->values[i][0];
+        views[{loaded->draws[i].item, b}] = &loaded->values[i][1];
+      }
+      tessera::pair_batch<float>(loaded->draws, [&](std::size_t item, Modality m) -> const auto& {
+        return *views.at({item, m});
       }, batch, groups);
       const auto stats = tessera::contrastive_step<float>(model, grad, optimizer, batch, groups,
                                                           schedule.at(step), o.clip, trace);
@@ -674,7 +1010,8 @@ int main(int argc, char** argv) {
       progress.update(step + 1, status);
       if ((step + 1) % o.checkpoint_every == 0 || step + 1 == last_step) {
         tessera::save_checkpoint(checkpoint, model, optimizer,
-                                 {step + 1, {{"run", o.run().dump()}, {"losses", join_losses(losses)}}});
+                                 {step + 1, {{"run", o.run().dump()}, {"losses", join_losses(losses)},
+                                             {"loaded", write_counts(loader.counts())}}});
       }
     }
     const double train_seconds = seconds_since(train_start);
@@ -691,23 +1028,34 @@ int main(int argc, char** argv) {
       apps::write_loss_plot(o.out / "loss.png", losses);
     }
 
-    // 5. held-out retrieval
-    const auto rows = [&] {
-      apps::Processing now("held-out retrieval on " + (o.data / "heldout.jsonl").string());
-      return evaluate(model, heldout);
-    }();
-    print_table(rows, heldout.size());
-
     nlohmann::json report = o.run();
     report["losses"] = losses;
     report["train_seconds"] = train_seconds;
     report["threads"] = tessera::num_threads();
-    for (const auto& r : rows) {
-      report["retrieval"].push_back({{"query", modality_name(r.query)},
-                                     {"found", modality_name(r.candidate)},
-                                     {"top1", r.scores.top1}, {"top5", r.scores.top5},
-                                     {"chance_top1", r.scores.chance_top1},
-                                     {"matched_on", r.matched_on}});
+    const auto& loaded = loader.counts();
+    report["loaded"] = {{"items", loaded.items}, {"bad", loaded.bad}, {"heldout_left_out", heldout_left_out}};
+    if (loaded.bad > 0) {
+      std::printf("%ld of the %ld training items drawn could not be loaded and were left out of their batches "
+                  "(named above)\n", static_cast<long>(loaded.bad), static_cast<long>(loaded.items));
+    }
+
+    // 5. the held-out evaluation
+    if (o.from_manifest()) {
+      apps::Processing now("held-out evaluation");
+      report["evaluation"] = evaluate_manifest(model, heldout, front, o);
+    } else {
+      const auto rows = [&] {
+        apps::Processing now("held-out retrieval on " + (o.data / "heldout.jsonl").string());
+        return evaluate(model, heldout);
+      }();
+      print_table(rows, heldout.size());
+      for (const auto& r : rows) {
+        report["retrieval"].push_back({{"query", modality_name(r.query)},
+                                       {"found", modality_name(r.candidate)},
+                                       {"top1", r.scores.top1}, {"top5", r.scores.top5},
+                                       {"chance_top1", r.scores.chance_top1},
+                                       {"matched_on", r.matched_on}});
+      }
     }
     tessera::detail::write_file_atomically(o.out / "training.json", report.dump(1) + "\n");
     std::printf("\nwrote %s: the model (config.json, model.safetensors, vocab.json, merges.txt), "
