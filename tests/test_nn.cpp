@@ -227,6 +227,90 @@ TEST(Products, TilesAreEqualPartsOfTheShapeAlone) {
   EXPECT_EQ(matmul_tile_extent(3072), 512);   // F = 3072: six column tiles
 }
 
+TEST(Products, TileCountIsOneOrEven) {
+  // An odd count of tiles above one gets one more part on the longer side, so that two threads
+  // share a product evenly; the tiles stay a function of the shape alone.
+  using detail::matmul_tiles;
+  const auto texts = matmul_tiles(2464, 512);  // 32 texts of 77 tokens: 6 row tiles, not 5
+  EXPECT_EQ(texts.row_tiles, 6);
+  EXPECT_EQ(texts.col_tiles, 1);
+  EXPECT_EQ(texts.rows, 416);
+  const auto huge = matmul_tiles(257, 1280);  // imagebind_huge's vision: 4 column tiles, not 3
+  EXPECT_EQ(huge.row_tiles, 1);
+  EXPECT_EQ(huge.col_tiles, 4);
+  EXPECT_EQ(huge.cols, 320);
+  EXPECT_EQ(matmul_tiles(1576, 3072).count(), 24);  // 4 x 6, even already: as before
+  EXPECT_EQ(matmul_tiles(1576, 3072).rows, detail::matmul_tile_extent(1576));
+  EXPECT_EQ(matmul_tiles(197, 768).count(), 2);
+  EXPECT_EQ(matmul_tiles(50, 512).count(), 1);
+  EXPECT_EQ(matmul_tiles(0, 0).count(), 1);
+  for (const Index rows : {1, 16, 17, 100, 512, 513, 1000, 1537, 2464, 5000}) {
+    for (const Index cols : {1, 7, 16, 512, 513, 768, 1280, 1537, 3000}) {
+      const auto t = matmul_tiles(rows, cols);
+      const std::string shape = "[" + std::to_string(rows) + ", " + std::to_string(cols) + "]";
+      EXPECT_TRUE(t.count() == 1 || t.count() % 2 == 0) << shape << ": " << t.count();
+      EXPECT_LE(t.rows, detail::matmul_tile_max) << shape;
+      EXPECT_LE(t.cols, detail::matmul_tile_max) << shape;
+      // the tiles cover the output, the last one of each side not empty
+      EXPECT_TRUE((t.row_tiles - 1) * t.rows < rows && rows <= t.row_tiles * t.rows) << shape;
+      EXPECT_TRUE((t.col_tiles - 1) * t.cols < cols && cols <= t.col_tiles * t.cols) << shape;
+    }
+  }
+}
+
+TYPED_TEST(NnTest, MatmulWithBiasAssignsOrAccumulatesOverTiles) {
+  using Scalar = TypeParam;  // [40, 1100] makes 4 column tiles (3 made even): the bias is written
+  // into each tile (or added to it) before the product is added on
+  const Index m = 40, n = 1100, k = 70;
+  const Matrix<Scalar> a = Matrix<Scalar>::Random(m, k), bt = Matrix<Scalar>::Random(n, k);
+  const Vector<Scalar> bias = Vector<Scalar>::Random(n);
+  const Matrix<Scalar> start = Matrix<Scalar>::Random(m, n);
+  Matrix<double> product = a.template cast<double>() * bt.template cast<double>().transpose();
+  product.rowwise() += bias.template cast<double>().transpose();
+  ASSERT_EQ(detail::matmul_tiles(m, n).count(), 4);
+  Matrix<Scalar> first_assigned, first_added;
+  for (const int threads : {1, 2, 3}) {
+    ScopedThreads scoped(threads);
+    Matrix<Scalar> assigned = Matrix<Scalar>::Constant(m, n, Scalar(7)), added = start;
+    detail::matmul<false, true, Scalar>(assigned, a, bt, false, &bias);
+    detail::matmul<false, true, Scalar>(added, a, bt, true, &bias);
+    EXPECT_TRUE(close_to_reference<Scalar>(assigned, product)) << threads << " threads";
+    EXPECT_TRUE(close_to_reference<Scalar>(added, product + start.template cast<double>()))
+        << threads << " threads";
+    if (threads == 1) {
+      first_assigned = assigned;
+      first_added = added;
+    } else {
+      EXPECT_TRUE(assigned == first_assigned && added == first_added) << threads << " threads";
+    }
+  }
+}
+
+TYPED_TEST(NnTest, LinearForwardAccumulateAddsForward) {
+  using Scalar = TypeParam;  // out += x W^T + b (a residual connection), with and without bias
+  for (const bool bias : {false, true}) {
+    nn::Linear<Scalar> linear(30, detail::matmul_tile_max + 20, bias);
+    linear.weight.setRandom();
+    if (bias) linear.bias.setRandom();
+    const Matrix<Scalar> x = Matrix<Scalar>::Random(detail::matmul_tile_max + 60, 30);
+    const Matrix<Scalar> start = Matrix<Scalar>::Random(x.rows(), linear.out_features());
+    Matrix<double> expected = start.template cast<double>() +
+                              x.template cast<double>() * linear.weight.template cast<double>().transpose();
+    if (bias) expected.rowwise() += linear.bias.template cast<double>().transpose();
+    Matrix<Scalar> one = start, two = start;
+    {
+      ScopedThreads threads(1);
+      linear.forward_accumulate(one, x);
+    }
+    {
+      ScopedThreads threads(2);
+      linear.forward_accumulate(two, x);
+    }
+    EXPECT_TRUE(close_to_reference<Scalar>(one, expected)) << "bias " << bias;
+    EXPECT_TRUE(one == two) << "bias " << bias;
+  }
+}
+
 TEST(Products, RouteIsTheConfiguredOne) {
 #if defined(TESSERA_EIGEN_PRODUCTS) || !defined(TESSERA_HAS_OPENBLAS)
   EXPECT_FALSE(detail::matmul_uses_blas<float>);

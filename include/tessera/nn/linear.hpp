@@ -37,6 +37,17 @@ struct Linear {
     detail::matmul<false, true, Scalar>(out, in, weight, false, has_bias() ? &bias : nullptr);
   }
 
+  // out += in W^T + b: forward added to what out holds (a residual connection) in the same
+  // pass over out (the bias added to it, then the product).
+  // requires: as forward. ensures: out is accumulated into.
+  void forward_accumulate(MatrixRef<Scalar> out,            // [L, out]
+                          const ConstMatrixRef<Scalar>& in  // [L, in]
+  ) const {
+    TESSERA_ASSERT(in.cols() == in_features() && out.rows() == in.rows() &&
+                   out.cols() == out_features());
+    detail::matmul<false, true, Scalar>(out, in, weight, true, has_bias() ? &bias : nullptr);
+  }
+
   // Backward of forward(out, in).
   // requires: grad has this layer's shapes; d_out [L, out]; in [L, in], forward's input.
   // ensures: d_in is assigned; grad.weight and grad.bias are accumulated into.
