@@ -9,6 +9,7 @@
 #include <tessera/model/encoder.hpp>
 #include <tessera/model/config_json.hpp>
 #include <tessera/model/model_io.hpp>
+#include <tessera/model/tower_model.hpp>
 #include <tessera/tokenize/bpe_trainer.hpp>
 #include <tessera/tokenize/files.hpp>
 
@@ -17,7 +18,11 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -122,6 +127,132 @@ TEST(Threads, EightThreadsEncodeWithOneSharedModel) {
                             expected[static_cast<std::size_t>(input)]))
           << "thread " << t << ", encoding " << i << " (input " << input << ")";
     }
+  }
+}
+
+// A small text and audio tower model (causal packed texts; add_bias_kv, overlapping patches, a
+// stem norm) with random weights at scales that keep activations O(1).
+TowerModel<float> small_tower_model() {
+  TowerModelConfig config;
+  config.family = "test";
+  config.embed_dim = 16;
+  TowerConfig text;
+  text.modality = Modality::text;
+  text.width = 32;
+  text.layers = 2;
+  text.heads = 4;
+  text.ffn_dim = 64;
+  text.embed_dim = 16;
+  text.activation = Activation::quick_gelu;
+  text.causal = true;
+  text.pooling = TowerPooling::eot_argmax;
+  text.cls_token = false;
+  text.vocab_size = 100;
+  text.context_length = 64;
+  TowerConfig audio = text;
+  audio.modality = Modality::audio;
+  audio.activation = Activation::gelu;
+  audio.causal = false;
+  audio.pooling = TowerPooling::cls;
+  audio.cls_token = true;
+  audio.bias_kv = true;
+  audio.channels = 1;
+  audio.height = 16;
+  audio.width_in = 24;
+  audio.kernel = 8;
+  audio.stride = 4;
+  audio.stem_norm = true;
+  config.towers = {{Modality::text, text}, {Modality::audio, audio}};
+  TowerModel<float> model(config, "small_tower_model");
+  std::srand(5);
+  const auto fill = [](auto& values, float scale) {
+    values.setRandom();
+    values *= scale;
+  };
+  for (auto& [m, tower] : model.towers) {
+    const auto linear = [&](nn::Linear<float>& l) {
+      fill(l.weight, 1.0f / std::sqrt(static_cast<float>(l.in_features())));
+      fill(l.bias, 0.05f);
+    };
+    fill(tower.token_embedding, 0.3f);
+    linear(tower.patch);
+    fill(tower.class_embedding, 0.3f);
+    fill(tower.positional_embedding, 0.3f);
+    for (auto& b : tower.blocks) {
+      for (auto* l : {&b.attn.q_proj, &b.attn.k_proj, &b.attn.v_proj, &b.attn.out_proj,
+                      &b.ffn.fc1, &b.ffn.fc2}) {
+        linear(*l);
+      }
+      fill(b.attn.bias_k, 0.3f);
+      fill(b.attn.bias_v, 0.3f);
+    }
+    linear(tower.proj);
+  }
+  return model;
+}
+
+// The towers' products are cut into tiles of their shape alone (detail/matmul.hpp): a batch
+// of texts whose products make several tiles (1090 tokens: 3 row tiles made 4) gives the same
+// bits for 1, 2 or 3 OpenMP threads, and for 4 threads encoding at once with one model (a
+// Tower keeps its buffers per call).
+TEST(Threads, TowersGiveTheSameBitsForAnyThreadCountAndConcurrentCallers) {
+  const TowerModel<float> model = small_tower_model();
+  std::vector<Sample<float>> batch;
+  Index text_tokens = 0;
+  for (Index i = 0; i < 20; ++i) {
+    Sample<float> s;
+    const Index n = 45 + i;  // 45 to 64 tokens, 1090 in all
+    s.text = std::vector<std::int64_t>(static_cast<std::size_t>(n));
+    for (Index j = 0; j < n; ++j) (*s.text)[static_cast<std::size_t>(j)] = (i * 31 + j * 7) % 97;
+    s.text->back() = 99;  // the end token: the largest id
+    text_tokens += n;
+    batch.push_back(std::move(s));
+  }
+  ASSERT_GT(text_tokens, 2 * detail::matmul_tile_max);
+  for (Index i = 0; i < 3; ++i) {
+    Sample<float> s;
+    s.audio = Matrix<float>::Random(16, 24 * (i + 1));  // 1 to 3 clips
+    batch.push_back(std::move(s));
+  }
+  const auto encode = [&] {
+    std::vector<Result> out;
+    for (const auto& e : model.encode_batch(std::span<const Sample<float>>(batch))) {
+      out.push_back(Result{e.embedding, e.hidden});
+    }
+    return out;
+  };
+  const auto same = [](const std::vector<Result>& a, const std::vector<Result>& b) {
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      if (!same_bits(a[i], b[i])) return false;
+    }
+    return true;
+  };
+  std::vector<Result> expected;
+  {
+    ScopedThreads one(1);
+    expected = encode();
+  }
+  for (const int omp_threads : {2, 3}) {
+    ScopedThreads scoped(omp_threads);
+    EXPECT_TRUE(same(encode(), expected)) << omp_threads << " threads";
+  }
+  std::vector<std::vector<Result>> results(4);
+  std::vector<std::string> errors(4);
+  std::vector<std::thread> threads;
+  for (std::size_t t = 0; t < results.size(); ++t) {
+    threads.emplace_back([&, t] {
+      try {
+        results[t] = encode();
+      } catch (const std::exception& e) {
+        errors[t] = e.what();
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  for (std::size_t t = 0; t < results.size(); ++t) {
+    ASSERT_EQ(errors[t], "") << "thread " << t;
+    EXPECT_TRUE(same(results[t], expected)) << "thread " << t;
   }
 }
 

@@ -289,25 +289,17 @@ struct Tower {
                                            Where&& where) const {
     for (std::size_t i = 0; i < clips.size(); ++i) check_clip(clips[i], where(i));
     std::vector<Index> offsets{0};
-    std::vector<Matrix<Scalar>> embedded(clips.size());
-    for (std::size_t i = 0; i < clips.size(); ++i) {
-      embedded[i] = embed(clips[i]);
-      offsets.push_back(offsets.back() + embedded[i].rows());
-    }
+    for (const auto& clip : clips) offsets.push_back(offsets.back() + clip_tokens(clip));
     Matrix<Scalar> x(offsets.back(), config.width);  // [sum L_i, D]
     auto segments = nn::AttentionSegments::packed(offsets);
     for (std::size_t i = 0; i < clips.size(); ++i) {
-      x.middleRows(offsets[i], embedded[i].rows()) = embedded[i];
+      embed(x.middleRows(offsets[i], offsets[i + 1] - offsets[i]), clips[i]);
       if (config.causal) {
         segments.set_causal(static_cast<Index>(i), offsets[i], offsets[i + 1]);
       }
     }
-    embedded.clear();
-    Matrix<Scalar> next(x.rows(), x.cols());
-    for (const auto& block : blocks) {
-      block.forward(next, x, segments);
-      x.swap(next);
-    }
+    Workspace workspace;  // this call's own: concurrent callers share no buffer
+    for (const auto& block : blocks) block_forward(x, block, segments, workspace);
 
     std::vector<TowerOutput<Scalar>> out(clips.size());
     for (std::size_t i = 0; i < clips.size(); ++i) {
@@ -327,6 +319,40 @@ struct Tower {
   }
 
  private:
+  // The buffers the blocks of one forward call share: allocated by the first block, reused by
+  // the others. Fresh buffers per block (the [L, F] MLP activations alone are 20 MB for 32
+  // texts of 77 tokens) are fresh pages each time, which glibc returns to the kernel on free
+  // and the next block faults in again.
+  struct Workspace {
+    Matrix<Scalar> normed;    // [L, D] Norm1(x), then Norm2(x)
+    Matrix<Scalar> attended;  // [L, D] Attn(Norm1(x))
+    Matrix<Scalar> hidden;    // [L, F] the MLP's activations
+    typename nn::MultiHeadAttention<Scalar>::Saved attention;  // q, k, v, ctx [L, D]
+  };
+
+  // One block on x in place, nn::TransformerBlock::forward's math
+  //   h = x + Attn(Norm1(x)),   x = h + fc2(act(fc1(Norm2(h))))
+  // with the buffers of `ws`, and the MLP's output added onto x by its own product (fc2's
+  // bias and product accumulate into x: no separate residual pass).
+  void block_forward(MatrixRef<Scalar> x,  // [L, D]
+                     const nn::TransformerBlock<Scalar>& block,
+                     const nn::AttentionSegments& segments, Workspace& ws) const {
+    TESSERA_ASSERT(!block.ffn.gated());  // validate(TowerConfig) allows no swiglu
+    const Index rows = x.rows(), d = x.cols();
+    ws.normed.resize(rows, d);
+    ws.attended.resize(rows, d);
+    ws.hidden.resize(rows, block.ffn.ffn_dim());
+    block.norm1.forward(ws.normed, x);
+    block.attn.forward(ws.attended, ws.normed, segments, nullptr, nullptr, &ws.attention);
+    nn::for_row_blocks(rows, [&](Index r0, Index n) {
+      x.middleRows(r0, n) += ws.attended.middleRows(r0, n);
+    });
+    block.norm2.forward(ws.normed, x);
+    block.ffn.fc1.forward(ws.hidden, ws.normed);
+    nn::activate<Scalar>(block.ffn.activation, ws.hidden);
+    block.ffn.fc2.forward_accumulate(x, ws.hidden);
+  }
+
   static void check_finite(const ConstMatrixRef<Scalar>& values, const std::string& where,
                            const char* what) {
     for (Index r = 0; r < values.rows(); ++r) {
@@ -347,27 +373,28 @@ struct Tower {
     return static_cast<Index>(at - ids.begin());
   }
 
-  // The clip's tokens [L, D] after the embeddings, positions and ln_pre.
-  Matrix<Scalar> embed(const TowerClip<Scalar>& clip) const {
-    const Index d = config.width;
-    Matrix<Scalar> x;
+  // The number of tokens of a (checked) clip: its ids, or the patches and class token.
+  Index clip_tokens(const TowerClip<Scalar>& clip) const {
+    return config.is_text() ? static_cast<Index>(clip.ids->size()) : config.tokens();
+  }
+
+  // x = the clip's tokens after the embeddings, positions and ln_pre.
+  void embed(MatrixRef<Scalar> x,  // [clip_tokens(clip), D]
+             const TowerClip<Scalar>& clip) const {
+    TESSERA_ASSERT(x.rows() == clip_tokens(clip) && x.cols() == config.width);
     if (config.is_text()) {
-      const auto n = static_cast<Index>(clip.ids->size());
-      x.resize(n, d);
-      for (Index i = 0; i < n; ++i) {
+      for (Index i = 0; i < x.rows(); ++i) {
         x.row(i) = token_embedding.row((*clip.ids)[static_cast<std::size_t>(i)]);
       }
     } else {
       const Matrix<Scalar> patches = patchify(clip);  // [G, patch_dim]
-      const Index first = config.cls_token ? 1 : 0;
-      x.resize(patches.rows() + first, d);
-      patch.forward(x.bottomRows(patches.rows()), patches);
-      if (config.stem_norm) stem_norm.forward(x.bottomRows(patches.rows()), x.bottomRows(patches.rows()));
+      auto tokens = x.bottomRows(patches.rows());     // [G, D]
+      patch.forward(tokens, patches);
+      if (config.stem_norm) stem_norm.forward(tokens, tokens);
       if (config.cls_token) x.row(0) = class_embedding;
     }
     x += positional_embedding.topRows(x.rows());
     if (config.pre_norm) ln_pre.forward(x, x);
-    return x;
   }
 
   // The clip's patches [G, patch_dim], each flattened in the convolution weight's order
