@@ -111,6 +111,7 @@ struct Options {
   std::string text_key, image_key, audio_key, video_key, label_key, id_key, separator;
   std::vector<std::string> templates{"{}"};  // zero-shot classes' texts, with --label-key
   // the streaming loader (results do not depend on these)
+  bool checkpoint_layers = false;  // recompute each layer in backward (same result, less memory)
   int workers = 2;
   std::int64_t prefetch = 2;
   double max_bad_fraction = 0.05;
@@ -213,6 +214,9 @@ void add_options(CLI::App& app, Options& o) {
                  "a directory with vocab.json and merges.txt to use (default: one trained on the "
                  "training captions)")
       ->type_name("DIR")->needs(manifest);
+  app.add_flag("--checkpoint-layers", o.checkpoint_layers,
+               "keep only each transformer layer's input for backward and recompute the rest "
+               "(about 10x less trace memory, a third more time; the same result)");
   app.add_option("--workers", o.workers, "threads that load and preprocess the next batches (0: "
                                         "the training thread loads them)")
       ->check(apps::integer_in(0, tessera::LoaderOptions::max_workers))->type_name("N");
@@ -964,6 +968,7 @@ int main(int argc, char** argv) {
     }
 
     tessera::EncoderTrace<float> trace;
+    trace.options.checkpoint_layers = o.checkpoint_layers;
     std::vector<tessera::Sample<float>> batch;
     std::vector<tessera::PairGroup> groups;
     apps::Progress progress(o.steps, first_step);
