@@ -233,24 +233,6 @@ TEST(GradCache, OneAndTwoThreadsGiveTheSameBits) {
   }
 }
 
-// The bytes of the matrices a trace holds: what the training forward keeps for backward.
-template <class Scalar>
-double trace_bytes(const EncoderTrace<Scalar>& trace) {
-  double values = static_cast<double>(trace.final_input.size());
-  for (const auto& m : trace.layer_inputs) values += static_cast<double>(m.size());
-  for (const auto& s : trace.layers) {
-    values += static_cast<double>(s.normed1.size() + s.h.size() + s.normed2.size() +
-                                  s.attn.q.size() + s.attn.k.size() + s.attn.v.size() +
-                                  s.attn.ctx.size() + s.attn.logsumexp.size() +
-                                  s.ffn.hidden.size() + s.ffn.up.size() +
-                                  s.norm1.mean.size() + s.norm1.rstd.size() +
-                                  s.norm2.mean.size() + s.norm2.rstd.size());
-  }
-  for (const auto& e : trace.encodings) values += static_cast<double>(e.hidden.size());
-  return values * sizeof(Scalar) +
-         static_cast<double>(trace.positions.size()) * sizeof(std::int64_t);
-}
-
 // The trace holds one micro-batch: with 16 alike captions in micro-batches of 4, a quarter of
 // the whole batch's; and the memory estimate says so.
 TEST(GradCache, TheTraceHoldsOneMicroBatch) {
@@ -264,9 +246,9 @@ TEST(GradCache, TheTraceHoldsOneMicroBatch) {
   grad.set_zero();
   EncoderTrace<float> trace;
   contrastive_gradients<float>(model, grad, batch, pairs, trace);
-  const double whole = trace_bytes(trace);
+  const auto whole = static_cast<double>(trace.transformer_bytes());
   grad_cache_gradients<float>(model, grad, batch, pairs, 4, trace);
-  const double micro = trace_bytes(trace);
+  const auto micro = static_cast<double>(trace.transformer_bytes());
   EXPECT_GT(whole, 0);
   EXPECT_NEAR(micro / whole, 0.25, 1e-9) << whole << " bytes against " << micro;
   EXPECT_LT(grad_cache_step_bytes<float>(model.config, 16, 4 * 4, 8),
@@ -295,6 +277,26 @@ TEST(GradCache, StepsFollowTheWholeBatchsSteps) {
     // AdamW's update divides by sqrt(v): a gradient near 0 can turn a rounding difference into
     // up to lr; 4 steps of lr 1e-3
     EXPECT_TRUE(test::all_close(p, q, 4e-3, 0)) << x[i].name;
+  }
+}
+
+// With activation checkpointing (the trace's option, kept across micro-batches) the same bits:
+// checkpointing recomputes each layer exactly.
+TEST(GradCache, CombinesWithActivationCheckpointing) {
+  const MultiModalEncoder<double> model = trained_like_model<double>();
+  const auto batch = grad_cache_batch<double>();
+  MultiModalEncoder<double> plain(model.config), checkpointed(model.config);
+  plain.set_zero();
+  checkpointed.set_zero();
+  EncoderTrace<double> trace;
+  grad_cache_gradients<double>(model, plain, batch, groups, 5, trace);
+  trace.options.checkpoint_layers = true;
+  grad_cache_gradients<double>(model, checkpointed, batch, groups, 5, trace);
+  EXPECT_TRUE(trace.options.checkpoint_layers);
+  EXPECT_TRUE(trace.layers.empty()) << "the last micro-batch's trace was checkpointed";
+  const auto a = plain.parameters(), b = checkpointed.parameters();
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    EXPECT_TRUE(std::equal(a[i].data, a[i].data + a[i].size(), b[i].data)) << a[i].name;
   }
 }
 
