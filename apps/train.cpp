@@ -41,6 +41,7 @@
 #include <tessera/tokenize/files.hpp>
 #include <tessera/io/manifest.hpp>
 #include <tessera/train/checkpoint.hpp>
+#include <tessera/train/grad_cache.hpp>
 #include <tessera/train/loader.hpp>
 #include <tessera/train/retrieval.hpp>
 #include <tessera/train/sampler.hpp>
@@ -112,6 +113,7 @@ struct Options {
   std::vector<std::string> templates{"{}"};  // zero-shot classes' texts, with --label-key
   // the streaming loader (results do not depend on these)
   bool checkpoint_layers = false;  // recompute each layer in backward (same result, less memory)
+  std::int64_t micro_batch = 0;    // > 0: GradCache over micro-batches of this many samples
   int workers = 2;
   std::int64_t prefetch = 2;
   double max_bad_fraction = 0.05;
@@ -169,7 +171,8 @@ struct Options {
             {"pairs", pairs}, {"lr", lr}, {"min_lr", min_lr}, {"warmup", warmup},
             {"weight_decay", weight_decay}, {"beta2", beta2}, {"clip", clip}, {"schedule", schedule},
             {"stages", {audio_video_from, all_pairs_from}}, {"temperature", temperature},
-            {"hard_negatives", hard_negatives}, {"run_length", run_length}, {"seed", seed}};
+            {"hard_negatives", hard_negatives}, {"run_length", run_length}, {"seed", seed},
+            {"micro_batch", micro_batch}};
   }
 };
 
@@ -217,6 +220,11 @@ void add_options(CLI::App& app, Options& o) {
   app.add_flag("--checkpoint-layers", o.checkpoint_layers,
                "keep only each transformer layer's input for backward and recompute the rest "
                "(about 10x less trace memory, a third more time; the same result)");
+  app.add_option("--micro-batch", o.micro_batch,
+                 "contrastive gradient caching (GradCache): the batch's embeddings first, then "
+                 "forward and backward again in micro-batches of N samples, so memory is a "
+                 "micro-batch's and the gradient the whole batch's (to rounding; 0: no caching)")
+      ->check(apps::integer_in<std::int64_t>(0, 200000))->type_name("N");
   app.add_option("--workers", o.workers, "threads that load and preprocess the next batches (0: "
                                         "the training thread loads them)")
       ->check(apps::integer_in(0, tessera::LoaderOptions::max_workers))->type_name("N");
@@ -614,7 +622,13 @@ void check_batch_memory(const Options& o, const tessera::Config& config, const t
       batch_bytes += static_cast<double>(n) * (bytes[modality_index(a)] + bytes[modality_index(b)]);
       largest = std::max(largest, n);
     }
-    most = std::max(most, batch_bytes + tessera::contrastive_step_bytes<float>(config, 2 * o.pairs, batch_tokens, largest));
+    // with --micro-batch M, the trace is that of M samples of the batch's largest views
+    tessera::Index traced_tokens = batch_tokens;
+    if (o.micro_batch > 0 && o.micro_batch < 2 * o.pairs) {
+      traced_tokens = o.micro_batch * *std::max_element(tokens.begin(), tokens.end());
+    }
+    most = std::max(most, batch_bytes + tessera::contrastive_step_bytes<float>(
+                                            config, 2 * o.pairs, traced_tokens, largest, o.checkpoint_layers));
   }
   const auto usable = static_cast<double>(apps::usable_memory_bytes());
   tessera::check(most <= usable, "--pairs ", o.pairs, ": a batch of ", o.pairs, " pairs (", 2 * o.pairs,
@@ -1005,8 +1019,12 @@ int main(int argc, char** argv) {
       tessera::pair_batch<float>(loaded->draws, [&](std::size_t item, Modality m) -> const auto& {
         return *views.at({item, m});
       }, batch, groups);
-      const auto stats = tessera::contrastive_step<float>(model, grad, optimizer, batch, groups,
-                                                          schedule.at(step), o.clip, trace);
+      const auto stats =
+          o.micro_batch > 0
+              ? tessera::grad_cache_step<float>(model, grad, optimizer, batch, groups, o.micro_batch,
+                                                schedule.at(step), o.clip, trace)
+              : tessera::contrastive_step<float>(model, grad, optimizer, batch, groups, schedule.at(step),
+                                                 o.clip, trace);
       losses.push_back(stats.loss);
       average = step == first_step ? stats.loss : 0.95 * average + 0.05 * stats.loss;
       const double rate = static_cast<double>(step + 1 - first_step) * 2 * o.pairs / seconds_since(train_start);

@@ -159,8 +159,9 @@ StepStats grad_cache_step(MultiModalEncoder<Scalar>& model, MultiModalEncoder<Sc
 // (`samples`, `largest_group`). Step 1's untraced forward needs less than step 3's.
 template <class Scalar>
 double grad_cache_step_bytes(const Config& config, Index samples, Index micro_batch_tokens,
-                             Index largest_group) {
-  return contrastive_step_bytes<Scalar>(config, samples, micro_batch_tokens, largest_group);
+                             Index largest_group, bool checkpoint_layers = false) {
+  return contrastive_step_bytes<Scalar>(config, samples, micro_batch_tokens, largest_group,
+                                        checkpoint_layers);
 }
 
 }  // namespace tessera

@@ -74,15 +74,21 @@ void pair_batch(std::span<const PairDraw> draws, View&& view, std::vector<Sample
 //   one layer's gradients in flight during backward (8 D + 2 F per token);
 //   per group, InfoNCE's logits, probabilities and their gradient ([count, count], x 4);
 //   the embeddings and their gradient ([N, E], x 2).
+// With checkpoint_layers (EncoderTrace::Options), the trace keeps only each layer's input
+// (D per token and layer) and backward holds one layer's recomputed values (7 D + 2 F per
+// token) at a time.
 // The batch's own samples (the front ends' output, copied into the batch) are the caller's to
 // add. An estimate to refuse a batch that cannot fit before allocating it (measured within a
 // factor of 2 of the peak, docs/programs.md), not a plan.
 template <class Scalar>
-double contrastive_step_bytes(const Config& config, Index samples, Index tokens, Index largest_group) {
+double contrastive_step_bytes(const Config& config, Index samples, Index tokens, Index largest_group,
+                              bool checkpoint_layers = false) {
   const auto d = static_cast<double>(config.hidden_dim), f = static_cast<double>(config.ffn_dim);
   const auto t = static_cast<double>(tokens), g = static_cast<double>(largest_group);
-  const double values = t * static_cast<double>(config.num_layers) * (7 * d + 2 * f) + t * 3 * d +
-                        t * (8 * d + 2 * f) + 4 * g * g +
+  const auto layers = static_cast<double>(config.num_layers);
+  const double trace = checkpoint_layers ? t * layers * d + t * (7 * d + 2 * f)
+                                         : t * layers * (7 * d + 2 * f);
+  const double values = trace + t * 3 * d + t * (8 * d + 2 * f) + 4 * g * g +
                         2 * static_cast<double>(samples) * static_cast<double>(config.embed_dim);
   return values * sizeof(Scalar);
 }
