@@ -12,6 +12,7 @@
 
 // io: file formats (images need stb; containers need FFmpeg, Y4M and image folders do not)
 #include <tessera/io/gzip.hpp>
+#include <tessera/io/manifest.hpp>
 #include <tessera/io/read_file.hpp>
 #include <tessera/io/safetensors.hpp>
 #include <tessera/io/video.hpp>
@@ -88,8 +89,12 @@
 // train: losses, the gradient checker, the optimizer, the pair sampler, the contrastive step,
 // retrieval scores, checkpoints
 #include <tessera/train/checkpoint.hpp>
+#include <tessera/train/distributed.hpp>
+#include <tessera/train/grad_cache.hpp>
 #include <tessera/train/grad_check.hpp>
+#include <tessera/train/loader.hpp>
 #include <tessera/train/losses.hpp>
+#include <tessera/train/modality_dropout.hpp>
 #include <tessera/train/optimizer.hpp>
 #include <tessera/train/retrieval.hpp>
 #include <tessera/train/sampler.hpp>
