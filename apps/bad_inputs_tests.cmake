@@ -5,7 +5,10 @@
 # or are a model directory: tests/bad_inputs/models/<case> holds the defective file only (or
 # a directory where a file belongs), and is assembled here beside model/'s other files;
 # tests/bad_inputs/pretrained/<case> likewise beside the files of the fixture its "base" names. A file
-# given by an absolute path (/dev/zero) is taken as it is. Included from apps/CMakeLists.txt.
+# given by an absolute path (/dev/zero) is taken as it is. A manifest (option --manifest,
+# tests/bad_inputs/manifest/) goes to tessera-train instead, with the model's config, the key
+# options of its entry's "args" and an --out of its own (never reached): the error line must
+# hold "<manifest's path>: <the entry's error>". Included from apps/CMakeLists.txt.
 set(bad_inputs "${PROJECT_SOURCE_DIR}/tests/bad_inputs")
 set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS "${bad_inputs}/catalogue.json")
 file(READ "${bad_inputs}/catalogue.json" catalogue)
@@ -34,6 +37,30 @@ foreach(i RANGE ${last})
     string(REGEX REPLACE "^--" "" kind "${option}")
     string(REPLACE "-" "_" kind "${kind}")
     set(name "${kind}.${name}")
+  endif()
+  if(option STREQUAL "--manifest")
+    # "args": the key options the manifest is read with (optional)
+    string(JSON args_json ERROR_VARIABLE no_args GET "${catalogue}" ${i} args)
+    set(args_count 0)
+    if(NOT no_args)
+      string(JSON args_count LENGTH "${args_json}")
+    endif()
+    set(args)
+    if(args_count GREATER 0)
+      math(EXPR args_last "${args_count} - 1")
+      foreach(a RANGE ${args_last})
+        string(JSON arg GET "${args_json}" ${a})
+        list(APPEND args "${arg}")
+      endforeach()
+    endif()
+    # --warmup: the default 50 is more than --steps 1, a usage error before the manifest
+    add_test(NAME apps.bad_input.${name}
+      COMMAND "${CMAKE_COMMAND}" "-DEXPECTED=${path}: ${expected}" -DEXPECTED_STATUS=1
+        -DMAX_SECONDS=10 -DMAX_RSS_MB=1024
+        "-DCOMMAND=$<TARGET_FILE:tessera-train>;--manifest;${path};${args};--config;${bad_inputs}/model/config.json;--out;${PROJECT_BINARY_DIR}/bad-inputs/train/${name};--steps;1;--pairs;2;--warmup;1"
+        -P "${CMAKE_CURRENT_SOURCE_DIR}/check_cli.cmake")
+    set_tests_properties(apps.bad_input.${name} PROPERTIES LABELS apps TIMEOUT 60)
+    continue()
   endif()
   set(model "${bad_inputs}/model")
   set(input "${option}" "${path}")

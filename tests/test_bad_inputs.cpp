@@ -1,11 +1,13 @@
 // The catalogue of bad inputs (tests/bad_inputs/, docs/robustness.md): every file goes
 // through the library the way tessera-encode takes it (load the model, the front ends, read
-// the input, encode) and must end in a tessera::Error naming the file and the problem.
-// apps/CMakeLists.txt runs tessera-encode on the same files (exit status 1, one line).
+// the input, encode), a manifest the way tessera-train reads it (read_manifest with the
+// entry's key options), and must end in a tessera::Error naming the file and the problem.
+// apps/bad_inputs_tests.cmake runs the programs on the same files (exit status 1, one line).
 // Each case ends within 10 s, and the whole catalogue within 1 GiB of resident memory (the
 // process's peak; 2 GiB and 30 s under AddressSanitizer, whose shadow memory and quarantine
 // add to both).
 
+#include <tessera/io/manifest.hpp>
 #include <tessera/model/model_io.hpp>
 #include <tessera/model/sample_io.hpp>
 #include <tessera/pipeline.hpp>
@@ -36,6 +38,7 @@ fs::path bad_inputs_dir() { return test::data_dir().parent_path() / "bad_inputs"
 struct BadInput {
   std::string cls, file, option, error;
   std::string base;  // a pretrained case: the fixture under tests/data/ holding the other files
+  std::vector<std::string> args;  // a manifest: tessera-train's key options ("--text-key", "caption")
 };
 
 std::vector<BadInput> catalogue() {
@@ -45,7 +48,7 @@ std::vector<BadInput> catalogue() {
   std::vector<BadInput> out;
   for (const auto& e : json) {
     out.push_back({e.at("class"), e.at("file"), e.at("option"), e.at("error"),
-                   e.value("base", std::string())});
+                   e.value("base", std::string()), e.value("args", std::vector<std::string>())});
   }
   return out;
 }
@@ -115,6 +118,38 @@ void encode_through_the_library(const BadInput& input, const fs::path& scratch) 
   (void)model.encode_batch(std::span<const Sample<float>>(&sample, 1));
 }
 
+// tessera-train's ManifestOptions from its key options (apps/train.cpp, manifest_options).
+ManifestOptions manifest_options(const std::vector<std::string>& args) {
+  ManifestOptions options;
+  // errors name tessera-train's options, as its users type them
+  options.option_names = {{"text_key", "--text-key"},   {"image_key", "--image-key"},
+                          {"audio_key", "--audio-key"}, {"video_key", "--video-key"},
+                          {"label_key", "--label-key"}, {"id_key", "--id-key"},
+                          {"format", "--manifest-format"}};
+  for (std::size_t i = 0; i + 1 < args.size(); i += 2) {
+    const std::string& option = args[i];
+    const std::string& value = args[i + 1];
+    if (option == "--text-key" || option == "--csv-caption-key") options.text_key = value;
+    else if (option == "--image-key" || option == "--csv-img-key") options.image_key = value;
+    else if (option == "--audio-key") options.audio_key = value;
+    else if (option == "--video-key") options.video_key = value;
+    else if (option == "--label-key") options.label_key = value;
+    else if (option == "--id-key") options.id_key = value;
+    else if (option == "--separator" || option == "--csv-separator") {
+      options.separator = value == "\\t" ? '\t' : value.at(0);
+    } else {
+      ADD_FAILURE() << "catalogue.json: an \"args\" option this test does not know: " << option;
+    }
+  }
+  EXPECT_EQ(args.size() % 2, 0u) << "catalogue.json: \"args\" are option-value pairs";
+  return options;
+}
+
+// What tessera-train does with a manifest before anything else: read it.
+void read_through_the_library(const BadInput& input) {
+  (void)read_manifest(bad_inputs_dir() / input.file, manifest_options(input.args));
+}
+
 TEST(BadInputs, TheCatalogueCoversEveryClass) {
   std::set<std::string> classes;
   for (const auto& input : catalogue()) classes.insert(input.cls);
@@ -124,7 +159,8 @@ TEST(BadInputs, TheCatalogueCoversEveryClass) {
                           "directory as a file", "a file without an end", "inconsistent tokenizer",
                           "checksum mismatch", "malformed checksum", "unknown model type",
                           "config and weights disagree", "ResNet tower", "missing tokenizer",
-                          "unexpected tensor"}) {
+                          "unexpected tensor", "malformed CSV", "manifest columns", "manifest items",
+                          "over a limit", "unknown format"}) {
     EXPECT_EQ(classes.count(cls), 1u) << cls;
   }
 }
@@ -148,8 +184,11 @@ TEST(BadInputs, EveryFileIsAClearErrorThroughTheLibrary) {
 #endif
     test::TempDir scratch;
     const auto start = std::chrono::steady_clock::now();
-    const std::string error =
-        test::error_of([&] { encode_through_the_library(input, scratch.path()); });
+    const bool manifest = input.option == "--manifest";
+    const std::string error = test::error_of([&] {
+      if (manifest) read_through_the_library(input);
+      else encode_through_the_library(input, scratch.path());
+    });
     const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
     EXPECT_LT(took.count(), max_seconds);
     EXPECT_THAT(error, HasSubstr(input.error));
@@ -157,6 +196,11 @@ TEST(BadInputs, EveryFileIsAClearErrorThroughTheLibrary) {
     const std::string named = input.option == "--model" ? scratch.path().string()
                                                         : fs::path(input.file).filename().string();
     EXPECT_THAT(error, HasSubstr(named));
+    // A manifest's entry is the whole message after the path, which names the line (and the
+    // column or key) itself.
+    if (manifest) {
+      EXPECT_EQ(error, (bad_inputs_dir() / input.file).string() + ": " + input.error);
+    }
   }
   EXPECT_LT(peak_resident_mib(), max_resident_mib);
 }

@@ -155,7 +155,7 @@ TEST(Manifest, RefusesBadQuoting) {
 TEST(Manifest, RefusesWrongFieldCounts) {
   EXPECT_EQ(parse_error("filepath,title\na.jpg,x,extra\n"),
             "data/train.csv: line 2: 3 fields, where the header (line 1) has 2 columns");
-  EXPECT_THAT(parse_error("filepath,title\na.jpg\n"), HasSubstr("line 2: 1 fields"));
+  EXPECT_THAT(parse_error("filepath,title\na.jpg\n"), HasSubstr("line 2: 1 field, where"));
 }
 
 TEST(Manifest, RefusesMissingAndDuplicatedColumns) {
@@ -333,7 +333,8 @@ TEST(Manifest, RefusesBadJsonl) {
             "\"audio\" all empty or absent)");
   // a key the options name that no line has: a typo, most likely
   EXPECT_EQ(jsonl_error("{\"image\": \"a.jpg\", \"caption\": \"x\"}\n"),
-            "sets/pairs.jsonl: no line has the key \"audio\" that the manifest options name");
+            "sets/pairs.jsonl: no line has the key \"audio\" (named by "
+            "tessera::ManifestOptions::audio_key)");
   ManifestOptions options = jsonl_options();
   options.audio_key.clear();
   options.label_key = "label";
@@ -592,6 +593,30 @@ TEST(ManifestSplit, ByIdColumnInsertionsAndSharedIds) {
   std::vector<std::string> doubled;
   for (const std::string& id : ids_of(a.held_out)) doubled.insert(doubled.end(), {id, id});
   EXPECT_EQ(old_held_out, doubled);  // the same images, both captions of each together
+}
+
+// A program names the options its own way (tessera-train: --csv-caption-key), and its users
+// read that name in the errors, not the library's member.
+TEST(Manifest, ErrorsNameTheCallersOptions) {
+  ManifestOptions options = open_clip_options();
+  options.option_names = {{"text_key", "--csv-caption-key"}, {"label_key", "--label-key"},
+                          {"audio_key", "--audio-key"}, {"format", "--manifest-format"}};
+  EXPECT_EQ(parse_error("path,caption\na.jpg,x\n", options),
+            "data/train.csv: line 1: no column \"title\" (named by --csv-caption-key); the header "
+            "has \"path\", \"caption\"");
+  options.label_key = "class";
+  EXPECT_THAT(parse_error("filepath,title\na.jpg,x\n", options),
+              HasSubstr("no column \"class\" (named by --label-key)"));
+  ManifestOptions jsonl = jsonl_options();
+  jsonl.option_names = options.option_names;
+  EXPECT_EQ(jsonl_error("{\"image\": \"a.jpg\", \"caption\": \"x\"}\n", jsonl),
+            "sets/pairs.jsonl: no line has the key \"audio\" (named by --audio-key)");
+  EXPECT_THAT(error_of([&] { manifest_format("data/a.txt", options); }),
+              HasSubstr("or set --manifest-format"));
+  ManifestOptions none;
+  none.option_names = {{"text_key", "--text-key"}};
+  EXPECT_THAT(parse_error("label\nx\n", none),
+              HasSubstr("set --text-key, tessera::ManifestOptions::image_key, "));
 }
 
 }  // namespace test_manifest

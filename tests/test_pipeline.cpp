@@ -80,7 +80,7 @@ TEST_F(PipelineTest, EqualsFrontEndsAndEncodeBatchBitForBit) {
   const auto samples = mixed_samples();
   std::vector<Encoding<float>> encodings;
   const Matrix<float> embeddings =
-      Pipeline<float>::open(dir.path(), {.batch_size = 3}).encode(samples, &encodings);
+      Pipeline<float>::open(dir.path(), {.batch_size = 3, .pretrained = {}}).encode(samples, &encodings);
 
   const auto model = load_model<float>(dir.path());
   const FrontEnds front(model.config, dir.path());
@@ -113,7 +113,7 @@ TEST_F(PipelineTest, BatchSizeChangesRoundingOnly) {
   const auto samples = mixed_samples();
   const Matrix<float> one_batch = Pipeline<float>::open(dir.path()).encode(samples);
   for (std::size_t batch_size : {1, 2, 3}) {
-    const auto p = Pipeline<float>::open(dir.path(), {.batch_size = batch_size});
+    const auto p = Pipeline<float>::open(dir.path(), {.batch_size = batch_size, .pretrained = {}});
     const Matrix<float> batched = p.encode(samples);
     EXPECT_TRUE(test::all_close(batched, one_batch, rounding_atol, 0)) << "batch_size " << batch_size;
     EXPECT_TRUE(same_bits(p.encode(samples), batched)) << "batch_size " << batch_size;
@@ -125,17 +125,20 @@ TEST_F(PipelineTest, ThreadCountDoesNotChangeABit) {
   Matrix<float> one_thread;
   {
     ScopedThreads one(1);
-    one_thread = Pipeline<float>::open(dir.path(), {.batch_size = 4, .threads = 1}).encode(samples);
+    one_thread = Pipeline<float>::open(dir.path(), {.batch_size = 4, .threads = 1, .pretrained = {}})
+                     .encode(samples);
   }
   ScopedThreads two(2);
   EXPECT_TRUE(same_bits(
-      Pipeline<float>::open(dir.path(), {.batch_size = 4, .threads = 2}).encode(samples), one_thread));
-  EXPECT_TRUE(same_bits(Pipeline<float>::open(dir.path(), {.batch_size = 4}).encode(samples), one_thread));
+      Pipeline<float>::open(dir.path(), {.batch_size = 4, .threads = 2, .pretrained = {}}).encode(samples),
+      one_thread));
+  EXPECT_TRUE(same_bits(
+      Pipeline<float>::open(dir.path(), {.batch_size = 4, .pretrained = {}}).encode(samples), one_thread));
 }
 
 TEST_F(PipelineTest, OneModalityListsEqualTheGeneralForm) {
   // batches of 1 here, so that each sample can be compared with its own encoding
-  const auto p = Pipeline<float>::open(dir.path(), {.batch_size = 1});
+  const auto p = Pipeline<float>::open(dir.path(), {.batch_size = 1, .pretrained = {}});
   std::vector<std::vector<RawInput>> texts;
   for (const auto& c : captions) texts.push_back({{"text", c, {}}});
   EXPECT_TRUE(same_bits(p.encode_texts(captions), p.encode(texts)));
@@ -171,7 +174,8 @@ TEST_F(PipelineTest, OneModalityListsEqualTheGeneralForm) {
 
 TEST_F(PipelineTest, DoubleModelsConvertTheFrontEndsOutput) {
   const auto samples = mixed_samples();
-  const Matrix<double> embeddings = Pipeline<double>::open(dir.path(), {.batch_size = 3}).encode(samples);
+  const Matrix<double> embeddings =
+      Pipeline<double>::open(dir.path(), {.batch_size = 3, .pretrained = {}}).encode(samples);
 
   const auto model = load_model<double>(dir.path());
   const FrontEnds front(model.config, dir.path());
@@ -193,7 +197,7 @@ TEST_F(PipelineTest, DoubleModelsConvertTheFrontEndsOutput) {
 }
 
 TEST_F(PipelineTest, BadInputNamesTheSampleAndTheFile) {
-  const auto p = Pipeline<float>::open(dir.path(), {.batch_size = 2});
+  const auto p = Pipeline<float>::open(dir.path(), {.batch_size = 2, .pretrained = {}});
   const std::string missing = (dir / "no-such-image.png").string();
 
   std::string message = test::error_of([&] {
@@ -233,7 +237,8 @@ TEST_F(PipelineTest, BadInputNamesTheSampleAndTheFile) {
   // A model directory that is not one.
   message = test::error_of([&] { Pipeline<float>::open(dir / "missing-model"); });
   EXPECT_THAT(message, HasSubstr("missing-model"));
-  message = test::error_of([&] { Pipeline<float>::open(dir.path(), {.batch_size = 0}); });
+  message = test::error_of(
+      [&] { Pipeline<float>::open(dir.path(), {.batch_size = 0, .pretrained = {}}); });
   EXPECT_THAT(message, HasSubstr("batch_size"));
 }
 

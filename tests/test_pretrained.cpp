@@ -186,7 +186,7 @@ TEST(BiasKV, RefusesTrainingAndKVCaches) {
 TEST(PretrainedPipeline, EachInputIsPreparedAsTheFamilyDoesThenEncoded) {
   TempDir tmp;
   const fs::path dir = imagebind_with_tokenizer(tmp.path() / "imagebind");
-  const auto p = Pipeline<float>::open(dir, {.batch_size = 2});
+  const auto p = Pipeline<float>::open(dir, {.batch_size = 2, .pretrained = {}});
   ASSERT_TRUE(p.is_pretrained());
   EXPECT_EQ(p.modalities(), (std::vector<std::string>{"text", "image", "audio", "video"}));
   const TowerModel<float>& model = p.tower_model();

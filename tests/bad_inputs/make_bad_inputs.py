@@ -15,11 +15,15 @@ It rewrites everything under tests/bad_inputs/ but this script:
                      the entry's "base" names the fixture under tests/data/ whose model/
                      supplies the other files;
 - image/, audio/, video/, text/, inputs/   one bad file per class and modality;
+- manifest/          training manifests (CSV, TSV, JSONL) with one defect each
+                     (make_manifest_cases.py), read by tessera-train --manifest with the key
+                     options of the entry's "args";
 - catalogue.json     one entry per bad file: its class, the tessera-encode option that reads
-                     it, and a part of the error message it must give.
+                     it (tessera-train's for --manifest), and a part of the error message it
+                     must give.
 
-tests/test_bad_inputs.cpp feeds every entry to the library, apps/CMakeLists.txt to
-tessera-encode; docs/robustness.md lists the classes. Deterministic: the same bytes each run.
+tests/test_bad_inputs.cpp feeds every entry to the library, apps/bad_inputs_tests.cmake to
+tessera-encode (a manifest to tessera-train); docs/robustness.md lists the classes. Deterministic: the same bytes each run.
 """
 
 import json
@@ -390,6 +394,8 @@ def main():
     import make_pretrained_cases  # noqa: E402
     make_pretrained_cases.main()
     catalogue.extend(make_pretrained_cases.CASES)
+    import make_manifest_cases  # noqa: E402
+    catalogue.extend(make_manifest_cases.main())
 
     with open(path("catalogue.json"), "w") as f:
         f.write("[\n" + ",\n".join("  " + json.dumps(e, ensure_ascii=False) for e in catalogue)

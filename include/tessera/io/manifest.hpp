@@ -129,6 +129,15 @@ struct ManifestOptions {
   std::string label_key;  // optional: a class label (zero-shot classification)
   std::string id_key;     // optional: the item's identity; the line number when empty
   ManifestLimits limits;
+  // How messages name these options: a member's name ("text_key", "format") -> the caller's
+  // own name for it (a program's "--csv-caption-key"). Members not in the map are named as
+  // members ("tessera::ManifestOptions::text_key").
+  std::map<std::string, std::string> option_names;
+
+  std::string option_name(const std::string& member) const {
+    const auto found = option_names.find(member);
+    return found != option_names.end() ? found->second : "tessera::ManifestOptions::" + member;
+  }
 };
 
 // One row of a manifest. A modality the row does not have is std::nullopt (a JSONL key
@@ -363,8 +372,10 @@ class ManifestBuilder {
     manifest_.file = file;
     check(!options.text_key.empty() || !options.image_key.empty() || !options.audio_key.empty() ||
               !options.video_key.empty() || !options.custom_keys.empty(),
-          name_, ": the manifest options name no modality: set text_key, image_key, audio_key, "
-          "video_key or custom_keys to the column that holds it");
+          name_, ": the manifest options name no modality: set ", options.option_name("text_key"),
+          ", ", options.option_name("image_key"), ", ", options.option_name("audio_key"), ", ",
+          options.option_name("video_key"), " or ", options.option_name("custom_keys"),
+          " to the column that holds it");
     for (const auto& [name, key] : options.custom_keys) {
       check(!name.empty(), name_, ": ManifestOptions::custom_keys: a custom modality without a name");
       for (const Modality m : builtin_modalities) {
@@ -462,13 +473,13 @@ inline Manifest parse_csv_manifest(std::string_view text, ManifestBuilder& build
           " of the header: not UTF-8: ", problem);
   }
   // column index of each key the options name
-  const auto column_of = [&](const std::string& key, const char* option) {
+  const auto column_of = [&](const std::string& key, const std::string& option) {
     const auto found = std::find(header.fields.begin(), header.fields.end(), key);
     if (found == header.fields.end()) {
       std::string names = quoted_list(header.fields);
       if (names.size() > 200) names = names.substr(0, 197) + "...";
       fail(name, ": line ", header.line, ": no column \"", key, "\" (named by ",
-           "tessera::ManifestOptions::", option, "); the header has ", names);
+           option, "); the header has ", names);
     }
     const auto second = std::find(found + 1, header.fields.end(), key);
     check(second == header.fields.end(), name, ": line ", header.line, ": column \"", key,
@@ -485,17 +496,18 @@ inline Manifest parse_csv_manifest(std::string_view text, ManifestBuilder& build
   std::vector<std::string> keys;
   for (const auto& [modality, key] : named_modalities(options)) {
     const bool custom = options.custom_keys.count(modality) > 0;
-    const std::string option = custom ? "custom_keys[\"" + modality + "\"]" : modality + "_key";
-    const std::size_t index = column_of(key, option.c_str());
+    const std::string option = custom ? options.option_name("custom_keys") + "[\"" + modality + "\"]"
+                                      : options.option_name(modality + "_key");
+    const std::size_t index = column_of(key, option);
     columns.push_back({modality, index, concat("column \"", key, "\"")});
     keys.push_back(key);
   }
   const std::optional<std::size_t> label_column =
       options.label_key.empty() ? std::nullopt
-                                : std::optional<std::size_t>(column_of(options.label_key, "label_key"));
+                                : std::optional<std::size_t>(column_of(options.label_key, options.option_name("label_key")));
   const std::optional<std::size_t> id_column =
       options.id_key.empty() ? std::nullopt
-                             : std::optional<std::size_t>(column_of(options.id_key, "id_key"));
+                             : std::optional<std::size_t>(column_of(options.id_key, options.option_name("id_key")));
   const std::string id_where = concat("column \"", options.id_key, "\"");
   reader.set_names(header.fields);
   const std::string keys_text = "columns " + quoted_list(keys);
@@ -504,7 +516,8 @@ inline Manifest parse_csv_manifest(std::string_view text, ManifestBuilder& build
   while (reader.next(&record)) {
     if (record.fields.size() != header.fields.size()) {
       const bool blank = record.fields.size() == 1 && record.fields[0].empty();
-      fail(name, ": line ", record.line, ": ", blank ? "a blank line" : concat(record.fields.size(), " fields"),
+      fail(name, ": line ", record.line, ": ", blank ? "a blank line"
+                   : concat(record.fields.size(), record.fields.size() == 1 ? " field" : " fields"),
            ", where the header (line ", header.line, ") has ", header.fields.size(), " columns",
            blank ? " (blank lines are allowed only at the end of the file)" : "");
     }
@@ -543,9 +556,19 @@ inline Manifest parse_jsonl_manifest(std::string_view text, ManifestBuilder& bui
   const std::string id_where = concat("key \"", options.id_key, "\"");
   const std::string keys_text = "keys " + quoted_list(keys);
   std::map<std::string, bool> key_seen;  // each key the options name: in some line?
-  for (const std::string& key : keys) key_seen[key] = false;
-  if (!options.label_key.empty()) key_seen[options.label_key] = false;
-  if (!options.id_key.empty()) key_seen[options.id_key] = false;
+  std::map<std::string, std::string> key_option;  // and the option that names it
+  for (const auto& [modality, key] : named_modalities(options)) {
+    key_seen[key] = false;
+    key_option[key] = options.custom_keys.count(modality) > 0
+                          ? options.option_name("custom_keys") + "[\"" + modality + "\"]"
+                          : options.option_name(modality + "_key");
+  }
+  for (const auto& [key, member] : {std::pair{options.label_key, "label_key"},
+                                    std::pair{options.id_key, "id_key"}}) {
+    if (key.empty()) continue;
+    key_seen[key] = false;
+    key_option[key] = options.option_name(member);
+  }
 
   // A label or id: a string, or an integer written in decimal.
   const auto label_text = [&](const nlohmann::json& value, std::size_t line,
@@ -621,7 +644,7 @@ inline Manifest parse_jsonl_manifest(std::string_view text, ManifestBuilder& bui
   }
   for (const auto& [key, seen] : key_seen) {
     if (!builder.has_items()) break;  // "the manifest has no items" says more
-    check(seen, name, ": no line has the key \"", key, "\" that the manifest options name");
+    check(seen, name, ": no line has the key \"", key, "\" (named by ", key_option.at(key), ")");
   }
   return builder.finish();
 }
@@ -646,7 +669,7 @@ inline ManifestFormat manifest_format(const std::filesystem::path& file,
   if (extension == ".csv" || extension == ".tsv") return ManifestFormat::csv;
   if (extension == ".jsonl" || extension == ".ndjson") return ManifestFormat::jsonl;
   fail(file.string(), ": cannot tell the manifest's format from the extension \"", extension,
-       "\": expected .csv, .tsv, .jsonl or .ndjson, or set tessera::ManifestOptions::format");
+       "\": expected .csv, .tsv, .jsonl or .ndjson, or set ", options.option_name("format"));
 }
 
 // The manifest held in `text`, as if read from `file` (named in messages; relative paths
