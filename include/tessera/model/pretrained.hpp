@@ -14,9 +14,11 @@
 // detect_model tells them apart (and from tessera's own model directories) by their files,
 // and parses the config file once for the loader. Every key that changes the math is read
 // or, when tessera cannot compute it, refused by name; keys that do not (a library version,
-// a dtype, dropout) are ignored. Every tensor is checked (model/tower_weights.hpp): missing,
-// misshapen, unexpected, non-finite. to_json writes any TowerModelConfig in the native
-// tessera_towers form, which towers_config reads back.
+// a dtype, dropout) are ignored. Where each weight lives in a family's file is said once, as
+// CheckpointNames (detail::checkpoint_names): the loaders read through it and
+// save_tower_model (model/pretrained_save.hpp) writes through it. Every tensor is checked
+// (model/tower_weights.hpp): missing, misshapen, unexpected, non-finite. to_json writes any
+// TowerModelConfig in the native tessera_towers form, which towers_config reads back.
 
 #include <tessera/core/error.hpp>
 #include <tessera/io/json.hpp>
@@ -28,19 +30,68 @@
 
 #include <nlohmann/json.hpp>
 
-#include <cmath>
-#include <filesystem>
 #include <algorithm>
 #include <array>
+#include <cmath>
+#include <filesystem>
+#include <functional>
 #include <optional>
 #include <set>
+#include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 namespace tessera {
 
+// Where every weight of a pretrained model lives in its family's weights file: the one
+// mapping the loaders read through and save_tower_model (model/pretrained_save.hpp) writes
+// through. detail::checkpoint_names gives a directory's.
+struct CheckpointNames {
+  // One tower: its modality, what messages call it ("the text tower"), its names.
+  struct TowerEntry {
+    Modality modality;
+    std::string what;
+    TowerNames names;
+  };
+  std::string weights_file;        // in the directory: model.safetensors, ...
+  std::vector<TowerEntry> towers;  // in the order they are read
+  std::string logit_scale;         // the logit scale's tensor, a log (TowerModel::logit_scale)
+  bool logit_scale_optional = true;
+  // Tensors a file may hold that are no weight of the model (buffers such as position_ids,
+  // the towers of modalities tessera does not run): passed over when reading, copied byte for
+  // byte when writing.
+  std::function<bool(const std::string&)> passed_over;
+};
+
+// Calls visit(const WeightSlot<Element>&, const std::string& what) for every weight of
+// `model` under `names`: each tower's (model/tower_weights.hpp), then the logit scale, `what`
+// saying which tower ("" for the logit scale). ModelT is TowerModel<Scalar> (to fill it) or
+// const TowerModel<Scalar> (to write it out).
+template <class ModelT, class Visit>
+void for_each_model_weight(ModelT& model, const CheckpointNames& names, Visit&& visit) {
+  for (const auto& tower : names.towers) {
+    for_each_tower_weight(model.towers.at(tower.modality), tower.names,
+                          [&](const auto& slot) { visit(slot, tower.what); });
+  }
+  using Element = std::remove_reference_t<decltype((model.logit_scale))>;  // const for a const model
+  WeightSlot<Element> scale{names.logit_scale, {}, {std::span<Element>(&model.logit_scale, 1)}};
+  scale.optional = names.logit_scale_optional;
+  visit(scale, std::string());
+}
+
 namespace detail {
+
+// ImageBind's modalities whose towers tessera does not run; their tensors ("....depth....")
+// are passed over.
+inline constexpr const char* imagebind_other_modalities[] = {".depth.", ".thermal.", ".imu."};
+
+[[noreturn]] inline void not_pretrained(const ModelDirectory& found) {
+  fail(found.dir.string(), ": not a pretrained model directory (no open_clip_config.json, and "
+       "no config.json with a model_type of \"clip\", \"imagebind\" or \"tessera_towers\"); a "
+       "tessera model loads with load_model");
+}
 
 // A JSON object read key by key, each error naming the file and the key's path.
 class JsonObject {
@@ -183,14 +234,10 @@ inline TowerModelConfig hf_clip_config(const nlohmann::json& json, const std::st
   return model;
 }
 
-// Each loader takes what detect_model found, its config file parsed (load_tower_model sees
-// to that).
-template <class Scalar>
-TowerModel<Scalar> load_hf_clip(const ModelDirectory& found) {
-  const auto& config_file = found.config_file;
-  const TowerModelConfig config = hf_clip_config(*found.config, config_file.string());
-  TensorReader reader(found.dir / weights_file_name);
-  TowerModel<Scalar> model = allocate<Scalar>(config, reader, config_file);
+// transformers' CLIPModel names (modeling_clip.py): separate q/k/v, nn.Linear projections.
+inline CheckpointNames hf_clip_names() {
+  CheckpointNames out;
+  out.weights_file = weights_file_name;
   for (const char* side : {"text", "vision"}) {
     const std::string m = std::string(side) + "_model.";
     const bool text = side == std::string("text");
@@ -209,16 +256,16 @@ TowerModel<Scalar> load_hf_clip(const ModelDirectory& found) {
     names.attn = "self_attn";
     names.fc1 = "mlp.fc1";
     names.fc2 = "mlp.fc2";
-    reader.set_context(std::string("the ") + side + " tower");
-    read_tower(reader, model.towers.at(text ? Modality::text : Modality::image), names);
-    reader.ignore(m + "embeddings.position_ids");  // a buffer older transformers saved
+    out.towers.push_back({text ? Modality::text : Modality::image,
+                          std::string("the ") + side + " tower", std::move(names)});
   }
-  reader.set_context({});
-  if (reader.contains("logit_scale")) {
-    reader.read("logit_scale", {}, &model.logit_scale);
-  }
-  reader.finish();
-  return model;
+  out.logit_scale = "logit_scale";
+  out.logit_scale_optional = true;
+  out.passed_over = [](const std::string& name) {  // a buffer older transformers saved
+    return name == "text_model.embeddings.position_ids" ||
+           name == "vision_model.embeddings.position_ids";
+  };
+  return out;
 }
 
 // ---- open_clip (OpenAI CLIP's names; open_clip's CLIPVisionCfg / CLIPTextCfg defaults) ----
@@ -305,16 +352,12 @@ inline TowerModelConfig open_clip_config(const nlohmann::json& json, const std::
   return model;
 }
 
-template <class Scalar>
-TowerModel<Scalar> load_open_clip(const ModelDirectory& found) {
-  const auto& config_file = found.config_file;
-  const nlohmann::json& json = *found.config;
-  const TowerModelConfig config = open_clip_config(json, config_file.string());
-  TensorReader reader(found.dir / open_clip_weights_name);
-  TowerModel<Scalar> model = allocate<Scalar>(config, reader, config_file);
-  // CustomTextCLIP keeps its text tower under "text."; CLIP at the top level.
-  const bool custom_text =
-      JsonObject(json, config_file.string(), "").object("model_cfg").boolean("custom_text", false);
+// OpenAI CLIP's names as open_clip keeps them: packed in_proj, projections stored [D, E]
+// (a text projection with a bias is an nn.Linear [E, D]). `custom_text`: CustomTextCLIP keeps
+// its text tower under "text."; CLIP at the top level.
+inline CheckpointNames open_clip_names(const TowerModelConfig& config, bool custom_text) {
+  CheckpointNames out;
+  out.weights_file = open_clip_weights_name;
   const auto block_names = [](TowerNames& names, const std::string& m) {
     names.block_prefix = [m](Index l) {
       return m + "transformer.resblocks." + std::to_string(l) + ".";
@@ -335,28 +378,29 @@ TowerModel<Scalar> load_open_clip(const ModelDirectory& found) {
     names.proj = "visual.proj";
     names.proj_transposed = true;
     block_names(names, "visual.");
-    reader.set_context("the image tower");
-    read_tower(reader, model.towers.at(Modality::image), names);
+    out.towers.push_back({Modality::image, "the image tower", std::move(names)});
   }
-  if (model.has(Modality::text)) {
+  std::string attn_mask;
+  if (config.has(Modality::text)) {
     const std::string m = custom_text ? "text." : "";
     TowerNames names;
     names.token_embedding = m + "token_embedding.weight";
     names.positional_embedding = m + "positional_embedding";
     names.ln_post = m + "ln_final";
-    const bool bias = model.towers.at(Modality::text).config.proj_bias;
+    const bool bias = config.towers.at(Modality::text).proj_bias;
     names.proj = bias ? m + "text_projection.weight" : m + "text_projection";
     names.proj_bias = m + "text_projection.bias";
     names.proj_transposed = !bias;  // a Parameter [D, E], or an nn.Linear [E, D]
     block_names(names, m);
-    reader.set_context("the text tower");
-    read_tower(reader, model.towers.at(Modality::text), names);
-    reader.ignore(m + "attn_mask");
+    out.towers.push_back({Modality::text, "the text tower", std::move(names)});
+    attn_mask = m + "attn_mask";
   }
-  reader.set_context({});
-  if (reader.contains("logit_scale")) reader.read("logit_scale", {}, &model.logit_scale);
-  reader.finish();
-  return model;
+  out.logit_scale = "logit_scale";
+  out.logit_scale_optional = true;
+  out.passed_over = [attn_mask](const std::string& name) {  // the causal mask, a buffer
+    return !attn_mask.empty() && name == attn_mask;
+  };
+  return out;
 }
 
 // ---- ImageBind (imagebind/models/imagebind_model.py, ImageBindModel's defaults) -------------
@@ -445,12 +489,10 @@ inline TowerModelConfig imagebind_config(const nlohmann::json& json, const std::
   return model;
 }
 
-template <class Scalar>
-TowerModel<Scalar> load_imagebind(const ModelDirectory& found) {
-  const auto& config_file = found.config_file;
-  const TowerModelConfig config = imagebind_config(*found.config, config_file.string());
-  TensorReader reader(found.dir / weights_file_name);
-  TowerModel<Scalar> model = allocate<Scalar>(config, reader, config_file);
+// ImageBind's own names (imagebind_model.py): modality preprocessors, trunks and heads.
+inline CheckpointNames imagebind_names() {
+  CheckpointNames out;
+  out.weights_file = weights_file_name;
   const auto trunk_names = [](TowerNames& names, const std::string& m) {
     const std::string trunk = "modality_trunks." + m + ".";
     names.ln_pre = trunk + "pre_transformer_layer.0";
@@ -470,8 +512,7 @@ TowerModel<Scalar> load_imagebind(const ModelDirectory& found) {
     names.ln_post = "modality_heads.vision.0";
     names.proj = "modality_heads.vision.2.weight";
     trunk_names(names, "vision");
-    reader.set_context("the vision tower");
-    read_tower(reader, model.towers.at(Modality::image), names);
+    out.towers.push_back({Modality::image, "the vision tower", std::move(names)});
   }
   {
     TowerNames names;
@@ -481,9 +522,7 @@ TowerModel<Scalar> load_imagebind(const ModelDirectory& found) {
     names.ln_post = "modality_heads.text.proj.0";
     names.proj = "modality_heads.text.proj.1.weight";
     trunk_names(names, "text");
-    reader.set_context("the text tower");
-    read_tower(reader, model.towers.at(Modality::text), names);
-    reader.ignore(pre + "mask");  // the causal mask, a buffer
+    out.towers.push_back({Modality::text, "the text tower", std::move(names)});
   }
   {
     TowerNames names;
@@ -495,24 +534,22 @@ TowerModel<Scalar> load_imagebind(const ModelDirectory& found) {
     names.ln_post = "modality_heads.audio.0";
     names.proj = "modality_heads.audio.2.weight";
     trunk_names(names, "audio");
-    reader.set_context("the audio tower");
-    read_tower(reader, model.towers.at(Modality::audio), names);
+    out.towers.push_back({Modality::audio, "the audio tower", std::move(names)});
   }
-  reader.set_context({});
   // The text postprocessor's learned scale multiplies text embeddings: CLIP's logit scale.
-  reader.read("modality_postprocessors.text.1.log_logit_scale", {}, &model.logit_scale);
-  reader.ignore("modality_postprocessors.audio.1.log_logit_scale");  // fixed (20), a buffer
-  // Depth, thermal and IMU: every ImageBind checkpoint carries them; tessera does not run
-  // those towers (yet), so their tensors are passed over.
-  for (const auto& name : reader.file().names()) {
-    for (const char* m : {".depth.", ".thermal.", ".imu."}) {
-      if (name.rfind("modality_", 0) == 0 && name.find(m) != std::string::npos) {
-        reader.ignore(name);
-      }
-    }
-  }
-  reader.finish();
-  return model;
+  out.logit_scale = "modality_postprocessors.text.1.log_logit_scale";
+  out.logit_scale_optional = false;
+  out.passed_over = [](const std::string& name) {
+    if (name == "modality_preprocessors.text.mask") return true;  // the causal mask, a buffer
+    if (name == "modality_postprocessors.audio.1.log_logit_scale") return true;  // fixed (20)
+    // Depth, thermal and IMU: every ImageBind checkpoint carries them; tessera does not run
+    // those towers (yet), so their tensors are passed over.
+    if (name.rfind("modality_", 0) != 0) return false;
+    return std::any_of(std::begin(imagebind_other_modalities),
+                       std::end(imagebind_other_modalities),
+                       [&](const char* m) { return name.find(m) != std::string::npos; });
+  };
+  return out;
 }
 
 // ---- tessera_towers: the native form (docs/model-files.md "Towers") -------------------------
@@ -665,14 +702,13 @@ inline nlohmann::json to_json(const TowerModelConfig& config) {
 
 namespace detail {
 
-template <class Scalar>
-TowerModel<Scalar> load_towers(const ModelDirectory& found) {
-  const auto& config_file = found.config_file;
-  const TowerModelConfig config = towers_config(*found.config, config_file.string());
-  TensorReader reader(found.dir / weights_file_name);
-  TowerModel<Scalar> model = allocate<Scalar>(config, reader, config_file);
-  for (auto& [m, tower] : model.towers) {
-    const std::string p = model.config.tower_names.at(m) + ".";
+// The native names (docs/model-files.md "tessera_towers"): each tower under its name, OpenAI
+// CLIP's block names, nn.Linear projections.
+inline CheckpointNames towers_names(const TowerModelConfig& config) {
+  CheckpointNames out;
+  out.weights_file = weights_file_name;
+  for (const auto& [m, tower] : config.towers) {
+    const std::string p = config.tower_names.at(m) + ".";
     TowerNames names;
     names.token_embedding = p + "token_embedding.weight";
     names.positional_embedding = p + "positional_embedding";
@@ -692,12 +728,68 @@ TowerModel<Scalar> load_towers(const ModelDirectory& found) {
     names.attn = "attn";
     names.fc1 = "mlp.c_fc";
     names.fc2 = "mlp.c_proj";
-    reader.set_context("the " + model.config.tower_names.at(m) + " tower");
-    read_tower(reader, tower, names);
+    out.towers.push_back({m, "the " + config.tower_names.at(m) + " tower", std::move(names)});
   }
+  out.logit_scale = "logit_scale";
+  out.logit_scale_optional = true;
+  out.passed_over = [](const std::string&) { return false; };
+  return out;
+}
+
+// The kind's config of a directory detect_model found (its config file parsed), validated
+// by the kind's reader as the loader reads it.
+inline TowerModelConfig pretrained_config(const ModelDirectory& found) {
+  const std::string where = found.config_file.string();
+  switch (found.kind) {
+    case ModelKind::hf_clip: return hf_clip_config(*found.config, where);
+    case ModelKind::open_clip: return open_clip_config(*found.config, where);
+    case ModelKind::imagebind: return imagebind_config(*found.config, where);
+    case ModelKind::tessera_towers: return towers_config(*found.config, where);
+    case ModelKind::tessera: break;
+  }
+  not_pretrained(found);
+}
+
+// Where the weights of a model of `config` live in the kind of `found`.
+inline CheckpointNames checkpoint_names(const ModelDirectory& found,
+                                        const TowerModelConfig& config) {
+  switch (found.kind) {
+    case ModelKind::hf_clip: return hf_clip_names();
+    case ModelKind::open_clip: {
+      const JsonObject top(*found.config, found.config_file.string(), "");
+      return open_clip_names(config, top.object("model_cfg").boolean("custom_text", false));
+    }
+    case ModelKind::imagebind: return imagebind_names();
+    case ModelKind::tessera_towers: return towers_names(config);
+    case ModelKind::tessera: break;
+  }
+  not_pretrained(found);
+}
+
+// Reads every weight of `model` under `names`, passes over the tensors names.passed_over
+// accepts and refuses any other (TensorReader::finish).
+template <class Scalar>
+void read_pretrained_weights(TensorReader& reader, TowerModel<Scalar>& model,
+                             const CheckpointNames& names) {
+  for_each_model_weight(model, names, [&](const WeightSlot<Scalar>& slot, const std::string& what) {
+    reader.set_context(what);
+    reader.read(slot);
+  });
   reader.set_context({});
-  if (reader.contains("logit_scale")) reader.read("logit_scale", {}, &model.logit_scale);
+  for (const auto& name : reader.file().names()) {
+    if (names.passed_over(name)) reader.ignore(name);
+  }
   reader.finish();
+}
+
+// The model of a pretrained directory, found.config parsed.
+template <class Scalar>
+TowerModel<Scalar> load_pretrained(const ModelDirectory& found) {
+  const TowerModelConfig config = pretrained_config(found);
+  const CheckpointNames names = checkpoint_names(found, config);
+  TensorReader reader(found.dir / names.weights_file);
+  TowerModel<Scalar> model = allocate<Scalar>(config, reader, found.config_file);
+  read_pretrained_weights(reader, model, names);
   return model;
 }
 
@@ -708,19 +800,9 @@ TowerModel<Scalar> load_towers(const ModelDirectory& found) {
 // here, to name the problem.
 template <class Scalar = float>
 TowerModel<Scalar> load_tower_model(ModelDirectory found) {
-  if (found.kind != ModelKind::tessera && !found.config) {
-    found.config = detail::read_json_file(found.config_file);
-  }
-  switch (found.kind) {
-    case ModelKind::hf_clip: return detail::load_hf_clip<Scalar>(found);
-    case ModelKind::open_clip: return detail::load_open_clip<Scalar>(found);
-    case ModelKind::imagebind: return detail::load_imagebind<Scalar>(found);
-    case ModelKind::tessera_towers: return detail::load_towers<Scalar>(found);
-    case ModelKind::tessera: break;
-  }
-  fail(found.dir.string(), ": not a pretrained model directory (no open_clip_config.json, and "
-       "no config.json with a model_type of \"clip\", \"imagebind\" or \"tessera_towers\"); a "
-       "tessera model loads with load_model");
+  if (found.kind == ModelKind::tessera) detail::not_pretrained(found);
+  if (!found.config) found.config = detail::read_json_file(found.config_file);
+  return detail::load_pretrained<Scalar>(found);
 }
 
 // The pretrained model of directory `dir`.

@@ -1,26 +1,97 @@
 #pragma once
-// Reading a tower's weights from a checkpoint under another library's tensor names.
+// A tower's weights under another library's tensor names, one mapping for both directions.
+//
+// TowerNames says where each of a tower's weights lives in one family's names;
+// for_each_tower_weight walks a tower under them and hands each tensor of the file to a
+// visitor as a WeightSlot: the tensor's name, its stored shape, and the tower's values in the
+// stored order (three pieces for a packed q/k/v in_proj, a transposed matrix for OpenAI's
+// projection). Reading (read_tower, TensorReader::read) and writing (slot_values, used by
+// model/pretrained_save.hpp) walk the same slots, so each family's names are written once.
 //
 // TensorReader wraps a safetensors file: every read names the tensor, checks its shape (a
 // stored shape with extra leading 1s, as ImageBind keeps [1, 1, D] tokens, is the same
 // tensor), its dtype (floating) and that every value is finite; finish() then refuses any
-// tensor that was not read and is not a known buffer. TowerNames says where each of a tower's
-// weights lives in one family's names; read_tower fills a Tower from them.
+// tensor that was not read and is not a known buffer.
 
 #include <tessera/core/error.hpp>
 #include <tessera/core/tensor.hpp>
 #include <tessera/io/safetensors.hpp>
 #include <tessera/model/tower.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <set>
+#include <span>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace tessera {
+
+// One tensor of a checkpoint and the model's values it holds. Element is Scalar when the
+// model is being filled, const Scalar when it is being written out.
+template <class Element>
+struct WeightSlot {
+  std::string name;                        // the tensor's name in the file
+  std::vector<std::int64_t> shape;         // as stored (a file may add leading 1s)
+  std::vector<std::span<Element>> pieces;  // the values in stored row-major order, one piece
+                                           // after the other (q, k, v of a packed in_proj)
+  bool transposed = false;  // one piece, a row-major [shape[1], shape[0]] matrix stored transposed
+  bool optional = false;    // may be absent from a file (the model then keeps its default)
+
+  std::size_t size() const {
+    std::size_t n = 0;
+    for (const auto& piece : pieces) n += piece.size();
+    return n;
+  }
+};
+
+// The slot's values in stored order: what a file holds for it.
+template <class Element>
+std::vector<std::remove_const_t<Element>> slot_values(const WeightSlot<Element>& slot) {
+  using Scalar = std::remove_const_t<Element>;
+  std::vector<Scalar> out;
+  out.reserve(slot.size());
+  if (slot.transposed) {
+    TESSERA_ASSERT(slot.pieces.size() == 1 && slot.shape.size() == 2);
+    // stored [r, c] = the model's [c, r] transposed
+    const Eigen::Map<const Matrix<Scalar>> m(slot.pieces[0].data(), slot.shape[1], slot.shape[0]);
+    const Matrix<Scalar> stored = m.transpose();
+    out.assign(stored.data(), stored.data() + stored.size());
+    return out;
+  }
+  for (const auto& piece : slot.pieces) out.insert(out.end(), piece.begin(), piece.end());
+  return out;
+}
+
+// Puts `values` (stored order, slot.size() of them) into the slot's places in the model.
+template <class Scalar>
+void assign_slot(const WeightSlot<Scalar>& slot, std::span<const Scalar> values) {
+  TESSERA_ASSERT(values.size() == slot.size());
+  if (slot.transposed) {
+    TESSERA_ASSERT(slot.pieces.size() == 1 && slot.shape.size() == 2);
+    const Eigen::Map<const Matrix<Scalar>> stored(values.data(), slot.shape[0], slot.shape[1]);
+    Eigen::Map<Matrix<Scalar>>(slot.pieces[0].data(), slot.shape[1], slot.shape[0]) =
+        stored.transpose();
+    return;
+  }
+  std::size_t at = 0;
+  for (const auto& piece : slot.pieces) {
+    std::copy_n(values.begin() + static_cast<std::ptrdiff_t>(at), piece.size(), piece.begin());
+    at += piece.size();
+  }
+}
+
+// A stored shape without the leading 1s it has beyond `rank` ([1, 1, D] for a [D] token).
+inline std::vector<std::int64_t> drop_leading_ones(std::vector<std::int64_t> stored,
+                                                   std::size_t rank) {
+  while (stored.size() > rank && stored.front() == 1) stored.erase(stored.begin());
+  return stored;
+}
 
 class TensorReader {
  public:
@@ -38,11 +109,9 @@ class TensorReader {
     check(file_.contains(name), where_, ": missing tensor '", name, "' of shape ",
           detail::shape_string(shape), what_for());
     const TensorInfo& info = file_.info(name);
-    std::vector<std::int64_t> stored = info.shape;
-    while (stored.size() > shape.size() && stored.front() == 1) stored.erase(stored.begin());
-    check(stored == shape, where_, ": tensor '", name, "' has shape ",
-          detail::shape_string(info.shape), ", expected ", detail::shape_string(shape),
-          what_for());
+    check(drop_leading_ones(info.shape, shape.size()) == shape, where_, ": tensor '", name,
+          "' has shape ", detail::shape_string(info.shape), ", expected ",
+          detail::shape_string(shape), what_for());
     check(is_floating(info.dtype), where_, ": tensor '", name, "' has dtype ",
           dtype_name(info.dtype), ", expected F32, F16, BF16 or F64");
     const std::vector<Scalar> values = file_.read<Scalar>(name);
@@ -54,22 +123,13 @@ class TensorReader {
     used_.insert(name);
   }
 
+  // The slot's tensor into the model's places (an optional slot the file lacks: left as is).
   template <class Scalar>
-  void read(const std::string& name, MatrixRef<Scalar> out) {  // [rows, cols]
-    Matrix<Scalar> m(out.rows(), out.cols());
-    read(name, {out.rows(), out.cols()}, m.data());
-    out = m;
-  }
-  // A matrix stored transposed (OpenAI's text_projection [D, E] for a weight [E, D]).
-  template <class Scalar>
-  void read_transposed(const std::string& name, MatrixRef<Scalar> out) {  // [rows, cols]
-    Matrix<Scalar> m(out.cols(), out.rows());
-    read(name, {out.cols(), out.rows()}, m.data());
-    out = m.transpose();
-  }
-  template <class Scalar, int Rows, int Cols, int Options>
-  void read_vector(const std::string& name, Eigen::Matrix<Scalar, Rows, Cols, Options>& out) {
-    read(name, {static_cast<std::int64_t>(out.size())}, out.data());
+  void read(const WeightSlot<Scalar>& slot) {
+    if (slot.optional && !contains(slot.name)) return;
+    std::vector<Scalar> values(slot.size());
+    read(slot.name, slot.shape, values.data());
+    assign_slot(slot, std::span<const Scalar>(values));
   }
 
   // A tensor that is present in real files but is no weight (position_ids, a causal mask
@@ -129,28 +189,42 @@ struct TowerNames {
   std::string fc1, fc2;              // "mlp.c_fc" | "mlp.fc1"
 };
 
-// Fills `tower` (allocated for its config) from `reader` under `names`.
-template <class Scalar>
-void read_tower(TensorReader& reader, Tower<Scalar>& tower, const TowerNames& names) {
+// Calls visit(const WeightSlot<Element>&) for every tensor a tower of its config has under
+// `names`, in a fixed order (the embeddings, the blocks, ln_post, the projection). TowerT is
+// Tower<Scalar> (slots of Scalar, to fill it) or const Tower<Scalar> (of const Scalar, to
+// write it out).
+template <class TowerT, class Visit>
+void for_each_tower_weight(TowerT& tower, const TowerNames& names, Visit&& visit) {
+  using Element = std::remove_pointer_t<decltype(tower.positional_embedding.data())>;
+  using Slot = WeightSlot<Element>;
+  const auto values = [](auto& m) {  // an Eigen object's values, row-major
+    return std::span<Element>(m.data(), static_cast<std::size_t>(m.size()));
+  };
+  const auto matrix = [&](const std::string& name, auto& m) {  // [rows, cols]
+    visit(Slot{name, {m.rows(), m.cols()}, {values(m)}});
+  };
+  const auto vector = [&](const std::string& name, auto& v) {  // [n]
+    visit(Slot{name, {v.size()}, {values(v)}});
+  };
+  const auto norm = [&](const std::string& prefix, auto& n) {
+    vector(prefix + ".weight", n.weight);
+    vector(prefix + ".bias", n.bias);
+  };
   const TowerConfig& c = tower.config;
   const Index d = c.width;
-  const auto norm = [&](const std::string& prefix, nn::Norm<Scalar>& n) {
-    reader.read_vector(prefix + ".weight", n.weight);
-    reader.read_vector(prefix + ".bias", n.bias);
-  };
   if (c.is_text()) {
-    reader.read(names.token_embedding, MatrixRef<Scalar>(tower.token_embedding));
+    matrix(names.token_embedding, tower.token_embedding);
   } else {
-    std::vector<std::int64_t> conv{d, c.channels};
+    std::vector<std::int64_t> conv{d, c.channels};  // the same values as patch.weight [D, C*kt*k*k]
     if (c.clip_frames > 1) conv.push_back(c.clip_frames);
     conv.push_back(c.kernel);
     conv.push_back(c.kernel);
-    reader.read(names.patch_weight, conv, tower.patch.weight.data());
-    if (c.conv_bias) reader.read_vector(names.patch_bias, tower.patch.bias);
+    visit(Slot{names.patch_weight, conv, {values(tower.patch.weight)}});
+    if (c.conv_bias) vector(names.patch_bias, tower.patch.bias);
     if (c.stem_norm) norm(names.stem_norm, tower.stem_norm);
-    if (c.cls_token) reader.read_vector(names.class_embedding, tower.class_embedding);
+    if (c.cls_token) vector(names.class_embedding, tower.class_embedding);
   }
-  reader.read(names.positional_embedding, MatrixRef<Scalar>(tower.positional_embedding));
+  matrix(names.positional_embedding, tower.positional_embedding);
   if (c.pre_norm) norm(names.ln_pre, tower.ln_pre);
   for (Index l = 0; l < c.layers; ++l) {
     auto& block = tower.blocks[static_cast<std::size_t>(l)];
@@ -160,41 +234,47 @@ void read_tower(TensorReader& reader, Tower<Scalar>& tower, const TowerNames& na
     auto& attn = block.attn;
     const std::string a = p + names.attn;
     if (names.packed_qkv) {
-      Matrix<Scalar> w(3 * d, d);
-      Vector<Scalar> b(3 * d);
-      reader.read(a + ".in_proj_weight", MatrixRef<Scalar>(w));
-      reader.read_vector(a + ".in_proj_bias", b);
-      attn.q_proj.weight = w.topRows(d);
-      attn.k_proj.weight = w.middleRows(d, d);
-      attn.v_proj.weight = w.bottomRows(d);
-      attn.q_proj.bias = b.head(d);
-      attn.k_proj.bias = b.segment(d, d);
-      attn.v_proj.bias = b.tail(d);
+      // nn.MultiheadAttention's in_proj: q, k, v stacked, [3D, D] and [3D].
+      visit(Slot{a + ".in_proj_weight", {3 * d, d},
+                 {values(attn.q_proj.weight), values(attn.k_proj.weight),
+                  values(attn.v_proj.weight)}});
+      visit(Slot{a + ".in_proj_bias", {3 * d},
+                 {values(attn.q_proj.bias), values(attn.k_proj.bias), values(attn.v_proj.bias)}});
     } else {
-      for (auto [part, linear] : {std::pair{"q_proj", &attn.q_proj}, std::pair{"k_proj", &attn.k_proj},
-                                  std::pair{"v_proj", &attn.v_proj}}) {
-        reader.read(a + "." + part + ".weight", MatrixRef<Scalar>(linear->weight));
-        reader.read_vector(a + "." + part + ".bias", linear->bias);
-      }
+      matrix(a + ".q_proj.weight", attn.q_proj.weight);
+      vector(a + ".q_proj.bias", attn.q_proj.bias);
+      matrix(a + ".k_proj.weight", attn.k_proj.weight);
+      vector(a + ".k_proj.bias", attn.k_proj.bias);
+      matrix(a + ".v_proj.weight", attn.v_proj.weight);
+      vector(a + ".v_proj.bias", attn.v_proj.bias);
     }
-    reader.read(a + ".out_proj.weight", MatrixRef<Scalar>(attn.out_proj.weight));
-    reader.read_vector(a + ".out_proj.bias", attn.out_proj.bias);
+    matrix(a + ".out_proj.weight", attn.out_proj.weight);
+    vector(a + ".out_proj.bias", attn.out_proj.bias);
     if (c.bias_kv) {
-      reader.read_vector(a + ".bias_k", attn.bias_k);
-      reader.read_vector(a + ".bias_v", attn.bias_v);
+      vector(a + ".bias_k", attn.bias_k);
+      vector(a + ".bias_v", attn.bias_v);
     }
-    reader.read(p + names.fc1 + ".weight", MatrixRef<Scalar>(block.ffn.fc1.weight));
-    reader.read_vector(p + names.fc1 + ".bias", block.ffn.fc1.bias);
-    reader.read(p + names.fc2 + ".weight", MatrixRef<Scalar>(block.ffn.fc2.weight));
-    reader.read_vector(p + names.fc2 + ".bias", block.ffn.fc2.bias);
+    matrix(p + names.fc1 + ".weight", block.ffn.fc1.weight);
+    vector(p + names.fc1 + ".bias", block.ffn.fc1.bias);
+    matrix(p + names.fc2 + ".weight", block.ffn.fc2.weight);
+    vector(p + names.fc2 + ".bias", block.ffn.fc2.bias);
   }
   norm(names.ln_post, tower.ln_post);
+  auto& proj = tower.proj.weight;  // [E, D]
   if (names.proj_transposed) {
-    reader.read_transposed(names.proj, MatrixRef<Scalar>(tower.proj.weight));
+    Slot slot{names.proj, {proj.cols(), proj.rows()}, {values(proj)}};
+    slot.transposed = true;
+    visit(slot);
   } else {
-    reader.read(names.proj, MatrixRef<Scalar>(tower.proj.weight));
+    matrix(names.proj, proj);
   }
-  if (c.proj_bias) reader.read_vector(names.proj_bias, tower.proj.bias);
+  if (c.proj_bias) vector(names.proj_bias, tower.proj.bias);
+}
+
+// Fills `tower` (allocated for its config) from `reader` under `names`.
+template <class Scalar>
+void read_tower(TensorReader& reader, Tower<Scalar>& tower, const TowerNames& names) {
+  for_each_tower_weight(tower, names, [&](const WeightSlot<Scalar>& slot) { reader.read(slot); });
 }
 
 }  // namespace tessera
