@@ -387,6 +387,29 @@ TEST(SavePretrained, AnExistingOutputOnlyWhenEmptyOrReplaced) {
               HasSubstr("not a directory"));
 }
 
+// merge: the model's files into a directory that keeps its own (tessera-train's MODEL_DIR).
+TEST(SavePretrained, MergeKeepsTheDirectorysOtherFiles) {
+  if (!fs::exists(pretrained_dir("hf_clip"))) GTEST_SKIP();
+  TempDir tmp;
+  const fs::path from = pretrained_dir("hf_clip") / "model";
+  TowerModel<float> model = load_tower_model<float>(from);
+  fs::create_directory(tmp / "run");
+  std::ofstream(tmp / "run" / "training.json") << "{}";
+  save_tower_model(model, from, tmp / "run", {.merge = true});
+  std::vector<std::string> expected = entries(from);
+  expected.push_back("training.json");
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(entries(tmp / "run"), expected);
+  EXPECT_EQ(bytes_of(tmp / "run" / "training.json"), "{}");
+  EXPECT_EQ(bytes_of(weights_file(tmp / "run")), bytes_of(weights_file(from)));
+  // again, with a changed weight: the weights file is replaced, the other files stay
+  model.logit_scale += 1;
+  save_tower_model(model, from, tmp / "run", {.merge = true});
+  EXPECT_EQ(entries(tmp / "run"), expected);
+  EXPECT_EQ(load_tower_model<float>(tmp / "run").logit_scale, model.logit_scale);
+  EXPECT_EQ(entries(tmp.path()), std::vector<std::string>{"run"});
+}
+
 TEST(SavePretrained, AnUnwritablePlaceLeavesNothing) {
   if (!fs::exists(pretrained_dir("hf_clip"))) GTEST_SKIP();
   TempDir tmp;

@@ -52,6 +52,10 @@ struct SaveTowerModelOptions {
   // Allow `out` to be the directory the model was loaded from: its weights file (and a
   // tessera_towers config.json) are replaced in place, each atomically; its other files stay.
   bool overwrite_source = false;
+  // Write into an existing directory, keeping its other files: each of the model's files
+  // takes its place by a rename (atomic per file). tessera-train writes a fine-tuned model
+  // this way into its MODEL_DIR, which also holds the run's lock, checkpoint and report.
+  bool merge = false;
 };
 
 namespace detail {
@@ -263,7 +267,7 @@ class TemporaryDirectory {
 // nothing new behind, for a model that does not match `from`, a non-finite weight or one its
 // tensor's dtype cannot hold (naming the tensor), `out` being `from` (unless
 // options.overwrite_source) or inside it, an existing non-empty `out` (unless
-// options.replace), a missing parent directory, and any I/O failure.
+// options.replace or options.merge), a missing parent directory, and any I/O failure.
 template <class Scalar>
 void save_tower_model(const TowerModel<Scalar>& model, const ModelDirectory& from,
                       const std::filesystem::path& out, const SaveTowerModelOptions& options = {}) {
@@ -310,8 +314,9 @@ void save_tower_model(const TowerModel<Scalar>& model, const ModelDirectory& fro
   if (exists) {
     check(fs::is_directory(fs::symlink_status(target)), "save_tower_model: ", out.string(),
           " exists and is not a directory");
-    check(options.replace || fs::is_empty(target), "save_tower_model: ", out.string(),
-          " exists and is not empty; set SaveTowerModelOptions::replace to replace it");
+    check(options.replace || options.merge || fs::is_empty(target), "save_tower_model: ",
+          out.string(), " exists and is not empty; set SaveTowerModelOptions::replace to "
+          "replace it");
   }
 
   // Assembled beside `out`, then renamed into place.
@@ -335,6 +340,16 @@ void save_tower_model(const TowerModel<Scalar>& model, const ModelDirectory& fro
                                   detail::towers_config_text(model.config));
   }
 
+  if (exists && options.merge) {
+    for (const auto& entry : fs::directory_iterator(assembled.path())) {
+      const fs::path into = target / entry.path().filename();
+      if (fs::is_directory(fs::symlink_status(into))) fs::remove_all(into, error);
+      if (!error) fs::rename(entry.path(), into, error);
+      check(!error, "save_tower_model: cannot move ", entry.path().string(), " to ",
+            into.string(), ": ", error.message());
+    }
+    return;  // `assembled`, now empty, is removed by its destructor
+  }
   if (!exists || fs::is_empty(target)) {  // rename(2) replaces an empty directory
     fs::rename(assembled.path(), target, error);
     check(!error, "save_tower_model: cannot rename ", assembled.path().string(), " to ",

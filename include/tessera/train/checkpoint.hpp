@@ -16,10 +16,16 @@
 // moment would otherwise resume a run silently from damaged state. A checkpoint without a
 // checksum is refused too, since tessera writes one into every checkpoint.
 //
+// save_checkpoint and load_checkpoint take a MultiModalEncoder, or any model's weights as a
+// list of Parameters with the model's config as JSON (a fine-tuned TowerModel saves the
+// weights it trains).
+//
 // Tensors are stored in Scalar's own type (F32 or F64), so load_checkpoint(save_checkpoint(...))
 // restores every bit, and a resumed training equals an uninterrupted one (tested).
 
 #include <tessera/core/error.hpp>
+#include <tessera/core/parameter.hpp>
+#include <tessera/io/json.hpp>
 #include <tessera/io/safetensors.hpp>
 #include <tessera/model/config.hpp>
 #include <tessera/model/config_json.hpp>
@@ -30,7 +36,9 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <span>
 #include <string>
+#include <vector>
 
 namespace tessera {
 
@@ -40,16 +48,20 @@ struct TrainingPosition {
   std::map<std::string, std::string> user;   // the caller's own state, as text
 };
 
-// Writes model, optimizer and position to `file` (replacing it atomically).
-// ensures: load_checkpoint(file, ...) restores all three exactly.
+// Writes the weights `params` (named as parameters() names them), the model's config (its
+// JSON, compared on load), optimizer and position to `file` (replacing it atomically): the
+// piece every model's checkpoint is written by. A model that trains only some of its weights
+// (a fine-tuned pretrained model with frozen towers) saves those alone.
+// ensures: load_checkpoint(file, ...) restores all of them exactly.
 // A weight that is not finite (a diverged run) is a tessera::Error naming it, and the
 // previous checkpoint stays as it was.
 template <class Scalar>
-void save_checkpoint(const std::filesystem::path& file, const MultiModalEncoder<Scalar>& model,
-                     const AdamW<Scalar>& optimizer, const TrainingPosition& position) {
+void save_checkpoint(const std::filesystem::path& file, std::span<const Parameter<const Scalar>> params,
+                     const nlohmann::json& config, const AdamW<Scalar>& optimizer,
+                     const TrainingPosition& position) {
   const DType dtype = sizeof(Scalar) == 8 ? DType::F64 : DType::F32;
   std::map<std::string, TensorData> tensors;
-  for (const auto& p : model.parameters()) {
+  for (const auto& p : params) {
     for (std::int64_t i = 0; i < p.size(); ++i) {
       check(std::isfinite(static_cast<double>(p.data[i])), "save_checkpoint ", file.string(),
             ": weight '", p.name, "' holds a non-finite value (", p.data[i], ") at flat index ", i);
@@ -65,12 +77,20 @@ void save_checkpoint(const std::filesystem::path& file, const MultiModalEncoder<
   }
   std::map<std::string, std::string> metadata{
       {"format", "tessera-checkpoint"},
-      {"config", to_json(model.config).dump()},
+      {"config", config.dump()},
       {"step", std::to_string(position.step)},
       {"adamw_steps", std::to_string(state.steps)},
       {"scalar", detail::scalar_name<Scalar>()}};
   for (const auto& [key, value] : position.user) metadata["user." + key] = value;
   save_safetensors(file, tensors, metadata, Checksum::crc32);
+}
+
+// Writes model (every weight, logit_scale included), optimizer and position to `file`.
+template <class Scalar>
+void save_checkpoint(const std::filesystem::path& file, const MultiModalEncoder<Scalar>& model,
+                     const AdamW<Scalar>& optimizer, const TrainingPosition& position) {
+  const auto params = model.parameters();
+  save_checkpoint<Scalar>(file, params, to_json(model.config), optimizer, position);
 }
 
 // Opens `file` as a checkpoint and checks what holds for any Scalar: it is a tessera
@@ -91,14 +111,16 @@ inline SafetensorsFile open_checkpoint(const std::filesystem::path& file) {
   return in;
 }
 
-// Reads a checkpoint written by save_checkpoint<Scalar> into model (whose config must equal
-// the checkpoint's), optimizer and position. Everything is read and checked before anything
-// is changed: on a tessera::Error (a missing or malformed file, a checksum that is missing or
-// does not match, another config, a missing or misshapen tensor) model, optimizer and
-// position are as they were.
+// Reads a checkpoint written by save_checkpoint<Scalar> into the weights `params` (those the
+// checkpoint was saved with, by name and shape), optimizer and position; its config must
+// equal `config`. Everything is read and checked before anything is changed: on a
+// tessera::Error (a missing or malformed file, a checksum that is missing or does not match,
+// another config, a missing or misshapen tensor) the weights, optimizer and position are as
+// they were.
 template <class Scalar>
-void load_checkpoint(const std::filesystem::path& file, MultiModalEncoder<Scalar>& model,
-                     AdamW<Scalar>& optimizer, TrainingPosition& position) {
+void load_checkpoint(const std::filesystem::path& file, std::span<const Parameter<Scalar>> params,
+                     const nlohmann::json& config, AdamW<Scalar>& optimizer,
+                     TrainingPosition& position) {
   const SafetensorsFile in = open_checkpoint(file);
   const std::string where = file.string();
   const auto& metadata = in.metadata();
@@ -109,11 +131,15 @@ void load_checkpoint(const std::filesystem::path& file, MultiModalEncoder<Scalar
   };
   check(entry("scalar") == detail::scalar_name<Scalar>(), where, ": written for ",
         entry("scalar"), ", read as ", detail::scalar_name<Scalar>());
-  const Config saved_config =
-      parse_config(detail::ConfigReader::parse_text(entry("config"), where + " config"),
-                   where + " config");
-  check(to_json(saved_config) == to_json(model.config), where,
-        ": the checkpoint's model config differs from this model's");
+  nlohmann::json saved_config;
+  try {
+    std::string problem;
+    saved_config = detail::parse_json_checked(entry("config"), &problem);
+    check(problem.empty(), where, ": metadata 'config': ", problem);
+  } catch (const nlohmann::json::exception& e) {
+    fail(where, ": metadata 'config' is not JSON: ", detail::json_error_reason(e));
+  }
+  check(saved_config == config, where, ": the checkpoint's model config differs from this model's");
   auto integer = [&](const std::string& key) {
     const std::string& text = entry(key);
     std::size_t used = 0;
@@ -134,7 +160,6 @@ void load_checkpoint(const std::filesystem::path& file, MultiModalEncoder<Scalar
 
   // Weights, into copies first.
   std::vector<std::vector<Scalar>> weights;
-  const auto params = model.parameters();
   for (const auto& p : params) {
     const std::string name = "model." + p.name;
     check(in.contains(name), where, ": missing tensor '", name, "'");
@@ -160,6 +185,15 @@ void load_checkpoint(const std::filesystem::path& file, MultiModalEncoder<Scalar
   }
   optimizer = std::move(restored);
   position = std::move(next);
+}
+
+// Reads a checkpoint written by save_checkpoint<Scalar> into model (whose config must equal
+// the checkpoint's), optimizer and position; nothing changes on an error.
+template <class Scalar>
+void load_checkpoint(const std::filesystem::path& file, MultiModalEncoder<Scalar>& model,
+                     AdamW<Scalar>& optimizer, TrainingPosition& position) {
+  const auto params = model.parameters();
+  load_checkpoint<Scalar>(file, params, to_json(model.config), optimizer, position);
 }
 
 }  // namespace tessera
