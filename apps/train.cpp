@@ -34,6 +34,13 @@
 // may not be --data, nor hold one of the inputs (--config, the data's files), nor another
 // run's checkpoint. docs/programs.md.
 //
+// Under `mpirun -np N` (a build with MPI: tessera::mpi), each rank loads and trains its share of
+// every step's pairs on its own threads (train/distributed_step.hpp: the same update as one
+// process on the whole batch, to float rounding); rank 0 alone prints, locks MODEL_DIR and
+// writes to it (the other ranks read the tokenizer and, with --resume, the checkpoint from it:
+// one machine or a shared file system). --resume takes any N. A rank that fails or dies ends
+// every rank (train/distributed.hpp). docs/training.md, "Many processes".
+//
 // Exit statuses and errors as every program's (cli.hpp, docs/programs.md).
 
 #include <tessera/tessera.hpp>
@@ -41,6 +48,8 @@
 #include <tessera/tokenize/files.hpp>
 #include <tessera/io/manifest.hpp>
 #include <tessera/train/checkpoint.hpp>
+#include <tessera/train/distributed.hpp>
+#include <tessera/train/distributed_step.hpp>
 #include <tessera/train/grad_cache.hpp>
 #include <tessera/train/loader.hpp>
 #include <tessera/train/retrieval.hpp>
@@ -556,10 +565,10 @@ void refuse_out_over_item_files(const Options& o, const std::vector<Item>& items
 // A checkpoint in MODEL_DIR must come from this very run: resumed with --resume, or overwritten
 // by the same run started again; another run's is refused (with or without --resume), so a
 // stopped run is never lost. Returns whether to resume.
-bool check_checkpoint(const Options& o, const fs::path& checkpoint) {
+bool check_checkpoint(const Options& o, const fs::path& checkpoint, bool leader) {
   std::error_code error;
   if (!fs::exists(checkpoint, error)) {
-    if (o.resume) std::printf("no checkpoint in %s: starting at step 0\n", o.out.string().c_str());
+    if (o.resume && leader) std::printf("no checkpoint in %s: starting at step 0\n", o.out.string().c_str());
     return false;
   }
   // resumed: a tessera checkpoint whose checksum holds; overwritten: any file that is intact
@@ -841,6 +850,71 @@ nlohmann::json evaluate_manifest(const tessera::MultiModalEncoder<float>& model,
 
 // ---- Training -------------------------------------------------------------------------------
 
+// A pair's two views, as the loader delivers them, and a batch of them.
+using Views = std::array<tessera::Sample<float>, 2>;
+using LoadedPairs = tessera::LoadedBatch<tessera::PairDraw, Views>;
+
+// One step of training on `loaded`, the pairs this process loaded: the whole batch in one
+// process, this rank's share of it under mpirun (every rank calls it at every step; the
+// global batch's layout comes from every rank's draws). Returns the global batch's loss.
+// This is where the model meets the data: another model type (a pretrained tower model) needs
+// its own contrastive_step / grad_cache_step / distributed_contrastive_step, the same three
+// calls on its encode and backward, and nothing else of the loop changes.
+tessera::StepStats train_step(tessera::MultiModalEncoder<float>& model, tessera::MultiModalEncoder<float>& grad,
+                              tessera::AdamW<float>& optimizer, tessera::EncoderTrace<float>& trace,
+                              LoadedPairs& loaded, const tessera::Communicator& world, const Options& o,
+                              double lr) {
+  if (world.size() > 1) {
+    // this rank's draws' views, in order (draw i's first view, then its second), and where
+    // they go in the global batch
+    const tessera::DistributedPairBatch batch = tessera::distributed_pair_batch(world, loaded.draws);
+    std::vector<tessera::Sample<float>> samples;
+    samples.reserve(2 * loaded.values.size());
+    for (Views& views : loaded.values) {
+      samples.push_back(std::move(views[0]));
+      samples.push_back(std::move(views[1]));
+    }
+    return tessera::distributed_contrastive_step<float>(model, grad, optimizer, samples, batch.rows, batch.groups,
+                                                        world, o.micro_batch, lr, o.clip, trace);
+  }
+  // a view by (item, modality): an item drawn for two pair kinds loads the same view twice
+  std::map<std::pair<std::size_t, Modality>, const tessera::Sample<float>*> views;
+  for (std::size_t i = 0; i < loaded.draws.size(); ++i) {
+    const auto [a, b] = tessera::pair_kinds[static_cast<std::size_t>(loaded.draws[i].kind)];
+    views[{loaded.draws[i].item, a}] = &loaded.values[i][0];
+    views[{loaded.draws[i].item, b}] = &loaded.values[i][1];
+  }
+  std::vector<tessera::Sample<float>> batch;
+  std::vector<tessera::PairGroup> groups;
+  tessera::pair_batch<float>(loaded.draws, [&](std::size_t item, Modality m) -> const auto& {
+    return *views.at({item, m});
+  }, batch, groups);
+  return o.micro_batch > 0
+             ? tessera::grad_cache_step<float>(model, grad, optimizer, batch, groups, o.micro_batch, lr, o.clip, trace)
+             : tessera::contrastive_step<float>(model, grad, optimizer, batch, groups, lr, o.clip, trace);
+}
+
+// The loader's counts over every rank (each rank counts the draws of its share; the run's
+// are their sums; batches are every rank's alike). Under mpirun the fraction of bad items is
+// checked here, on the sums, as the loader checks its own in one process: the run stops at
+// the same step whatever the number of ranks.
+tessera::LoaderCounts run_counts(const tessera::LoaderCounts& mine, const tessera::Communicator& world,
+                                 const Options& o, std::int64_t step) {
+  if (world.size() == 1) return mine;
+  std::array<std::int64_t, 2> sums{mine.items, mine.bad};
+  world.all_reduce_sum(std::span<std::int64_t>(sums));
+  const tessera::LoaderCounts all{mine.batches, sums[0], sums[1]};
+  const tessera::LoaderOptions defaults;
+  const auto items = static_cast<double>(all.items);
+  tessera::check(!(all.items >= defaults.min_items && all.bad > 0 &&
+                   static_cast<double>(all.bad) > o.max_bad_fraction * items),
+                 "Loader: ", all.bad, " of ", all.items, " items are bad (", 100.0 * static_cast<double>(all.bad) / items,
+                 "%) over the ", world.size(), " ranks, more than --max-bad-fraction ", o.max_bad_fraction,
+                 " allows (counted from ", defaults.min_items, " items on), at step ", step + 1,
+                 "; each rank named its own above");
+  return all;
+}
+
 std::string join_losses(const std::vector<double>& losses) {
   std::ostringstream out;
   out.precision(9);
@@ -891,6 +965,11 @@ int main(int argc, char** argv) {
     const Options& o = options;
     if (o.threads > 0) tessera::set_num_threads(o.threads);
     const auto start = std::chrono::steady_clock::now();
+    // every process of the run (mpirun -np N), or this one alone; rank 0 alone writes and prints
+    const tessera::Communicator world = tessera::Communicator::world();
+    const bool leader = world.rank() == 0;
+    std::optional<apps::Processing> rank_named;
+    if (world.size() > 1) rank_named.emplace(tessera::detail::concat("rank ", world.rank(), " of ", world.size()));
 
     refuse_out_over_inputs(o);
     const tessera::Config config = [&] {
@@ -916,12 +995,14 @@ int main(int argc, char** argv) {
 
     // one run at a time in MODEL_DIR (released when this process ends, however it ends); a
     // checkpoint there must come from this very run; both before anything is written
-    const apps::DirectoryLock lock(o.out, lock_file, "tessera-train");
+    std::optional<apps::DirectoryLock> lock;
+    if (leader) lock.emplace(o.out, lock_file, "tessera-train");
     const fs::path checkpoint = o.out / "checkpoint.safetensors";
-    const bool resuming = check_checkpoint(o, checkpoint);
+    const bool resuming = check_checkpoint(o, checkpoint, leader);
 
-    // 1. the tokenizer: --tokenizer's, or one trained on the captions
-    if (config.text && !o.tokenizer.empty()) {
+    // 1. the tokenizer: --tokenizer's, or one trained on the captions; written by rank 0,
+    // which the other ranks wait for (they read it from MODEL_DIR)
+    if (leader && config.text && !o.tokenizer.empty()) {
       apps::Processing now("--tokenizer " + o.tokenizer.string(), o.tokenizer.string());
       const auto bpe = tessera::Gpt2Bpe::load(o.tokenizer);
       tessera::check(bpe.max_id() < config.text->vocab_size, "--tokenizer ", o.tokenizer.string(),
@@ -931,7 +1012,7 @@ int main(int argc, char** argv) {
         tessera::detail::write_file_atomically(o.out / name, tessera::read_file(o.tokenizer / name));
       }
       std::printf("tokenizer: %zu ids from %s\n", bpe.size(), o.tokenizer.string().c_str());
-    } else if (config.text) {
+    } else if (leader && config.text) {
       std::vector<std::string> captions;
       if (o.from_manifest()) {
         for (const Item& item : train) {
@@ -947,15 +1028,24 @@ int main(int argc, char** argv) {
       std::printf("tokenizer: %zu ids (%zu merges) from %zu captions\n", bpe.vocab.size(),
                   bpe.merges.size(), captions.size());
     }
-    tessera::save_config(config, o.out / tessera::config_file_name);
+    if (leader) tessera::save_config(config, o.out / tessera::config_file_name);
+    world.barrier();
 
     // 2. the held-out items' views, preprocessed once (the training items' are loaded as
     // training goes)
     const tessera::FrontEnds front(config, o.out);
     const std::size_t heldout_items = heldout.size();
-    const std::size_t heldout_left_out = load_views(heldout, front, config);
-    std::printf("data: %zu training and %zu held-out items (%zu left out)\n", train.size(), heldout_items,
-                heldout_left_out);
+    const std::size_t heldout_left_out = leader ? load_views(heldout, front, config) : 0;
+    if (leader) {
+      std::printf("data: %zu training and %zu held-out items (%zu left out)\n", train.size(), heldout_items,
+                  heldout_left_out);
+      if (world.size() == 1) {
+        std::printf("ranks: 1 (this process, on %d thread(s))\n", tessera::num_threads());
+      } else {
+        std::printf("ranks: %d (each loads and trains its share of the %d pairs of a step, on %d thread(s))\n",
+                    world.size(), o.pairs, tessera::num_threads());
+      }
+    }
 
     // 3. training
     const tessera::PairSampler sampler(sets, o.pairs, o.seed, stages, hard_negative_groups(train, o));
@@ -978,21 +1068,22 @@ int main(int argc, char** argv) {
       tessera::check(static_cast<std::int64_t>(losses.size()) == first_step, checkpoint.string(),
                      ": ", losses.size(), " losses for ", first_step, " steps");
       counts_before = read_counts(position.user, checkpoint);
-      std::printf("resumed at step %ld of %ld\n", static_cast<long>(first_step), static_cast<long>(o.steps));
+      if (!leader) counts_before = {counts_before.batches, 0, 0};  // rank 0 carries the run's counts
+      if (leader) std::printf("resumed at step %ld of %ld\n", static_cast<long>(first_step), static_cast<long>(o.steps));
     }
 
     tessera::EncoderTrace<float> trace;
     trace.options.checkpoint_layers = o.checkpoint_layers;
-    std::vector<tessera::Sample<float>> batch;
-    std::vector<tessera::PairGroup> groups;
-    apps::Progress progress(o.steps, first_step);
+    std::optional<apps::Progress> progress;
+    if (leader) progress.emplace(o.steps, first_step);
     const auto train_start = std::chrono::steady_clock::now();
     double average = 0;
     const std::int64_t last_step = o.stop_at > 0 ? std::min(o.stop_at, o.steps) : o.steps;
-    // the training items' views, loaded by the streaming loader as the steps go
-    using Views = std::array<tessera::Sample<float>, 2>;
+    // the training items' views, loaded by the streaming loader as the steps go: under
+    // mpirun, each rank its share of each step's draws
     tessera::Loader<tessera::PairDraw, Views> loader(
-        tessera::pair_sampler_plan(sampler),
+        world.size() > 1 ? tessera::rank_share_plan(tessera::pair_sampler_plan(sampler), world.rank(), world.size())
+                         : tessera::pair_sampler_plan(sampler),
         [&](const tessera::PairDraw& draw) -> tessera::LoadResult<Views> {
           const auto [a, b] = tessera::pair_kinds[static_cast<std::size_t>(draw.kind)];
           auto first = load_view(train[draw.item], a, front);
@@ -1002,42 +1093,32 @@ int main(int argc, char** argv) {
           return Views{std::move(std::get<0>(first)), std::move(std::get<0>(second))};
         },
         {.workers = o.workers, .prefetch = o.prefetch, .start = {0, first_step},
-         .batches = last_step - first_step, .max_bad_fraction = o.max_bad_fraction,
+         .batches = last_step - first_step,
+         // under mpirun checked over all ranks (run_counts)
+         .max_bad_fraction = world.size() > 1 ? 1.0 : o.max_bad_fraction,
          .counts_before = counts_before,
          .label = [&](std::size_t item) { return train[item].where + " (item " + train[item].id + ")"; }});
+    tessera::LoaderCounts counts = counts_before;  // over every rank
     for (std::int64_t step = first_step; step < last_step; ++step) {
       apps::Processing now(tessera::detail::concat("step ", step + 1, " of ", o.steps));
-      const auto loaded = loader.next();
+      auto loaded = loader.next();
       tessera::check(loaded.has_value(), "the loader ended before step ", step + 1);
-      // a view by (item, modality): an item drawn for two pair kinds loads the same view twice
-      std::map<std::pair<std::size_t, Modality>, const tessera::Sample<float>*> views;
-      for (std::size_t i = 0; i < loaded->draws.size(); ++i) {
-        const auto [a, b] = tessera::pair_kinds[static_cast<std::size_t>(loaded->draws[i].kind)];
-        views[{loaded->draws[i].item, a}] = &loaded->values[i][0];
-        views[{loaded->draws[i].item, b}] = &loaded->values[i][1];
-      }
-      tessera::pair_batch<float>(loaded->draws, [&](std::size_t item, Modality m) -> const auto& {
-        return *views.at({item, m});
-      }, batch, groups);
-      const auto stats =
-          o.micro_batch > 0
-              ? tessera::grad_cache_step<float>(model, grad, optimizer, batch, groups, o.micro_batch,
-                                                schedule.at(step), o.clip, trace)
-              : tessera::contrastive_step<float>(model, grad, optimizer, batch, groups, schedule.at(step),
-                                                 o.clip, trace);
+      counts = run_counts(loader.counts(), world, o, step);
+      const auto stats = train_step(model, grad, optimizer, trace, *loaded, world, o, schedule.at(step));
       losses.push_back(stats.loss);
       average = step == first_step ? stats.loss : 0.95 * average + 0.05 * stats.loss;
       const double rate = static_cast<double>(step + 1 - first_step) * 2 * o.pairs / seconds_since(train_start);
       char status[96];
       std::snprintf(status, sizeof status, "loss %.3f  %.0f samples/s", average, rate);
-      progress.update(step + 1, status);
-      if ((step + 1) % o.checkpoint_every == 0 || step + 1 == last_step) {
+      if (progress) progress->update(step + 1, status);
+      if (leader && ((step + 1) % o.checkpoint_every == 0 || step + 1 == last_step)) {
         tessera::save_checkpoint(checkpoint, model, optimizer,
                                  {step + 1, {{"run", o.run().dump()}, {"losses", join_losses(losses)},
-                                             {"loaded", write_counts(loader.counts())}}});
+                                             {"loaded", write_counts(counts)}}});
       }
     }
     const double train_seconds = seconds_since(train_start);
+    if (!leader) return;  // every rank holds the same weights; rank 0 writes them
     if (last_step < o.steps) {
       std::printf("stopped after step %ld of %ld: %s holds the run; --resume continues it\n",
                   static_cast<long>(last_step), static_cast<long>(o.steps), checkpoint.string().c_str());
@@ -1055,7 +1136,8 @@ int main(int argc, char** argv) {
     report["losses"] = losses;
     report["train_seconds"] = train_seconds;
     report["threads"] = tessera::num_threads();
-    const auto& loaded = loader.counts();
+    report["ranks"] = world.size();
+    const auto& loaded = counts;
     report["loaded"] = {{"items", loaded.items}, {"bad", loaded.bad}, {"heldout_left_out", heldout_left_out}};
     if (loaded.bad > 0) {
       std::printf("%ld of the %ld training items drawn could not be loaded and were left out of their batches "

@@ -90,6 +90,7 @@
 // retrieval scores, checkpoints
 #include <tessera/train/checkpoint.hpp>
 #include <tessera/train/distributed.hpp>
+#include <tessera/train/distributed_step.hpp>
 #include <tessera/train/grad_cache.hpp>
 #include <tessera/train/grad_check.hpp>
 #include <tessera/train/loader.hpp>

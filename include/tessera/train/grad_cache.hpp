@@ -28,8 +28,9 @@
 // them: each rank embeds its own samples (1), the embeddings of all ranks are gathered into
 // one [N, E] matrix in rank order, every rank runs the loss piece on all of it (2), and each
 // keeps its own rows of d_e for its backward (3); the weight gradients are then summed over
-// ranks. d_logit_scale comes out the same on every rank: add it on one rank only.
-// grad_cache_gradients() is the three in one process.
+// ranks. d_logit_scale comes out the same on every rank: add it on one rank only
+// (train/distributed_step.hpp does all this). grad_cache_gradients() is the three in one
+// process.
 
 #include <tessera/core/error.hpp>
 #include <tessera/core/tensor.hpp>

@@ -14,6 +14,9 @@
 //       {.workers = 2, .prefetch = 2, .start = resume_at, .label = [&](std::size_t i) { ... }});
 //   while (auto batch = loader.next()) train(batch->values);  // batch->position, ->draws
 //
+// Under data parallelism each rank loads only its share of every batch: a loader over
+// rank_share_plan(plan, rank, size) (train/distributed_step.hpp puts the shares together).
+//
 // Guarantees:
 // - Order: next() delivers the plan's batches in plan order, each batch's values in the plan's
 //   order, whatever the number of workers or their timing (each result is stored at its own
@@ -51,6 +54,7 @@
 #include <tessera/core/random.hpp>
 #include <tessera/core/tensor.hpp>
 #include <tessera/core/warning.hpp>
+#include <tessera/train/distributed.hpp>
 #include <tessera/train/sampler.hpp>
 
 #include <cmath>
@@ -103,6 +107,24 @@ inline BatchPosition advance_position(BatchPosition position, std::int64_t batch
 inline LoaderPlan<PairDraw> pair_sampler_plan(PairSampler sampler) {
   auto shared = std::make_shared<const PairSampler>(std::move(sampler));
   return {[shared](BatchPosition position) { return shared->batch(position.step); }, 0};
+}
+
+// Rank `rank` of `size`'s share of each batch of `plan` (data parallelism: each rank loads
+// only its share): the draws [first, first + count) of rank_share(n, rank, size) for a batch
+// of n draws, contiguous and in plan order, so the ranks' shares in rank order are the whole
+// batch. A share may be empty (n < size). The plan's steps per epoch are kept.
+// requires: 0 <= rank < size.
+template <class Draw>
+LoaderPlan<Draw> rank_share_plan(LoaderPlan<Draw> plan, int rank, int size) {
+  (void)rank_share(0, rank, size);  // checks rank and size now, not at the first batch
+  auto whole = std::move(plan.batch);
+  return {[whole = std::move(whole), rank, size](BatchPosition position) {
+            std::vector<Draw> draws = whole(position);
+            const RankShare share = rank_share(static_cast<Index>(draws.size()), rank, size);
+            const auto first = draws.begin() + static_cast<std::ptrdiff_t>(share.first);
+            return std::vector<Draw>(first, first + static_cast<std::ptrdiff_t>(share.count));
+          },
+          plan.steps_per_epoch};
 }
 
 // Epochs of `items` item indices: each epoch a fresh permutation (Fisher-Yates on its own

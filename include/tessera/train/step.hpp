@@ -28,6 +28,7 @@
 #include <tessera/train/optimizer.hpp>
 #include <tessera/train/sampler.hpp>
 
+#include <array>
 #include <cmath>
 #include <limits>
 #include <span>
@@ -63,6 +64,36 @@ void pair_batch(std::span<const PairDraw> draws, View&& view, std::vector<Sample
                       static_cast<double>(count) / static_cast<double>(draws.size())});
     first = end;
   }
+}
+
+// Where pair_batch() puts each draw's two views, without the views: rows[i] = {the row of
+// draws[i]'s first view, the row of its second} in a batch of `samples` = 2 x draws rows, and
+// the groups pair_batch() gives. A data-parallel step (train/distributed_step.hpp) places the
+// rows each rank embedded with it.
+struct PairBatchLayout {
+  std::vector<std::array<Index, 2>> rows;  // [draws]
+  std::vector<PairGroup> groups;
+  Index samples = 0;
+};
+
+inline PairBatchLayout pair_batch_layout(std::span<const PairDraw> draws) {
+  PairBatchLayout layout;
+  layout.rows.resize(draws.size());
+  for (std::size_t first = 0; first < draws.size();) {
+    std::size_t end = first;
+    while (end < draws.size() && draws[end].kind == draws[first].kind) ++end;
+    const auto count = static_cast<Index>(end - first);
+    const Index start = layout.samples;
+    for (std::size_t i = first; i < end; ++i) {
+      const auto j = static_cast<Index>(i - first);
+      layout.rows[i] = {start + j, start + count + j};
+    }
+    layout.groups.push_back({start, start + count, count,
+                             static_cast<double>(count) / static_cast<double>(draws.size())});
+    layout.samples += 2 * count;
+    first = end;
+  }
+  return layout;
 }
 
 // An estimate of the memory, in bytes, that contrastive_step() allocates for a batch of
