@@ -16,11 +16,22 @@
 //
 // A batch of clips (one input each: a text, an image, a video clip, an audio clip) is packed
 // back to back without padding, each attending only to itself; causal text needs no padding
-// mask, and its result equals a padded batch's. Inference only: towers are not trained here.
+// mask, and its result equals a padded batch's.
+//
+// Training: forward with a TowerTrace (model/tower_trace.hpp) runs the same operations on the
+// same buffers' values as the plain forward (its outputs are bitwise the same) and keeps what
+// backward needs: for a tower trained whole, every block's input and nn::TransformerBlock::Saved,
+// whose backward the blocks then use; for a tower whose projection alone trains, each clip's
+// pooled ln_post output. parameters(prefix, training) names the trained weights the way the
+// tessera_towers files do (model/pretrained.hpp), but q, k and v apart (attn.q_proj.weight, ...
+// where the files pack attn.in_proj_weight).
 
 #include <tessera/core/error.hpp>
 #include <tessera/core/modality.hpp>
+#include <tessera/core/parameter.hpp>
 #include <tessera/core/tensor.hpp>
+#include <tessera/model/tower_freezing.hpp>
+#include <tessera/model/tower_trace.hpp>
 #include <tessera/nn/activation.hpp>
 #include <tessera/nn/attention.hpp>
 #include <tessera/nn/block.hpp>
@@ -287,38 +298,230 @@ struct Tower {
   template <class Where>
   std::vector<TowerOutput<Scalar>> forward(const std::vector<TowerClip<Scalar>>& clips,
                                            Where&& where) const {
+    return run(clips, where, nullptr);
+  }
+
+  // The training forward: forward that also fills `trace` (replaced) with what backward needs
+  // when the tower trains `training` (frozen: the plain forward, trace left empty). The outputs
+  // are bitwise those of forward.
+  template <class Where>
+  std::vector<TowerOutput<Scalar>> forward(const std::vector<TowerClip<Scalar>>& clips,
+                                           Where&& where, TowerTraining training,
+                                           TowerTrace<Scalar>& trace) const {
+    trace = TowerTrace<Scalar>{};
+    trace.training = training;
+    return run(clips, where, training == TowerTraining::frozen ? nullptr : &trace);
+  }
+
+  // Backward of forward(clips, where, training, trace): given d_embeddings, the loss's gradient
+  // with respect to each clip's unit embedding, adds the gradient of every trained weight to
+  // grad's.
+  //   e = u / |u|, u = proj p (+ b):  d_u = (d_e - e (e . d_e)) / |u|,  d_proj += d_u^T p,
+  //   d_b += sum of d_u;  a projection-only tower stops here;
+  //   d_p = d_u proj, into ln_post's backward at each clip's pooled row; the blocks' backward
+  //   (nn::TransformerBlock::backward) last to first; then per clip ln_pre's, the positions'
+  //   (d_pos[0 : L] += d_x), the class token's (row 0), the stem norm's and the patch
+  //   projection's (d_W += d_tokens^T patches), or the token embedding's (row ids[j] += d_x[j]).
+  // requires: grad has this tower's config, with the weights trace.training trains allocated
+  //   (TowerGradients: projection, proj alone; whole, every weight); d_embeddings [N, E] for
+  //   the trace's N clips (checked: tessera::Error).
+  // ensures: grad's trained weights are accumulated into.
+  void backward(Tower& grad,
+                const ConstMatrixRef<Scalar>& d_embeddings,  // [N, E]
+                const TowerTrace<Scalar>& trace) const {
+    const Index n = trace.embeddings.rows(), d = config.width;
+    check(trace.training != TowerTraining::frozen, "tower backward: the trace is of a frozen "
+          "tower (no trace was kept)");
+    check(d_embeddings.rows() == n && d_embeddings.cols() == config.embed_dim,
+          "tower backward: d_embeddings is [", d_embeddings.rows(), ", ", d_embeddings.cols(),
+          "], expected [", n, ", ", config.embed_dim, "] (one row per clip of the trace)");
+    check(grad.config == config && grad.proj.weight.rows() == proj.weight.rows() &&
+              grad.proj.weight.cols() == proj.weight.cols() &&
+              grad.proj.bias.size() == proj.bias.size(),
+          "tower backward: grad is not a gradient of this tower");
+    const bool whole = trace.training == TowerTraining::whole;
+    check(!whole || (grad.blocks.size() == blocks.size() &&
+                     grad.positional_embedding.rows() == positional_embedding.rows()),
+          "tower backward: the tower trains whole, but grad holds its projection alone");
+    Matrix<Scalar> d_u(n, config.embed_dim);  // [N, E]
+    for (Index i = 0; i < n; ++i) {
+      const auto e = trace.embeddings.row(i);
+      const auto d_e = d_embeddings.row(i);
+      d_u.row(i) = (d_e - e * e.dot(d_e)) / trace.norms[i];
+    }
+    if (!whole) {
+      proj.backward_weights(grad.proj, d_u, trace.pooled);
+      return;
+    }
+    Matrix<Scalar> d_pooled(n, d);  // [N, D]
+    proj.backward(d_pooled, grad.proj, d_u, trace.pooled);
+    ln_post.backward(d_pooled, grad.ln_post, d_pooled, trace.post_input, trace.post);
+
+    Matrix<Scalar> d_x = Matrix<Scalar>::Zero(trace.offsets.back(), d);  // [sum L, D]
+    for (Index i = 0; i < n; ++i) {
+      const auto& clip = trace.clips[static_cast<std::size_t>(i)];
+      d_x.row(trace.offsets[static_cast<std::size_t>(i)] + clip.pooled_row) = d_pooled.row(i);
+    }
+    Matrix<Scalar> d_in(d_x.rows(), d);  // [sum L, D]
+    for (std::size_t l = blocks.size(); l-- > 0;) {
+      blocks[l].backward(d_in, grad.blocks[l], d_x, trace.layer_inputs[l], trace.segments,
+                         nullptr, nullptr, trace.layers[l]);
+      d_x.swap(d_in);
+    }
+    for (std::size_t i = 0; i < trace.clips.size(); ++i) {
+      const Index first = trace.offsets[i], rows = trace.offsets[i + 1] - first;
+      embed_backward(grad, d_x.middleRows(first, rows), trace.clips[i]);
+    }
+  }
+
+  // The weights `training` trains (none when frozen; proj alone, or every weight), each named
+  // `prefix` + its name in a tessera_towers file ("transformer.resblocks.0.ln_1.weight", ...;
+  // q, k and v apart: "attn.q_proj.weight"), in one fixed order.
+  std::vector<Parameter<Scalar>> parameters(const std::string& prefix, TowerTraining training) {
+    std::vector<Parameter<Scalar>> out;
+    collect_parameters<Scalar>(*this, prefix, training, out);
+    return out;
+  }
+  std::vector<Parameter<const Scalar>> parameters(const std::string& prefix,
+                                                  TowerTraining training) const {
+    std::vector<Parameter<const Scalar>> out;
+    collect_parameters<const Scalar>(*this, prefix, training, out);
+    return out;
+  }
+
+  // Appends the parameters(prefix, training) of `self` (a Tower, const or not) to out.
+  template <class T, class Self>
+  static void collect_parameters(Self& self, const std::string& prefix, TowerTraining training,
+                                 std::vector<Parameter<T>>& out) {
+    if (training == TowerTraining::frozen) return;
+    const TowerConfig& c = self.config;
+    const auto add = [&](const std::string& name, auto& storage, std::vector<std::int64_t> shape,
+                         WeightRole role, std::vector<std::int64_t> conv_shape = {}) {
+      std::int64_t expected = 1;
+      for (const auto v : shape) expected *= v;
+      check(storage.size() == expected, "tower parameters: '", prefix, name, "' holds ",
+            storage.size(), " values, expected ", expected, " (a tower of another config?)");
+      out.push_back(Parameter<T>{prefix + name, storage.data(), std::move(shape),
+                                 std::move(conv_shape), role});
+    };
+    const auto norm = [&](const std::string& name, auto& n) {
+      add(name + ".weight", n.weight, {c.width}, WeightRole::one);
+      add(name + ".bias", n.bias, {c.width}, WeightRole::zero);
+    };
+    const auto linear = [&](const std::string& name, auto& l, Index out_dim, Index in_dim) {
+      add(name + ".weight", l.weight, {out_dim, in_dim}, WeightRole::normal);
+      if (l.has_bias()) add(name + ".bias", l.bias, {out_dim}, WeightRole::zero);
+    };
+    if (training == TowerTraining::whole) {
+      const Index d = c.width;
+      if (c.is_text()) {
+        add("token_embedding.weight", self.token_embedding, {c.vocab_size, d}, WeightRole::normal);
+      } else {
+        std::vector<std::int64_t> conv{d, c.channels};
+        if (c.clip_frames > 1) conv.push_back(c.clip_frames);
+        conv.push_back(c.kernel);
+        conv.push_back(c.kernel);
+        add("conv1.weight", self.patch.weight, {d, c.patch_dim()}, WeightRole::normal, conv);
+        if (c.conv_bias) add("conv1.bias", self.patch.bias, {d}, WeightRole::zero);
+        if (c.stem_norm) norm("stem_norm", self.stem_norm);
+        if (c.cls_token) add("class_embedding", self.class_embedding, {d}, WeightRole::normal);
+      }
+      add("positional_embedding", self.positional_embedding, {c.tokens(), d}, WeightRole::normal);
+      if (c.pre_norm) norm("ln_pre", self.ln_pre);
+      for (std::size_t l = 0; l < self.blocks.size(); ++l) {
+        auto& block = self.blocks[l];
+        const std::string p = "transformer.resblocks." + std::to_string(l) + ".";
+        norm(p + "ln_1", block.norm1);
+        linear(p + "attn.q_proj", block.attn.q_proj, d, d);
+        linear(p + "attn.k_proj", block.attn.k_proj, d, d);
+        linear(p + "attn.v_proj", block.attn.v_proj, d, d);
+        if (c.bias_kv) {
+          add(p + "attn.bias_k", block.attn.bias_k, {d}, WeightRole::zero);
+          add(p + "attn.bias_v", block.attn.bias_v, {d}, WeightRole::zero);
+        }
+        linear(p + "attn.out_proj", block.attn.out_proj, d, d);
+        norm(p + "ln_2", block.norm2);
+        linear(p + "mlp.c_fc", block.ffn.fc1, c.ffn_dim, d);
+        linear(p + "mlp.c_proj", block.ffn.fc2, d, c.ffn_dim);
+      }
+      norm("ln_post", self.ln_post);
+    }
+    linear("proj", self.proj, c.embed_dim, c.width);
+  }
+
+ private:
+  // forward, filling `trace` when given (its training set, not frozen).
+  template <class Where>
+  std::vector<TowerOutput<Scalar>> run(const std::vector<TowerClip<Scalar>>& clips, Where&& where,
+                                       TowerTrace<Scalar>* trace) const {
     for (std::size_t i = 0; i < clips.size(); ++i) check_clip(clips[i], where(i));
+    const bool whole = trace != nullptr && trace->training == TowerTraining::whole;
+    const auto n = static_cast<Index>(clips.size());
     std::vector<Index> offsets{0};
     for (const auto& clip : clips) offsets.push_back(offsets.back() + clip_tokens(clip));
     Matrix<Scalar> x(offsets.back(), config.width);  // [sum L_i, D]
     auto segments = nn::AttentionSegments::packed(offsets);
+    if (whole) trace->clips.resize(clips.size());
     for (std::size_t i = 0; i < clips.size(); ++i) {
-      embed(x.middleRows(offsets[i], offsets[i + 1] - offsets[i]), clips[i]);
+      embed(x.middleRows(offsets[i], offsets[i + 1] - offsets[i]), clips[i],
+            whole ? &trace->clips[i] : nullptr);
       if (config.causal) {
         segments.set_causal(static_cast<Index>(i), offsets[i], offsets[i + 1]);
       }
     }
+    if (whole) {
+      trace->offsets = offsets;
+      trace->segments = segments;
+      trace->layer_inputs.resize(blocks.size());
+      trace->layers.resize(blocks.size());
+    }
     Workspace workspace;  // this call's own: concurrent callers share no buffer
-    for (const auto& block : blocks) block_forward(x, block, segments, workspace);
+    for (std::size_t l = 0; l < blocks.size(); ++l) {
+      if (whole) trace->layer_inputs[l] = x;
+      block_forward(x, blocks[l], segments, workspace, whole ? &trace->layers[l] : nullptr);
+    }
 
+    if (trace != nullptr) {
+      trace->pooled.resize(n, config.width);
+      trace->embeddings.resize(n, config.embed_dim);
+      trace->norms.resize(n);
+    }
+    if (whole) {
+      trace->post_input.resize(n, config.width);
+      trace->post.mean.resize(n);
+      trace->post.rstd.resize(n);
+    }
     std::vector<TowerOutput<Scalar>> out(clips.size());
     for (std::size_t i = 0; i < clips.size(); ++i) {
       const Index rows = offsets[i + 1] - offsets[i];
       out[i].hidden = x.middleRows(offsets[i], rows);
       const Index pooled_row = pool_row(clips[i]);
       Matrix<Scalar> pooled(1, config.width);  // [1, D]
-      ln_post.forward(pooled, out[i].hidden.row(pooled_row));
+      typename nn::Norm<Scalar>::Saved post;
+      ln_post.forward(pooled, out[i].hidden.row(pooled_row), whole ? &post : nullptr);
       Matrix<Scalar> e(1, config.embed_dim);  // [1, E]
       proj.forward(e, pooled);
       const Scalar norm = e.norm();
       check(std::isfinite(static_cast<double>(norm)) && norm > Scalar(0), where(i),
             ": the embedding has norm ", norm, " (non-finite or zero weights?)");
       out[i].embedding = (e / norm).transpose();
+      if (trace != nullptr) {
+        const auto row = static_cast<Index>(i);
+        trace->pooled.row(row) = pooled;
+        trace->embeddings.row(row) = out[i].embedding.transpose();
+        trace->norms[row] = norm;
+      }
+      if (whole) {
+        const auto row = static_cast<Index>(i);
+        trace->post_input.row(row) = out[i].hidden.row(pooled_row);
+        trace->post.mean[row] = post.mean[0];
+        trace->post.rstd[row] = post.rstd[0];
+        trace->clips[i].pooled_row = pooled_row;
+      }
     }
     return out;
   }
 
- private:
   // The buffers the blocks of one forward call share: allocated by the first block, reused by
   // the others. Fresh buffers per block (the [L, F] MLP activations alone are 20 MB for 32
   // texts of 77 tokens) are fresh pages each time, which glibc returns to the kernel on free
@@ -333,22 +536,37 @@ struct Tower {
   // One block on x in place, nn::TransformerBlock::forward's math
   //   h = x + Attn(Norm1(x)),   x = h + fc2(act(fc1(Norm2(h))))
   // with the buffers of `ws`, and the MLP's output added onto x by its own product (fc2's
-  // bias and product accumulate into x: no separate residual pass).
+  // bias and product accumulate into x: no separate residual pass). With `saved`, the same
+  // operations write into its buffers instead and it keeps what nn::TransformerBlock::backward
+  // reads (Norm1(x), the attention's values, h, Norm2(h), fc1's output before the activation).
   void block_forward(MatrixRef<Scalar> x,  // [L, D]
                      const nn::TransformerBlock<Scalar>& block,
-                     const nn::AttentionSegments& segments, Workspace& ws) const {
+                     const nn::AttentionSegments& segments, Workspace& ws,
+                     typename nn::TransformerBlock<Scalar>::Saved* saved = nullptr) const {
     TESSERA_ASSERT(!block.ffn.gated());  // validate(TowerConfig) allows no swiglu
     const Index rows = x.rows(), d = x.cols();
-    ws.normed.resize(rows, d);
-    ws.attended.resize(rows, d);
+    Matrix<Scalar>& normed1 = saved != nullptr ? saved->normed1 : ws.normed;    // [L, D]
+    Matrix<Scalar>& attended = saved != nullptr ? saved->h : ws.attended;       // [L, D]
+    Matrix<Scalar>& normed2 = saved != nullptr ? saved->normed2 : ws.normed;    // [L, D]
+    normed1.resize(rows, d);
+    attended.resize(rows, d);
     ws.hidden.resize(rows, block.ffn.ffn_dim());
-    block.norm1.forward(ws.normed, x);
-    block.attn.forward(ws.attended, ws.normed, segments, nullptr, nullptr, &ws.attention);
+    block.norm1.forward(normed1, x, saved != nullptr ? &saved->norm1 : nullptr);
+    block.attn.forward(attended, normed1, segments, nullptr, nullptr,
+                       saved != nullptr ? &saved->attn : &ws.attention);
     nn::for_row_blocks(rows, [&](Index r0, Index n) {
-      x.middleRows(r0, n) += ws.attended.middleRows(r0, n);
+      x.middleRows(r0, n) += attended.middleRows(r0, n);
     });
-    block.norm2.forward(ws.normed, x);
-    block.ffn.fc1.forward(ws.hidden, ws.normed);
+    if (saved != nullptr) saved->h = x;
+    normed2.resize(rows, d);
+    block.norm2.forward(normed2, x, saved != nullptr ? &saved->norm2 : nullptr);
+    if (saved != nullptr) {
+      saved->ffn.hidden.resize(rows, block.ffn.ffn_dim());
+      block.ffn.fc1.forward(saved->ffn.hidden, normed2);
+      ws.hidden = saved->ffn.hidden;
+    } else {
+      block.ffn.fc1.forward(ws.hidden, normed2);
+    }
     nn::activate<Scalar>(block.ffn.activation, ws.hidden);
     block.ffn.fc2.forward_accumulate(x, ws.hidden);
   }
@@ -378,23 +596,54 @@ struct Tower {
     return config.is_text() ? static_cast<Index>(clip.ids->size()) : config.tokens();
   }
 
-  // x = the clip's tokens after the embeddings, positions and ln_pre.
+  // x = the clip's tokens after the embeddings, positions and ln_pre; `trace` (when given)
+  // keeps the inputs of the weights (ids, patches) and of the norms.
   void embed(MatrixRef<Scalar> x,  // [clip_tokens(clip), D]
-             const TowerClip<Scalar>& clip) const {
+             const TowerClip<Scalar>& clip,
+             typename TowerTrace<Scalar>::Clip* trace = nullptr) const {
     TESSERA_ASSERT(x.rows() == clip_tokens(clip) && x.cols() == config.width);
     if (config.is_text()) {
       for (Index i = 0; i < x.rows(); ++i) {
         x.row(i) = token_embedding.row((*clip.ids)[static_cast<std::size_t>(i)]);
       }
+      if (trace != nullptr) trace->ids = *clip.ids;
     } else {
-      const Matrix<Scalar> patches = patchify(clip);  // [G, patch_dim]
-      auto tokens = x.bottomRows(patches.rows());     // [G, D]
+      Matrix<Scalar> patches = patchify(clip);     // [G, patch_dim]
+      auto tokens = x.bottomRows(patches.rows());  // [G, D]
       patch.forward(tokens, patches);
-      if (config.stem_norm) stem_norm.forward(tokens, tokens);
+      if (config.stem_norm) {
+        if (trace != nullptr) trace->stem_input = tokens;
+        stem_norm.forward(tokens, tokens, trace != nullptr ? &trace->stem : nullptr);
+      }
       if (config.cls_token) x.row(0) = class_embedding;
+      if (trace != nullptr) trace->patches = std::move(patches);
     }
     x += positional_embedding.topRows(x.rows());
-    if (config.pre_norm) ln_pre.forward(x, x);
+    if (config.pre_norm) {
+      if (trace != nullptr) trace->pre_input = x;
+      ln_pre.forward(x, x, trace != nullptr ? &trace->pre : nullptr);
+    }
+  }
+
+  // Backward of embed(x, clip, &trace) into grad's weights, given d_x, the gradient at its
+  // output (overwritten: it is the clip's slice of backward's buffer).
+  void embed_backward(Tower& grad,
+                      MatrixRef<Scalar> d_x,  // [clip_tokens(clip), D]
+                      const typename TowerTrace<Scalar>::Clip& trace) const {
+    if (config.pre_norm) ln_pre.backward(d_x, grad.ln_pre, d_x, trace.pre_input, trace.pre);
+    grad.positional_embedding.topRows(d_x.rows()) += d_x;
+    if (config.is_text()) {
+      for (Index i = 0; i < d_x.rows(); ++i) {
+        grad.token_embedding.row(trace.ids[static_cast<std::size_t>(i)]) += d_x.row(i);
+      }
+      return;
+    }
+    if (config.cls_token) grad.class_embedding += d_x.row(0);
+    auto d_tokens = d_x.bottomRows(trace.patches.rows());  // [G, D]
+    if (config.stem_norm) {
+      stem_norm.backward(d_tokens, grad.stem_norm, d_tokens, trace.stem_input, trace.stem);
+    }
+    patch.backward_weights(grad.patch, d_tokens, trace.patches);
   }
 
   // The clip's patches [G, patch_dim], each flattened in the convolution weight's order

@@ -12,12 +12,21 @@
 //                         (ImageBind: 3 clips of 204 frames), e = normalize(mean of the clips')
 // Encoding::hidden is the first clip's last-block output [L, D_tower] (towers have their own
 // widths), modality its modality, positions (j, j, j) for token j, audio_clips the clip count.
+//
+// Fine-tuning: encode_batch with a TowerFreezing and a TowerModelTrace is the training forward
+// (frozen towers run their plain forward and keep nothing), backward adds the gradients of the
+// trained weights to a TowerGradients, which holds only those; parameters(freezing) and
+// TowerGradients::parameters() list them in one order with one set of names, for AdamW.
+// train/tower_step.hpp is the step built on them.
 
 #include <tessera/core/error.hpp>
 #include <tessera/core/modality.hpp>
+#include <tessera/core/parameter.hpp>
 #include <tessera/core/tensor.hpp>
 #include <tessera/model/sample.hpp>
 #include <tessera/model/tower.hpp>
+#include <tessera/model/tower_freezing.hpp>
+#include <tessera/model/tower_trace.hpp>
 
 #include <cstdint>
 #include <map>
@@ -39,6 +48,12 @@ struct TowerModelConfig {
   bool has(Modality m) const {
     return m == Modality::video ? video && towers.count(Modality::image) == 1
                                 : towers.count(m) == 1;
+  }
+  // The name of the tower of modality m in tessera_towers files (and in parameter names):
+  // tower_names' entry, or the modality's name ("text", "image", "audio").
+  std::string name_of(Modality m) const {
+    const auto named = tower_names.find(m);
+    return named != tower_names.end() ? named->second : std::string(modality_name(m));
   }
   bool operator==(const TowerModelConfig&) const = default;
 };
@@ -71,6 +86,75 @@ inline std::uint64_t parameter_count(const TowerModelConfig& c) {
   }
   return total;
 }
+
+// Throws tessera::Error naming `where` when `f` names a tower the model does not have, or
+// leaves nothing of the model to train.
+inline void validate(const TowerFreezing& f, const TowerModelConfig& c, const std::string& where) {
+  std::string towers;  // "text, image"
+  for (const auto& entry : c.towers) {
+    towers += (towers.empty() ? "" : ", ") + std::string(modality_name(entry.first));
+  }
+  for (const auto& entry : f.towers) {
+    check(c.towers.count(entry.first) == 1, where, ": the ", c.family, " model has no ",
+          modality_name(entry.first), " tower to freeze (its towers: ", towers, ")");
+  }
+  bool trains = f.logit_scale;
+  for (const auto& entry : c.towers) trains = trains || f.of(entry.first) != TowerTraining::frozen;
+  check(trains, where, ": every tower and logit_scale are frozen: nothing to train");
+}
+
+// The gradients of a TowerModel's trained weights: for each tower that trains, a Tower of its
+// config in which only the trained weights are allocated (whole: every weight; projection:
+// proj alone, everything else empty), and logit_scale's. Frozen towers have no entry.
+template <class Scalar>
+struct TowerGradients {
+  TowerModelConfig config;
+  TowerFreezing freezing;
+  std::map<Modality, Tower<Scalar>> towers;  // the towers that train, by modality
+  Scalar logit_scale = 0;                    // read only when freezing.logit_scale
+
+  // Zeroed gradients for the parts of a `config` model that `f` trains (validated first:
+  // validate(TowerFreezing, ...)).
+  TowerGradients(const TowerModelConfig& c, const TowerFreezing& f) : config(c), freezing(f) {
+    validate(c, "TowerGradients");
+    validate(f, c, "TowerGradients");
+    for (const auto& [m, tower] : c.towers) {
+      const TowerTraining training = f.of(m);
+      if (training == TowerTraining::whole) {
+        towers.emplace(m, Tower<Scalar>(tower, "TowerGradients (" + c.name_of(m) + " tower)"));
+      } else if (training == TowerTraining::projection) {
+        Tower<Scalar> t;
+        t.config = tower;
+        t.proj = nn::Linear<Scalar>(tower.width, tower.embed_dim, tower.proj_bias);
+        towers.emplace(m, std::move(t));
+      }
+    }
+    set_zero();
+  }
+
+  std::vector<Parameter<Scalar>> parameters() {
+    std::vector<Parameter<Scalar>> out;
+    for (auto& [m, tower] : towers) {
+      Tower<Scalar>::template collect_parameters<Scalar>(tower, config.name_of(m) + ".",
+                                                         freezing.of(m), out);
+    }
+    if (freezing.logit_scale) {
+      out.push_back({"logit_scale", &logit_scale, {}, {}, WeightRole::logit_scale});
+    }
+    return out;
+  }
+
+  void set_zero() {
+    for (auto& p : parameters()) std::fill(p.data, p.data + p.size(), Scalar(0));
+  }
+
+  // The bytes of the gradients held (the optimizer's state is twice as many: AdamW's moments).
+  std::size_t bytes() {
+    std::size_t values = 0;
+    for (const auto& p : parameters()) values += static_cast<std::size_t>(p.size());
+    return values * sizeof(Scalar);
+  }
+};
 
 template <class Scalar>
 class TowerModel {
@@ -112,6 +196,96 @@ class TowerModel {
   // clips packed without padding. Throws tessera::Error, before any computation, for a
   // sample that does not fit ("sample <i>: ...").
   std::vector<Encoding<Scalar>> encode_batch(std::span<const Sample<Scalar>> samples) const {
+    return encode_samples(samples, nullptr, nullptr);
+  }
+
+  // The training forward: encode_batch that also fills `trace` (replaced) with what backward
+  // needs for the towers `freezing` trains (Tower::forward with a trace); frozen towers run
+  // the plain forward and keep nothing. The encodings are bitwise encode_batch's.
+  std::vector<Encoding<Scalar>> encode_batch(std::span<const Sample<Scalar>> samples,
+                                             const TowerFreezing& freezing,
+                                             TowerModelTrace<Scalar>& trace) const {
+    validate(freezing, config, "encode_batch");
+    trace = TowerModelTrace<Scalar>{};
+    return encode_samples(samples, &freezing, &trace);
+  }
+
+  // Backward of encode_batch(samples, freezing, trace): given d_embeddings, the loss's
+  // gradient with respect to each sample's embedding, adds the gradient of every trained
+  // weight to grad's (logit_scale is the loss's to add). A sample of several clips (video,
+  // long audio) has e = s / |s|, s = the sum of its clips' unit embeddings, so each of its
+  // clips gets d_s = (d_e - e (e . d_e)) / |s|; each trained tower then runs its backward
+  // over its clips (Tower::backward).
+  // requires: grad for this config and the trace's freezing; d_embeddings [N, E] for the
+  //   trace's N samples (checked: tessera::Error).
+  // ensures: grad's tower weights are accumulated into.
+  void backward(TowerGradients<Scalar>& grad,
+                const ConstMatrixRef<Scalar>& d_embeddings,  // [N, E]
+                const TowerModelTrace<Scalar>& trace) const {
+    check(d_embeddings.rows() == static_cast<Index>(trace.samples) &&
+              d_embeddings.cols() == config.embed_dim,
+          "tower model backward: d_embeddings is [", d_embeddings.rows(), ", ",
+          d_embeddings.cols(), "], expected [", trace.samples, ", ", config.embed_dim,
+          "] (one row per sample of the trace)");
+    check(grad.config == config, "tower model backward: grad is not a gradient of this model");
+    for (const auto& [m, part] : trace.towers) {
+      const auto found = grad.towers.find(m);
+      check(found != grad.towers.end() && grad.freezing.of(m) == part.trace.training,
+            "tower model backward: the ", modality_name(m), " tower trains ",
+            to_string(part.trace.training), " in the trace, but grad holds ",
+            found == grad.towers.end() ? "nothing" : to_string(grad.freezing.of(m)),
+            " of it");
+      const Matrix<Scalar>& e = part.trace.embeddings;  // [clips, E]
+      Matrix<Scalar> d_clips(e.rows(), e.cols());       // [clips, E]
+      for (std::size_t k0 = 0; k0 < part.owner.size();) {  // the clips of one sample
+        const std::size_t sample = part.owner[k0].first;
+        std::size_t k1 = k0 + 1;
+        while (k1 < part.owner.size() && part.owner[k1].first == sample) ++k1;
+        const auto d_e = d_embeddings.row(static_cast<Index>(sample));
+        if (k1 - k0 == 1) {
+          d_clips.row(static_cast<Index>(k0)) = d_e;
+        } else {
+          RowVector<Scalar> sum = e.row(static_cast<Index>(k0));  // [E] as encode sums them
+          for (std::size_t k = k0 + 1; k < k1; ++k) sum += e.row(static_cast<Index>(k));
+          const Scalar norm = sum.norm();
+          const RowVector<Scalar> unit = sum / norm;
+          const RowVector<Scalar> d_sum = (d_e - unit * unit.dot(d_e)) / norm;
+          for (std::size_t k = k0; k < k1; ++k) d_clips.row(static_cast<Index>(k)) = d_sum;
+        }
+        k0 = k1;
+      }
+      towers.at(m).backward(found->second, d_clips, part.trace);
+    }
+  }
+
+  // The weights `freezing` trains, named as the tessera_towers files name them under each
+  // tower's name (config.name_of), then "logit_scale": the list AdamW steps, in the order
+  // of TowerGradients::parameters() (every weight with the default freezing).
+  std::vector<Parameter<Scalar>> parameters(const TowerFreezing& freezing = {}) {
+    return collect_parameters<Scalar>(*this, freezing);
+  }
+  std::vector<Parameter<const Scalar>> parameters(const TowerFreezing& freezing = {}) const {
+    return collect_parameters<const Scalar>(*this, freezing);
+  }
+
+ private:
+  template <class T, class Self>
+  static std::vector<Parameter<T>> collect_parameters(Self& self, const TowerFreezing& freezing) {
+    std::vector<Parameter<T>> out;
+    for (auto& [m, tower] : self.towers) {
+      Tower<Scalar>::template collect_parameters<T>(tower, self.config.name_of(m) + ".",
+                                                    freezing.of(m), out);
+    }
+    if (freezing.logit_scale) {
+      out.push_back({"logit_scale", &self.logit_scale, {}, {}, WeightRole::logit_scale});
+    }
+    return out;
+  }
+
+  // encode_batch, with a trace of the towers `freezing` trains when both are given.
+  std::vector<Encoding<Scalar>> encode_samples(std::span<const Sample<Scalar>> samples,
+                                               const TowerFreezing* freezing,
+                                               TowerModelTrace<Scalar>* trace) const {
     check(!samples.empty(), "encode_batch: the batch is empty");
     std::vector<std::vector<Clip>> clips(samples.size());
     for (std::size_t i = 0; i < samples.size(); ++i) {
@@ -133,13 +307,25 @@ class TowerModel {
     }
     std::vector<std::vector<TowerOutput<Scalar>>> results(samples.size());
     for (std::size_t i = 0; i < samples.size(); ++i) results[i].resize(clips[i].size());
+    if (trace != nullptr) trace->samples = samples.size();
     for (auto& entry : work) {  // not a structured binding: the lambda captures w (clang 14)
       const Work& w = entry.second;
-      auto out = towers.at(entry.first).forward(w.clips, [&](std::size_t k) {
+      const auto where = [&](std::size_t k) {
         const auto [i, j] = w.owner[k];
         return clips[i].size() > 1 ? detail::concat("sample ", i, ", clip ", j)
                                    : detail::concat("sample ", i);
-      });
+      };
+      const Tower<Scalar>& tower = towers.at(entry.first);
+      const TowerTraining training =
+          freezing != nullptr ? freezing->of(entry.first) : TowerTraining::frozen;
+      std::vector<TowerOutput<Scalar>> out;
+      if (trace != nullptr && training != TowerTraining::frozen) {
+        auto& part = trace->towers[entry.first];
+        part.owner = w.owner;
+        out = tower.forward(w.clips, where, training, part.trace);
+      } else {
+        out = tower.forward(w.clips, where);
+      }
       for (std::size_t k = 0; k < out.size(); ++k) {
         results[w.owner[k].first][w.owner[k].second] = std::move(out[k]);
       }
@@ -162,7 +348,6 @@ class TowerModel {
     return encoded;
   }
 
- private:
   struct Clip {
     Modality modality;
     TowerClip<Scalar> clip;

@@ -9,7 +9,8 @@
 // With bias_k and bias_v (torch.nn.MultiheadAttention's add_bias_kv, which ImageBind's audio,
 // depth, thermal and IMU trunks use), each sample's keys and values gain one more row after
 // its own, bias_k and bias_v, that every query of the sample sees (causal ones included,
-// as PyTorch pads the mask with a zero column). Inference only: backward refuses it.
+// as PyTorch pads the mask with a zero column). Backward gives bias_k and bias_v the sums of
+// the gradients at the appended rows (each sample's own row: the same learned vector).
 //
 // A packed batch holds several samples back to back without padding; AttentionSegments says
 // which rows of q see which rows of k (a sample only attends to itself), and which range of
@@ -130,8 +131,9 @@ struct MultiHeadAttention {
   // Backward of forward_cross(out, x_q, x_kv, segments, rope, positions, &saved), through the
   // fused kernel's backward (no [Lq, Lk] buffer). Needs kv_precision native: the gradient of a
   // bfloat16 rounding is not defined, so training keeps k and v in Scalar.
-  // requires: grad has this layer's shapes; d_out [Lq, D]; x_q, x_kv and saved from forward.
-  // ensures: d_x_q and d_x_kv are assigned; grad's weights are accumulated into.
+  // requires: grad has this layer's shapes (bias_k and bias_v too); d_out [Lq, D]; x_q, x_kv
+  //   and saved from forward.
+  // ensures: d_x_q and d_x_kv are assigned; grad's weights (bias_k, bias_v) are accumulated into.
   void backward_cross(MatrixRef<Scalar> d_x_q,               // [Lq, D]
                       MatrixRef<Scalar> d_x_kv,              // [Lk, D]
                       MultiHeadAttention& grad,
@@ -144,15 +146,24 @@ struct MultiHeadAttention {
     check(kv_precision == KVPrecision::native,
           "attention backward: keys and values were stored in bfloat16; train with "
           "KVPrecision::native");
-    check(!has_bias_kv(), "attention backward: a layer with add_bias_kv (bias_k, bias_v) runs "
-          "inference only");
-    TESSERA_ASSERT(saved.logsumexp.rows() == x_q.rows() && saved.k.rows() == x_kv.rows());
+    // With add_bias_kv, saved.k and saved.v hold the appended rows (forward's append_bias_kv):
+    // the kernel's backward runs over them, then bias_kv_backward folds them away.
+    const Index appended = has_bias_kv() ? segments.size() : 0;
+    TESSERA_ASSERT(saved.logsumexp.rows() == x_q.rows() &&
+                   saved.k.rows() == x_kv.rows() + appended);
     Matrix<Scalar> d_ctx(x_q.rows(), dim());                 // [Lq, D]
     out_proj.backward(d_ctx, grad.out_proj, d_out, saved.ctx);
     Matrix<Scalar> d_q(x_q.rows(), dim());                   // [Lq, D]
-    Matrix<Scalar> d_k(x_kv.rows(), dim()), d_v(x_kv.rows(), dim());  // [Lk, D]
+    Matrix<Scalar> d_k(saved.k.rows(), dim()), d_v(saved.k.rows(), dim());  // [Lk (+ N), D]
+    const AttentionSegments* mask = &segments;
+    AttentionSegments with_bias;
+    if (has_bias_kv()) {
+      with_bias = bias_kv_segments(segments);
+      mask = &with_bias;
+    }
     attention_fused_backward<Scalar>(d_q, d_k, d_v, d_ctx, saved.q, saved.k, saved.v, saved.ctx,
-                                     saved.logsumexp, heads, segments);
+                                     saved.logsumexp, heads, *mask);
+    if (has_bias_kv()) bias_kv_backward(grad, d_k, d_v, segments);
     if (rope != nullptr) {
       TESSERA_ASSERT(positions != nullptr);
       rope->backward(d_q, *positions);
@@ -194,41 +205,75 @@ struct MultiHeadAttention {
   }
 
  private:
-  // add_bias_kv: k, v [Lk, D] -> [Lk + N, D] with bias_k, bias_v after each of the N
-  // segments' keys; returns the segments over the new key rows (segment s's keys move down
-  // by s rows, and so do the key rows its queries stand at and its causal range, which the
-  // bias row follows, so every query sees it).
-  AttentionSegments append_bias_kv(Matrix<Scalar>& k,  // [Lk, D] -> [Lk + N, D]
-                                   Matrix<Scalar>& v,  // [Lk, D] -> [Lk + N, D]
-                                   const AttentionSegments& segments) const {
-    check(bias_k.size() == dim() && bias_v.size() == dim(), "attention: bias_k and bias_v "
-          "have ", bias_k.size(), " and ", bias_v.size(), " values, expected ", dim());
+  // add_bias_kv's mask: the segments over key rows where each of the N segments' keys is
+  // followed by its bias row (segment s's keys move down by s rows, and so do the key rows
+  // its queries stand at and its causal range, which the bias row follows, so every query
+  // sees it).
+  static AttentionSegments bias_kv_segments(const AttentionSegments& segments) {
     const auto n = static_cast<std::size_t>(segments.size());
     AttentionSegments out = segments;
     out.query_shift.assign(n, 0);
-    Matrix<Scalar> k2(k.rows() + static_cast<Index>(n), k.cols());
-    Matrix<Scalar> v2(v.rows() + static_cast<Index>(n), v.cols());
-    Index written = 0;
     for (std::size_t s = 0; s < n; ++s) {
-      const Index k0 = segments.key_offsets[s], nk = segments.key_offsets[s + 1] - k0;
       const auto moved = static_cast<Index>(s);
-      TESSERA_ASSERT(k0 + moved == written);
-      k2.middleRows(written, nk) = k.middleRows(k0, nk);
-      v2.middleRows(written, nk) = v.middleRows(k0, nk);
-      k2.row(written + nk) = bias_k;
-      v2.row(written + nk) = bias_v;
-      written += nk + 1;
-      out.key_offsets[s] = k0 + moved;
+      out.key_offsets[s] = segments.key_offsets[s] + moved;
       out.query_shift[s] = segments.shift(s) + moved;
       if (segments.causal_end[s] > segments.causal_begin[s]) {
         out.causal_begin[s] += moved;
         out.causal_end[s] += moved;
       }
     }
-    out.key_offsets[n] = written;
+    out.key_offsets[n] = segments.key_offsets[n] + static_cast<Index>(n);
+    return out;
+  }
+
+  // add_bias_kv: k, v [Lk, D] -> [Lk + N, D] with bias_k, bias_v after each of the N
+  // segments' keys; returns the segments over the new key rows (bias_kv_segments).
+  AttentionSegments append_bias_kv(Matrix<Scalar>& k,  // [Lk, D] -> [Lk + N, D]
+                                   Matrix<Scalar>& v,  // [Lk, D] -> [Lk + N, D]
+                                   const AttentionSegments& segments) const {
+    check(bias_k.size() == dim() && bias_v.size() == dim(), "attention: bias_k and bias_v "
+          "have ", bias_k.size(), " and ", bias_v.size(), " values, expected ", dim());
+    const auto n = static_cast<std::size_t>(segments.size());
+    Matrix<Scalar> k2(k.rows() + static_cast<Index>(n), k.cols());
+    Matrix<Scalar> v2(v.rows() + static_cast<Index>(n), v.cols());
+    Index written = 0;
+    for (std::size_t s = 0; s < n; ++s) {
+      const Index k0 = segments.key_offsets[s], nk = segments.key_offsets[s + 1] - k0;
+      TESSERA_ASSERT(k0 + static_cast<Index>(s) == written);
+      k2.middleRows(written, nk) = k.middleRows(k0, nk);
+      v2.middleRows(written, nk) = v.middleRows(k0, nk);
+      k2.row(written + nk) = bias_k;
+      v2.row(written + nk) = bias_v;
+      written += nk + 1;
+    }
     k.swap(k2);
     v.swap(v2);
-    return out;
+    return bias_kv_segments(segments);
+  }
+
+  // Backward of append_bias_kv: d_k, d_v [Lk + N, D] -> [Lk, D], the appended rows' gradients
+  // summed into grad.bias_k and grad.bias_v (one learned row that every segment appends), in
+  // segment order (deterministic).
+  void bias_kv_backward(MultiHeadAttention& grad,
+                        Matrix<Scalar>& d_k,  // [Lk + N, D] -> [Lk, D]
+                        Matrix<Scalar>& d_v,  // [Lk + N, D] -> [Lk, D]
+                        const AttentionSegments& segments) const {
+    check(grad.bias_k.size() == dim() && grad.bias_v.size() == dim(), "attention backward: "
+          "the gradient's bias_k and bias_v have ", grad.bias_k.size(), " and ",
+          grad.bias_v.size(), " values, expected ", dim());
+    const auto n = static_cast<std::size_t>(segments.size());
+    Matrix<Scalar> k(d_k.rows() - static_cast<Index>(n), d_k.cols());  // [Lk, D]
+    Matrix<Scalar> v(d_v.rows() - static_cast<Index>(n), d_v.cols());  // [Lk, D]
+    for (std::size_t s = 0; s < n; ++s) {
+      const Index k0 = segments.key_offsets[s], nk = segments.key_offsets[s + 1] - k0;
+      const Index from = k0 + static_cast<Index>(s);  // where forward moved the segment's keys
+      k.middleRows(k0, nk) = d_k.middleRows(from, nk);
+      v.middleRows(k0, nk) = d_v.middleRows(from, nk);
+      grad.bias_k += d_k.row(from + nk);
+      grad.bias_v += d_v.row(from + nk);
+    }
+    d_k.swap(k);
+    d_v.swap(v);
   }
 
   // s.q, s.k, s.v: the projections of x_q and x_kv, q and k rotated when rope is given;
