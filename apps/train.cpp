@@ -6,6 +6,14 @@
 //       [--schedule uniform|progressive [--stages A,B]] [--seed N] [--threads N]
 //       [--temperature T] [--hard-negatives ATTR[,ATTR...] [--run-length N]]
 //       [--checkpoint-every N] [--resume] [--stop-at STEP]
+//   tessera-train --manifest FILE --csv-img-key K --csv-caption-key K ... (your own data, docs/data.md)
+//   tessera-train ... --init MODEL_DIR [--freeze image,...]  (fine-tuning, instead of --config)
+//
+// --init starts from a model directory instead of a new model: tessera's own (trained whole,
+// its tokenizer kept), or a pretrained CLIP (transformers, open_clip), ImageBind or
+// tessera_towers model, whose towers train but for the parts --freeze names (a tower, its
+// backbone, LiT's "backbones", logit_scale) and which is written back into MODEL_DIR as the
+// same kind of directory (docs/pretrained.md, "Fine-tuning").
 //
 // DIR is laid out as tessera-synth writes it (docs/synthetic-data.md): train.jsonl and
 // heldout.jsonl (one item per line: "id", "caption", and "image", "audio", "video" paths
@@ -117,6 +125,11 @@ struct Options {
   fs::path data, config, out;
   // --manifest instead of --data: the user's own CSV/TSV/JSONL (docs/data.md)
   fs::path manifest, heldout_manifest, tokenizer;
+  std::string manifest_format;  // csv | jsonl; empty: from the extension
+  // --init instead of --config: fine-tune a model directory (tessera's own or a pretrained
+  // one, docs/pretrained.md), freezing the parts --freeze names
+  fs::path init;
+  std::string freeze;
   double heldout_fraction = 0.05;  // of --manifest, when no --heldout-manifest
   std::string text_key, image_key, audio_key, video_key, label_key, id_key, separator;
   std::vector<std::string> templates{"{}"};  // zero-shot classes' texts, with --label-key
@@ -148,6 +161,13 @@ struct Options {
 
   tessera::ManifestOptions manifest_options() const {
     tessera::ManifestOptions m;
+    if (manifest_format == "csv") m.format = tessera::ManifestFormat::csv;
+    if (manifest_format == "jsonl") m.format = tessera::ManifestFormat::jsonl;
+    // errors name these options as a user of tessera-train types them
+    m.option_names = {{"text_key", "--text-key"},   {"image_key", "--image-key"},
+                      {"audio_key", "--audio-key"}, {"video_key", "--video-key"},
+                      {"label_key", "--label-key"}, {"id_key", "--id-key"},
+                      {"format", "--manifest-format"}};
     if (!separator.empty()) m.separator = separator == "\\t" ? '\t' : separator[0];
     m.text_key = text_key;
     m.image_key = image_key;
@@ -164,7 +184,7 @@ struct Options {
     if (from_manifest()) {
       nlohmann::json r = run_options();
       r["manifest"] = absolute(manifest);
-      r["keys"] = {text_key, image_key, audio_key, video_key, label_key, id_key, separator};
+      r["keys"] = {text_key, image_key, audio_key, video_key, label_key, id_key, separator, manifest_format};
       if (!heldout_manifest.empty()) r["heldout_manifest"] = absolute(heldout_manifest);
       else r["heldout_fraction"] = heldout_fraction;
       if (!tokenizer.empty()) r["tokenizer"] = absolute(tokenizer);
@@ -176,7 +196,8 @@ struct Options {
   }
 
   nlohmann::json run_options() const {
-    return {{"steps", steps},
+    const auto absolute = [](const fs::path& p) { return fs::absolute(p).lexically_normal().string(); };
+    return {{"init", init.empty() ? std::string() : absolute(init)}, {"freeze", freeze}, {"steps", steps},
             {"pairs", pairs}, {"lr", lr}, {"min_lr", min_lr}, {"warmup", warmup},
             {"weight_decay", weight_decay}, {"beta2", beta2}, {"clip", clip}, {"schedule", schedule},
             {"stages", {audio_video_from, all_pairs_from}}, {"temperature", temperature},
@@ -243,9 +264,20 @@ void add_options(CLI::App& app, Options& o) {
                  "stop when more than this share of the items drawn cannot be loaded (a broken "
                  "file, an empty caption), counted from the 100th item on")
       ->check(CLI::Range(0.0, 1.0))->type_name("X");
-  app.add_option("--config", o.config, "the model's config (text.vocab_size: the size the "
-                                       "tokenizer is trained to)")
-      ->required()->type_name("CONFIG.json");
+  app.add_option("--config", o.config, "the model's config, to train a new model (text.vocab_size: the size "
+                                       "the tokenizer is trained to)")
+      ->type_name("CONFIG.json");
+  app.add_option("--init", o.init, "fine-tune this model instead: tessera's own (a tessera-train MODEL_DIR) or a "
+                                   "pretrained one (CLIP from transformers or open_clip, ImageBind, tessera_towers), "
+                                   "written back as the same kind of directory")
+      ->type_name("MODEL_DIR")->check(CLI::ExistingDirectory);
+  app.add_option("--freeze", o.freeze, "with a pretrained --init: the parts that do not train, comma-separated: a "
+                                       "tower (text, image, audio, video), a tower's backbone (image.backbone: all "
+                                       "but its projection), towers, backbones (LiT: only the projections train), "
+                                       "logit_scale")
+      ->type_name("LIST");
+  app.add_option("--manifest-format", o.manifest_format, "the manifest's format, when its extension does not say")
+      ->check(CLI::IsMember({"csv", "jsonl"}))->type_name("csv|jsonl");
   app.add_option("--out", o.out, "the model directory to write")->required()->type_name("MODEL_DIR");
   app.add_option("--steps", o.steps, "training steps")
       ->check(apps::integer_in<std::int64_t>(1, 100000000))->type_name("N");
@@ -300,6 +332,10 @@ void add_options(CLI::App& app, Options& o) {
 void finish(Options& o) {
   using tessera::detail::concat;
   apps::require(!o.data.empty() || o.from_manifest(), "--data or --manifest is required");
+  apps::require(o.config.empty() != o.init.empty(),
+                o.init.empty() ? "--config (a new model) or --init (a model to fine-tune) is required"
+                               : "--config and --init: give one, --init's model has its own config");
+  apps::require(o.freeze.empty() || !o.init.empty(), "--freeze needs --init: a new model trains whole");
   if (o.from_manifest()) {
     apps::require(!o.text_key.empty() || !o.image_key.empty() || !o.audio_key.empty() ||
                       !o.video_key.empty(),
@@ -430,8 +466,9 @@ std::pair<std::vector<Item>, std::vector<Item>> read_manifests(const Options& o)
 }
 
 // One view of an item through the front ends, or why the item cannot give it.
-tessera::LoadResult<tessera::Sample<float>> load_view(const Item& item, Modality m,
-                                                     const tessera::FrontEnds& front) {
+// Front: tessera::FrontEnds (tessera's own model) or tessera::TowerFrontEnds (a pretrained one).
+template <class Front>
+tessera::LoadResult<tessera::Sample<float>> load_view(const Item& item, Modality m, const Front& front) {
   std::optional<tessera::RawInput> input;
   if (m == Modality::text) {
     if (item.caption.find_first_not_of(" \t\n\r\f\v") == std::string::npos) {
@@ -445,7 +482,9 @@ tessera::LoadResult<tessera::Sample<float>> load_view(const Item& item, Modality
 }
 
 // The views an item will have once loaded: those its line names that the model takes.
-tessera::ModalitySet declared_modalities(const Item& item, const tessera::Config& config) {
+// ModelConfig: tessera::Config or tessera::TowerModelConfig.
+template <class ModelConfig>
+tessera::ModalitySet declared_modalities(const Item& item, const ModelConfig& config) {
   tessera::ModalitySet set{};
   for (Modality m : tessera::builtin_modalities) {
     const std::size_t at = modality_index(m);
@@ -457,7 +496,8 @@ tessera::ModalitySet declared_modalities(const Item& item, const tessera::Config
 
 // The held-out items' views, in parallel; an item with a view that cannot be loaded is left
 // out of the evaluation, with one line naming it and why. Returns how many were left out.
-std::size_t load_views(std::vector<Item>& items, const tessera::FrontEnds& front, const tessera::Config& config) {
+template <class Front, class ModelConfig>
+std::size_t load_views(std::vector<Item>& items, const Front& front, const ModelConfig& config) {
   std::vector<std::string> errors(items.size());
 #pragma omp parallel for schedule(dynamic)
   for (std::size_t i = 0; i < items.size(); ++i) {
@@ -527,7 +567,19 @@ std::optional<std::pair<dev_t, ino_t>> identity(const fs::path& file) {
 // --config, the data's lists and captions, and (once read) the items' files.
 void refuse_out_over_inputs(const Options& o) {
   std::error_code error;
-  std::vector<fs::path> inputs = {o.config};
+  std::vector<fs::path> inputs;
+  if (!o.init.empty()) {
+    // the model is written back beside the run's files: never over the model it starts from
+    const fs::path from = fs::weakly_canonical(o.init, error), to = fs::weakly_canonical(o.out, error);
+    const auto [in_from, in_to] = std::mismatch(from.begin(), from.end(), to.begin(), to.end());
+    const bool inside = in_from == from.end(), holds = in_to == to.end();
+    tessera::check(!inside && !holds, "--out ", o.out.string(), ": ",
+                   inside && holds ? "is" : inside ? "is inside" : "holds",
+                   " the --init directory ", o.init.string(), "; write the fine-tuned model elsewhere");
+    for (const auto& entry : fs::directory_iterator(o.init)) inputs.push_back(entry.path());
+  } else {
+    inputs.push_back(o.config);
+  }
   if (o.from_manifest()) {
     inputs.push_back(o.manifest);
     if (!o.heldout_manifest.empty()) inputs.push_back(o.heldout_manifest);
@@ -690,8 +742,10 @@ struct RetrievalRow {
   std::string matched_on;
 };
 
-// The embeddings of samples [N, E], encoded 64 at a time.
-tessera::Matrix<float> embed(const tessera::MultiModalEncoder<float>& model,
+// The embeddings of samples [N, E], encoded 64 at a time. Model: tessera::MultiModalEncoder
+// or tessera::TowerModel (here and below).
+template <class Model>
+tessera::Matrix<float> embed(const Model& model,
                              const std::vector<const tessera::Sample<float>*>& samples) {
   tessera::Matrix<float> embedded(static_cast<Index>(samples.size()), model.config.embed_dim);
   for (std::size_t first = 0; first < samples.size(); first += 64) {
@@ -706,7 +760,8 @@ tessera::Matrix<float> embed(const tessera::MultiModalEncoder<float>& model,
 }
 
 // The embeddings of the items' views of modality m [N, E]; rows of items without one are 0.
-tessera::Matrix<float> embed_views(const tessera::MultiModalEncoder<float>& model,
+template <class Model>
+tessera::Matrix<float> embed_views(const Model& model,
                                    const std::vector<Item>& items, std::size_t m) {
   std::vector<const tessera::Sample<float>*> views;
   std::vector<Index> rows;
@@ -721,7 +776,8 @@ tessera::Matrix<float> embed_views(const tessera::MultiModalEncoder<float>& mode
   return all;
 }
 
-std::vector<RetrievalRow> evaluate(const tessera::MultiModalEncoder<float>& model,
+template <class Model>
+std::vector<RetrievalRow> evaluate(const Model& model,
                                    const std::vector<Item>& items) {
   // embeddings of every view, per modality: [items, E]
   std::array<tessera::Matrix<float>, 4> embedded;
@@ -776,8 +832,9 @@ void print_table(const std::vector<RetrievalRow>& rows, std::size_t items) {
 // ordered pair of modalities (open_clip's recall@1/5/10, mean and median rank) and, when the
 // items have labels, zero-shot classification of each non-text modality: a class is the
 // normalized mean of its label's --template texts, as CLIP classifies.
-nlohmann::json evaluate_manifest(const tessera::MultiModalEncoder<float>& model, const std::vector<Item>& items,
-                                 const tessera::FrontEnds& front, const Options& o) {
+template <class Model, class Front>
+nlohmann::json evaluate_manifest(const Model& model, const std::vector<Item>& items, const Front& front,
+                                 const Options& o) {
   nlohmann::json report = {{"items", items.size()}};
   std::printf("\nheld-out evaluation on %zu items\n", items.size());
   if (items.empty()) return report;
@@ -854,6 +911,21 @@ nlohmann::json evaluate_manifest(const tessera::MultiModalEncoder<float>& model,
 using Views = std::array<tessera::Sample<float>, 2>;
 using LoadedPairs = tessera::LoadedBatch<tessera::PairDraw, Views>;
 
+// The pairs one process loaded as one batch: pair_batch's samples and groups.
+void local_pair_batch(const LoadedPairs& loaded, std::vector<tessera::Sample<float>>& batch,
+                      std::vector<tessera::PairGroup>& groups) {
+  // a view by (item, modality): an item drawn for two pair kinds loads the same view twice
+  std::map<std::pair<std::size_t, Modality>, const tessera::Sample<float>*> views;
+  for (std::size_t i = 0; i < loaded.draws.size(); ++i) {
+    const auto [a, b] = tessera::pair_kinds[static_cast<std::size_t>(loaded.draws[i].kind)];
+    views[{loaded.draws[i].item, a}] = &loaded.values[i][0];
+    views[{loaded.draws[i].item, b}] = &loaded.values[i][1];
+  }
+  tessera::pair_batch<float>(loaded.draws, [&](std::size_t item, Modality m) -> const auto& {
+    return *views.at({item, m});
+  }, batch, groups);
+}
+
 // One step of training on `loaded`, the pairs this process loaded: the whole batch in one
 // process, this rank's share of it under mpirun (every rank calls it at every step; the
 // global batch's layout comes from every rank's draws). Returns the global batch's loss.
@@ -877,18 +949,9 @@ tessera::StepStats train_step(tessera::MultiModalEncoder<float>& model, tessera:
     return tessera::distributed_contrastive_step<float>(model, grad, optimizer, samples, batch.rows, batch.groups,
                                                         world, o.micro_batch, lr, o.clip, trace);
   }
-  // a view by (item, modality): an item drawn for two pair kinds loads the same view twice
-  std::map<std::pair<std::size_t, Modality>, const tessera::Sample<float>*> views;
-  for (std::size_t i = 0; i < loaded.draws.size(); ++i) {
-    const auto [a, b] = tessera::pair_kinds[static_cast<std::size_t>(loaded.draws[i].kind)];
-    views[{loaded.draws[i].item, a}] = &loaded.values[i][0];
-    views[{loaded.draws[i].item, b}] = &loaded.values[i][1];
-  }
   std::vector<tessera::Sample<float>> batch;
   std::vector<tessera::PairGroup> groups;
-  tessera::pair_batch<float>(loaded.draws, [&](std::size_t item, Modality m) -> const auto& {
-    return *views.at({item, m});
-  }, batch, groups);
+  local_pair_batch(loaded, batch, groups);
   return o.micro_batch > 0
              ? tessera::grad_cache_step<float>(model, grad, optimizer, batch, groups, o.micro_batch, lr, o.clip, trace)
              : tessera::contrastive_step<float>(model, grad, optimizer, batch, groups, lr, o.clip, trace);
@@ -950,59 +1013,53 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-}  // namespace
+// ---- What trains -----------------------------------------------------------------------------
+// train_model is one loop for either kind of model; a run holds what differs: the model and
+// its gradients, the front ends, a step, the weights a checkpoint keeps, what is written.
 
-int main(int argc, char** argv) {
-  CLI::App app("Train a multimodal encoder with a contrastive loss on a directory of paired data, "
-               "and write a model directory that tessera-encode loads (docs/training.md).",
-               "tessera-train");
-  apps::set_conventions(app);
-  Options options;
-  add_options(app, options);
-  return apps::run(app, argc, argv, [&] {
-    std::setvbuf(stdout, nullptr, _IOLBF, 0);  // lines in order with the progress on stderr
-    finish(options);
-    const Options& o = options;
-    if (o.threads > 0) tessera::set_num_threads(o.threads);
-    const auto start = std::chrono::steady_clock::now();
-    // every process of the run (mpirun -np N), or this one alone; rank 0 alone writes and prints
-    const tessera::Communicator world = tessera::Communicator::world();
-    const bool leader = world.rank() == 0;
-    std::optional<apps::Processing> rank_named;
-    if (world.size() > 1) rank_named.emplace(tessera::detail::concat("rank ", world.rank(), " of ", world.size()));
+// tessera's own encoder: a new one (--config), or --init's; every weight trains.
+struct EncoderRun {
+  using Front = tessera::FrontEnds;
+  tessera::MultiModalEncoder<float> model, grad;
+  tessera::EncoderTrace<float> trace;
+  std::optional<tessera::ModelDirectory> from;  // --init's directory
 
-    refuse_out_over_inputs(o);
-    const tessera::Config config = [&] {
-      apps::Processing now("--config " + o.config.string(), o.config.string());
-      return tessera::load_config(o.config);
-    }();
-    auto [train, heldout] = o.from_manifest()
-                                ? read_manifests(o)
-                                : std::pair{read_items(o.data, "train.jsonl"), read_items(o.data, "heldout.jsonl")};
-    refuse_out_over_item_files(o, train);
-    refuse_out_over_item_files(o, heldout);
+  EncoderRun(tessera::MultiModalEncoder<float> m, const Options& o) : model(std::move(m)), grad(model.config) {
+    trace.options.checkpoint_layers = o.checkpoint_layers;
+  }
+  static EncoderRun fresh(const tessera::Config& config, const Options& o) {
+    EncoderRun run(tessera::MultiModalEncoder<float>(config), o);
+    run.model.init_random(o.seed);
+    run.model.logit_scale = static_cast<float>(std::log(1 / o.temperature));
+    return run;
+  }
+  static EncoderRun fine_tune(const tessera::ModelDirectory& found, const Options& o) {
+    tessera::check(o.freeze.empty(), "--freeze ", o.freeze, ": ", found.dir.string(), " holds tessera's own "
+                   "encoder, whose modalities share one trunk, so it trains whole; --freeze takes a pretrained "
+                   "model's towers");
+    tessera::check(o.tokenizer.empty(), "--tokenizer: the --init model ", found.dir.string(), " has its own");
+    apps::Processing now("--init " + found.dir.string(), found.dir.string());
+    EncoderRun run(tessera::load_model<float>(found), o);
+    run.from = found;
+    return run;
+  }
 
-    // --pairs against the data, before any view is loaded; kinds no item has (a dataset
-    // without audio, a model without video) are left out
-    std::vector<tessera::ModalitySet> sets;
-    for (const Item& item : train) sets.push_back(declared_modalities(item, config));
-    const auto stages = tessera::PairSampler::possible_only(
-        o.schedule == "progressive"
-            ? tessera::PairSampler::progressive(o.audio_video_from, o.all_pairs_from)
-            : tessera::PairSampler::uniform(),
-        sets);
-    check_pairs(o, sets, stages);
+  const tessera::Config& model_config() const { return model.config; }
+  std::vector<tessera::Parameter<float>> trained() { return model.parameters(); }
+  std::vector<tessera::Parameter<const float>> checkpointed() const { return model.parameters(); }
+  nlohmann::json checkpoint_config() const { return tessera::to_json(model.config); }
 
-    // one run at a time in MODEL_DIR (released when this process ends, however it ends); a
-    // checkpoint there must come from this very run; both before anything is written
-    std::optional<apps::DirectoryLock> lock;
-    if (leader) lock.emplace(o.out, lock_file, "tessera-train");
-    const fs::path checkpoint = o.out / "checkpoint.safetensors";
-    const bool resuming = check_checkpoint(o, checkpoint, leader);
-
-    // 1. the tokenizer: --tokenizer's, or one trained on the captions; written by rank 0,
-    // which the other ranks wait for (they read it from MODEL_DIR)
-    if (leader && config.text && !o.tokenizer.empty()) {
+  // MODEL_DIR's tokenizer and config, which the front ends read: --init's tokenizer,
+  // --tokenizer's, or one trained on the captions.
+  void prepare(const Options& o, const std::vector<Item>& train) const {
+    const tessera::Config& config = model.config;
+    if (from && config.text) {
+      for (const char* name : {"vocab.json", "merges.txt"}) {
+        apps::Processing now((from->dir / name).string());
+        tessera::detail::write_file_atomically(o.out / name, tessera::read_file(from->dir / name));
+      }
+      std::printf("tokenizer: --init's, from %s\n", from->dir.string().c_str());
+    } else if (config.text && !o.tokenizer.empty()) {
       apps::Processing now("--tokenizer " + o.tokenizer.string(), o.tokenizer.string());
       const auto bpe = tessera::Gpt2Bpe::load(o.tokenizer);
       tessera::check(bpe.max_id() < config.text->vocab_size, "--tokenizer ", o.tokenizer.string(),
@@ -1012,7 +1069,7 @@ int main(int argc, char** argv) {
         tessera::detail::write_file_atomically(o.out / name, tessera::read_file(o.tokenizer / name));
       }
       std::printf("tokenizer: %zu ids from %s\n", bpe.size(), o.tokenizer.string().c_str());
-    } else if (leader && config.text) {
+    } else if (config.text) {
       std::vector<std::string> captions;
       if (o.from_manifest()) {
         for (const Item& item : train) {
@@ -1028,144 +1085,333 @@ int main(int argc, char** argv) {
       std::printf("tokenizer: %zu ids (%zu merges) from %zu captions\n", bpe.vocab.size(),
                   bpe.merges.size(), captions.size());
     }
-    if (leader) tessera::save_config(config, o.out / tessera::config_file_name);
-    world.barrier();
+    tessera::save_config(config, o.out / tessera::config_file_name);
+  }
+  Front front_ends(const Options& o) const { return Front(model.config, o.out); }
+  void check_batch_memory(const Options& o, const tessera::PairSampler& sampler) const {
+    ::check_batch_memory(o, model.config, sampler);
+  }
+  tessera::StepStats step(tessera::AdamW<float>& optimizer, LoadedPairs& loaded, const tessera::Communicator& world,
+                          const Options& o, double lr) {
+    return train_step(model, grad, optimizer, trace, loaded, world, o, lr);
+  }
+  void write(const fs::path& out) const { tessera::save_model(model, out); }
+  std::string written() const { return "config.json, model.safetensors, vocab.json, merges.txt"; }
+};
 
-    // 2. the held-out items' views, preprocessed once (the training items' are loaded as
-    // training goes)
-    const tessera::FrontEnds front(config, o.out);
-    const std::size_t heldout_items = heldout.size();
-    const std::size_t heldout_left_out = leader ? load_views(heldout, front, config) : 0;
-    if (leader) {
-      std::printf("data: %zu training and %zu held-out items (%zu left out)\n", train.size(), heldout_items,
-                  heldout_left_out);
-      if (world.size() == 1) {
-        std::printf("ranks: 1 (this process, on %d thread(s))\n", tessera::num_threads());
-      } else {
-        std::printf("ranks: %d (each loads and trains its share of the %d pairs of a step, on %d thread(s))\n",
-                    world.size(), o.pairs, tessera::num_threads());
-      }
+// A pretrained model from --init (CLIP from transformers or open_clip, ImageBind,
+// tessera_towers; docs/pretrained.md): its towers train but for the parts --freeze names,
+// which take no gradient memory and no optimizer state (model/tower_freezing.hpp), and it is
+// written back into MODEL_DIR as --init's kind of directory (model/pretrained_save.hpp).
+struct TowerRun {
+  using Front = tessera::TowerFrontEnds;
+  tessera::ModelDirectory from;
+  tessera::TowerModel<float> model;
+  tessera::TowerGradients<float> grad;
+  tessera::TowerModelTrace<float> trace;
+
+  TowerRun(const tessera::ModelDirectory& found, const Options& o, const tessera::Communicator& world)
+      : from(found), model(load(found)), grad(model.config, freezing(o, model.config)) {
+    const auto refuse = [&](bool given, const char* option, const char* why) {
+      tessera::check(!given, option, ": not with a pretrained --init model (", found.dir.string(), "): ", why);
+    };
+    refuse(o.micro_batch > 0, "--micro-batch", "GradCache runs tessera's own encoder");
+    refuse(o.checkpoint_layers, "--checkpoint-layers", "its towers keep their whole trace");
+    refuse(!o.tokenizer.empty(), "--tokenizer", "the model has its own");
+    refuse(world.size() > 1, "mpirun -np N > 1", "a pretrained model trains in one process");
+  }
+
+  const tessera::TowerModelConfig& model_config() const { return model.config; }
+  std::vector<tessera::Parameter<float>> trained() { return model.parameters(grad.freezing); }
+  std::vector<tessera::Parameter<const float>> checkpointed() const { return model.parameters(grad.freezing); }
+  nlohmann::json checkpoint_config() const { return tessera::to_json(model.config); }
+
+  void prepare(const Options&, const std::vector<Item>&) const {
+    std::size_t trained_weights = 0, weights = 0;
+    for (const auto& p : checkpointed()) trained_weights += static_cast<std::size_t>(p.size());
+    for (const auto& p : model.parameters()) weights += static_cast<std::size_t>(p.size());
+    std::printf("fine-tuning the %s model of %s:", model.config.family.c_str(), from.dir.string().c_str());
+    for (const auto& [m, tower] : model.towers) {
+      std::printf(" %s tower %s,", modality_name(m), tessera::to_string(grad.freezing.of(m)));
     }
+    std::printf(" logit_scale %s; %zu of its %zu weights train\n", grad.freezing.logit_scale ? "trains" : "frozen",
+                trained_weights, weights);
+  }
+  // The front ends of the model's family, from --init's files; a caption longer than the
+  // text tower's context is cut to it (clip.tokenize(truncate=True), as open_clip trains).
+  Front front_ends(const Options&) const { return Front(model.config, from.dir, {.truncate = true}); }
+  void check_batch_memory(const Options& o, const tessera::PairSampler& sampler) const;
+  tessera::StepStats step(tessera::AdamW<float>& optimizer, LoadedPairs& loaded, const tessera::Communicator&,
+                          const Options& o, double lr) {
+    std::vector<tessera::Sample<float>> batch;
+    std::vector<tessera::PairGroup> groups;
+    local_pair_batch(loaded, batch, groups);
+    return tessera::tower_step<float>(model, grad, optimizer, batch, groups, lr, o.clip, trace);
+  }
+  // the model's files into MODEL_DIR, which keeps the run's own (checkpoint, loss.png, ...)
+  void write(const fs::path& out) const { tessera::save_tower_model(model, from, out, {.merge = true}); }
+  std::string written() const { return "a " + model.config.family + " directory, as --init " + from.dir.string(); }
 
-    // 3. training
-    const tessera::PairSampler sampler(sets, o.pairs, o.seed, stages, hard_negative_groups(train, o));
-    check_batch_memory(o, config, sampler);
-    tessera::MultiModalEncoder<float> model(config), grad(config);
-    model.init_random(o.seed);
-    model.logit_scale = static_cast<float>(std::log(1 / o.temperature));
-    tessera::AdamW<float> optimizer({.beta2 = o.beta2, .weight_decay = o.weight_decay});
-    const tessera::LearningRateSchedule schedule{o.lr, o.warmup, o.steps, o.min_lr};
+ private:
+  static tessera::TowerModel<float> load(const tessera::ModelDirectory& found) {
+    apps::Processing now("--init " + found.dir.string(), found.dir.string());
+    return tessera::load_tower_model<float>(found);
+  }
+  static tessera::TowerFreezing freezing(const Options& o, const tessera::TowerModelConfig& config) {
+    tessera::TowerFreezing f = tessera::parse_tower_freezing(o.freeze, "--freeze");
+    tessera::validate(f, config, "--freeze " + o.freeze);
+    return f;
+  }
+};
 
-    std::int64_t first_step = 0;
-    std::vector<double> losses;
-    tessera::LoaderCounts counts_before;
-    if (resuming) {
-      apps::Processing now("--resume " + checkpoint.string(), checkpoint.string());
-      tessera::TrainingPosition position;
-      tessera::load_checkpoint(checkpoint, model, optimizer, position);
-      first_step = position.step;
-      losses = split_losses(position.user.at("losses"));
-      tessera::check(static_cast<std::int64_t>(losses.size()) == first_step, checkpoint.string(),
-                     ": ", losses.size(), " losses for ", first_step, " steps");
-      counts_before = read_counts(position.user, checkpoint);
-      if (!leader) counts_before = {counts_before.batches, 0, 0};  // rank 0 carries the run's counts
-      if (leader) std::printf("resumed at step %ld of %ld\n", static_cast<long>(first_step), static_cast<long>(o.steps));
+// The memory of the largest batch the sampler can draw, against the memory the process may
+// use, as check_batch_memory estimates it for tessera's own encoder: each view's input
+// (prefetch + 3) times, and per token of a trained tower the trace of contrastive_step_bytes'
+// count, (7 D + 2 F) per layer (a frozen tower keeps none; one layer's values live at a time).
+void TowerRun::check_batch_memory(const Options& o, const tessera::PairSampler& sampler) const {
+  std::array<double, 4> bytes{};  // the largest view of each modality, inputs and trace
+  for (Modality m : tessera::builtin_modalities) {
+    if (!model.has(m)) continue;
+    const tessera::TowerConfig& c = model.tower(m).config;
+    // clips per view: a text 1, an ImageBind audio 3 and video 15 (data.py), a CLIP video
+    // TowerFrontEndOptions::max_video_frames frames
+    const double clips = m == Modality::audio ? 3.0
+                         : m == Modality::video
+                             ? (model.config.family == "imagebind" ? 15.0
+                                                                   : static_cast<double>(tessera::TowerFrontEndOptions{}.max_video_frames))
+                             : 1.0;
+    const double tokens = clips * static_cast<double>(c.tokens());
+    const double input = m == Modality::text ? 8.0 * tokens
+                                             : 4.0 * clips * static_cast<double>(c.channels * c.height * c.width_in);
+    const double per_token = grad.freezing.of(m) == tessera::TowerTraining::whole
+                                 ? static_cast<double>(c.layers * (7 * c.width + 2 * c.ffn_dim))
+                                 : static_cast<double>(8 * c.width + 2 * c.ffn_dim);
+    bytes[modality_index(m)] = input * static_cast<double>(o.prefetch + 3) + 4.0 * tokens * per_token;
+  }
+  double most = 0;
+  for (const std::int64_t step : {std::int64_t{0}, o.audio_video_from, o.all_pairs_from}) {
+    const auto& counts = sampler.counts(step);
+    double batch = 0;
+    for (int k = 0; k < tessera::pair_kind_count; ++k) {
+      const auto [a, b] = tessera::pair_kinds[static_cast<std::size_t>(k)];
+      batch += static_cast<double>(counts[static_cast<std::size_t>(k)]) * (bytes[modality_index(a)] + bytes[modality_index(b)]);
     }
+    most = std::max(most, batch);
+  }
+  const auto usable = static_cast<double>(apps::usable_memory_bytes());
+  tessera::check(most <= usable, "--pairs ", o.pairs, ": a batch of ", o.pairs, " pairs through ", from.dir.string(),
+                 "'s towers needs about ", apps::bytes_text(most), ", more than the ", apps::bytes_text(usable),
+                 " this process can still allocate; at most about --pairs ",
+                 std::max<std::int64_t>(1, static_cast<std::int64_t>(static_cast<double>(o.pairs) * usable / most)));
+}
 
-    tessera::EncoderTrace<float> trace;
-    trace.options.checkpoint_layers = o.checkpoint_layers;
-    std::optional<apps::Progress> progress;
-    if (leader) progress.emplace(o.steps, first_step);
-    const auto train_start = std::chrono::steady_clock::now();
-    double average = 0;
-    const std::int64_t last_step = o.stop_at > 0 ? std::min(o.stop_at, o.steps) : o.steps;
-    // the training items' views, loaded by the streaming loader as the steps go: under
-    // mpirun, each rank its share of each step's draws
-    tessera::Loader<tessera::PairDraw, Views> loader(
-        world.size() > 1 ? tessera::rank_share_plan(tessera::pair_sampler_plan(sampler), world.rank(), world.size())
-                         : tessera::pair_sampler_plan(sampler),
-        [&](const tessera::PairDraw& draw) -> tessera::LoadResult<Views> {
-          const auto [a, b] = tessera::pair_kinds[static_cast<std::size_t>(draw.kind)];
-          auto first = load_view(train[draw.item], a, front);
-          if (auto* bad = std::get_if<tessera::BadItem>(&first)) return *bad;
-          auto second = load_view(train[draw.item], b, front);
-          if (auto* bad = std::get_if<tessera::BadItem>(&second)) return *bad;
-          return Views{std::move(std::get<0>(first)), std::move(std::get<0>(second))};
-        },
-        {.workers = o.workers, .prefetch = o.prefetch, .start = {0, first_step},
-         .batches = last_step - first_step,
-         // under mpirun checked over all ranks (run_counts)
-         .max_bad_fraction = world.size() > 1 ? 1.0 : o.max_bad_fraction,
-         .counts_before = counts_before,
-         .label = [&](std::size_t item) { return train[item].where + " (item " + train[item].id + ")"; }});
-    tessera::LoaderCounts counts = counts_before;  // over every rank
-    for (std::int64_t step = first_step; step < last_step; ++step) {
-      apps::Processing now(tessera::detail::concat("step ", step + 1, " of ", o.steps));
-      auto loaded = loader.next();
-      tessera::check(loaded.has_value(), "the loader ended before step ", step + 1);
-      counts = run_counts(loader.counts(), world, o, step);
-      const auto stats = train_step(model, grad, optimizer, trace, *loaded, world, o, schedule.at(step));
-      losses.push_back(stats.loss);
-      average = step == first_step ? stats.loss : 0.95 * average + 0.05 * stats.loss;
-      const double rate = static_cast<double>(step + 1 - first_step) * 2 * o.pairs / seconds_since(train_start);
-      char status[96];
-      std::snprintf(status, sizeof status, "loss %.3f  %.0f samples/s", average, rate);
-      if (progress) progress->update(step + 1, status);
-      if (leader && ((step + 1) % o.checkpoint_every == 0 || step + 1 == last_step)) {
-        tessera::save_checkpoint(checkpoint, model, optimizer,
-                                 {step + 1, {{"run", o.run().dump()}, {"losses", join_losses(losses)},
-                                             {"loaded", write_counts(counts)}}});
-      }
-    }
-    const double train_seconds = seconds_since(train_start);
-    if (!leader) return;  // every rank holds the same weights; rank 0 writes them
-    if (last_step < o.steps) {
-      std::printf("stopped after step %ld of %ld: %s holds the run; --resume continues it\n",
-                  static_cast<long>(last_step), static_cast<long>(o.steps), checkpoint.string().c_str());
-      return;
-    }
+// The whole run for a model `run` (EncoderRun or TowerRun): the data, the checks, the steps,
+// the model directory, the held-out evaluation.
+template <class Run>
+void train_model(Run& run, const Options& o, const tessera::Communicator& world,
+                 std::chrono::steady_clock::time_point start) {
+  const bool leader = world.rank() == 0;
+  const auto& config = run.model_config();
+  auto [train, heldout] = o.from_manifest()
+                              ? read_manifests(o)
+                              : std::pair{read_items(o.data, "train.jsonl"), read_items(o.data, "heldout.jsonl")};
+  refuse_out_over_item_files(o, train);
+  refuse_out_over_item_files(o, heldout);
 
-    // 4. the model directory
-    {
-      apps::Processing now("writing the model into " + o.out.string(), o.out.string());
-      tessera::save_model(model, o.out);
-      apps::write_loss_plot(o.out / "loss.png", losses);
-    }
+  // --pairs against the data, before any view is loaded; kinds no item has (a dataset
+  // without audio, a model without video) are left out
+  std::vector<tessera::ModalitySet> sets;
+  for (const Item& item : train) sets.push_back(declared_modalities(item, config));
+  const auto stages = tessera::PairSampler::possible_only(
+      o.schedule == "progressive"
+          ? tessera::PairSampler::progressive(o.audio_video_from, o.all_pairs_from)
+          : tessera::PairSampler::uniform(),
+      sets);
+  check_pairs(o, sets, stages);
 
-    nlohmann::json report = o.run();
-    report["losses"] = losses;
-    report["train_seconds"] = train_seconds;
-    report["threads"] = tessera::num_threads();
-    report["ranks"] = world.size();
-    const auto& loaded = counts;
-    report["loaded"] = {{"items", loaded.items}, {"bad", loaded.bad}, {"heldout_left_out", heldout_left_out}};
-    if (loaded.bad > 0) {
-      std::printf("%ld of the %ld training items drawn could not be loaded and were left out of their batches "
-                  "(named above)\n", static_cast<long>(loaded.bad), static_cast<long>(loaded.items));
-    }
+  // one run at a time in MODEL_DIR (released when this process ends, however it ends); a
+  // checkpoint there must come from this very run; both before anything is written
+  std::optional<apps::DirectoryLock> lock;
+  if (leader) lock.emplace(o.out, lock_file, "tessera-train");
+  const fs::path checkpoint = o.out / "checkpoint.safetensors";
+  const bool resuming = check_checkpoint(o, checkpoint, leader);
 
-    // 5. the held-out evaluation
-    if (o.from_manifest()) {
-      apps::Processing now("held-out evaluation");
-      report["evaluation"] = evaluate_manifest(model, heldout, front, o);
+  // 1. what the front ends need in MODEL_DIR (a new model's tokenizer and config), written
+  // by rank 0, which the other ranks wait for (they read it from MODEL_DIR)
+  if (leader) run.prepare(o, train);
+  world.barrier();
+
+  // 2. the held-out items' views, preprocessed once (the training items' are loaded as
+  // training goes)
+  const typename Run::Front front = run.front_ends(o);
+
+  const std::size_t heldout_items = heldout.size();
+  const std::size_t heldout_left_out = leader ? load_views(heldout, front, config) : 0;
+  if (leader) {
+    std::printf("data: %zu training and %zu held-out items (%zu left out)\n", train.size(), heldout_items,
+                heldout_left_out);
+    if (world.size() == 1) {
+      std::printf("ranks: 1 (this process, on %d thread(s))\n", tessera::num_threads());
     } else {
-      const auto rows = [&] {
-        apps::Processing now("held-out retrieval on " + (o.data / "heldout.jsonl").string());
-        return evaluate(model, heldout);
-      }();
-      print_table(rows, heldout.size());
-      for (const auto& r : rows) {
-        report["retrieval"].push_back({{"query", modality_name(r.query)},
-                                       {"found", modality_name(r.candidate)},
-                                       {"top1", r.scores.top1}, {"top5", r.scores.top5},
-                                       {"chance_top1", r.scores.chance_top1},
-                                       {"matched_on", r.matched_on}});
-      }
+      std::printf("ranks: %d (each loads and trains its share of the %d pairs of a step, on %d thread(s))\n",
+                  world.size(), o.pairs, tessera::num_threads());
     }
-    tessera::detail::write_file_atomically(o.out / "training.json", report.dump(1) + "\n");
-    std::printf("\nwrote %s: the model (config.json, model.safetensors, vocab.json, merges.txt), "
-                "loss.png, training.json; %ld steps in %.0f s, %.1f s in all\n",
-                o.out.string().c_str(), static_cast<long>(last_step - first_step), train_seconds,
-                seconds_since(start));
+  }
+
+  // 3. training
+  const tessera::PairSampler sampler(sets, o.pairs, o.seed, stages, hard_negative_groups(train, o));
+  run.check_batch_memory(o, sampler);
+  tessera::AdamW<float> optimizer({.beta2 = o.beta2, .weight_decay = o.weight_decay});
+  const tessera::LearningRateSchedule schedule{o.lr, o.warmup, o.steps, o.min_lr};
+
+  std::int64_t first_step = 0;
+  std::vector<double> losses;
+  tessera::LoaderCounts counts_before;
+  if (resuming) {
+    apps::Processing now("--resume " + checkpoint.string(), checkpoint.string());
+    tessera::TrainingPosition position;
+    tessera::load_checkpoint<float>(checkpoint, run.trained(), run.checkpoint_config(), optimizer, position);
+    first_step = position.step;
+    losses = split_losses(position.user.at("losses"));
+    tessera::check(static_cast<std::int64_t>(losses.size()) == first_step, checkpoint.string(),
+                   ": ", losses.size(), " losses for ", first_step, " steps");
+    counts_before = read_counts(position.user, checkpoint);
+    if (!leader) counts_before = {counts_before.batches, 0, 0};  // rank 0 carries the run's counts
+    if (leader) std::printf("resumed at step %ld of %ld\n", static_cast<long>(first_step), static_cast<long>(o.steps));
+  }
+
+  std::optional<apps::Progress> progress;
+  if (leader) progress.emplace(o.steps, first_step);
+  const auto train_start = std::chrono::steady_clock::now();
+  double average = 0;
+  const std::int64_t last_step = o.stop_at > 0 ? std::min(o.stop_at, o.steps) : o.steps;
+  // the training items' views, loaded by the streaming loader as the steps go: under
+  // mpirun, each rank its share of each step's draws
+  tessera::Loader<tessera::PairDraw, Views> loader(
+      world.size() > 1 ? tessera::rank_share_plan(tessera::pair_sampler_plan(sampler), world.rank(), world.size())
+                       : tessera::pair_sampler_plan(sampler),
+      [&](const tessera::PairDraw& draw) -> tessera::LoadResult<Views> {
+        const auto [a, b] = tessera::pair_kinds[static_cast<std::size_t>(draw.kind)];
+        auto first = load_view(train[draw.item], a, front);
+        if (auto* bad = std::get_if<tessera::BadItem>(&first)) return *bad;
+        auto second = load_view(train[draw.item], b, front);
+        if (auto* bad = std::get_if<tessera::BadItem>(&second)) return *bad;
+        return Views{std::move(std::get<0>(first)), std::move(std::get<0>(second))};
+      },
+      {.workers = o.workers, .prefetch = o.prefetch, .start = {0, first_step},
+       .batches = last_step - first_step,
+       // under mpirun checked over all ranks (run_counts)
+       .max_bad_fraction = world.size() > 1 ? 1.0 : o.max_bad_fraction,
+       .counts_before = counts_before,
+       .label = [&](std::size_t item) { return train[item].where + " (item " + train[item].id + ")"; }});
+  tessera::LoaderCounts counts = counts_before;  // over every rank
+  for (std::int64_t step = first_step; step < last_step; ++step) {
+    apps::Processing now(tessera::detail::concat("step ", step + 1, " of ", o.steps));
+    auto loaded = loader.next();
+    tessera::check(loaded.has_value(), "the loader ended before step ", step + 1);
+    counts = run_counts(loader.counts(), world, o, step);
+    const auto stats = run.step(optimizer, *loaded, world, o, schedule.at(step));
+    losses.push_back(stats.loss);
+    average = step == first_step ? stats.loss : 0.95 * average + 0.05 * stats.loss;
+    const double rate = static_cast<double>(step + 1 - first_step) * 2 * o.pairs / seconds_since(train_start);
+    char status[96];
+    std::snprintf(status, sizeof status, "loss %.3f  %.0f samples/s", average, rate);
+    if (progress) progress->update(step + 1, status);
+    if (leader && ((step + 1) % o.checkpoint_every == 0 || step + 1 == last_step)) {
+      tessera::save_checkpoint<float>(checkpoint, run.checkpointed(), run.checkpoint_config(), optimizer,
+                               {step + 1, {{"run", o.run().dump()}, {"losses", join_losses(losses)},
+                                           {"loaded", write_counts(counts)}}});
+    }
+  }
+  const double train_seconds = seconds_since(train_start);
+  if (!leader) return;  // every rank holds the same weights; rank 0 writes them
+  if (last_step < o.steps) {
+    std::printf("stopped after step %ld of %ld: %s holds the run; --resume continues it\n",
+                static_cast<long>(last_step), static_cast<long>(o.steps), checkpoint.string().c_str());
+    return;
+  }
+
+  // 4. the model directory
+  {
+    apps::Processing now("writing the model into " + o.out.string(), o.out.string());
+    run.write(o.out);
+    apps::write_loss_plot(o.out / "loss.png", losses);
+  }
+
+  nlohmann::json report = o.run();
+  report["losses"] = losses;
+  report["train_seconds"] = train_seconds;
+  report["threads"] = tessera::num_threads();
+  report["ranks"] = world.size();
+  const auto& loaded = counts;
+  report["loaded"] = {{"items", loaded.items}, {"bad", loaded.bad}, {"heldout_left_out", heldout_left_out}};
+  if (loaded.bad > 0) {
+    std::printf("%ld of the %ld training items drawn could not be loaded and were left out of their batches "
+                "(named above)\n", static_cast<long>(loaded.bad), static_cast<long>(loaded.items));
+  }
+
+  // 5. the held-out evaluation
+  if (o.from_manifest()) {
+    apps::Processing now("held-out evaluation");
+    report["evaluation"] = evaluate_manifest(run.model, heldout, front, o);
+  } else {
+    const auto rows = [&] {
+      apps::Processing now("held-out retrieval on " + (o.data / "heldout.jsonl").string());
+      return evaluate(run.model, heldout);
+    }();
+    print_table(rows, heldout.size());
+    for (const auto& r : rows) {
+      report["retrieval"].push_back({{"query", modality_name(r.query)},
+                                     {"found", modality_name(r.candidate)},
+                                     {"top1", r.scores.top1}, {"top5", r.scores.top5},
+                                     {"chance_top1", r.scores.chance_top1},
+                                     {"matched_on", r.matched_on}});
+    }
+  }
+  tessera::detail::write_file_atomically(o.out / "training.json", report.dump(1) + "\n");
+  std::printf("\nwrote %s: the model (%s), loss.png, training.json; %ld steps in %.0f s, %.1f s in all\n",
+              o.out.string().c_str(), run.written().c_str(), static_cast<long>(last_step - first_step), train_seconds,
+              seconds_since(start));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app("Train a multimodal encoder with a contrastive loss on paired data (a directory of "
+               "tessera-synth's or your own manifest), or fine-tune one (--init: tessera's own, CLIP, "
+               "ImageBind), and write a model directory that tessera-encode loads (docs/training.md).",
+               "tessera-train");
+  apps::set_conventions(app);
+  Options options;
+  add_options(app, options);
+  return apps::run(app, argc, argv, [&] {
+    std::setvbuf(stdout, nullptr, _IOLBF, 0);  // lines in order with the progress on stderr
+    finish(options);
+    const Options& o = options;
+    if (o.threads > 0) tessera::set_num_threads(o.threads);
+    const auto start = std::chrono::steady_clock::now();
+    // every process of the run (mpirun -np N), or this one alone; rank 0 alone writes and prints
+    const tessera::Communicator world = tessera::Communicator::world();
+    std::optional<apps::Processing> rank_named;
+    if (world.size() > 1) rank_named.emplace(tessera::detail::concat("rank ", world.rank(), " of ", world.size()));
+
+    refuse_out_over_inputs(o);
+    if (o.init.empty()) {
+      EncoderRun run = EncoderRun::fresh([&] {
+        apps::Processing now("--config " + o.config.string(), o.config.string());
+        return tessera::load_config(o.config);
+      }(), o);
+      return train_model(run, o, world, start);
+    }
+    const tessera::ModelDirectory found = [&] {
+      apps::Processing now("--init " + o.init.string(), o.init.string());
+      return tessera::detect_model(o.init);
+    }();
+    if (found.kind == tessera::ModelKind::tessera) {
+      EncoderRun run = EncoderRun::fine_tune(found, o);
+      return train_model(run, o, world, start);
+    }
+    TowerRun run(found, o, world);
+    train_model(run, o, world, start);
   });
 }

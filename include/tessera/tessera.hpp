@@ -48,11 +48,14 @@
 #include <tessera/model/model_kind.hpp>
 #include <tessera/model/pooling.hpp>
 #include <tessera/model/pretrained.hpp>
+#include <tessera/model/pretrained_save.hpp>
 #include <tessera/model/sample.hpp>
 #include <tessera/model/sample_check.hpp>
 #include <tessera/model/sample_io.hpp>
 #include <tessera/model/token_layout.hpp>
 #include <tessera/model/tower.hpp>
+#include <tessera/model/tower_freezing.hpp>
+#include <tessera/model/tower_trace.hpp>
 #include <tessera/model/tower_model.hpp>
 #include <tessera/model/tower_weights.hpp>
 #include <tessera/model/weights.hpp>
@@ -100,6 +103,7 @@
 #include <tessera/train/retrieval.hpp>
 #include <tessera/train/sampler.hpp>
 #include <tessera/train/step.hpp>
+#include <tessera/train/tower_step.hpp>
 
 // the front door: a model directory's encoder and front ends in one object (needs ICU and stb)
 #if defined(TESSERA_HAS_ICU) && defined(TESSERA_HAS_STB)

@@ -213,17 +213,25 @@ StepStats contrastive_gradients(const MultiModalEncoder<Scalar>& model,
 
 namespace detail {
 
-// The end of a step once grad holds the batch's gradients: the global norm (every gradient
-// checked finite), clipping when max_grad_norm > 0, and AdamW at rate lr; sets grad_norm.
+// The end of a step once `grads` hold the batch's gradients of the weights `params` (the
+// same tensors, in one order): the global norm (every gradient checked finite), clipping when
+// max_grad_norm > 0, and AdamW at rate lr; sets grad_norm. The lists are a model's trained
+// weights: all of tessera's own encoder, a fine-tuned tower model's unfrozen ones.
+template <class Scalar>
+void clip_and_update(StepStats& stats, std::span<const Parameter<Scalar>> params,
+                     std::vector<Parameter<Scalar>> grads, AdamW<Scalar>& optimizer, double lr,
+                     double max_grad_norm) {
+  // an infinite max_norm measures the norm (and checks every gradient is finite) without scaling
+  stats.grad_norm = clip_grad_norm<Scalar>(
+      grads, max_grad_norm > 0 ? max_grad_norm : std::numeric_limits<double>::max());
+  optimizer.step(params, read_only<Scalar>(grads), lr);
+}
+
 template <class Scalar>
 void clip_and_update(StepStats& stats, MultiModalEncoder<Scalar>& model,
                      MultiModalEncoder<Scalar>& grad, AdamW<Scalar>& optimizer, double lr,
                      double max_grad_norm) {
-  auto grads = grad.parameters();
-  // an infinite max_norm measures the norm (and checks every gradient is finite) without scaling
-  stats.grad_norm = clip_grad_norm<Scalar>(
-      grads, max_grad_norm > 0 ? max_grad_norm : std::numeric_limits<double>::max());
-  optimizer.step(model.parameters(), read_only<Scalar>(grads), lr);
+  clip_and_update<Scalar>(stats, model.parameters(), grad.parameters(), optimizer, lr, max_grad_norm);
 }
 
 }  // namespace detail

@@ -57,24 +57,6 @@ StepStats tower_contrastive_gradients(const TowerModel<Scalar>& model, TowerGrad
   return stats;
 }
 
-namespace detail {
-
-// The end of a tower step once grad holds the batch's gradients: the global norm over the
-// trained weights (every gradient checked finite), clipping when max_grad_norm > 0, and
-// AdamW at rate lr over the trained weights; sets grad_norm. (detail::clip_and_update of
-// train/step.hpp, on the trained parameter lists.)
-template <class Scalar>
-void clip_and_update_towers(StepStats& stats, TowerModel<Scalar>& model,
-                            TowerGradients<Scalar>& grad, AdamW<Scalar>& optimizer, double lr,
-                            double max_grad_norm) {
-  auto grads = grad.parameters();
-  stats.grad_norm = clip_grad_norm<Scalar>(
-      grads, max_grad_norm > 0 ? max_grad_norm : std::numeric_limits<double>::max());
-  optimizer.step(model.parameters(grad.freezing), read_only<Scalar>(grads), lr);
-}
-
-}  // namespace detail
-
 // One whole step: grad.set_zero(), tower_contrastive_gradients, clipping (max_grad_norm > 0)
 // and AdamW at rate lr on the weights grad.freezing trains. `grad` and `trace` are the
 // caller's, so their buffers live across steps.
@@ -87,7 +69,8 @@ StepStats tower_step(TowerModel<Scalar>& model, TowerGradients<Scalar>& grad,
                      TowerModelTrace<Scalar>& trace) {
   grad.set_zero();
   StepStats stats = tower_contrastive_gradients<Scalar>(model, grad, samples, groups, trace);
-  detail::clip_and_update_towers<Scalar>(stats, model, grad, optimizer, lr, max_grad_norm);
+  detail::clip_and_update<Scalar>(stats, model.parameters(grad.freezing), grad.parameters(),
+                                  optimizer, lr, max_grad_norm);
   return stats;
 }
 
