@@ -8,12 +8,15 @@
 //       [--checkpoint-every N] [--resume] [--stop-at STEP]
 //   tessera-train --manifest FILE --csv-img-key K --csv-caption-key K ... (your own data, docs/data.md)
 //   tessera-train ... --init MODEL_DIR [--freeze image,...]  (fine-tuning, instead of --config)
+//   tessera-train ... --init MODEL_DIR --add-tower audio[=TOWER.json]  (binding a new modality)
 //
 // --init starts from a model directory instead of a new model: tessera's own (trained whole,
 // its tokenizer kept), or a pretrained CLIP (transformers, open_clip), ImageBind or
 // tessera_towers model, whose towers train but for the parts --freeze names (a tower, its
 // backbone, LiT's "backbones", logit_scale) and which is written back into MODEL_DIR as the
-// same kind of directory (docs/pretrained.md, "Fine-tuning").
+// same kind of directory (docs/pretrained.md, "Fine-tuning"). --add-tower gives a pretrained
+// model a new tower (ImageBind's binding: a new modality trained against the frozen towers)
+// and writes it as a tessera_towers directory.
 //
 // DIR is laid out as tessera-synth writes it (docs/synthetic-data.md): train.jsonl and
 // heldout.jsonl (one item per line: "id", "caption", and "image", "audio", "video" paths
@@ -130,6 +133,8 @@ struct Options {
   // one, docs/pretrained.md), freezing the parts --freeze names
   fs::path init;
   std::string freeze;
+  // --add-tower MODALITY[=TOWER.json]: a new tower for a pretrained --init (add_tower)
+  std::vector<std::string> add_towers;
   double heldout_fraction = 0.05;  // of --manifest, when no --heldout-manifest
   std::string text_key, image_key, audio_key, video_key, label_key, id_key, separator;
   std::vector<std::string> templates{"{}"};  // zero-shot classes' texts, with --label-key
@@ -197,7 +202,8 @@ struct Options {
 
   nlohmann::json run_options() const {
     const auto absolute = [](const fs::path& p) { return fs::absolute(p).lexically_normal().string(); };
-    return {{"init", init.empty() ? std::string() : absolute(init)}, {"freeze", freeze}, {"steps", steps},
+    return {{"init", init.empty() ? std::string() : absolute(init)}, {"freeze", freeze},
+            {"add_tower", add_towers}, {"steps", steps},
             {"pairs", pairs}, {"lr", lr}, {"min_lr", min_lr}, {"warmup", warmup},
             {"weight_decay", weight_decay}, {"beta2", beta2}, {"clip", clip}, {"schedule", schedule},
             {"stages", {audio_video_from, all_pairs_from}}, {"temperature", temperature},
@@ -276,6 +282,12 @@ void add_options(CLI::App& app, Options& o) {
                                        "but its projection), towers, backbones (LiT: only the projections train), "
                                        "logit_scale")
       ->type_name("LIST");
+  app.add_option("--add-tower", o.add_towers,
+                 "with a pretrained --init: a new tower for a modality the model lacks, trained against the model's "
+                 "towers (frozen, with logit_scale, unless --freeze says otherwise): audio (ImageBind's audio "
+                 "tower) or MODALITY=TOWER.json (a tessera_towers tower's keys); the model is written as a "
+                 "tessera_towers directory")
+      ->type_name("MODALITY[=TOWER.json]");
   app.add_option("--manifest-format", o.manifest_format, "the manifest's format, when its extension does not say")
       ->check(CLI::IsMember({"csv", "jsonl"}))->type_name("csv|jsonl");
   app.add_option("--out", o.out, "the model directory to write")->required()->type_name("MODEL_DIR");
@@ -336,6 +348,8 @@ void finish(Options& o) {
                 o.init.empty() ? "--config (a new model) or --init (a model to fine-tune) is required"
                                : "--config and --init: give one, --init's model has its own config");
   apps::require(o.freeze.empty() || !o.init.empty(), "--freeze needs --init: a new model trains whole");
+  apps::require(o.add_towers.empty() || !o.init.empty(),
+                "--add-tower needs a pretrained --init: a new model's modalities are its --config's");
   if (o.from_manifest()) {
     apps::require(!o.text_key.empty() || !o.image_key.empty() || !o.audio_key.empty() ||
                       !o.video_key.empty(),
@@ -1038,6 +1052,8 @@ struct EncoderRun {
                    "encoder, whose modalities share one trunk, so it trains whole; --freeze takes a pretrained "
                    "model's towers");
     tessera::check(o.tokenizer.empty(), "--tokenizer: the --init model ", found.dir.string(), " has its own");
+    tessera::check(o.add_towers.empty(), "--add-tower: ", found.dir.string(), " holds tessera's own encoder, "
+                   "whose modalities are its config's; --add-tower takes a pretrained model");
     apps::Processing now("--init " + found.dir.string(), found.dir.string());
     EncoderRun run(tessera::load_model<float>(found), o);
     run.from = found;
@@ -1106,12 +1122,14 @@ struct EncoderRun {
 struct TowerRun {
   using Front = tessera::TowerFrontEnds;
   tessera::ModelDirectory from;
+  tessera::TowerModelConfig loaded;         // --init's model as loaded
+  std::vector<tessera::Modality> added;     // --add-tower's new towers
   tessera::TowerModel<float> model;
   tessera::TowerGradients<float> grad;
   tessera::TowerModelTrace<float> trace;
 
   TowerRun(const tessera::ModelDirectory& found, const Options& o, const tessera::Communicator& world)
-      : from(found), model(load(found)), grad(model.config, freezing(o, model.config)) {
+      : from(found), model(load(found, o, loaded, added)), grad(model.config, freezing(o, model.config, added)) {
     const auto refuse = [&](bool given, const char* option, const char* why) {
       tessera::check(!given, option, ": not with a pretrained --init model (", found.dir.string(), "): ", why);
     };
@@ -1119,6 +1137,14 @@ struct TowerRun {
     refuse(o.checkpoint_layers, "--checkpoint-layers", "its towers keep their whole trace");
     refuse(!o.tokenizer.empty(), "--tokenizer", "the model has its own");
     refuse(world.size() > 1, "mpirun -np N > 1", "a pretrained model trains in one process");
+    if (!added.empty()) {
+      // the native form's front ends must prepare images as --init's family does
+      const Front original(loaded, from.dir), native(model.config, from.dir);
+      tessera::check(original.image_processing_used() == native.image_processing_used(), "--add-tower: ",
+                     from.dir.string(), ": the ", loaded.family, " model prepares images in a way a "
+                     "tessera_towers directory cannot say (it reads preprocessor_config.json, or OpenAI "
+                     "CLIP's transform)");
+    }
   }
 
   const tessera::TowerModelConfig& model_config() const { return model.config; }
@@ -1130,9 +1156,11 @@ struct TowerRun {
     std::size_t trained_weights = 0, weights = 0;
     for (const auto& p : checkpointed()) trained_weights += static_cast<std::size_t>(p.size());
     for (const auto& p : model.parameters()) weights += static_cast<std::size_t>(p.size());
-    std::printf("fine-tuning the %s model of %s:", model.config.family.c_str(), from.dir.string().c_str());
+    std::printf("fine-tuning the %s model of %s:", loaded.family.c_str(), from.dir.string().c_str());
     for (const auto& [m, tower] : model.towers) {
-      std::printf(" %s tower %s,", modality_name(m), tessera::to_string(grad.freezing.of(m)));
+      const bool is_new = std::find(added.begin(), added.end(), m) != added.end();
+      std::printf(" %s%s tower %s,", is_new ? "new " : "", modality_name(m),
+                  tessera::to_string(grad.freezing.of(m)));
     }
     std::printf(" logit_scale %s; %zu of its %zu weights train\n", grad.freezing.logit_scale ? "trains" : "frozen",
                 trained_weights, weights);
@@ -1149,18 +1177,79 @@ struct TowerRun {
     return tessera::tower_step<float>(model, grad, optimizer, batch, groups, lr, o.clip, trace);
   }
   // the model's files into MODEL_DIR, which keeps the run's own (checkpoint, loss.png, ...)
-  void write(const fs::path& out) const { tessera::save_tower_model(model, from, out, {.merge = true}); }
-  std::string written() const { return "a " + model.config.family + " directory, as --init " + from.dir.string(); }
+  // --init's kind of directory; with new towers, a tessera_towers one holding --init's
+  // tokenizer and preprocessor files
+  void write(const fs::path& out) const {
+    if (added.empty()) {
+      tessera::save_tower_model(model, from, out, {.merge = true});
+    } else {
+      tessera::save_towers_model(model, out, from.dir, {.merge = true});
+    }
+  }
+  std::string written() const {
+    if (added.empty()) return "a " + model.config.family + " directory, as --init " + from.dir.string();
+    std::string towers;
+    for (const tessera::Modality m : added) towers += std::string(towers.empty() ? "" : ", ") + modality_name(m);
+    return "a tessera_towers directory: the towers of --init " + from.dir.string() + " and a new " + towers +
+           " tower";
+  }
 
  private:
-  static tessera::TowerModel<float> load(const tessera::ModelDirectory& found) {
-    apps::Processing now("--init " + found.dir.string(), found.dir.string());
-    return tessera::load_tower_model<float>(found);
+  // --init's model (its config into `loaded`) with --add-tower's new towers (into `added`)
+  static tessera::TowerModel<float> load(const tessera::ModelDirectory& found, const Options& o,
+                                         tessera::TowerModelConfig& loaded, std::vector<Modality>& added) {
+    tessera::TowerModel<float> model = [&] {
+      apps::Processing now("--init " + found.dir.string(), found.dir.string());
+      return tessera::load_tower_model<float>(found);
+    }();
+    loaded = model.config;
+    for (const std::string& spec : o.add_towers) added.push_back(add_tower(model, spec, o));
+    return model;
   }
-  static tessera::TowerFreezing freezing(const Options& o, const tessera::TowerModelConfig& config) {
+  // --freeze's parts; with new towers and no --freeze, every tower of --init and logit_scale
+  // (ImageBind's binding). A new tower always trains whole.
+  static tessera::TowerFreezing freezing(const Options& o, const tessera::TowerModelConfig& config,
+                                         const std::vector<tessera::Modality>& added) {
     tessera::TowerFreezing f = tessera::parse_tower_freezing(o.freeze, "--freeze");
+    if (!added.empty() && o.freeze.empty()) {
+      f.rest = tessera::TowerTraining::frozen;
+      f.logit_scale = false;
+    }
+    for (const tessera::Modality m : added) {
+      tessera::check(f.towers.count(m) == 0, "--freeze ", o.freeze, ": the ", modality_name(m),
+                     " tower is --add-tower's new one, which trains");
+      f.towers[m] = tessera::TowerTraining::whole;
+    }
     tessera::validate(f, config, "--freeze " + o.freeze);
     return f;
+  }
+  // One --add-tower: MODALITY (ImageBind's tower) or MODALITY=TOWER.json, added with weights
+  // from --seed.
+  static Modality add_tower(tessera::TowerModel<float>& model, const std::string& spec, const Options& o) {
+    const std::string where = "--add-tower " + spec;
+    const std::size_t equals = spec.find('=');
+    const std::string name = spec.substr(0, equals);
+    std::optional<Modality> m;
+    for (const Modality candidate : {Modality::text, Modality::image, Modality::audio}) {
+      if (name == modality_name(candidate)) m = candidate;
+    }
+    tessera::check(m.has_value(), where, ": expected text, image or audio (video goes through the image tower), "
+                   "optionally =TOWER.json");
+    tessera::check(!model.has(*m), where, ": the model has a ", name, " tower already");
+    tessera::TowerConfig tower;
+    if (equals == std::string::npos) {
+      apps::Processing now(where);
+      tower = tessera::imagebind_tower(*m, model.config.embed_dim);
+    } else {
+      const fs::path file = spec.substr(equals + 1);
+      apps::Processing now(where, file.string());
+      tower = tessera::tower_config_from_json(tessera::detail::read_json_file(file), model.config.embed_dim,
+                                              file.string());
+      tessera::check(tower.modality == *m, where, ": the file's tower is a ", modality_name(tower.modality), " tower");
+    }
+    apps::Processing now(where);
+    tessera::add_tower(model, tower, o.seed + 1 + static_cast<std::uint64_t>(tessera::modality_index(*m)));
+    return *m;
   }
 };
 

@@ -443,5 +443,152 @@ TEST(SavePretrained, AModelIsSavedOnlyIntoItsOwnKind) {
   EXPECT_TRUE(fs::is_empty(tmp.path()));
 }
 
+// ---- the native form of any family, and new towers (save_towers_model, add_tower) ----------
+
+// A tower's keys in the native form, as a TOWER.json file holds them.
+nlohmann::json tower_keys(const TowerConfig& tower) {
+  TowerModelConfig one;
+  one.embed_dim = tower.embed_dim;
+  one.towers[tower.modality] = tower;
+  return to_json(one).at("towers").at(modality_name(tower.modality));
+}
+
+// Every family's model saved as a tessera_towers directory loads back as the same towers and
+// embeds every case bit for bit as the original: the same math under the native names. (The
+// input preparation is the front ends' matter: tessera-train checks it, --add-tower.)
+TEST(SaveTowers, EveryFamilyConvertsToTheNativeFormExactly) {
+  for (const std::string kind : kinds) {
+    if (!fs::exists(pretrained_dir(kind))) continue;
+    SCOPED_TRACE(kind);
+    TempDir tmp;
+    const fs::path from = pretrained_dir(kind) / "model";
+    const TowerModel<float> model = load_tower_model<float>(from);
+    save_towers_model(model, tmp / "out", from);
+    EXPECT_EQ(detect_model_kind(tmp / "out"), ModelKind::tessera_towers);
+    const TowerModel<float> native = load_tower_model<float>(tmp / "out");
+    EXPECT_EQ(native.config, native_towers_config(model.config, "test"));
+    EXPECT_EQ(native.config.towers, model.config.towers);
+    expect_same_encodings(model, native, kind);
+    // the tokenizer and preprocessor files come along, no other weights or model config
+    for (const auto& name : entries(tmp / "out")) {
+      EXPECT_TRUE(name == "config.json" || name == "model.safetensors" ||
+                  fs::exists(from / name)) << name;
+      EXPECT_NE(name, "open_clip_config.json");
+      EXPECT_NE(name, "open_clip_model.safetensors");
+    }
+    EXPECT_EQ(entries(tmp.path()), std::vector<std::string>{"out"});
+  }
+}
+
+TEST(SaveTowers, TheOutputMayNotBeTheFilesSourceOrHalfWritten) {
+  if (!fs::exists(pretrained_dir("hf_clip"))) GTEST_SKIP();
+  TempDir tmp;
+  const fs::path from = copy_model(tmp, "hf_clip");
+  TowerModel<float> model = load_tower_model<float>(from);
+  EXPECT_THAT(error_of([&] { save_towers_model(model, from, from); }), HasSubstr("or inside it"));
+  EXPECT_THAT(error_of([&] { save_towers_model(model, from / "sub", from); }),
+              HasSubstr("or inside it"));
+  model.towers.at(Modality::image).proj.weight(0, 0) = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_THAT(error_of([&] { save_towers_model(model, tmp / "out", from); }),
+              HasSubstr("image.proj.weight (the image tower) holds a non-finite value"));
+  EXPECT_EQ(entries(tmp.path()), std::vector<std::string>{"hf_clip_copy"});
+}
+
+// An audio tower added to a CLIP model: ImageBind's by default, random from the seed (the same
+// seed, the same weights), projecting into CLIP's space; the old towers untouched; saved and
+// loaded back, it embeds as before.
+TEST(AddTower, ANewAudioTowerJoinsACLIPModel) {
+  if (!fs::exists(pretrained_dir("hf_clip")) || !fs::exists(pretrained_dir("imagebind"))) {
+    GTEST_SKIP();
+  }
+  const fs::path from = pretrained_dir("hf_clip") / "model";
+  const TowerModel<float> clip = load_tower_model<float>(from);
+  const Index e = clip.config.embed_dim;
+  const TowerConfig imagebind_audio = imagebind_tower(Modality::audio, e);
+  EXPECT_EQ(imagebind_audio.width, 768);
+  EXPECT_EQ(imagebind_audio.layers, 12);
+  EXPECT_EQ(imagebind_audio.height, 128);
+  EXPECT_EQ(imagebind_audio.width_in, 204);
+  EXPECT_TRUE(imagebind_audio.bias_kv && imagebind_audio.stem_norm);
+  EXPECT_EQ(imagebind_audio.embed_dim, e);
+
+  // the fixture's own small audio tower, as a user's TOWER.json would give it
+  const TowerModel<float> imagebind = load_tower_model<float>(pretrained_dir("imagebind") / "model");
+  TowerConfig small = imagebind.config.towers.at(Modality::audio);
+  const nlohmann::json keys = tower_keys(imagebind.config.towers.at(Modality::audio));
+  const TowerConfig read = tower_config_from_json(keys, e, "audio.json");
+  small.embed_dim = e;
+  EXPECT_EQ(read, small);
+
+  TowerModel<float> a = clip, b = clip, c = clip;
+  add_tower(a, read, 7);
+  add_tower(b, read, 7);
+  add_tower(c, read, 8);
+  EXPECT_EQ(a.config.family, "tessera_towers");
+  EXPECT_EQ(a.config.towers.at(Modality::audio), read);
+  const auto weights = [](const TowerModel<float>& m) {
+    std::vector<float> out;
+    for (const auto& p : m.parameters()) out.insert(out.end(), p.data, p.data + p.size());
+    return out;
+  };
+  EXPECT_EQ(weights(a), weights(b));
+  EXPECT_NE(weights(a), weights(c));
+  const auto& tower = a.towers.at(Modality::audio);
+  EXPECT_GT(tower.proj.weight.cwiseAbs().maxCoeff(), 0.0f);
+  EXPECT_TRUE((tower.ln_post.weight.array() == 1.0f).all());
+  EXPECT_TRUE((tower.blocks[0].attn.bias_k.array() == 0.0f).all());
+  for (const Modality m : {Modality::text, Modality::image}) {
+    EXPECT_TRUE(a.towers.at(m).proj.weight == clip.towers.at(m).proj.weight);
+  }
+
+  // audio samples embed into the model's space; text and images as before
+  std::vector<Sample<float>> samples = samples_of<float>("hf_clip");
+  const auto before = clip.encode_batch(samples);
+  for (const auto& s : samples_of<float>("imagebind")) {
+    if (s.audio) samples.push_back(s);
+  }
+  ASSERT_GT(samples.size(), before.size());
+  const auto after = a.encode_batch(samples);
+  for (std::size_t i = 0; i < before.size(); ++i) {
+    EXPECT_TRUE(after[i].embedding == before[i].embedding) << i;
+  }
+  EXPECT_EQ(after.back().embedding.size(), e);
+
+  TempDir tmp;
+  save_towers_model(a, tmp / "out", from);
+  const TowerModel<float> loaded = load_tower_model<float>(tmp / "out");
+  EXPECT_EQ(loaded.config, a.config);
+  EXPECT_EQ(weights(loaded), weights(a));
+  const auto again = loaded.encode_batch(samples);
+  for (std::size_t i = 0; i < samples.size(); ++i) {
+    EXPECT_TRUE(again[i].embedding == after[i].embedding) << i;
+  }
+}
+
+TEST(AddTower, WhatCannotBeAddedIsNamedAndTheModelStaysAsItWas) {
+  if (!fs::exists(pretrained_dir("hf_clip"))) GTEST_SKIP();
+  TowerModel<float> clip = load_tower_model<float>(pretrained_dir("hf_clip") / "model");
+  const TowerModelConfig config = clip.config;
+  const Index e = config.embed_dim;
+  EXPECT_THAT(error_of([&] { add_tower(clip, config.towers.at(Modality::image), 1); }),
+              HasSubstr("has a image tower already"));
+  TowerConfig wrong = imagebind_tower(Modality::audio, e + 1);
+  EXPECT_THAT(error_of([&] { add_tower(clip, wrong, 1); }), HasSubstr("projects to"));
+  EXPECT_EQ(clip.config, config);
+  EXPECT_EQ(clip.towers.size(), 2u);
+  EXPECT_THAT(error_of([&] { imagebind_tower(Modality::text, e); }), HasSubstr("no default"));
+  nlohmann::json keys = tower_keys(imagebind_tower(Modality::audio, e));
+  keys["widht"] = 3;
+  EXPECT_THAT(error_of([&] { tower_config_from_json(keys, e, "audio.json"); }),
+              HasSubstr("audio.json: unknown key \"widht\""));
+  keys.erase("widht");
+  keys["heads"] = 5;
+  EXPECT_THAT(error_of([&] { tower_config_from_json(keys, e, "audio.json"); }),
+              HasSubstr("not divisible"));
+  keys["heads"] = "twelve";
+  EXPECT_THAT(error_of([&] { tower_config_from_json(keys, e, "audio.json"); }),
+              HasSubstr("key \"heads\""));
+}
+
 }  // namespace test_pretrained_save
 }  // namespace tessera

@@ -2,13 +2,16 @@
 // Parameter: a named weight tensor of a model, viewed in place (what model files are read from
 // and written to, and what an optimizer walks).
 
+#include <tessera/core/random.hpp>
+
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
 namespace tessera {
 
-// How a fresh model's weight is initialised (MultiModalEncoder::init_random).
+// How a fresh model's weight is initialised (init_parameters).
 enum class WeightRole {
   normal,       // normal(0, 0.02): projections, embeddings, positions, queries, the cls token
   zero,         // 0: biases and the norms' shifts
@@ -31,5 +34,24 @@ struct Parameter {
     return n;
   }
 };
+
+// Fills every weight of `params` by its role, in list order from one seeded stream:
+// normal(0, 0.02) for matrices, embeddings and positions, norms' scales at 1, biases and
+// norms' shifts 0, logit_scale ln(1/0.07). The same numbers with any standard library
+// (SplitMix64). A fresh model (MultiModalEncoder::init_random, Tower::init_random).
+template <class Scalar>
+void init_parameters(std::span<const Parameter<Scalar>> params, std::uint64_t seed) {
+  SplitMix64 rng{seed};
+  for (const auto& p : params) {
+    for (std::int64_t i = 0; i < p.size(); ++i) {
+      switch (p.role) {
+        case WeightRole::normal: p.data[i] = static_cast<Scalar>(rng.normal(0.0, 0.02)); break;
+        case WeightRole::zero: p.data[i] = Scalar(0); break;
+        case WeightRole::one: p.data[i] = Scalar(1); break;
+        case WeightRole::logit_scale: p.data[i] = static_cast<Scalar>(2.6592600369327779); break;
+      }
+    }
+  }
+}
 
 }  // namespace tessera

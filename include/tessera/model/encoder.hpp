@@ -90,17 +90,8 @@ class MultiModalEncoder : public TokenLayout<Scalar> {
   // (model/weights.hpp): normal(0, 0.02) for matrices, embeddings and positions, norms' scales
   // at 1, biases and norms' shifts 0, logit_scale ln(1/0.07). A fresh model to train or try.
   void init_random(std::uint64_t seed) {
-    SplitMix64 rng{seed};  // the same numbers with any standard library
-    for (auto& p : parameters()) {
-      for (std::int64_t i = 0; i < p.size(); ++i) {
-        switch (p.role) {
-          case WeightRole::normal: p.data[i] = static_cast<Scalar>(rng.normal(0.0, 0.02)); break;
-          case WeightRole::zero: p.data[i] = Scalar(0); break;
-          case WeightRole::one: p.data[i] = Scalar(1); break;
-          case WeightRole::logit_scale: p.data[i] = static_cast<Scalar>(2.6592600369327779); break;
-        }
-      }
-    }
+    const std::vector<Parameter<Scalar>> params = parameters();
+    init_parameters<Scalar>(params, seed);
   }
 
   // Every weight, named and shaped as in SPEC 4, in a fixed order.

@@ -554,6 +554,70 @@ inline CheckpointNames imagebind_names() {
 
 // ---- tessera_towers: the native form (docs/model-files.md "Towers") -------------------------
 
+// One tower of the native form (docs/model-files.md "tessera_towers"): the keys of `o`, a
+// tower object, projecting to embed_dim values. Checked key by key here; validate(TowerConfig)
+// checks the whole.
+inline TowerConfig tower_config(const JsonObject& o, Index embed_dim) {
+  TowerConfig t;
+  const std::string modality = o.string("modality", "");
+  if (modality == "text") {
+    t.modality = Modality::text;
+  } else if (modality == "image") {
+    t.modality = Modality::image;
+  } else if (modality == "audio") {
+    t.modality = Modality::audio;
+  } else {
+    fail(o.where(), ": key \"", o.key_name("modality"), "\": expected \"text\", \"image\" or "
+         "\"audio\", got \"", modality, "\"");
+  }
+  t.width = o.integer("width");
+  t.layers = o.integer("layers");
+  t.heads = o.integer("heads");
+  t.ffn_dim = o.integer("ffn_dim");
+  t.embed_dim = embed_dim;
+  const std::string act = o.string("activation", "gelu");
+  const auto found = std::find_if(std::begin(activation_kinds), std::end(activation_kinds),
+                                  [&](Activation a) { return act == to_string(a); });
+  check(found != std::end(activation_kinds), o.where(), ": key \"", o.key_name("activation"),
+        "\": unknown activation \"", act, "\"");
+  t.activation = *found;
+  t.norm_eps = o.number("norm_eps", 1e-5);
+  t.pre_norm = o.boolean("pre_norm", false);
+  t.bias_kv = o.boolean("bias_kv", false);
+  t.causal = o.boolean("causal", false);
+  t.proj_bias = o.boolean("proj_bias", false);
+  const std::string pooling = o.string("pooling", t.modality == Modality::text ? "eot_argmax" : "cls");
+  const auto kind = std::find_if(std::begin(tower_pooling_kinds), std::end(tower_pooling_kinds),
+                                 [&](TowerPooling p) { return pooling == to_string(p); });
+  check(kind != std::end(tower_pooling_kinds), o.where(), ": key \"", o.key_name("pooling"),
+        "\": expected \"cls\", \"eot_argmax\" or \"eos_first\", got \"", pooling, "\"");
+  t.pooling = *kind;
+  t.eos_token_id = o.id("eos_token_id", -1);
+  if (t.modality == Modality::text) {
+    t.vocab_size = o.integer("vocab_size");
+    t.context_length = o.integer("context_length");
+    t.cls_token = false;
+  } else if (t.modality == Modality::image) {
+    t.height = t.width_in = o.integer("image_size");
+    t.kernel = t.stride = o.integer("patch_size");
+    t.channels = o.integer("channels", 3);
+    t.clip_frames = o.integer("clip_frames", 1);
+    t.conv_bias = o.boolean("conv_bias", false);
+    t.cls_token = o.boolean("cls_token", true);
+  } else {
+    t.channels = 1;
+    t.height = o.integer("n_mels");
+    t.width_in = o.integer("target_frames");
+    t.kernel = o.integer("kernel");
+    t.stride = o.integer("stride");
+    t.stem_norm = o.boolean("stem_norm", false);
+    t.stem_norm_eps = o.number("stem_norm_eps", 1e-5);
+    t.conv_bias = o.boolean("conv_bias", false);
+    t.cls_token = o.boolean("cls_token", true);
+  }
+  return t;
+}
+
 inline TowerModelConfig towers_config(const nlohmann::json& json, const std::string& where) {
   const JsonObject top(json, where, "");
   TowerModelConfig model;
@@ -561,65 +625,9 @@ inline TowerModelConfig towers_config(const nlohmann::json& json, const std::str
   model.embed_dim = top.integer("embed_dim");
   const JsonObject towers = top.object("towers");
   for (const auto& item : towers.json().items()) {
-    const JsonObject o = towers.object(item.key());
-    TowerConfig t;
-    const std::string modality = o.string("modality", "");
-    if (modality == "text") {
-      t.modality = Modality::text;
-    } else if (modality == "image") {
-      t.modality = Modality::image;
-    } else if (modality == "audio") {
-      t.modality = Modality::audio;
-    } else {
-      fail(where, ": key \"towers.", item.key(), ".modality\": expected \"text\", \"image\" or "
-           "\"audio\", got \"", modality, "\"");
-    }
-    check(model.towers.count(t.modality) == 0, where, ": two towers of modality ", modality);
-    t.width = o.integer("width");
-    t.layers = o.integer("layers");
-    t.heads = o.integer("heads");
-    t.ffn_dim = o.integer("ffn_dim");
-    t.embed_dim = model.embed_dim;
-    const std::string act = o.string("activation", "gelu");
-    const auto found = std::find_if(std::begin(activation_kinds), std::end(activation_kinds),
-                                    [&](Activation a) { return act == to_string(a); });
-    check(found != std::end(activation_kinds), where, ": key \"towers.", item.key(),
-          ".activation\": unknown activation \"", act, "\"");
-    t.activation = *found;
-    t.norm_eps = o.number("norm_eps", 1e-5);
-    t.pre_norm = o.boolean("pre_norm", false);
-    t.bias_kv = o.boolean("bias_kv", false);
-    t.causal = o.boolean("causal", false);
-    t.proj_bias = o.boolean("proj_bias", false);
-    const std::string pooling = o.string("pooling", t.modality == Modality::text ? "eot_argmax" : "cls");
-    const auto kind = std::find_if(std::begin(tower_pooling_kinds), std::end(tower_pooling_kinds),
-                                   [&](TowerPooling p) { return pooling == to_string(p); });
-    check(kind != std::end(tower_pooling_kinds), where, ": key \"towers.", item.key(),
-          ".pooling\": expected \"cls\", \"eot_argmax\" or \"eos_first\", got \"", pooling, "\"");
-    t.pooling = *kind;
-    t.eos_token_id = o.id("eos_token_id", -1);
-    if (t.modality == Modality::text) {
-      t.vocab_size = o.integer("vocab_size");
-      t.context_length = o.integer("context_length");
-      t.cls_token = false;
-    } else if (t.modality == Modality::image) {
-      t.height = t.width_in = o.integer("image_size");
-      t.kernel = t.stride = o.integer("patch_size");
-      t.channels = o.integer("channels", 3);
-      t.clip_frames = o.integer("clip_frames", 1);
-      t.conv_bias = o.boolean("conv_bias", false);
-      t.cls_token = o.boolean("cls_token", true);
-    } else {
-      t.channels = 1;
-      t.height = o.integer("n_mels");
-      t.width_in = o.integer("target_frames");
-      t.kernel = o.integer("kernel");
-      t.stride = o.integer("stride");
-      t.stem_norm = o.boolean("stem_norm", false);
-      t.stem_norm_eps = o.number("stem_norm_eps", 1e-5);
-      t.conv_bias = o.boolean("conv_bias", false);
-      t.cls_token = o.boolean("cls_token", true);
-    }
+    const TowerConfig t = tower_config(towers.object(item.key()), model.embed_dim);
+    check(model.towers.count(t.modality) == 0, where, ": two towers of modality ",
+          modality_name(t.modality));
     model.towers[t.modality] = t;
     model.tower_names[t.modality] = item.key();
   }
@@ -698,6 +706,77 @@ inline nlohmann::json to_json(const TowerModelConfig& config) {
                      {"clip_frames", config.video_clip_frames}};
   }
   return json;
+}
+
+// `config` in the native tessera_towers form: the same towers, embedding and video, the
+// family "tessera_towers" and every tower named (tower_names, or its modality's name).
+// Throws tessera::Error naming `where` when the form cannot say the model exactly (to_json's
+// refusals, or a tower whose config does not read back the same).
+inline TowerModelConfig native_towers_config(const TowerModelConfig& config,
+                                             const std::string& where) {
+  TowerModelConfig native = config;
+  native.family = "tessera_towers";
+  for (const auto& entry : config.towers) native.tower_names[entry.first] = config.name_of(entry.first);
+  const nlohmann::json json = to_json(native);
+  check(detail::towers_config(json, where) == native, where, ": the ", config.family,
+        " model's towers have no exact tessera_towers form");
+  return native;
+}
+
+// A tower of the native form's keys (docs/model-files.md "tessera_towers": modality, width,
+// layers, heads, ffn_dim, ...), read from a JSON object, projecting to embed_dim values; a key
+// the form does not have is refused. Throws tessera::Error naming `where` and the key.
+inline TowerConfig tower_config_from_json(const nlohmann::json& json, Index embed_dim,
+                                          const std::string& where) {
+  static const std::set<std::string> known = {
+      "modality", "width", "layers", "heads", "ffn_dim", "activation", "norm_eps", "pre_norm",
+      "bias_kv", "causal", "proj_bias", "pooling", "eos_token_id", "vocab_size",
+      "context_length", "image_size", "patch_size", "channels", "clip_frames", "conv_bias",
+      "cls_token", "n_mels", "target_frames", "kernel", "stride", "stem_norm", "stem_norm_eps"};
+  const detail::JsonObject o(json, where, "");
+  for (const auto& item : json.items()) {
+    check(known.count(item.key()) == 1, where, ": unknown key \"", item.key(), "\" (not a "
+          "tessera_towers tower key: docs/model-files.md)");
+  }
+  const TowerConfig tower = detail::tower_config(o, embed_dim);
+  validate(tower, where);
+  return tower;
+}
+
+// The tower ImageBind gives a new modality, projecting to embed_dim values: for audio,
+// imagebind_huge's audio tower (ImageBindModel's defaults: 768 wide, 12 blocks of 12 heads,
+// 128 mel bins x 204 frames cut into 16 x 16 patches at stride 10, a LayerNorm after the
+// patches, add_bias_kv). The other built-in modalities have no such default: give their keys
+// (tower_config_from_json).
+inline TowerConfig imagebind_tower(Modality m, Index embed_dim) {
+  check(m == Modality::audio, "ImageBind's new towers: ", modality_name(m), " has no default "
+        "tower (only audio does); give its keys");
+  return detail::imagebind_config(nlohmann::json{{"out_embed_dim", embed_dim}},
+                                  "ImageBind's defaults").towers.at(Modality::audio);
+}
+
+// Adds a new tower of `tower`'s modality to `model`, its weights random (Tower::init_random
+// with `seed`), projecting into the model's embedding space: ImageBind's binding of a new
+// modality, trained against the model's frozen towers. The model becomes a tessera_towers
+// one (native_towers_config; save_towers_model writes it), the new tower named by its
+// modality. Throws tessera::Error, the model unchanged, when the model already has a tower
+// of that modality, the tower's embed_dim is not the model's, or the native form cannot say
+// the model.
+template <class Scalar>
+void add_tower(TowerModel<Scalar>& model, const TowerConfig& tower, std::uint64_t seed) {
+  const std::string where = std::string("add_tower (a new ") + modality_name(tower.modality) + " tower)";
+  check(model.config.towers.count(tower.modality) == 0, where, ": the ", model.config.family,
+        " model has a ", modality_name(tower.modality), " tower already");
+  check(tower.embed_dim == model.config.embed_dim, where, ": the tower projects to ",
+        tower.embed_dim, " values, the model's embedding has ", model.config.embed_dim);
+  TowerModelConfig config = model.config;
+  config.towers[tower.modality] = tower;
+  config.tower_names[tower.modality] = modality_name(tower.modality);
+  config = native_towers_config(config, where);
+  Tower<Scalar> added(tower, where);
+  added.init_random(seed);
+  model.towers.emplace(tower.modality, std::move(added));
+  model.config = std::move(config);
 }
 
 namespace detail {

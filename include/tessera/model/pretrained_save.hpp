@@ -254,6 +254,67 @@ class TemporaryDirectory {
   std::filesystem::path path_;
 };
 
+// Where a checked `out` may go (save_tower_model, save_towers_model): its parent an existing
+// directory, `out` absent, an empty directory, or (options.replace or merge) any directory.
+// Returns whether it exists.
+inline bool check_target(const std::filesystem::path& target, const std::filesystem::path& out,
+                         const SaveTowerModelOptions& options, const char* what) {
+  namespace fs = std::filesystem;
+  check(fs::is_directory(target.parent_path()), what, ": ", out.string(), ": its parent ",
+        target.parent_path().string(), " is not an existing directory");
+  const bool exists = fs::exists(fs::symlink_status(target));
+  if (exists) {
+    check(fs::is_directory(fs::symlink_status(target)), what, ": ", out.string(),
+          " exists and is not a directory");
+    check(options.replace || options.merge || fs::is_empty(target), what, ": ", out.string(),
+          " exists and is not empty; set SaveTowerModelOptions::replace to replace it");
+  }
+  return exists;
+}
+
+// Puts the directory assembled beside `target` into its place: its files moved in one by one
+// (options.merge, into an existing `target`), renamed as a whole onto an absent or empty one,
+// or replacing an existing one (the old one steps aside, the new one takes its name, and only
+// then is the old one removed; put back if the rename fails).
+inline void place_directory(TemporaryDirectory& assembled, const std::filesystem::path& target,
+                            bool exists, const SaveTowerModelOptions& options,
+                            const char* what) {
+  namespace fs = std::filesystem;
+  const fs::path& out = target;
+  std::error_code error;
+  if (exists && options.merge) {
+    for (const auto& entry : fs::directory_iterator(assembled.path())) {
+      const fs::path into = target / entry.path().filename();
+      if (fs::is_directory(fs::symlink_status(into))) fs::remove_all(into, error);
+      if (!error) fs::rename(entry.path(), into, error);
+      check(!error, what, ": cannot move ", entry.path().string(), " to ",
+            into.string(), ": ", error.message());
+    }
+    return;  // `assembled`, now empty, is removed by its destructor
+  }
+  if (!exists || fs::is_empty(target)) {  // rename(2) replaces an empty directory
+    fs::rename(assembled.path(), target, error);
+    check(!error, what, ": cannot rename ", assembled.path().string(), " to ",
+          out.string(), ": ", error.message());
+    assembled.release();
+    return;
+  }
+  // Replacing a directory: the old one steps aside, the new one takes its name, and only
+  // then is the old one removed (put back if the rename fails).
+  const fs::path old = detail::sibling_temporary(target, "old");
+  fs::rename(target, old, error);
+  check(!error, what, ": cannot move ", out.string(), " aside: ", error.message());
+  fs::rename(assembled.path(), target, error);
+  if (error) {
+    std::error_code ignored;
+    fs::rename(old, target, ignored);
+    fail(what, ": cannot rename ", assembled.path().string(), " to ", out.string(), ": ",
+         error.message());
+  }
+  assembled.release();
+  fs::remove_all(old, error);
+}
+
 }  // namespace detail
 
 // Writes `model` to directory `out` as the same kind of directory as `from`, the one it was
@@ -308,16 +369,7 @@ void save_tower_model(const TowerModel<Scalar>& model, const ModelDirectory& fro
         found.dir.string(), ", the directory the model was loaded from");
   check(in_target != target.end(), "save_tower_model: ", out.string(), " holds ",
         found.dir.string(), ", the directory the model was loaded from");
-  check(fs::is_directory(target.parent_path()), "save_tower_model: ", out.string(),
-        ": its parent ", target.parent_path().string(), " is not an existing directory");
-  const bool exists = fs::exists(fs::symlink_status(target));
-  if (exists) {
-    check(fs::is_directory(fs::symlink_status(target)), "save_tower_model: ", out.string(),
-          " exists and is not a directory");
-    check(options.replace || options.merge || fs::is_empty(target), "save_tower_model: ",
-          out.string(), " exists and is not empty; set SaveTowerModelOptions::replace to "
-          "replace it");
-  }
+  const bool exists = detail::check_target(target, out, options, "save_tower_model");
 
   // Assembled beside `out`, then renamed into place.
   detail::TemporaryDirectory assembled(detail::sibling_temporary(target, "partial"));
@@ -340,37 +392,7 @@ void save_tower_model(const TowerModel<Scalar>& model, const ModelDirectory& fro
                                   detail::towers_config_text(model.config));
   }
 
-  if (exists && options.merge) {
-    for (const auto& entry : fs::directory_iterator(assembled.path())) {
-      const fs::path into = target / entry.path().filename();
-      if (fs::is_directory(fs::symlink_status(into))) fs::remove_all(into, error);
-      if (!error) fs::rename(entry.path(), into, error);
-      check(!error, "save_tower_model: cannot move ", entry.path().string(), " to ",
-            into.string(), ": ", error.message());
-    }
-    return;  // `assembled`, now empty, is removed by its destructor
-  }
-  if (!exists || fs::is_empty(target)) {  // rename(2) replaces an empty directory
-    fs::rename(assembled.path(), target, error);
-    check(!error, "save_tower_model: cannot rename ", assembled.path().string(), " to ",
-          out.string(), ": ", error.message());
-    assembled.release();
-    return;
-  }
-  // Replacing a directory: the old one steps aside, the new one takes its name, and only
-  // then is the old one removed (put back if the rename fails).
-  const fs::path old = detail::sibling_temporary(target, "old");
-  fs::rename(target, old, error);
-  check(!error, "save_tower_model: cannot move ", out.string(), " aside: ", error.message());
-  fs::rename(assembled.path(), target, error);
-  if (error) {
-    std::error_code ignored;
-    fs::rename(old, target, ignored);
-    fail("save_tower_model: cannot rename ", assembled.path().string(), " to ", out.string(), ": ",
-         error.message());
-  }
-  assembled.release();
-  fs::remove_all(old, error);
+  detail::place_directory(assembled, target, exists, options, "save_tower_model");
 }
 
 // The same, from the directory the model was loaded from.
@@ -378,6 +400,67 @@ template <class Scalar>
 void save_tower_model(const TowerModel<Scalar>& model, const std::filesystem::path& from,
                       const std::filesystem::path& out, const SaveTowerModelOptions& options = {}) {
   save_tower_model(model, detect_model(from), out, options);
+}
+
+// Writes `model`, of any family, as a native tessera_towers directory `out`
+// (docs/model-files.md "tessera_towers"): config.json from to_json(native_towers_config),
+// model.safetensors with every weight as F32 under the native names, with a checksum; and
+// the files of `files_from` (when not empty) that are neither weights nor a model config:
+// the tokenizer (vocab.json, merges.txt, bpe_simple_vocab_16e6.txt.gz) and
+// preprocessor_config.json, which the native form's front ends read (TowerFrontEnds). A model
+// with a new tower (add_tower) is saved so. The same checks and placing as save_tower_model
+// (replace, merge; nothing half-written); `out` may not be files_from or inside it.
+template <class Scalar>
+void save_towers_model(const TowerModel<Scalar>& model, const std::filesystem::path& out,
+                       const std::filesystem::path& files_from = {},
+                       const SaveTowerModelOptions& options = {}) {
+  namespace fs = std::filesystem;
+  constexpr const char* what = "save_towers_model";
+  const TowerModelConfig config = native_towers_config(model.config, what);
+  std::map<std::string, TensorData> tensors;
+  for_each_model_weight(model, detail::towers_names(config),
+                        [&](const WeightSlot<const Scalar>& slot, const std::string& tower) {
+    const std::vector<Scalar> values = slot_values(slot);
+    for (const Scalar v : values) {
+      check(std::isfinite(static_cast<double>(v)), what, ": ", slot.name, " (",
+            tower.empty() ? std::string("the logit scale") : tower, ") holds a non-finite value");
+    }
+    tensors[slot.name] = TensorData::from_span<Scalar>(values, slot.shape, DType::F32);
+  });
+
+  std::error_code error;
+  const fs::path target = fs::weakly_canonical(out, error);
+  check(!error, what, ": ", out.string(), ": ", error.message());
+  if (!files_from.empty()) {
+    const fs::path source = fs::weakly_canonical(files_from, error);
+    check(!error, what, ": ", files_from.string(), ": ", error.message());
+    const auto [in_source, in_target] =
+        std::mismatch(source.begin(), source.end(), target.begin(), target.end());
+    check(in_source != source.end(), what, ": ", out.string(), " is ", files_from.string(),
+          " or inside it, whose files it copies");
+  }
+  const bool exists = detail::check_target(target, out, options, what);
+  detail::TemporaryDirectory assembled(detail::sibling_temporary(target, "partial"));
+  fs::create_directory(assembled.path(), error);
+  check(!error, what, ": cannot create ", assembled.path().string(), ": ", error.message());
+  if (!files_from.empty()) {
+    for (const auto& entry : fs::directory_iterator(files_from)) {
+      const fs::path name = entry.path().filename();
+      if (name == config_file_name || name == open_clip_config_name ||
+          detail::is_other_weights_file(name) || name.extension() == ".safetensors" ||
+          !fs::is_regular_file(entry.path())) {
+        continue;
+      }
+      fs::copy_file(entry.path(), assembled.path() / name, error);
+      check(!error, what, ": cannot copy ", entry.path().string(), " to ",
+            assembled.path().string(), ": ", error.message());
+    }
+  }
+  save_safetensors(assembled.path() / weights_file_name, tensors,
+                   {{"format", "pt"}, {"producer", "tessera"}}, Checksum::crc32);
+  detail::write_file_atomically(assembled.path() / config_file_name,
+                                detail::towers_config_text(config));
+  detail::place_directory(assembled, target, exists, options, what);
 }
 
 }  // namespace tessera

@@ -389,6 +389,14 @@ struct Tower {
     return out;
   }
 
+  // Fills every weight with a seeded random initialization by its role (init_parameters:
+  // normal(0, 0.02) for projections, embeddings, positions and the class token, norms' scales
+  // 1, biases, norms' shifts and add_bias_kv's tokens 0): a new tower to train.
+  void init_random(std::uint64_t seed) {
+    const std::vector<Parameter<Scalar>> params = parameters("", TowerTraining::whole);
+    init_parameters<Scalar>(params, seed);
+  }
+
   // Appends the parameters(prefix, training) of `self` (a Tower, const or not) to out.
   template <class T, class Self>
   static void collect_parameters(Self& self, const std::string& prefix, TowerTraining training,

@@ -10,7 +10,9 @@
 //           CLIPImageProcessor); open_clip: open_clip_config.json's preprocess_cfg;
 //           imagebind: data.py's Resize(224, bicubic) + CenterCrop(224) + CLIP's mean and std.
 //           Without such a file, OpenAI CLIP's transform at the tower's image size.
-//   audio   imagebind: data.py's clips (tokenize/imagebind_clips.hpp): [M, 3 * 204]
+//   audio   imagebind, tessera_towers: data.py's clips (tokenize/imagebind_clips.hpp): [M, 3 * 204]
+//           (the audio tower's mel bins and frames; a tessera_towers audio tower is
+//           ImageBind's design, add_tower's new one included)
 //   video   imagebind: data.py's 5 clips x 3 crops x 2 frames (imagebind_clips.hpp);
 //           CLIP families: frames sampled at video_fps (tokenize/video.hpp's sampling), each
 //           prepared as an image; the model embeds each and averages (CLIP4Clip).
@@ -115,6 +117,9 @@ class TowerFrontEnds {
     return sample;
   }
 
+  // How images are prepared for the image tower (none without one).
+  const std::optional<ImageProcessing>& image_processing_used() const { return image_; }
+
   // The ids of one text: [<|startoftext|>] + ids + [<|endoftext|>] (cut or refused past the
   // context length).
   std::vector<std::int64_t> tokenize(const std::string& text) const {
@@ -143,7 +148,9 @@ class TowerFrontEnds {
   }
 
   Matrix<float> imagebind_audio(const std::string& file) const {
-    check(config_.family == "imagebind", "audio input needs ImageBind's preprocessing");
+    check(config_.family == "imagebind" || config_.family == "tessera_towers",
+          "audio input needs ImageBind's preprocessing, which a ", config_.family,
+          " model does not have");
     const TowerConfig& audio = config_.towers.at(Modality::audio);
     ImageBindAudioOptions o;
     o.n_mels = audio.height;
