@@ -10,8 +10,8 @@
 //   tessera-train ... --init MODEL_DIR [--freeze image,...]  (fine-tuning, instead of --config)
 //   tessera-train ... --init MODEL_DIR --add-tower audio[=TOWER.json]  (binding a new modality)
 //
-// --init starts from a model directory instead of a new model: tessera's own (trained whole,
-// its tokenizer kept), or a pretrained CLIP (transformers, open_clip), ImageBind or
+// --init starts from a model directory instead of a new model: tessera's own (its tokenizer
+// kept; --freeze names its frozen parts: a modality's inputs, the trunk), or a pretrained CLIP (transformers, open_clip), ImageBind or
 // tessera_towers model, whose towers train but for the parts --freeze names (a tower, its
 // backbone, LiT's "backbones", logit_scale) and which is written back into MODEL_DIR as the
 // same kind of directory (docs/pretrained.md, "Fine-tuning"). --add-tower gives a pretrained
@@ -277,10 +277,11 @@ void add_options(CLI::App& app, Options& o) {
                                    "pretrained one (CLIP from transformers or open_clip, ImageBind, tessera_towers), "
                                    "written back as the same kind of directory")
       ->type_name("MODEL_DIR")->check(CLI::ExistingDirectory);
-  app.add_option("--freeze", o.freeze, "with a pretrained --init: the parts that do not train, comma-separated: a "
-                                       "tower (text, image, audio, video), a tower's backbone (image.backbone: all "
-                                       "but its projection), towers, backbones (LiT: only the projections train), "
-                                       "logit_scale")
+  app.add_option("--freeze", o.freeze, "with --init: the parts that do not train, comma-separated. A pretrained "
+                                       "model's: a tower (text, image, audio, video), a tower's backbone "
+                                       "(image.backbone: all but its projection), towers, backbones (LiT: only the "
+                                       "projections train), logit_scale. tessera's own: a modality's inputs (text, "
+                                       "image, audio, video), trunk, backbones (all but the projection), logit_scale")
       ->type_name("LIST");
   app.add_option("--add-tower", o.add_towers,
                  "with a pretrained --init: a new tower for a modality the model lacks, trained against the model's "
@@ -948,8 +949,8 @@ void local_pair_batch(const LoadedPairs& loaded, std::vector<tessera::Sample<flo
 // calls on its encode and backward, and nothing else of the loop changes.
 tessera::StepStats train_step(tessera::MultiModalEncoder<float>& model, tessera::MultiModalEncoder<float>& grad,
                               tessera::AdamW<float>& optimizer, tessera::EncoderTrace<float>& trace,
-                              LoadedPairs& loaded, const tessera::Communicator& world, const Options& o,
-                              double lr) {
+                              const tessera::EncoderFreezing& freezing, LoadedPairs& loaded,
+                              const tessera::Communicator& world, const Options& o, double lr) {
   if (world.size() > 1) {
     // this rank's draws' views, in order (draw i's first view, then its second), and where
     // they go in the global batch
@@ -961,14 +962,15 @@ tessera::StepStats train_step(tessera::MultiModalEncoder<float>& model, tessera:
       samples.push_back(std::move(views[1]));
     }
     return tessera::distributed_contrastive_step<float>(model, grad, optimizer, samples, batch.rows, batch.groups,
-                                                        world, o.micro_batch, lr, o.clip, trace);
+                                                        world, o.micro_batch, lr, o.clip, trace, freezing);
   }
   std::vector<tessera::Sample<float>> batch;
   std::vector<tessera::PairGroup> groups;
   local_pair_batch(loaded, batch, groups);
   return o.micro_batch > 0
-             ? tessera::grad_cache_step<float>(model, grad, optimizer, batch, groups, o.micro_batch, lr, o.clip, trace)
-             : tessera::contrastive_step<float>(model, grad, optimizer, batch, groups, lr, o.clip, trace);
+             ? tessera::grad_cache_step<float>(model, grad, optimizer, batch, groups, o.micro_batch, lr, o.clip, trace,
+                                               freezing)
+             : tessera::contrastive_step<float>(model, grad, optimizer, batch, groups, lr, o.clip, trace, freezing);
 }
 
 // The loader's counts over every rank (each rank counts the draws of its share; the run's
@@ -1031,11 +1033,13 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 // train_model is one loop for either kind of model; a run holds what differs: the model and
 // its gradients, the front ends, a step, the weights a checkpoint keeps, what is written.
 
-// tessera's own encoder: a new one (--config), or --init's; every weight trains.
+// tessera's own encoder: a new one (--config), trained whole, or --init's, trained but for
+// the parts --freeze names (model/encoder_freezing.hpp: no optimizer state, no update).
 struct EncoderRun {
   using Front = tessera::FrontEnds;
   tessera::MultiModalEncoder<float> model, grad;
   tessera::EncoderTrace<float> trace;
+  tessera::EncoderFreezing freezing;
   std::optional<tessera::ModelDirectory> from;  // --init's directory
 
   EncoderRun(tessera::MultiModalEncoder<float> m, const Options& o) : model(std::move(m)), grad(model.config) {
@@ -1048,27 +1052,39 @@ struct EncoderRun {
     return run;
   }
   static EncoderRun fine_tune(const tessera::ModelDirectory& found, const Options& o) {
-    tessera::check(o.freeze.empty(), "--freeze ", o.freeze, ": ", found.dir.string(), " holds tessera's own "
-                   "encoder, whose modalities share one trunk, so it trains whole; --freeze takes a pretrained "
-                   "model's towers");
     tessera::check(o.tokenizer.empty(), "--tokenizer: the --init model ", found.dir.string(), " has its own");
     tessera::check(o.add_towers.empty(), "--add-tower: ", found.dir.string(), " holds tessera's own encoder, "
                    "whose modalities are its config's; --add-tower takes a pretrained model");
     apps::Processing now("--init " + found.dir.string(), found.dir.string());
     EncoderRun run(tessera::load_model<float>(found), o);
     run.from = found;
+    run.freezing = tessera::parse_encoder_freezing(o.freeze, "--freeze");
+    tessera::validate(run.freezing, run.model.config, "--freeze " + o.freeze);
     return run;
   }
 
   const tessera::Config& model_config() const { return model.config; }
-  std::vector<tessera::Parameter<float>> trained() { return model.parameters(); }
-  std::vector<tessera::Parameter<const float>> checkpointed() const { return model.parameters(); }
+  std::vector<tessera::Parameter<float>> trained() { return tessera::trained(model.parameters(), freezing); }
+  std::vector<tessera::Parameter<const float>> checkpointed() const {
+    return tessera::trained(model.parameters(), freezing);
+  }
   nlohmann::json checkpoint_config() const { return tessera::to_json(model.config); }
 
   // MODEL_DIR's tokenizer and config, which the front ends read: --init's tokenizer,
   // --tokenizer's, or one trained on the captions.
   void prepare(const Options& o, const std::vector<Item>& train) const {
     const tessera::Config& config = model.config;
+    if (from) {
+      std::size_t trained_weights = 0, weights = 0;
+      for (const auto& p : checkpointed()) trained_weights += static_cast<std::size_t>(p.size());
+      for (const auto& p : model.parameters()) weights += static_cast<std::size_t>(p.size());
+      std::string frozen;
+      for (const tessera::EncoderPart part : freezing.parts) {
+        frozen += std::string(frozen.empty() ? "" : ", ") + tessera::to_string(part);
+      }
+      std::printf("fine-tuning tessera's own model of %s: %s frozen; %zu of its %zu weights train\n",
+                  from->dir.string().c_str(), frozen.empty() ? "nothing" : frozen.c_str(), trained_weights, weights);
+    }
     if (from && config.text) {
       for (const char* name : {"vocab.json", "merges.txt"}) {
         apps::Processing now((from->dir / name).string());
@@ -1109,7 +1125,7 @@ struct EncoderRun {
   }
   tessera::StepStats step(tessera::AdamW<float>& optimizer, LoadedPairs& loaded, const tessera::Communicator& world,
                           const Options& o, double lr) {
-    return train_step(model, grad, optimizer, trace, loaded, world, o, lr);
+    return train_step(model, grad, optimizer, trace, freezing, loaded, world, o, lr);
   }
   void write(const fs::path& out) const { tessera::save_model(model, out); }
   std::string written() const { return "config.json, model.safetensors, vocab.json, merges.txt"; }

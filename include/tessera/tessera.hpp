@@ -41,6 +41,7 @@
 #include <tessera/model/config.hpp>
 #include <tessera/model/config_check.hpp>
 #include <tessera/model/config_json.hpp>
+#include <tessera/model/encoder_freezing.hpp>
 #include <tessera/model/encoder.hpp>
 #include <tessera/model/encoder_cache.hpp>
 #include <tessera/model/encoder_trace.hpp>

@@ -11,7 +11,8 @@
 //      gathered rows are), and keeps its own rows of d_embeddings
 //   4. grad_cache_backward on its own samples from those rows (the weight gradients of its
 //      share); d_logit_scale added on rank 0 only (every rank computed the same one)
-//   5. all_reduce_sum of every gradient in one flat buffer, added in rank order
+//   5. all_reduce_sum of every trained gradient (model/encoder_freezing.hpp) in one flat
+//      buffer, added in rank order
 //   6. clip_and_update, as the single process: identical gradients give identical weights
 //
 // The loss is the global InfoNCE (each rank's samples meet every other rank's as negatives), as
@@ -32,6 +33,7 @@
 #include <tessera/core/error.hpp>
 #include <tessera/core/tensor.hpp>
 #include <tessera/model/encoder.hpp>
+#include <tessera/model/encoder_freezing.hpp>
 #include <tessera/model/encoder_trace.hpp>
 #include <tessera/model/sample.hpp>
 #include <tessera/train/distributed.hpp>
@@ -125,8 +127,11 @@ inline std::int64_t groups_fingerprint(std::span<const PairGroup> groups) {
 //   each belongs to (every row of [0, N) taken by exactly one rank); groups: over the global
 //   batch (the same on every rank); micro_batch: samples traced at a time on this rank
 //   (0: all of its samples at once).
-// requires: every rank calls it (collectives); grad has model's config; model the same on every
-// rank (checked: the ranks' rows, N and groups; a rank's samples as grad_cache_embed checks them).
+// freezing: only the gradients of the weights it trains are summed over ranks (less to send);
+//   a frozen weight's gradient stays this rank's share, which no step reads.
+// requires: every rank calls it (collectives) with one freezing; grad has model's config; model
+// the same on every rank (checked: the ranks' rows, N and groups; a rank's samples as
+// grad_cache_embed checks them).
 // ensures: returns the global loss and each group's InfoNCE, the same on every rank.
 template <class Scalar>
 StepStats distributed_contrastive_gradients(const MultiModalEncoder<Scalar>& model,
@@ -135,7 +140,8 @@ StepStats distributed_contrastive_gradients(const MultiModalEncoder<Scalar>& mod
                                             std::span<const Index> local_rows,
                                             std::span<const PairGroup> groups,
                                             const Communicator& communicator, Index micro_batch,
-                                            EncoderTrace<Scalar>& trace) {
+                                            EncoderTrace<Scalar>& trace,
+                                            const EncoderFreezing& freezing = {}) {
   const auto n = static_cast<Index>(local_samples.size());
   check(micro_batch >= 0, "distributed step: micro_batch is ", micro_batch,
         ", expected 0 (this rank's samples at once) or more");
@@ -189,14 +195,15 @@ StepStats distributed_contrastive_gradients(const MultiModalEncoder<Scalar>& mod
   if (communicator.rank() == 0) grad.logit_scale += d_logit_scale;
   grad_cache_backward<Scalar>(model, grad, local_samples, d_local, micro, trace);
 
-  // 5. summed over ranks in rank order, one flat buffer
-  all_reduce_sum_parameters(communicator, grad.parameters());
+  // 5. summed over ranks in rank order, one flat buffer (the trained weights' gradients)
+  all_reduce_sum_parameters(communicator, trained(grad.parameters(), freezing));
   return stats;
 }
 
 // A whole data-parallel step: set_zero, distributed_contrastive_gradients, clipping
-// (max_grad_norm > 0) and AdamW at rate lr on every rank, which all end with the same weights
-// (bit for bit). With one rank: grad_cache_step() on the same samples, bit for bit. Throws
+// (max_grad_norm > 0) and AdamW at rate lr over the weights `freezing` trains (as
+// contrastive_step()) on every rank, which all end with the same weights (bit for bit). With
+// one rank: grad_cache_step() on the same samples and freezing, bit for bit. Throws
 // tessera::Error when a gradient is not finite (on every rank alike), before the weights change.
 template <class Scalar>
 StepStats distributed_contrastive_step(MultiModalEncoder<Scalar>& model,
@@ -206,11 +213,12 @@ StepStats distributed_contrastive_step(MultiModalEncoder<Scalar>& model,
                                        std::span<const PairGroup> groups,
                                        const Communicator& communicator, Index micro_batch,
                                        double lr, double max_grad_norm,
-                                       EncoderTrace<Scalar>& trace) {
+                                       EncoderTrace<Scalar>& trace,
+                                       const EncoderFreezing& freezing = {}) {
   grad.set_zero();
   StepStats stats = distributed_contrastive_gradients<Scalar>(
-      model, grad, local_samples, local_rows, groups, communicator, micro_batch, trace);
-  detail::clip_and_update<Scalar>(stats, model, grad, optimizer, lr, max_grad_norm);
+      model, grad, local_samples, local_rows, groups, communicator, micro_batch, trace, freezing);
+  detail::clip_and_update<Scalar>(stats, model, grad, optimizer, lr, max_grad_norm, freezing);
   return stats;
 }
 

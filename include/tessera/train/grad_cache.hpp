@@ -36,6 +36,7 @@
 #include <tessera/core/tensor.hpp>
 #include <tessera/model/config.hpp>
 #include <tessera/model/encoder.hpp>
+#include <tessera/model/encoder_freezing.hpp>
 #include <tessera/model/encoder_trace.hpp>
 #include <tessera/model/sample.hpp>
 #include <tessera/train/optimizer.hpp>
@@ -139,18 +140,19 @@ StepStats grad_cache_gradients(const MultiModalEncoder<Scalar>& model,
 }
 
 // contrastive_step() with GradCache: set_zero, grad_cache_gradients, clipping (max_grad_norm
-// > 0) and AdamW at rate lr. The same update as contrastive_step() on the whole batch, up to
-// float rounding. Throws tessera::Error when a gradient is not finite, before the weights
-// change.
+// > 0) and AdamW at rate lr over the weights `freezing` trains (as contrastive_step()). The
+// same update as contrastive_step() on the whole batch, up to float rounding. Throws
+// tessera::Error when a gradient is not finite, before the weights change.
 template <class Scalar>
 StepStats grad_cache_step(MultiModalEncoder<Scalar>& model, MultiModalEncoder<Scalar>& grad,
                           AdamW<Scalar>& optimizer, std::span<const Sample<Scalar>> samples,
                           std::span<const PairGroup> groups, Index micro_batch, double lr,
-                          double max_grad_norm, EncoderTrace<Scalar>& trace) {
+                          double max_grad_norm, EncoderTrace<Scalar>& trace,
+                          const EncoderFreezing& freezing = {}) {
   grad.set_zero();
   StepStats stats =
       grad_cache_gradients<Scalar>(model, grad, samples, groups, micro_batch, trace);
-  detail::clip_and_update<Scalar>(stats, model, grad, optimizer, lr, max_grad_norm);
+  detail::clip_and_update<Scalar>(stats, model, grad, optimizer, lr, max_grad_norm, freezing);
   return stats;
 }
 

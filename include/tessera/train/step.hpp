@@ -4,8 +4,9 @@
 //   encode_batch(samples, trace)             the training forward over the packed batch
 //   loss = sum_g weight_g InfoNCE(a_g, b_g)  one InfoNCE per group of pairs (SPEC 6)
 //   backward                                 the losses', then the encoder's (grad += ...)
-//   clip_grad_norm(max_grad_norm)            when max_grad_norm > 0
-//   AdamW.step(lr)
+//   clip_grad_norm(max_grad_norm)            when max_grad_norm > 0, over the trained weights
+//   AdamW.step(lr)                           over the trained weights: every one, or those an
+//                                            EncoderFreezing leaves (model/encoder_freezing.hpp)
 //
 // A group is `count` pairs whose two views sit in two runs of the batch: sample a_first + i
 // and sample b_first + i are pair i (a caption and its image, say). The other pairs of a group
@@ -24,6 +25,7 @@
 #include <tessera/core/error.hpp>
 #include <tessera/core/tensor.hpp>
 #include <tessera/model/encoder.hpp>
+#include <tessera/model/encoder_freezing.hpp>
 #include <tessera/train/losses.hpp>
 #include <tessera/train/optimizer.hpp>
 #include <tessera/train/sampler.hpp>
@@ -227,27 +229,34 @@ void clip_and_update(StepStats& stats, std::span<const Parameter<Scalar>> params
   optimizer.step(params, read_only<Scalar>(grads), lr);
 }
 
+// The encoder's weights that `freezing` trains, and their gradients in grad (the same
+// names in the same order): the frozen ones stay as they are, their gradients (computed, since
+// the trunk is shared) enter neither the norm nor AdamW, which keeps no state for them.
 template <class Scalar>
 void clip_and_update(StepStats& stats, MultiModalEncoder<Scalar>& model,
                      MultiModalEncoder<Scalar>& grad, AdamW<Scalar>& optimizer, double lr,
-                     double max_grad_norm) {
-  clip_and_update<Scalar>(stats, model.parameters(), grad.parameters(), optimizer, lr, max_grad_norm);
+                     double max_grad_norm, const EncoderFreezing& freezing) {
+  clip_and_update<Scalar>(stats, trained(model.parameters(), freezing),
+                          trained(grad.parameters(), freezing), optimizer, lr, max_grad_norm);
 }
 
 }  // namespace detail
 
 // One whole step: set_zero, contrastive_gradients, clipping (max_grad_norm > 0) and AdamW at
-// rate lr. `grad` and `trace` are the caller's, so their buffers live across steps.
+// rate lr over the weights `freezing` trains (model/encoder_freezing.hpp; by default every
+// one): the frozen weights keep their bits, and the norm clipped (stats.grad_norm) and AdamW's
+// state are the trained weights' alone. The optimizer must see one freezing on every step.
+// `grad` and `trace` are the caller's, so their buffers live across steps.
 // Throws tessera::Error when a gradient is not finite (clip_grad_norm names it), before the
 // weights change.
 template <class Scalar>
 StepStats contrastive_step(MultiModalEncoder<Scalar>& model, MultiModalEncoder<Scalar>& grad,
                            AdamW<Scalar>& optimizer, std::span<const Sample<Scalar>> samples,
                            std::span<const PairGroup> groups, double lr, double max_grad_norm,
-                           EncoderTrace<Scalar>& trace) {
+                           EncoderTrace<Scalar>& trace, const EncoderFreezing& freezing = {}) {
   grad.set_zero();
   StepStats stats = contrastive_gradients<Scalar>(model, grad, samples, groups, trace);
-  detail::clip_and_update<Scalar>(stats, model, grad, optimizer, lr, max_grad_norm);
+  detail::clip_and_update<Scalar>(stats, model, grad, optimizer, lr, max_grad_norm, freezing);
   return stats;
 }
 
