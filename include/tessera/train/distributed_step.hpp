@@ -3,14 +3,16 @@
 // the global batch is split across ranks, and the update equals the single process's on the
 // whole batch (grad_cache_step) to float rounding, with the same bits on every rank.
 //
-//   1. each rank embeds its own samples (grad_cache_embed, no trace)          [n_r, E]
+//   1. each rank embeds its own samples: with micro_batch 0 (or at least its n_r) one training
+//      forward with a trace, kept for step 4; else grad_cache_embed, no trace   [n_r, E]
 //   2. all_gather_rows: every rank's embeddings, and the row of the global batch each belongs
 //      to; placed into the global batch's order                                [N, E]
 //   3. contrastive_loss_gradients on all N rows with the global groups: every rank computes
 //      the same whole loss and every embedding's gradient (the same bits everywhere, since the
 //      gathered rows are), and keeps its own rows of d_embeddings
-//   4. grad_cache_backward on its own samples from those rows (the weight gradients of its
-//      share); d_logit_scale added on rank 0 only (every rank computed the same one)
+//   4. the encoder's backward from those rows, on step 1's trace (one pass), or
+//      grad_cache_backward per micro-batch (the weight gradients of its share); d_logit_scale
+//      added on rank 0 only (every rank computed the same one)
 //   5. all_reduce_sum of every trained gradient (model/encoder_freezing.hpp) in one flat
 //      buffer, added in rank order
 //   6. clip_and_update, as the single process: identical gradients give identical weights
@@ -149,10 +151,22 @@ StepStats distributed_contrastive_gradients(const MultiModalEncoder<Scalar>& mod
         " rows for ", n, " local samples (one row of the global batch per sample)");
   const Index micro = micro_batch > 0 ? micro_batch : std::max<Index>(1, n);
   const Index width = model.config.embed_dim;
+  // All of this rank's samples in one micro-batch: one traced forward serves the embeddings
+  // and the backward (GradCache's second forward would recompute the same trace).
+  const bool one_pass = n > 0 && micro >= n;
 
   // 1. this rank's embeddings
-  const Matrix<Scalar> local =
-      n > 0 ? grad_cache_embed<Scalar>(model, local_samples, micro) : Matrix<Scalar>(0, width);
+  Matrix<Scalar> local(0, width);
+  if (one_pass) {
+    for (std::size_t i = 0; i < local_samples.size(); ++i) {
+      model.check_sample(local_samples[i], detail::concat("sample ", i));
+    }
+    const auto encoded = model.encode_batch(local_samples, trace);
+    local.resize(n, width);
+    for (Index i = 0; i < n; ++i) local.row(i) = encoded[static_cast<std::size_t>(i)].embedding;
+  } else if (n > 0) {
+    local = grad_cache_embed<Scalar>(model, local_samples, micro);
+  }
 
   // 2. every rank's, with their rows; the first two entries of rank r's index column are its
   // groups' count and fingerprint, so ranks passing other groups are an error on every rank
@@ -193,7 +207,11 @@ StepStats distributed_contrastive_gradients(const MultiModalEncoder<Scalar>& mod
 
   // 4. this rank's share of the weight gradients; logit_scale's once over all ranks
   if (communicator.rank() == 0) grad.logit_scale += d_logit_scale;
-  grad_cache_backward<Scalar>(model, grad, local_samples, d_local, micro, trace);
+  if (one_pass) {
+    model.backward(grad, d_local, trace);
+  } else if (n > 0) {
+    grad_cache_backward<Scalar>(model, grad, local_samples, d_local, micro, trace);
+  }
 
   // 5. summed over ranks in rank order, one flat buffer (the trained weights' gradients)
   all_reduce_sum_parameters(communicator, trained(grad.parameters(), freezing));
