@@ -3,7 +3,8 @@
 //   tessera-serve --model DIR [--host 127.0.0.1] [--port 8080] [--max-batch-tokens N]
 //                 [--max-wait-ms N] [--max-queue N] [--max-payload-mb N] [--max-samples N]
 //                 [--cache-mb N] [--cache-ttl-s N] [--api-key-file F] [--threads N]
-//                 [--http-threads N] [--request-timeout-s N]
+//                 [--http-threads N] [--request-timeout-s N] [--max-streams N]
+//                 [--max-stream-mb N] [--stream-idle-s N]
 //
 // Loads the model (tessera's own or any pretrained directory tessera loads), runs one warm-up
 // batch, prints "listening on http://HOST:PORT" and serves until SIGTERM or SIGINT, which stop
@@ -37,6 +38,7 @@ struct Options {
   tessera::serve::ServeOptions serve;
   double max_wait_ms = 2;
   fs::path api_key_file;
+  double max_stream_mb = 1024;
   int threads = 0;
 };
 
@@ -69,6 +71,12 @@ void add_options(CLI::App& app, Options& o) {
   apps::add_threads_option(app, o.threads);
   app.add_option("--http-threads", s.http_threads, "connections served at once")
       ->check(apps::integer_in<int>(1, 4096))->type_name("N");
+  app.add_option("--max-streams", s.streams.max_streams, "streams open at once at most (/v1/streams); past it 429")
+      ->check(apps::integer_in<std::size_t>(1, 100000))->type_name("N");
+  app.add_option("--max-stream-mb", o.max_stream_mb, "the open streams' KV caches' memory at most; past it 429")
+      ->check(apps::positive_number)->check(CLI::Range(0.0, 1048576.0))->type_name("MB");
+  app.add_option("--stream-idle-s", s.streams.idle_seconds, "a stream unused this long is closed")
+      ->check(apps::positive_number)->type_name("S");
   app.add_option("--request-timeout-s", s.connections.request_timeout_seconds,
                  "a request's whole arrival, at most (a slow client is cut off)")
       ->check(apps::positive_number)->type_name("S");
@@ -144,6 +152,7 @@ int main(int argc, char** argv) {
     Options& o = options;
     if (o.threads > 0) tessera::set_num_threads(o.threads);
     o.serve.batching.max_wait_seconds = o.max_wait_ms / 1000;
+    o.serve.streams.max_bytes = static_cast<std::size_t>(o.max_stream_mb * 1024 * 1024);
     if (!o.api_key_file.empty()) o.serve.api_key = read_api_key(o.api_key_file);
 
     // SIGTERM and SIGINT are blocked here, before any thread of ours starts, so that they

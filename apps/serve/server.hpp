@@ -11,6 +11,10 @@
 //   POST /v1/embeddings   OpenAI's: {"input": "..." | ["...", ...], "encoding_format"}
 //   POST /similarity      {"a": [samples], "b": [samples]}: cosine similarities [|a|, |b|]
 //   POST /classify        {"samples": [...], "labels": [...], "template": "a photo of a {}."}
+//   POST /v1/streams      opens a stream (tessera's own models): {"id"}
+//   POST /v1/streams/ID   {"video": B64} or {"audio": B64} (or "text", "image"): appends the
+//                         window; the embedding of the whole stream so far (streams.hpp)
+//   DELETE /v1/streams/ID closes it
 //
 // Answers: 400 a body that is not the JSON a route takes, 401 a missing or wrong API key,
 // 404 an unknown route, 405 a known route with another method, 413 a body over
@@ -26,6 +30,8 @@
 #include "cache.hpp"
 #include "http.hpp"
 #include "metrics.hpp"
+#include "page.hpp"
+#include "streams.hpp"
 
 #include <nlohmann/json.hpp>
 
@@ -39,6 +45,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <regex>
 #include <set>
 #include <string>
 #include <unistd.h>
@@ -55,6 +62,7 @@ struct ServeOptions {
   double cache_mb = 256;            // 0: no cache
   double cache_ttl_seconds = 3600;  // 0: entries never expire
   std::string api_key;              // empty: no key asked
+  StreamLimits streams;             // /v1/streams (tessera's own models)
   int http_threads = 16;            // connections served at once
   ConnectionLimits connections;
 };
@@ -152,6 +160,7 @@ class Server {
     batcher_.emplace(options.batching,
                      [this](std::span<const Sample<float>> batch) { return encode(batch); },
                      [this](const BatchInfo& info) { observe_batch(info); });
+    if (!pipeline_.is_pretrained()) streams_.emplace(pipeline_.model(), options.streams);
     routes();
   }
   ~Server() {
@@ -217,6 +226,8 @@ class Server {
     metrics_.describe("tessera_cache_misses_total", MetricType::counter, "Samples the embedding cache did not hold");
     metrics_.describe("tessera_cache_bytes", MetricType::gauge, "Bytes the embedding cache holds");
     metrics_.describe("tessera_cache_entries", MetricType::gauge, "Embeddings the embedding cache holds");
+    metrics_.describe("tessera_open_streams", MetricType::gauge, "Streams open (/v1/streams)");
+    metrics_.describe("tessera_stream_cache_bytes", MetricType::gauge, "Bytes the open streams' KV caches hold");
   }
 
   void observe_batch(const BatchInfo& info) {
@@ -251,6 +262,19 @@ class Server {
     post("/v1/embeddings", [this](const auto&, const auto& body, auto& res) { openai_embeddings(body, res); });
     post("/similarity", [this](const auto&, const auto& body, auto& res) { similarity(body, res); });
     post("/classify", [this](const auto&, const auto& body, auto& res) { classify(body, res); });
+    get("/", [](const auto&, const auto&, auto& res) { res.set_content(index_html, "text/html; charset=utf-8"); });
+    post("/v1/streams", [this](const auto&, const auto&, auto& res) { open_stream(res); });
+    // a stream's own route: POST appends a window, DELETE closes it
+    known_.emplace_back(stream_route, "POST, DELETE");
+    http_.Post(stream_route, [this](const httplib::Request& req, httplib::Response& res,
+                                    const httplib::ContentReader& reader) {
+      answer("/v1/streams/{id}", [this](const auto& r, const auto& body, auto& out) { append_stream(r, body, out); },
+             req, res, [&](std::string& body) { read_body(req, res, reader, body); });
+    });
+    http_.Delete(stream_route, [this](const httplib::Request& req, httplib::Response& res) {
+      answer("/v1/streams/{id}", [this](const auto& r, const auto&, auto& out) { close_stream(r, out); }, req, res,
+             [](std::string&) {});
+    });
 
     // a known route with another method: 405 with Allow
     for (const auto& [path, method] : known_) {
@@ -260,14 +284,17 @@ class Server {
         detail::send_error(res, 405, req.method + " " + req.path + ": this route takes " + method);
         count(req, res);
       };
-      if (method != "GET") http_.Get(path, refuse);
-      if (method != "POST") http_.Post(path, refuse);
+      const auto takes = [&m = method](const char* name) { return m.find(name) != std::string::npos; };
+      if (!takes("GET")) http_.Get(path, refuse);
+      if (!takes("POST")) http_.Post(path, refuse);
       http_.Put(path, refuse);
-      http_.Delete(path, refuse);
+      if (!takes("DELETE")) http_.Delete(path, refuse);
       http_.Patch(path, refuse);
     }
     http_.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-      if (options_.api_key.empty() || req.path == "/health") return httplib::Server::HandlerResponse::Unhandled;
+      if (options_.api_key.empty() || req.path == "/health" || req.path == "/") {
+        return httplib::Server::HandlerResponse::Unhandled;  // the page asks for the key itself
+      }
       if (!authorized(req)) {
         res.set_header("WWW-Authenticate", "Bearer");
         detail::send_error(res, 401, req.has_header("Authorization")
@@ -350,35 +377,39 @@ class Server {
     known_.emplace_back(path, "POST");
     http_.Post(path, [this, path, handler = std::move(handler)](const httplib::Request& req, httplib::Response& res,
                                                                  const httplib::ContentReader& reader) {
-      answer(path, handler, req, res, [&](std::string& body) {
-        // A body is read to its end even when refused, so that a keep-alive connection's next
-        // request starts where it should. A multipart form is not JSON (httplib would hand
-        // its parts to callbacks, not the bytes).
-        if (req.is_multipart_form_data()) {
-          reader([](const httplib::MultipartFormData&) { return true; },
-                 [](const char*, std::size_t) { return true; });
-          if (res.status == 413) throw HttpError(413, too_large());
-          throw HttpError(400, "the body must be JSON (Content-Type: application/json), not a "
-                               "multipart/form-data form");
-        }
-        // httplib refuses a Content-Length over the limit unread (status 413); a body sent in
-        // chunks has no length to check, so its size is checked here as it arrives, the rest
-        // dropped past the limit
-        const auto limit = static_cast<std::size_t>(options_.max_payload_mb * 1024 * 1024);
-        bool over = false;
-        const bool complete = reader([&](const char* data, std::size_t size) {
-          over = over || body.size() + size > limit;
-          if (!over) body.append(data, size);
-          return true;
-        });
-        if (over || res.status == 413) throw HttpError(413, too_large());
-        if (!complete) throw HttpError(400, "the body could not be read whole");
-      });
+      answer(path, handler, req, res, [&](std::string& body) { read_body(req, res, reader, body); });
     });
+  }
+  // A POST's body into `body`. It is read to its end even when refused, so that a keep-alive
+  // connection's next request starts where it should. A multipart form is not JSON (httplib
+  // would hand its parts to callbacks, not the bytes).
+  void read_body(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader,
+                 std::string& body) const {
+    if (req.is_multipart_form_data()) {
+      reader([](const httplib::MultipartFormData&) { return true; },
+             [](const char*, std::size_t) { return true; });
+      if (res.status == 413) throw HttpError(413, too_large());
+      throw HttpError(400, "the body must be JSON (Content-Type: application/json), not a "
+                           "multipart/form-data form");
+    }
+    // httplib refuses a Content-Length over the limit unread (status 413); a body sent in
+    // chunks has no length to check, so its size is checked here as it arrives, the rest
+    // dropped past the limit
+    const auto limit = static_cast<std::size_t>(options_.max_payload_mb * 1024 * 1024);
+    bool over = false;
+    const bool complete = reader([&](const char* data, std::size_t size) {
+      over = over || body.size() + size > limit;
+      if (!over) body.append(data, size);
+      return true;
+    });
+    if (over || res.status == 413) throw HttpError(413, too_large());
+    if (!complete) throw HttpError(400, "the body could not be read whole");
   }
   void count(const httplib::Request& req, const httplib::Response& res) {
     const bool known = std::any_of(known_.begin(), known_.end(), [&](const auto& k) { return k.first == req.path; });
-    metrics_.add("tessera_requests_total", {{"route", known ? req.path : "other"}, {"code", std::to_string(res.status)}});
+    const bool stream = std::regex_match(req.path, std::regex(stream_route));
+    metrics_.add("tessera_requests_total", {{"route", stream ? "/v1/streams/{id}" : known ? req.path : "other"},
+                                            {"code", std::to_string(res.status)}});
   }
 
   bool authorized(const httplib::Request& req) const {
@@ -399,6 +430,8 @@ class Server {
     metrics_.set("tessera_cache_bytes", {}, static_cast<double>(c.bytes));
     metrics_.set("tessera_cache_entries", {}, static_cast<double>(c.entries));
     metrics_.set("tessera_queue_depth", {}, static_cast<double>(batcher_depth()));
+    metrics_.set("tessera_open_streams", {}, streams_ ? static_cast<double>(streams_->open_count()) : 0.0);
+    metrics_.set("tessera_stream_cache_bytes", {}, streams_ ? static_cast<double>(streams_->bytes()) : 0.0);
   }
 
   nlohmann::json info() const {
@@ -891,6 +924,62 @@ class Server {
     detail::send_json(res, 200, {{"model", model_name_}, {"results", std::move(results)}});
   }
 
+  // ---- streams (streams.hpp) -------------------------------------------------------------------
+
+  static constexpr const char* stream_route = "/v1/streams/([0-9a-f]{32})";
+
+  Streams& streams() {
+    if (!streams_) {
+      throw HttpError(422, "streams need tessera's own model (incremental encoding over a KV cache); this is a " +
+                               pipeline_.tower_model().config.family + " model");
+    }
+    return *streams_;
+  }
+  template <class F>
+  static auto stream_call(F&& f) {
+    try {
+      return f();
+    } catch (const StreamError& e) {
+      throw HttpError(e.status, e.what());
+    }
+  }
+
+  void open_stream(httplib::Response& res) {
+    Streams& table = streams();
+    const std::string id = stream_call([&] { return table.open(); });
+    detail::send_json(res, 200, {{"id", id}, {"object", "stream"}});
+  }
+
+  // {"video": B64} (or audio, text, image): a window, prepared as /embed's samples are.
+  void append_stream(const httplib::Request& req, const std::string& text, httplib::Response& res) {
+    Streams& table = streams();
+    const std::string id = req.matches[1];
+    const nlohmann::json body = parse_body(text);
+    const bool base64 = encoding_format(body);
+    nlohmann::json window = body;
+    window.erase("encoding_format");
+    const auto start = std::chrono::steady_clock::now();
+    const Prepared p = prepare(window, "window", false);
+    res.set_header("X-Modalities", join(p.used));
+    timed_preprocess("/v1/streams/{id}", join(p.used), seconds_since(start));
+    const Streams::Appended appended = stream_call([&] { return table.append(id, p.sample, p.tokens); });
+    const std::vector<float> e(appended.embedding.data(), appended.embedding.data() + appended.embedding.size());
+    detail::send_json(res, 200, {{"id", id},
+                                 {"embedding", embedding_json(e, base64)},
+                                 {"tokens", appended.tokens},
+                                 {"cache_bytes", appended.bytes}});
+  }
+
+  void close_stream(const httplib::Request& req, httplib::Response& res) {
+    Streams& table = streams();
+    const std::string id = req.matches[1];
+    stream_call([&] {
+      table.close(id);
+      return 0;
+    });
+    detail::send_json(res, 200, {{"id", id}, {"closed", true}});
+  }
+
   static double seconds_since(std::chrono::steady_clock::time_point start) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   }
@@ -902,6 +991,7 @@ class Server {
   Metrics metrics_;
   HttpServer http_;
   std::optional<Batcher> batcher_;
+  std::optional<Streams> streams_;  // tessera's own models
   std::filesystem::path scratch_;
   std::vector<std::pair<std::string, std::string>> known_;  // (path, method)
   std::atomic<bool> ready_{false};

@@ -14,6 +14,7 @@
 
 #include <tessera/io/read_file.hpp>
 #include <tessera/io/safetensors.hpp>
+#include <tessera/pipeline.hpp>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -784,6 +785,79 @@ TEST(Concurrency, mixed_requests) {
     }
   }
   EXPECT_EQ(seen.size(), static_cast<std::size_t>(threads * per_thread + threads * ((per_thread + 2) / 3)));
+  expect_clean_exit(server);
+}
+
+// ---- streams and the page ----------------------------------------------------------------------
+
+// A stream of two video windows: after each, the embedding equals encode_append over the same
+// windows in this process (the same front end, the same KV cache steps), bit for bit; closed,
+// it is gone.
+TEST(Streams, windows_equal_encode_append) {
+  const Fixtures& f = fixtures();
+  const fs::path windows[] = {f.video, f.video.parent_path() / "b.y4m"};
+  const Pipeline<float> pipeline = Pipeline<float>::open(f.own);
+  EncoderCache<float> cache;
+  std::vector<std::vector<float>> expected;
+  for (const fs::path& w : windows) {
+    const RawInput input{"video", w.string(), {}};
+    const Encoding<float> e = pipeline.model().encode_append(cache, pipeline.load(std::span<const RawInput>(&input, 1)));
+    expected.emplace_back(e.embedding.data(), e.embedding.data() + e.embedding.size());
+  }
+  ServeProcess server(f.own);
+  const Answer opened = server.post("/v1/streams", json::object());
+  ASSERT_EQ(opened.status, 200) << describe(opened);
+  const std::string id = opened.body_json()["id"];
+  EXPECT_EQ(id.size(), 32u);
+  EXPECT_EQ(metric(server.metrics(), "tessera_open_streams"), 1.0);
+  std::int64_t tokens = 0;
+  for (std::size_t i = 0; i < 2; ++i) {
+    const Answer a = server.post("/v1/streams/" + id, {{"video", base64_file(windows[i])}, {"encoding_format", "base64"}});
+    ASSERT_EQ(a.status, 200) << describe(a);
+    const json body = a.body_json();
+    EXPECT_TRUE(bitwise_equal(floats_of_base64(body["embedding"]), expected[i])) << "window " << i;
+    EXPECT_GT(body["tokens"].get<std::int64_t>(), tokens);
+    tokens = body["tokens"];
+  }
+  EXPECT_GT(metric(server.metrics(), "tessera_stream_cache_bytes"), 0.0);
+  EXPECT_EQ(server.request("GET", "/v1/streams/" + id).status, 405);
+  EXPECT_EQ(server.request("DELETE", "/v1/streams/" + id).status, 200);
+  expect_error(server.post("/v1/streams/" + id, {{"video", base64_file(windows[0])}}), 404, id);
+  expect_error(server.request("DELETE", "/v1/streams/" + id), 404, id);
+  EXPECT_EQ(metric(server.metrics(), "tessera_open_streams"), 0.0);
+  expect_clean_exit(server);
+}
+
+TEST(Streams, limits_and_errors) {
+  const Fixtures& f = fixtures();
+  ServeProcess server(f.own, {"--max-streams", "1"});
+  const Answer opened = server.post("/v1/streams", json::object());
+  ASSERT_EQ(opened.status, 200) << describe(opened);
+  const std::string id = opened.body_json()["id"];
+  expect_error(server.post("/v1/streams", json::object()), 429, "too many open streams");
+  expect_error(server.post("/v1/streams/" + id, {{"image", broken_png()}}), 422, "window.image");
+  expect_error(server.post("/v1/streams/" + id, {{"wings", "x"}}), 400, "unknown key");
+  expect_error(server.post("/v1/streams/0123456789abcdef0123456789abcdef", {{"text", "a"}}), 404, "no stream");
+  // the refused window left the stream as it was: a good one appends
+  const Answer a = server.post("/v1/streams/" + id, {{"text", "a red square"}});
+  EXPECT_EQ(a.status, 200) << describe(a);
+  expect_clean_exit(server);
+
+  ServeProcess towers(f.imagebind);
+  expect_error(towers.post("/v1/streams", json::object()), 422, "tessera's own model");
+  expect_clean_exit(towers);
+}
+
+TEST(Page, served_at_the_root_without_a_key) {
+  const Fixtures& f = fixtures();
+  TempDir dir;
+  const fs::path key = dir / "key";
+  std::ofstream(key) << "secret\n";
+  ServeProcess server(f.own, {"--api-key-file", key.string()});
+  const Answer a = server.get("/");
+  ASSERT_EQ(a.status, 200) << describe(a);
+  EXPECT_NE(a.header("Content-Type").find("text/html"), std::string::npos);
+  EXPECT_NE(a.body.find("/similarity"), std::string::npos);
   expect_clean_exit(server);
 }
 
