@@ -143,9 +143,11 @@ class Metrics {
       for (std::size_t i = 0; i < buckets.size(); ++i) {
         check(std::isfinite(buckets[i]), "histogram ", name, ": bucket bound ", i,
               " must be finite (+Inf is added by itself), got ", buckets[i]);
-        check(i == 0 || buckets[i - 1] < buckets[i], "histogram ", name,
-              ": bucket bounds must be strictly increasing, got ", buckets[i - 1], " then ",
-              buckets[i]);
+        if (i > 0) {  // (check's arguments are all evaluated: buckets[i - 1] only from i = 1)
+          check(buckets[i - 1] < buckets[i], "histogram ", name,
+                ": bucket bounds must be strictly increasing, got ", buckets[i - 1], " then ",
+                buckets[i]);
+        }
       }
     } else {
       check(buckets.empty(), "metric ", name, ": only a histogram takes buckets");
