@@ -3,7 +3,7 @@
 //   tessera-serve --model DIR [--host 127.0.0.1] [--port 8080] [--max-batch-tokens N]
 //                 [--max-wait-ms N] [--max-queue N] [--max-payload-mb N] [--max-samples N]
 //                 [--cache-mb N] [--cache-ttl-s N] [--api-key-file F] [--threads N]
-//                 [--http-threads N] [--request-timeout-s N] [--max-streams N]
+//                 [--http-threads N] [--max-connections N] [--request-timeout-s N] [--max-streams N]
 //                 [--max-stream-mb N] [--stream-idle-s N]
 //
 // Loads the model (tessera's own or any pretrained directory tessera loads), runs one warm-up
@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -69,8 +70,13 @@ void add_options(CLI::App& app, Options& o) {
                  "a file holding the API key clients must send (Authorization: Bearer KEY); /health stays open")
       ->check(CLI::ExistingFile)->type_name("FILE");
   apps::add_threads_option(app, o.threads);
-  app.add_option("--http-threads", s.http_threads, "connections served at once")
+  app.add_option("--http-threads", s.connections.workers,
+                 "requests served at once (a connection waiting for its request takes none)")
       ->check(apps::integer_in<int>(1, 4096))->type_name("N");
+  app.add_option("--max-connections", s.connections.max_connections,
+                 "connections open at once at most, busy or idle; past it a new one is closed "
+                 "(default: 16384, or what the open-files limit allows)")
+      ->check(apps::integer_in<std::size_t>(1, 1 << 24))->type_name("N");
   app.add_option("--max-streams", s.streams.max_streams, "streams open at once at most (/v1/streams); past it 429")
       ->check(apps::integer_in<std::size_t>(1, 100000))->type_name("N");
   app.add_option("--max-stream-mb", o.max_stream_mb, "the open streams' KV caches' memory at most; past it 429")
@@ -80,6 +86,24 @@ void add_options(CLI::App& app, Options& o) {
   app.add_option("--request-timeout-s", s.connections.request_timeout_seconds,
                  "a request's whole arrival, at most (a slow client is cut off)")
       ->check(apps::positive_number)->type_name("S");
+}
+
+// Raises the open-files limit to its hard limit (each connection is a file) and checks that
+// --max-connections fits under it; its default is lowered to fit.
+void fit_connections(tessera::serve::ConnectionLimits& limits, bool given) {
+  constexpr rlim_t spare = 64;  // the model's files, the listening socket, the streams' files
+  rlimit files{};
+  if (::getrlimit(RLIMIT_NOFILE, &files) != 0) return;
+  if (files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &files);
+    ::getrlimit(RLIMIT_NOFILE, &files);
+  }
+  if (files.rlim_cur == RLIM_INFINITY || limits.max_connections + spare <= files.rlim_cur) return;
+  const std::size_t fits = files.rlim_cur > 2 * spare ? files.rlim_cur - spare : spare;
+  tessera::check(!given, "--max-connections ", limits.max_connections, ": over what the open-files limit (",
+                 files.rlim_cur, ", ulimit -n) leaves; at most ", fits);
+  limits.max_connections = fits;
 }
 
 // The key of --api-key-file: its first line, without surrounding white space.
@@ -154,6 +178,7 @@ int main(int argc, char** argv) {
     o.serve.batching.max_wait_seconds = o.max_wait_ms / 1000;
     o.serve.streams.max_bytes = static_cast<std::size_t>(o.max_stream_mb * 1024 * 1024);
     if (!o.api_key_file.empty()) o.serve.api_key = read_api_key(o.api_key_file);
+    fit_connections(o.serve.connections, app.count("--max-connections") > 0);
 
     // SIGTERM and SIGINT are blocked here, before any thread of ours starts, so that they
     // interrupt no HTTP worker or batch; once the server runs they go to one thread, which

@@ -22,7 +22,10 @@ target_include_directories(tessera_serve_tests PRIVATE
 target_compile_definitions(tessera_serve_tests PRIVATE
   TESSERA_TEST_DATA_DIR="${PROJECT_SOURCE_DIR}/tests/data"
   TESSERA_SERVE_PROGRAM="$<TARGET_FILE:tessera-serve>"
-  TESSERA_ENCODE_PROGRAM="$<TARGET_FILE:tessera-encode>")
+  TESSERA_ENCODE_PROGRAM="$<TARGET_FILE:tessera-encode>"
+  # Page.filled_in_by_chromium: the browser script, and where .ci/run installs playwright-core
+  TESSERA_PAGE_TEST_SCRIPT="${PROJECT_SOURCE_DIR}/tests/serve/page_test.mjs"
+  TESSERA_BROWSER_TEST_DIR="${PROJECT_SOURCE_DIR}/build/browser-test")
 # building the tests builds the programs they run
 add_dependencies(tessera_serve_tests tessera-serve tessera-encode)
 # Each test starts its servers and bounds every wait (tests/serve/child_process.hpp); the whole

@@ -1,34 +1,52 @@
 #pragma once
 // The HTTP layer of tessera-serve on cpp-httplib (Debian libcpp-httplib-dev), with what
-// httplib 0.11's own connection loop lacks (docs/serving.md, "Connections"):
+// httplib 0.11's own connection handling lacks (docs/serving.md, "Connections"):
 //
+//   waiting costs no thread  a connection waiting for a request (a new one, or a keep-alive
+//                            one between requests) is watched by one epoll(7) thread; only a
+//                            connection whose request has begun to arrive takes a worker.
+//                            httplib gives each connection a thread for its whole life, so
+//                            16 idle connections would stop a 16-thread server; here 10,000
+//                            do not (`max_connections` bounds them: past it a new connection
+//                            is closed at once)
 //   a deadline per request   a request's line, headers and body must all arrive within
 //                            request_timeout of its first byte: a client sending a byte a
-//                            second does not hold a worker (httplib's read timeout is per
-//                            read, so such a client would); past it, the connection closes
-//   a drain on shutdown      stop() ends the accept loop; a connection already accepted gets
+//                            second does not hold a worker past it (httplib's read timeout is
+//                            per read, so such a client would hold it for ever)
+//   a drain on shutdown      drain() ends the accept loop; a connection already accepted gets
 //                            its request answered (httplib's loop closes queued ones unread)
 //                            and keep-alive connections close after their current request
 //
-// HttpServer overrides httplib::Server's process_and_close_socket (a private virtual) with
-// that loop, on a Stream of its own over the socket (poll(2), send(2) with MSG_NOSIGNAL).
-
+// HttpServer overrides httplib::Server's process_and_close_socket (a private virtual, called
+// by the accept loop for each new connection) and supplies the loop's task queue
+// (ConnectionPool: the epoll thread and the workers).
 #include <httplib.h>
 
 #include <poll.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <deque>
 #include <functional>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
+#include <unordered_map>
+#include <vector>
 
 namespace tessera::serve {
 
@@ -37,6 +55,9 @@ struct ConnectionLimits {
   double idle_timeout_seconds = 5;       // waiting for a connection's next request (keep-alive)
   double write_timeout_seconds = 30;     // a response's sending, per write
   std::size_t max_requests_per_connection = 100;
+  std::size_t max_header_bytes = std::size_t{1} << 20;  // a request's line and headers together
+  int workers = 16;                      // requests served at once
+  std::size_t max_connections = 16384;   // open at once, busy or waiting; past it closed at once
 };
 
 namespace detail {
@@ -64,24 +85,59 @@ inline bool wait_readable(int fd, Clock::time_point deadline,
   }
 }
 
-// A socket read until a fixed deadline and written with a per-write timeout.
+// A connection's socket, read through a buffer (httplib reads a request's line and headers
+// a byte at a time) with a deadline per request and a cap on its line and headers together
+// (httplib caps a header line's length, not their number), written with a per-write timeout.
 class DeadlineStream : public httplib::Stream {
  public:
-  DeadlineStream(int fd, Clock::time_point read_deadline, double write_timeout_seconds)
-      : fd_(fd), read_deadline_(read_deadline), write_timeout_(write_timeout_seconds) {}
+  DeadlineStream(int fd, double write_timeout_seconds) : fd_(fd), write_timeout_(write_timeout_seconds) {}
 
-  bool is_readable() const override { return wait_readable(fd_, read_deadline_); }
+  // The next request must arrive whole by `deadline`, its line and headers in at most
+  // `max_header_bytes`; past either, reads fail and the request is cut.
+  void begin_request(Clock::time_point deadline, std::size_t max_header_bytes) {
+    read_deadline_ = deadline;
+    header_left_ = max_header_bytes;
+    in_header_ = true;
+    line_ended_ = false;
+  }
+  // Bytes read from the socket that no request has taken yet (a pipelined request's).
+  bool buffered() const { return begin_ < end_; }
+
+  bool is_readable() const override { return buffered() || wait_readable(fd_, read_deadline_); }
   bool is_writable() const override {
     pollfd p{fd_, POLLOUT, 0};
     return ::poll(&p, 1, static_cast<int>(write_timeout_ * 1000)) > 0 && (p.revents & POLLOUT) != 0;
   }
   ssize_t read(char* ptr, std::size_t size) override {
-    if (!is_readable()) return -1;
-    while (true) {
-      const ssize_t n = ::recv(fd_, ptr, size, 0);
-      if (n < 0 && errno == EINTR) continue;
-      return n;
+    if (!buffered()) {
+      if (!wait_readable(fd_, read_deadline_)) return -1;
+      ssize_t n;
+      do {
+        n = ::recv(fd_, buffer_, sizeof buffer_, 0);
+      } while (n < 0 && errno == EINTR);
+      if (n <= 0) return n;
+      begin_ = 0;
+      end_ = static_cast<std::size_t>(n);
     }
+    std::size_t n = std::min(size, end_ - begin_);
+    if (in_header_) {
+      // the line and headers end at an empty line (CRLF CRLF, or LF LF)
+      std::size_t i = 0;
+      for (; i < n && in_header_; ++i) {
+        if (header_left_-- == 0) return -1;
+        const char c = buffer_[begin_ + i];
+        if (c == '\n') {
+          in_header_ = !line_ended_;
+          line_ended_ = true;
+        } else if (c != '\r') {
+          line_ended_ = false;
+        }
+      }
+      n = i;
+    }
+    std::memcpy(ptr, buffer_ + begin_, n);
+    begin_ += n;
+    return static_cast<ssize_t>(n);
   }
   ssize_t write(const char* ptr, std::size_t size) override {
     if (!is_writable()) return -1;
@@ -121,17 +177,40 @@ class DeadlineStream : public httplib::Stream {
   }
 
   int fd_;
-  Clock::time_point read_deadline_;
   double write_timeout_;
+  Clock::time_point read_deadline_{};
+  std::size_t header_left_ = 0;
+  bool in_header_ = true, line_ended_ = false;
+  char buffer_[4096];
+  std::size_t begin_ = 0, end_ = 0;
 };
 
 }  // namespace detail
 
 class HttpServer : public httplib::Server {
  public:
-  explicit HttpServer(const ConnectionLimits& limits) : limits_(limits) {}
+  explicit HttpServer(const ConnectionLimits& limits) : limits_(limits) {
+    new_task_queue = [this] {
+      pool_ = new ConnectionPool(*this);
+      return pool_;
+    };
+    set_socket_options([this](socket_t sock) {
+      httplib::default_socket_options(sock);
+      listening_ = sock;
+    });
+  }
 
-  // Runs the accept loop until drain() (httplib's listen_after_bind).
+  // Binds as httplib::Server does, then raises the listening socket's backlog from httplib's 5
+  // (compiled into Debian's library) to the system's most: with 5, connections arriving while
+  // the accept thread waits for a core find the queue full, and each waits a second for its
+  // SYN to be sent again.
+  bool bind_to_port(const std::string& host, int port) {
+    return raised(httplib::Server::bind_to_port(host.c_str(), port) ? port : -1) >= 0;
+  }
+  int bind_to_any_port(const std::string& host) { return raised(httplib::Server::bind_to_any_port(host.c_str())); }
+
+  // Runs the accept loop until drain() (httplib's listen_after_bind); returns once every
+  // connection accepted has been answered or closed.
   bool listen_until_drained() {
     const bool ok = listen_after_bind();
     loop_ended_ = true;
@@ -148,43 +227,226 @@ class HttpServer : public httplib::Server {
   }
   bool draining() const { return draining_; }
 
+  // Connections open now: being served or waiting for a request.
+  std::size_t open_connections() const { return open_; }
+
  private:
+  using Clock = detail::Clock;
+
+  static Clock::duration seconds(double s) {
+    return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
+  }
+
+  // The accept loop's task queue: one thread watching the connections that wait for a
+  // request (epoll), and the workers that serve the ones whose request has arrived. The accept
+  // loop's tasks (a new connection each) run at once on its own thread: they only hand the
+  // connection to the watcher.
+  class ConnectionPool : public httplib::TaskQueue {
+   public:
+    explicit ConnectionPool(HttpServer& server) : server_(server) {
+      epoll_ = ::epoll_create1(EPOLL_CLOEXEC);
+      wake_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+      epoll_event e{};
+      e.events = EPOLLIN;
+      e.data.fd = wake_;
+      ::epoll_ctl(epoll_, EPOLL_CTL_ADD, wake_, &e);
+      for (int i = 0; i < std::max(1, server_.limits_.workers); ++i) workers_.emplace_back([this] { work(); });
+      watcher_ = std::thread([this] { watch(); });
+    }
+    ~ConnectionPool() override {
+      shutdown();
+      ::close(wake_);
+      ::close(epoll_);
+    }
+
+    void enqueue(std::function<void()> fn) override { fn(); }
+
+    // The accept loop has ended: the waiting connections are closed (a new one after a
+    // second's grace for its request), the requests being served are finished, and the
+    // threads end.
+    void shutdown() override {
+      {
+        std::lock_guard lock(mutex_);
+        if (stopping_) return;
+        stopping_ = true;
+      }
+      wake();
+      watcher_.join();
+      {
+        std::lock_guard lock(mutex_);
+        workers_stop_ = true;
+      }
+      work_ready_.notify_all();
+      for (auto& w : workers_) w.join();
+    }
+
+    // A connection waits for its next request (`served` requests answered) until `deadline`.
+    void park(int fd, std::size_t served, Clock::time_point deadline) {
+      std::lock_guard lock(mutex_);
+      if (watcher_done_) {
+        server_.close_connection(fd);
+        return;
+      }
+      waiting_[fd] = Waiting{served, deadline};
+      epoll_event e{};
+      e.events = EPOLLIN | EPOLLRDHUP;
+      e.data.fd = fd;
+      if (::epoll_ctl(epoll_, EPOLL_CTL_ADD, fd, &e) != 0) {
+        waiting_.erase(fd);
+        server_.close_connection(fd);
+      }
+    }
+
+   private:
+    struct Waiting {
+      std::size_t served;
+      Clock::time_point deadline;
+    };
+
+    void wake() {
+      const std::uint64_t one = 1;
+      [[maybe_unused]] const ssize_t n = ::write(wake_, &one, sizeof one);
+    }
+
+    // The watcher: a connection whose request arrives goes to a worker; one past its
+    // deadline is closed. Draining, a keep-alive connection is closed at once and a new one
+    // is given a second; the watcher ends when no connection waits any more.
+    void watch() {
+      constexpr int max_events = 256;
+      epoll_event events[max_events];
+      std::optional<Clock::time_point> drain_start;
+      while (true) {
+        const int n = ::epoll_wait(epoll_, events, max_events, 50);
+        std::unique_lock lock(mutex_);
+        for (int i = 0; i < n; ++i) {
+          const int fd = events[i].data.fd;
+          if (fd == wake_) {
+            std::uint64_t count = 0;
+            [[maybe_unused]] const ssize_t r = ::read(wake_, &count, sizeof count);
+            continue;
+          }
+          const auto it = waiting_.find(fd);
+          if (it == waiting_.end()) continue;
+          const std::size_t served = it->second.served;
+          waiting_.erase(it);
+          ::epoll_ctl(epoll_, EPOLL_CTL_DEL, fd, nullptr);
+          jobs_.push_back({fd, served});
+          work_ready_.notify_one();
+        }
+        const bool draining = stopping_ || server_.draining_;
+        if (draining && !drain_start) drain_start = Clock::now();
+        const auto now = Clock::now();
+        for (auto it = waiting_.begin(); it != waiting_.end();) {
+          const bool expired = now >= it->second.deadline ||
+                               (drain_start && (it->second.served > 0 || now - *drain_start > std::chrono::seconds(1)));
+          if (!expired) {
+            ++it;
+            continue;
+          }
+          ::epoll_ctl(epoll_, EPOLL_CTL_DEL, it->first, nullptr);
+          server_.close_connection(it->first);
+          it = waiting_.erase(it);
+        }
+        if (stopping_ && waiting_.empty() && jobs_.empty() && busy_ == 0) {
+          watcher_done_ = true;
+          return;
+        }
+      }
+    }
+
+    struct Job {
+      int fd;
+      std::size_t served;
+    };
+
+    void work() {
+      while (true) {
+        Job job{};
+        {
+          std::unique_lock lock(mutex_);
+          work_ready_.wait(lock, [&] { return workers_stop_ || !jobs_.empty(); });
+          if (jobs_.empty()) return;
+          job = jobs_.front();
+          jobs_.pop_front();
+          ++busy_;
+        }
+        server_.serve_connection(*this, job.fd, job.served);
+        {
+          std::lock_guard lock(mutex_);
+          --busy_;
+        }
+      }
+    }
+
+    HttpServer& server_;
+    int epoll_ = -1;
+    int wake_ = -1;
+    std::mutex mutex_;
+    std::condition_variable work_ready_;
+    std::unordered_map<int, Waiting> waiting_;
+    std::deque<Job> jobs_;
+    std::size_t busy_ = 0;
+    bool stopping_ = false, watcher_done_ = false, workers_stop_ = false;
+    std::vector<std::thread> workers_;
+    std::thread watcher_;
+  };
+
+  // A new connection (the accept loop's task): past max_connections it is closed; otherwise it
+  // waits for its first request with the watcher.
   bool process_and_close_socket(socket_t sock) override {
-    using detail::Clock;
+    if (open_.fetch_add(1) >= limits_.max_connections) {
+      close_connection(sock);
+      return false;
+    }
     // a response's header and body leave at once, not after the client's delayed ACK
     const int on = 1;
     ::setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
-    const auto seconds = [](double s) {
-      return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
-    };
-    bool ok = false;
-    for (std::size_t served = 0; served < limits_.max_requests_per_connection; ++served) {
-      // The first request is waited for (its connection was accepted: when draining, for a
-      // second); a keep-alive connection's next one only while the server runs.
-      const auto start = Clock::now();
-      const auto idle = start + seconds(served == 0 ? limits_.request_timeout_seconds
-                                                    : limits_.idle_timeout_seconds);
-      const auto give_up = [&] {
-        return draining_.load() && (served > 0 || Clock::now() - start > std::chrono::seconds(1));
-      };
-      if (!detail::wait_readable(sock, idle, give_up)) break;
-      detail::DeadlineStream stream(sock, Clock::now() + seconds(limits_.request_timeout_seconds),
-                                    limits_.write_timeout_seconds);
+    pool().park(sock, 0, Clock::now() + seconds(limits_.request_timeout_seconds));
+    return true;
+  }
+
+  // A worker serves a connection's requests while they arrive back to back; when it would
+  // wait for the next one, the connection goes back to the watcher.
+  void serve_connection(ConnectionPool& pool, int sock, std::size_t served) {
+    detail::DeadlineStream stream(sock, limits_.write_timeout_seconds);
+    while (true) {
+      stream.begin_request(Clock::now() + seconds(limits_.request_timeout_seconds), limits_.max_header_bytes);
       bool closed = false;
-      const bool last = served + 1 == limits_.max_requests_per_connection || draining_;
-      ok = process_request(stream, last, closed, [&](httplib::Request& request) {
+      const bool last = served + 1 >= limits_.max_requests_per_connection || draining_;
+      const bool ok = process_request(stream, last, closed, [&](httplib::Request& request) {
         stream.get_remote_ip_and_port(request.remote_addr, request.remote_port);
       });
+      ++served;
       if (!ok || closed || last) break;
+      // the next request, if it has begun, is served now; else the watcher waits for it
+      pollfd p{sock, POLLIN, 0};
+      if (!stream.buffered() && ::poll(&p, 1, 0) <= 0) {
+        pool.park(sock, served, Clock::now() + seconds(limits_.idle_timeout_seconds));
+        return;
+      }
     }
+    close_connection(sock);
+  }
+
+  void close_connection(int sock) {
     ::shutdown(sock, SHUT_RDWR);
     ::close(sock);
-    return ok;
+    --open_;
+  }
+
+  ConnectionPool& pool() { return *pool_; }
+
+  int raised(int port) {
+    if (port >= 0 && listening_ >= 0) ::listen(listening_, SOMAXCONN);
+    return port;
   }
 
   ConnectionLimits limits_;
   std::atomic<bool> draining_{false};
   std::atomic<bool> loop_ended_{false};
+  std::atomic<std::size_t> open_{0};
+  ConnectionPool* pool_ = nullptr;
+  socket_t listening_ = -1;
 };
 
 }  // namespace tessera::serve

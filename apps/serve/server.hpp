@@ -63,7 +63,6 @@ struct ServeOptions {
   double cache_ttl_seconds = 3600;  // 0: entries never expire
   std::string api_key;              // empty: no key asked
   StreamLimits streams;             // /v1/streams (tessera's own models)
-  int http_threads = 16;            // connections served at once
   ConnectionLimits connections;
 };
 
@@ -227,6 +226,8 @@ class Server {
     metrics_.describe("tessera_cache_bytes", MetricType::gauge, "Bytes the embedding cache holds");
     metrics_.describe("tessera_cache_entries", MetricType::gauge, "Embeddings the embedding cache holds");
     metrics_.describe("tessera_open_streams", MetricType::gauge, "Streams open (/v1/streams)");
+    metrics_.describe("tessera_open_connections", MetricType::gauge,
+                      "HTTP connections open: being served or waiting for a request");
     metrics_.describe("tessera_stream_cache_bytes", MetricType::gauge, "Bytes the open streams' KV caches hold");
   }
 
@@ -245,7 +246,6 @@ class Server {
 
   void routes() {
     http_.set_payload_max_length(static_cast<std::size_t>(options_.max_payload_mb * 1024 * 1024));
-    http_.new_task_queue = [n = options_.http_threads] { return new httplib::ThreadPool(static_cast<std::size_t>(n)); };
     http_.set_keep_alive_max_count(options_.connections.max_requests_per_connection);
     http_.set_tcp_nodelay(true);  // a response's header and body go out without waiting for an ACK
 
@@ -343,29 +343,29 @@ class Server {
   template <class Reader>
   void answer(const std::string& route, const Route& handler, const httplib::Request& req, httplib::Response& res,
               Reader read_body) {
-      const auto start = std::chrono::steady_clock::now();
-      try {
-        std::string body;
-        read_body(body);
-        handler(req, body, res);
-      } catch (const HttpError& e) {
-        if (e.status == 429) res.set_header("Retry-After", "1");
-        detail::send_error(res, e.status, e.what());
-      } catch (const QueueFull& e) {
-        res.set_header("Retry-After", "1");
-        detail::send_error(res, 429, std::string("busy: ") + e.what() + "; retry later");
-      } catch (const Stopping& e) {
-        detail::send_error(res, 503, e.what());
-      } catch (const nlohmann::json::exception& e) {
-        detail::send_error(res, 400, std::string("the body is not the JSON this route takes: ") + e.what());
-      } catch (const Error& e) {
-        detail::send_error(res, 422, e.what());
-      }
-      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      metrics_.observe("tessera_request_duration_seconds",
-                       {{"route", route}, {"modalities", res.get_header_value("X-Modalities")}, {"stage", "total"}},
-                       seconds);
-      count(req, res);
+    const auto start = std::chrono::steady_clock::now();
+    try {
+      std::string body;
+      read_body(body);
+      handler(req, body, res);
+    } catch (const HttpError& e) {
+      if (e.status == 429) res.set_header("Retry-After", "1");
+      detail::send_error(res, e.status, e.what());
+    } catch (const QueueFull& e) {
+      res.set_header("Retry-After", "1");
+      detail::send_error(res, 429, std::string("busy: ") + e.what() + "; retry later");
+    } catch (const Stopping& e) {
+      detail::send_error(res, 503, e.what());
+    } catch (const nlohmann::json::exception& e) {
+      detail::send_error(res, 400, std::string("the body is not the JSON this route takes: ") + e.what());
+    } catch (const Error& e) {
+      detail::send_error(res, 422, e.what());
+    }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    metrics_.observe("tessera_request_duration_seconds",
+                     {{"route", route}, {"modalities", res.get_header_value("X-Modalities")}, {"stage", "total"}},
+                     seconds);
+    count(req, res);
   }
   void get(const std::string& path, Route handler) {
     known_.emplace_back(path, "GET");
@@ -431,6 +431,7 @@ class Server {
     metrics_.set("tessera_cache_entries", {}, static_cast<double>(c.entries));
     metrics_.set("tessera_queue_depth", {}, static_cast<double>(batcher_depth()));
     metrics_.set("tessera_open_streams", {}, streams_ ? static_cast<double>(streams_->open_count()) : 0.0);
+    metrics_.set("tessera_open_connections", {}, static_cast<double>(http_.open_connections()));
     metrics_.set("tessera_stream_cache_bytes", {}, streams_ ? static_cast<double>(streams_->bytes()) : 0.0);
   }
 
@@ -448,7 +449,9 @@ class Server {
               {"max_payload_mb", options_.max_payload_mb},
               {"max_samples", options_.max_samples},
               {"cache_mb", options_.cache_mb},
-              {"cache_ttl_s", options_.cache_ttl_seconds}}},
+              {"cache_ttl_s", options_.cache_ttl_seconds},
+              {"http_threads", options_.connections.workers},
+              {"max_connections", options_.connections.max_connections}}},
             {"version", "tessera-serve 1"}};
   }
 

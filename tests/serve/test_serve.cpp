@@ -18,15 +18,22 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <mutex>
 #include <numeric>
+#include <regex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #ifndef TESSERA_ENCODE_PROGRAM
@@ -788,6 +795,350 @@ TEST(Concurrency, mixed_requests) {
   expect_clean_exit(server);
 }
 
+// ---- faults ---------------------------------------------------------------------------------------
+
+// A raw loopback connection to the server, closed when it goes (with a reset when asked: the
+// client vanishes without the orderly goodbye).
+class RawConnection {
+ public:
+  explicit RawConnection(int port) : fd_(::socket(AF_INET, SOCK_STREAM, 0)) {
+    if (fd_ < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<std::uint16_t>(port));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd_, reinterpret_cast<const sockaddr*>(&address), sizeof address) != 0) {
+      const std::string why = std::strerror(errno);
+      ::close(fd_);
+      throw std::runtime_error("connect: " + why);
+    }
+  }
+  RawConnection(RawConnection&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  RawConnection& operator=(RawConnection&&) = delete;
+  ~RawConnection() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  void send(const std::string& bytes) const {
+    for (std::size_t at = 0; at < bytes.size();) {
+      const ssize_t n = ::send(fd_, bytes.data() + at, bytes.size() - at, MSG_NOSIGNAL);
+      if (n <= 0) return;  // the server may close first: what it answered is read after
+      at += static_cast<std::size_t>(n);
+    }
+  }
+  // What the server sends until it closes the connection or `timeout` passes.
+  std::string read_until_closed(std::chrono::milliseconds timeout) const {
+    std::string got;
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    char buffer[4096];
+    while (std::chrono::steady_clock::now() < deadline) {
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, 50) <= 0) continue;
+      const ssize_t n = ::recv(fd_, buffer, sizeof buffer, 0);
+      if (n <= 0) break;
+      got.append(buffer, static_cast<std::size_t>(n));
+    }
+    return got;
+  }
+  // One answer: until its headers and Content-Length bytes of body have arrived, or the
+  // server closes, or `timeout` passes.
+  std::string read_answer(std::chrono::milliseconds timeout) const {
+    std::string got;
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+      const std::size_t end = got.find("\r\n\r\n");
+      if (end != std::string::npos) {
+        std::smatch m;
+        const std::string head = got.substr(0, end);
+        const std::size_t length =
+            std::regex_search(head, m, std::regex("Content-Length: ([0-9]+)", std::regex::icase)) ? std::stoul(m[1]) : 0;
+        if (got.size() >= end + 4 + length) break;
+      }
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, 50) <= 0) continue;
+      char buffer[4096];
+      const ssize_t n = ::recv(fd_, buffer, sizeof buffer, 0);
+      if (n <= 0) break;
+      got.append(buffer, static_cast<std::size_t>(n));
+    }
+    return got;
+  }
+  // The first `count` bytes the server sends (fewer if it closes or `timeout` passes).
+  std::string read_some(std::size_t count, std::chrono::milliseconds timeout) const {
+    std::string got;
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (got.size() < count && std::chrono::steady_clock::now() < deadline) {
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, 50) <= 0) continue;
+      char buffer[256];
+      const ssize_t n = ::recv(fd_, buffer, std::min(sizeof buffer, count - got.size()), 0);
+      if (n <= 0) break;
+      got.append(buffer, static_cast<std::size_t>(n));
+    }
+    return got;
+  }
+  // Closes with a reset (SO_LINGER 0) rather than a FIN.
+  void reset() {
+    const linger hard{1, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_LINGER, &hard, sizeof hard);
+    ::close(std::exchange(fd_, -1));
+  }
+
+ private:
+  int fd_;
+};
+
+// The server's resident memory in MB (/proc/PID/status).
+double resident_mb(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stod(line.substr(6)) / 1024;
+  }
+  return 0;
+}
+
+// Waits until the server reports at most `most` open connections; false after `timeout`.
+bool wait_for_connections(const ServeProcess& server, double most, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    // the connection asking is one of them
+    if (metric(server.metrics(), "tessera_open_connections") <= most + 1) return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return false;
+}
+
+// The server still answers: /health, and an embedding.
+void expect_serving(const ServeProcess& server, const std::string& after) {
+  const Answer health = server.get("/health");
+  EXPECT_EQ(health.status, 200) << after << ": " << describe(health);
+  const Answer a = server.post("/embed", {{"samples", {{{"text", "still here after " + after}}}}});
+  EXPECT_EQ(a.status, 200) << after << ": " << describe(a);
+}
+
+const std::string embed_head = "POST /embed HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n";
+
+// A whole POST /embed of `body`, as bytes.
+std::string embed_bytes(const std::string& body) {
+  return embed_head + "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+}
+
+// Clients that go away mid-request: after the request line, inside the headers, a body cut
+// short of its Content-Length (with a FIN and with a reset). None is answered (there is no
+// request), none holds a worker, and the server answers the next client.
+TEST(Faults, clients_disconnect_mid_request) {
+  ServeProcess server(fixtures().imagebind, {"--http-threads", "2"});
+  const std::string body = json({{"samples", {{{"text", "a body that never arrives whole"}}}}}).dump();
+  const std::vector<std::string> cut = {
+      "POST /embed HTTP/1.1\r\n",
+      embed_head + "Content-Le",
+      embed_bytes(body).substr(0, embed_bytes(body).size() - body.size() / 2),
+      embed_head + "Content-Length: 100000000\r\n\r\n" + body,
+  };
+  for (int round = 0; round < 8; ++round) {  // more rounds than workers: a held worker would show
+    for (std::size_t i = 0; i < cut.size(); ++i) {
+      RawConnection c(server.port());
+      c.send(cut[i]);
+      std::this_thread::sleep_for(5ms);
+      if (round % 2 == 1) c.reset();
+    }
+  }
+  expect_serving(server, "clients that left mid-request");
+  EXPECT_TRUE(wait_for_connections(server, 0, 5s)) << server.metrics();
+  expect_clean_exit(server);
+}
+
+// Clients that send a whole request and go away before reading its answer (a FIN, or a reset
+// while the answer is being written): the server's writes fail, nothing else does.
+TEST(Faults, clients_disconnect_mid_response) {
+  ServeProcess server(fixtures().imagebind, {"--http-threads", "2", "--cache-mb", "0"});
+  json samples = json::array();
+  for (int i = 0; i < 64; ++i) samples.push_back({{"text", "caption number " + std::to_string(i)}});
+  const std::string body = json({{"samples", samples}}).dump();  // an answer of ~20 KB of floats
+  const std::string request = embed_bytes(body);
+  for (int round = 0; round < 12; ++round) {
+    RawConnection c(server.port());
+    c.send(request);
+    if (round % 3 == 0) std::this_thread::sleep_for(20ms);  // the answer may have begun
+    if (round % 2 == 0) c.reset();  // else closed with a FIN as it goes
+  }
+  // clients that read the first bytes of their answer and leave
+  for (int round = 0; round < 4; ++round) {
+    RawConnection c(server.port());
+    c.send(request);
+    EXPECT_EQ(c.read_some(12, 10s), "HTTP/1.1 200") << "round " << round;
+    if (round % 2 == 0) c.reset();
+  }
+  expect_serving(server, "clients that left mid-response");
+  EXPECT_TRUE(wait_for_connections(server, 0, 5s)) << server.metrics();
+  expect_clean_exit(server);
+}
+
+// Bytes that are not HTTP, or HTTP past every limit: each gets a 4xx answer or its connection
+// closed (at the latest when its request's time is up), and the server answers the next
+// client.
+TEST(Faults, malformed_and_oversized_requests) {
+  // a request that never arrives whole is cut at --request-timeout-s
+  ServeProcess server(fixtures().imagebind, {"--max-payload-mb", "1", "--request-timeout-s", "2"});
+  struct Case {
+    std::string name, bytes;
+    bool valid = false;  // only large, within every limit
+  };
+  const std::string big(2 * 1024 * 1024, 'x');
+  const auto headers = [](int count) {
+    std::string r = "GET /health HTTP/1.1\r\n";
+    for (int i = 0; i < count; ++i) r += "X-" + std::to_string(i) + ": v\r\n";
+    return r + "\r\n";
+  };
+  const std::vector<Case> cases = {
+      {"binary garbage", std::string("\x00\xff\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 13) + "\r\n\r\n"},
+      {"TLS to a plain port", std::string("\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03", 11)},
+      {"no version", "GET /health\r\n\r\n"},
+      {"a 100 KB path", "GET /" + std::string(100 * 1024, 'a') + " HTTP/1.1\r\nHost: x\r\n\r\n"},
+      {"a 1 MB header", "GET /health HTTP/1.1\r\nX-Big: " + std::string(1024 * 1024, 'b') + "\r\n\r\n"},
+      {"10,000 headers (120 KB)", headers(10000), true},
+      {"200,000 headers (3 MB)", headers(200000)},
+      {"a negative length", embed_head + "Content-Length: -5\r\n\r\n{}"},
+      {"a length past 64 bits", embed_head + "Content-Length: 99999999999999999999999\r\n\r\n{}"},
+      {"a body past --max-payload-mb", embed_bytes(big)},
+      {"a chunked body past --max-payload-mb",
+       embed_head + "Transfer-Encoding: chunked\r\n\r\n200000\r\n" + big.substr(0, 0x200000) + "\r\n0\r\n\r\n"},
+      {"a bad chunk size", embed_head + "Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n"},
+      {"JSON nested 100,000 deep",
+       [] {
+         const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+         return embed_bytes(deep);
+       }()},
+  };
+  for (const Case& c : cases) {
+    RawConnection connection(server.port());
+    const auto start = std::chrono::steady_clock::now();
+    connection.send(c.bytes);
+    const std::string answer = connection.read_answer(10s);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    // an answer, if any, is a whole HTTP answer: a client error, or for a request that is
+    // only large (not past a limit), its route's
+    const std::regex status_line(c.valid ? "^HTTP/1\\.1 [0-9]{3} " : "^HTTP/1\\.1 4[0-9][0-9] ");
+    std::smatch m;
+    EXPECT_TRUE(answer.empty() || std::regex_search(answer, m, status_line)) << c.name << ": " << answer.substr(0, 200);
+    EXPECT_LT(seconds, 5.0) << c.name << ": the server neither answered nor closed past its request timeout";
+    expect_serving(server, c.name);
+  }
+  EXPECT_TRUE(wait_for_connections(server, 0, 5s)) << server.metrics();
+  expect_clean_exit(server);
+}
+
+// Raises this process's open-files limit to its hard limit; returns it.
+rlim_t raise_open_files() {
+  rlimit files{};
+  ::getrlimit(RLIMIT_NOFILE, &files);
+  files.rlim_cur = files.rlim_max;
+  ::setrlimit(RLIMIT_NOFILE, &files);
+  ::getrlimit(RLIMIT_NOFILE, &files);
+  return files.rlim_cur;
+}
+
+// 10,000 connections open and silent: a waiting connection takes no worker, so the server
+// (with 4 of them) answers other clients at once; their requests' timeout closes them, and
+// the server's memory comes back to where it was.
+TEST(Faults, ten_thousand_idle_connections) {
+  constexpr int idle = 10000;
+  if (raise_open_files() < idle + 256) {
+    GTEST_SKIP() << "this process may open " << raise_open_files() << " files (ulimit -n), not the " << idle + 256
+                 << " the test needs";
+  }
+  ServeProcess server(fixtures().imagebind, {"--http-threads", "4", "--request-timeout-s", "6"});
+  expect_serving(server, "start-up");
+  const double before_mb = resident_mb(server.process().pid());
+
+  std::vector<RawConnection> silent;
+  silent.reserve(idle);
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < idle; ++i) silent.emplace_back(server.port());
+  const double open_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  // every one of them was accepted
+  const auto seen_deadline = std::chrono::steady_clock::now() + 10s;
+  double open = 0;
+  while (std::chrono::steady_clock::now() < seen_deadline && (open = metric(server.metrics(), "tessera_open_connections")) < idle) {
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_GE(open, idle) << "connections the server holds";
+
+  // other clients are answered at once
+  const auto asked = std::chrono::steady_clock::now();
+  for (int i = 0; i < 8; ++i) expect_serving(server, std::to_string(idle) + " idle connections");
+  const double answer_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - asked).count();
+  EXPECT_LT(answer_seconds, 3.0) << "16 requests beside the idle connections";
+  const double held_mb = resident_mb(server.process().pid());
+
+  // their request timeout (6 s) closes them: the server ends its side
+  EXPECT_TRUE(wait_for_connections(server, 0, 20s)) << server.metrics();
+  EXPECT_EQ(silent.front().read_until_closed(1s), "");  // closed, unanswered
+  silent.clear();
+  const double after_mb = resident_mb(server.process().pid());
+  std::printf("%d idle connections: opened in %.2f s; 16 requests beside them in %.3f s; server RSS %.1f MB "
+              "before, %.1f MB holding them, %.1f MB after\n",
+              idle, open_seconds, answer_seconds, before_mb, held_mb, after_mb);
+  EXPECT_LT(after_mb, before_mb + 16) << "the memory the connections took stayed";
+  expect_clean_exit(server);
+}
+
+// --max-connections: past it a new connection is closed at once, unanswered; the server
+// serves again once connections close.
+TEST(Faults, max_connections) {
+  ServeProcess server(fixtures().imagebind, {"--max-connections", "8"});
+  std::vector<RawConnection> held;
+  for (int i = 0; i < 8; ++i) held.emplace_back(server.port());
+  // the server holds the 8 (the connection asking for /metrics would be a 9th: not asked)
+  std::this_thread::sleep_for(200ms);
+  RawConnection over(server.port());
+  over.send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(over.read_until_closed(5s), "") << "a connection past --max-connections was answered";
+  held.clear();
+  // the server sees them closed as it next reads them
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (std::chrono::steady_clock::now() < deadline && server.get("/health").status != 200) {
+    std::this_thread::sleep_for(20ms);
+  }
+  expect_serving(server, "closing the connections that filled --max-connections");
+  expect_clean_exit(server);
+}
+
+// 64 clients at once against a queue of 4: each is answered, 200 or 429 with Retry-After;
+// none is lost, none half-answered; then the queue is empty and the server serves.
+TEST(Faults, burst_past_the_queue) {
+  ServeProcess server(fixtures().imagebind, {"--max-queue", "4", "--max-wait-ms", "200", "--cache-mb", "0",
+                                             "--http-threads", "64"});
+  constexpr int clients = 64;
+  std::vector<Answer> answers(clients);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < clients; ++i) {
+    threads.emplace_back([&, i] {
+      answers[i] = server.post("/embed", {{"samples", {{{"text", "burst request " + std::to_string(i)}}}}});
+    });
+  }
+  for (auto& t : threads) t.join();
+  int ok = 0, refused = 0;
+  for (int i = 0; i < clients; ++i) {
+    if (answers[i].status == 200) {
+      ++ok;
+      EXPECT_EQ(answers[i].body_json()["embeddings"].size(), 1u) << "request " << i;
+    } else if (answers[i].status == 429) {
+      ++refused;
+      EXPECT_FALSE(answers[i].header("Retry-After").empty()) << "request " << i;
+    } else {
+      ADD_FAILURE() << "request " << i << ": " << describe(answers[i]);
+    }
+  }
+  EXPECT_EQ(ok + refused, clients);
+  EXPECT_GE(ok, 4);
+  EXPECT_GE(refused, 1) << "a burst of 64 against a queue of 4 met no 429";
+  EXPECT_EQ(metric(server.metrics(), "tessera_queue_depth"), 0.0);
+  expect_serving(server, "the burst");
+  expect_clean_exit(server);
+}
+
 // ---- streams and the page ----------------------------------------------------------------------
 
 // A stream of two video windows: after each, the embedding equals encode_append over the same
@@ -858,6 +1209,95 @@ TEST(Page, served_at_the_root_without_a_key) {
   ASSERT_EQ(a.status, 200) << describe(a);
   EXPECT_NE(a.header("Content-Type").find("text/html"), std::string::npos);
   EXPECT_NE(a.body.find("/similarity"), std::string::npos);
+  expect_clean_exit(server);
+}
+
+// For the browser test: a path named by an environment variable, if it is set.
+fs::path from_env(const char* name, const fs::path& otherwise) {
+  const char* value = std::getenv(name);
+  return value != nullptr && *value != '\0' ? fs::path(value) : otherwise;
+}
+
+bool executable(const fs::path& file) { return fs::is_regular_file(file) && ::access(file.c_str(), X_OK) == 0; }
+
+// The program `name` as the shell finds it on $PATH (ChildProcess's execv does not search);
+// empty when there is none.
+fs::path on_path(const std::string& name) {
+  const char* path = std::getenv("PATH");
+  for (std::string_view rest = path != nullptr ? path : ""; !rest.empty();) {
+    const std::size_t colon = std::min(rest.find(':'), rest.size());
+    const fs::path candidate = fs::path(rest.substr(0, colon)) / name;
+    if (colon > 0 && executable(candidate)) return candidate;
+    rest.remove_prefix(std::min(colon + 1, rest.size()));
+  }
+  return {};
+}
+
+// The page used as a person would: tests/serve/page_test.mjs drives headless Chromium with the
+// npm package playwright-core, types two captions, picks an image and a WAV, clicks Compare and
+// reads the matrix from the page. What the page shows is the server's own /similarity for the
+// same inputs, to its three decimals; its screenshot stays in the test's working directory
+// (<build>/apps/page_filled_in_by_chromium.png). Skipped, naming what to install, without
+// Chromium ($TESSERA_CHROMIUM, else /usr/bin/chromium), node on PATH, or playwright-core
+// ($TESSERA_BROWSER_TEST_DIR, else <source dir>/build/browser-test).
+TEST(Page, filled_in_by_chromium) {
+  const fs::path chromium = from_env("TESSERA_CHROMIUM", "/usr/bin/chromium");
+  if (!executable(chromium)) {
+    GTEST_SKIP() << "no Chromium at " << chromium.string()
+                 << ": install Debian's with\n  sudo apt-get install --no-install-recommends chromium\n"
+                    "or point TESSERA_CHROMIUM at one.";
+  }
+  const fs::path node = on_path("node");
+  if (node.empty()) GTEST_SKIP() << "no node on PATH: install it with\n  sudo apt-get install nodejs npm";
+  const fs::path modules = from_env("TESSERA_BROWSER_TEST_DIR", TESSERA_BROWSER_TEST_DIR);
+  if (!fs::exists(modules / "node_modules" / "playwright-core" / "package.json")) {
+    GTEST_SKIP() << "no playwright-core in " << (modules / "node_modules").string()
+                 << ". From the repository root run\n"
+                    "  npm install --no-audit --no-fund --prefix build/browser-test playwright-core@1.65.2\n"
+                    "or point TESSERA_BROWSER_TEST_DIR at such a directory.";
+  }
+
+  const Fixtures& f = fixtures();
+  const std::vector<std::string> captions = {"a red square moving left", "a dog barking"};
+  ServeProcess server(f.own);
+  const fs::path screenshot = fs::current_path() / "page_filled_in_by_chromium.png";
+  fs::remove(screenshot);
+  ChildProcess browser(node.string(), {TESSERA_PAGE_TEST_SCRIPT, modules.string(), chromium.string(),
+                                       "http://127.0.0.1:" + std::to_string(server.port()), screenshot.string(),
+                                       captions[0] + "\n" + captions[1], f.image.string(), f.audio.string()});
+  // about 4 s here: Chromium's start, the page's one request, the screenshot
+  ASSERT_EQ(browser.wait(60s), std::optional<int>(0)) << "node page_test.mjs:\n" << browser.output();
+  // its one line of JSON, the last one it printed
+  const std::string output = browser.output();
+  const std::size_t line = output.rfind("\n{");
+  const json shown = json::parse(output.substr(line == std::string::npos ? 0 : line + 1), nullptr, false);
+  ASSERT_TRUE(shown.is_object() && shown.contains("names") && shown.contains("scores")) << output;
+
+  const json names = {captions[0], captions[1], f.image.filename().string(), f.audio.filename().string()};
+  EXPECT_EQ(shown["names"], names);
+  const std::string model_name = server.get("/info").body_json()["model"]["name"];
+  EXPECT_NE(shown.value("info", "").find(model_name), std::string::npos) << shown["info"];
+  const json samples = {{{"text", captions[0]}}, {{"text", captions[1]}},
+                        {{"image", base64_file(f.image)}}, {{"audio", base64_file(f.audio)}}};
+  const Answer s = server.post("/similarity", {{"a", samples}, {"b", samples}});
+  ASSERT_EQ(s.status, 200) << describe(s);
+  const json scores = s.body_json()["scores"];
+  // The page prints three decimals: a cell is within half a thousandth of the score, plus the
+  // rounding between the page's computation of it and this one.
+  constexpr double shown_precision = 0.5e-3 + batch_rounding;
+  ASSERT_EQ(shown["scores"].size(), names.size()) << shown;
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    ASSERT_EQ(shown["scores"][i].size(), names.size()) << shown;
+    for (std::size_t j = 0; j < names.size(); ++j) {
+      ASSERT_TRUE(shown["scores"][i][j].is_number()) << "cell " << i << ", " << j << ": " << shown["scores"][i][j];
+      EXPECT_NEAR(shown["scores"][i][j].get<double>(), scores[i][j].get<double>(), shown_precision)
+          << "cell " << i << ", " << j;
+    }
+  }
+
+  const std::string png = fs::exists(screenshot) ? read_file(screenshot) : std::string();
+  EXPECT_GT(png.size(), 1000u) << screenshot.string();
+  EXPECT_EQ(png.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8)) << screenshot.string() << " is not a PNG";
   expect_clean_exit(server);
 }
 
