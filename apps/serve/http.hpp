@@ -90,7 +90,12 @@ inline bool wait_readable(int fd, Clock::time_point deadline,
 // (httplib caps a header line's length, not their number), written with a per-write timeout.
 class DeadlineStream : public httplib::Stream {
  public:
-  DeadlineStream(int fd, double write_timeout_seconds) : fd_(fd), write_timeout_(write_timeout_seconds) {}
+  // `head`: bytes already read from the socket, read first.
+  DeadlineStream(int fd, double write_timeout_seconds, const std::string& head = {})
+      : fd_(fd), write_timeout_(write_timeout_seconds), buffer_(std::max<std::size_t>(head.size(), 4096)) {
+    std::memcpy(buffer_.data(), head.data(), head.size());
+    end_ = head.size();
+  }
 
   // The next request must arrive whole by `deadline`, its line and headers in at most
   // `max_header_bytes`; past either, reads fail and the request is cut.
@@ -113,7 +118,7 @@ class DeadlineStream : public httplib::Stream {
       if (!wait_readable(fd_, read_deadline_)) return -1;
       ssize_t n;
       do {
-        n = ::recv(fd_, buffer_, sizeof buffer_, 0);
+        n = ::recv(fd_, buffer_.data(), buffer_.size(), 0);
       } while (n < 0 && errno == EINTR);
       if (n <= 0) return n;
       begin_ = 0;
@@ -135,7 +140,7 @@ class DeadlineStream : public httplib::Stream {
       }
       n = i;
     }
-    std::memcpy(ptr, buffer_ + begin_, n);
+    std::memcpy(ptr, buffer_.data() + begin_, n);
     begin_ += n;
     return static_cast<ssize_t>(n);
   }
@@ -181,7 +186,7 @@ class DeadlineStream : public httplib::Stream {
   Clock::time_point read_deadline_{};
   std::size_t header_left_ = 0;
   bool in_header_ = true, line_ended_ = false;
-  char buffer_[4096];
+  std::vector<char> buffer_;
   std::size_t begin_ = 0, end_ = 0;
 };
 
@@ -301,6 +306,7 @@ class HttpServer : public httplib::Server {
     struct Waiting {
       std::size_t served;
       Clock::time_point deadline;
+      std::string head;  // the request's first bytes, read by the watcher
     };
 
     void wake() {
@@ -315,6 +321,7 @@ class HttpServer : public httplib::Server {
       constexpr int max_events = 256;
       epoll_event events[max_events];
       std::optional<Clock::time_point> drain_start;
+      Clock::time_point last_scan{};
       while (true) {
         const int n = ::epoll_wait(epoll_, events, max_events, 50);
         std::unique_lock lock(mutex_);
@@ -327,15 +334,24 @@ class HttpServer : public httplib::Server {
           }
           const auto it = waiting_.find(fd);
           if (it == waiting_.end()) continue;
-          const std::size_t served = it->second.served;
-          waiting_.erase(it);
+          Waiting& w = it->second;
+          const Arrival arrival = read_head(fd, w);
+          if (arrival == Arrival::partial) continue;
           ::epoll_ctl(epoll_, EPOLL_CTL_DEL, fd, nullptr);
-          jobs_.push_back({fd, served});
-          work_ready_.notify_one();
+          if (arrival == Arrival::closed) {
+            server_.close_connection(fd);
+          } else {
+            jobs_.push_back({fd, w.served, w.deadline, std::move(w.head)});
+            work_ready_.notify_one();
+          }
+          waiting_.erase(it);
         }
         const bool draining = stopping_ || server_.draining_;
         if (draining && !drain_start) drain_start = Clock::now();
         const auto now = Clock::now();
+        // the deadlines, every 50 ms
+        if (now - last_scan < std::chrono::milliseconds(50) && !draining) continue;
+        last_scan = now;
         for (auto it = waiting_.begin(); it != waiting_.end();) {
           const bool expired = now >= it->second.deadline ||
                                (drain_start && (it->second.served > 0 || now - *drain_start > std::chrono::seconds(1)));
@@ -354,9 +370,31 @@ class HttpServer : public httplib::Server {
       }
     }
 
+    // A waiting connection's request head (its line and headers) is read by the watcher, so a
+    // client sending it slowly holds no worker; a worker takes the connection once the head
+    // is whole (its end read) or longer than head_bytes (the worker reads on), its body with it.
+    static constexpr std::size_t head_bytes = 8192;
+    enum class Arrival { partial, whole, closed };
+
+    Arrival read_head(int fd, Waiting& w) const {
+      char buffer[head_bytes];
+      const ssize_t n = ::recv(fd, buffer, head_bytes - w.head.size(), MSG_DONTWAIT);
+      if (n == 0) return Arrival::closed;  // the client left before its request was whole
+      if (n < 0) return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? Arrival::partial : Arrival::closed;
+      if (w.head.empty()) {
+        // the request's whole arrival is timed from its first byte
+        w.deadline = Clock::now() + seconds(server_.limits_.request_timeout_seconds);
+      }
+      w.head.append(buffer, static_cast<std::size_t>(n));
+      const bool ended = w.head.find("\r\n\r\n") != std::string::npos || w.head.find("\n\n") != std::string::npos;
+      return ended || w.head.size() >= head_bytes ? Arrival::whole : Arrival::partial;
+    }
+
     struct Job {
       int fd;
       std::size_t served;
+      Clock::time_point deadline;
+      std::string head;
     };
 
     void work() {
@@ -370,7 +408,7 @@ class HttpServer : public httplib::Server {
           jobs_.pop_front();
           ++busy_;
         }
-        server_.serve_connection(*this, job.fd, job.served);
+        server_.serve_connection(*this, job.fd, job.served, job.deadline, job.head);
         {
           std::lock_guard lock(mutex_);
           --busy_;
@@ -407,10 +445,13 @@ class HttpServer : public httplib::Server {
 
   // A worker serves a connection's requests while they arrive back to back; when it would
   // wait for the next one, the connection goes back to the watcher.
-  void serve_connection(ConnectionPool& pool, int sock, std::size_t served) {
-    detail::DeadlineStream stream(sock, limits_.write_timeout_seconds);
-    while (true) {
-      stream.begin_request(Clock::now() + seconds(limits_.request_timeout_seconds), limits_.max_header_bytes);
+  // The first request's `head` was read by the watcher, and must arrive whole by `deadline`.
+  void serve_connection(ConnectionPool& pool, int sock, std::size_t served, Clock::time_point deadline,
+                        const std::string& head) {
+    detail::DeadlineStream stream(sock, limits_.write_timeout_seconds, head);
+    for (bool first = true;; first = false) {
+      stream.begin_request(first ? deadline : Clock::now() + seconds(limits_.request_timeout_seconds),
+                           limits_.max_header_bytes);
       bool closed = false;
       const bool last = served + 1 >= limits_.max_requests_per_connection || draining_;
       const bool ok = process_request(stream, last, closed, [&](httplib::Request& request) {

@@ -1029,6 +1029,37 @@ TEST(Faults, malformed_and_oversized_requests) {
   expect_clean_exit(server);
 }
 
+// Slowloris: clients that send their request a byte every 30 ms (its line and headers take
+// seconds) against one worker: the watcher reads their heads, so the worker stays free for
+// other clients, who are answered at once; the slow ones are answered when they are done.
+TEST(Faults, slow_headers_hold_no_worker) {
+  ServeProcess server(fixtures().imagebind, {"--http-threads", "1"});
+  const std::string request = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: one byte at a time\r\n\r\n";
+  constexpr int slow = 4;
+  std::vector<std::string> answers(slow);
+  std::vector<std::thread> clients;
+  for (int i = 0; i < slow; ++i) {
+    clients.emplace_back([&, i] {
+      RawConnection c(server.port());
+      for (const char byte : request) {
+        c.send(std::string(1, byte));
+        std::this_thread::sleep_for(30ms);
+      }
+      answers[i] = c.read_answer(10s);
+    });
+  }
+  std::this_thread::sleep_for(300ms);  // every slow client has begun
+  const auto start = std::chrono::steady_clock::now();
+  expect_serving(server, "slow clients began");
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  for (auto& c : clients) c.join();
+  EXPECT_LT(seconds, 1.0) << "the slow clients held the worker";
+  for (int i = 0; i < slow; ++i) {
+    EXPECT_EQ(answers[i].substr(0, 15), "HTTP/1.1 200 OK") << "slow client " << i << ": " << answers[i];
+  }
+  expect_clean_exit(server);
+}
+
 // Raises this process's open-files limit to its hard limit; returns it.
 rlim_t raise_open_files() {
   rlimit files{};
