@@ -35,7 +35,7 @@ namespace tessera::serve {
 
 struct BatcherOptions {
   std::size_t max_batch_tokens = 16384;  // a batch's tokens, at most (a job's alone may not exceed it)
-  double max_wait_seconds = 0.002;       // how long the oldest job waits for company
+  double max_wait_seconds = 0;           // how long the oldest job waits for company
   std::size_t max_queue = 512;           // jobs waiting, at most (then QueueFull: HTTP 429)
 };
 
