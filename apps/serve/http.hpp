@@ -3,16 +3,17 @@
 // httplib 0.11's own connection handling lacks (docs/serving.md, "Connections"):
 //
 //   waiting costs no thread  a connection waiting for a request (a new one, or a keep-alive
-//                            one between requests) is watched by one epoll(7) thread; only a
-//                            connection whose request has begun to arrive takes a worker.
+//                            one between requests) is watched by one epoll(7) thread, which
+//                            also reads the request's line and headers; only a connection
+//                            whose headers are whole (or past 8 KiB) takes a worker.
 //                            httplib gives each connection a thread for its whole life, so
 //                            16 idle connections would stop a 16-thread server; here 10,000
 //                            do not (`max_connections` bounds them: past it a new connection
 //                            is closed at once)
 //   a deadline per request   a request's line, headers and body must all arrive within
-//                            request_timeout of its first byte: a client sending a byte a
-//                            second does not hold a worker past it (httplib's read timeout is
-//                            per read, so such a client would hold it for ever)
+//                            request_timeout of its first byte: a client sending its body a
+//                            byte a second does not hold a worker past it (httplib's read
+//                            timeout is per read, so such a client would hold it for ever)
 //   a drain on shutdown      drain() ends the accept loop; a connection already accepted gets
 //                            its request answered (httplib's loop closes queued ones unread)
 //                            and keep-alive connections close after their current request
