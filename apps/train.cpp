@@ -1512,6 +1512,13 @@ int main(int argc, char** argv) {
       apps::Processing now("--init " + o.init.string(), o.init.string());
       return tessera::detect_model(o.init);
     }();
+    // A quantized model (tessera-quantize) holds int8 / bfloat16 weights that have no gradient.
+    if (const auto q = found.config ? tessera::config_quantization(*found.config, found.config_file.string())
+                                    : std::nullopt) {
+      tessera::fail("--init ", o.init.string(), ": the model is quantized (", tessera::nn::to_string(*q),
+                    ", written by tessera-quantize); a quantized model cannot be trained: fine-tune the "
+                    "fp32 model and quantize the result");
+    }
     if (found.kind == tessera::ModelKind::tessera) {
       EncoderRun run = EncoderRun::fine_tune(found, o);
       return train_model(run, o, world, start);

@@ -50,6 +50,8 @@
 #include <tessera/model/pooling.hpp>
 #include <tessera/model/pretrained.hpp>
 #include <tessera/model/pretrained_save.hpp>
+#include <tessera/model/quantize.hpp>
+#include <tessera/model/quantized_weights.hpp>
 #include <tessera/model/sample.hpp>
 #include <tessera/model/sample_check.hpp>
 #include <tessera/model/sample_io.hpp>

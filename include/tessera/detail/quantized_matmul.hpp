@@ -233,8 +233,8 @@ class BF16Rows {
     Matrix<BFloat16> out(rows_, cols_);
     for (Index r = 0; r < rows_; ++r) {
       for (Index c = 0; c < cols_; ++c) {
-        out(r, c) = Eigen::numext::bit_cast<BFloat16>(
-            packed_[static_cast<std::size_t>(packed_offset(r, c, depth_, bf16_group))]);
+        out(r, c) = BFloat16(Eigen::bfloat16_impl::raw_uint16_to_bfloat16(
+            packed_[static_cast<std::size_t>(packed_offset(r, c, depth_, bf16_group))]));
       }
     }
     return out;

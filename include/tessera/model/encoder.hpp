@@ -395,7 +395,9 @@ class MultiModalEncoder : public TokenLayout<Scalar> {
   void finish(Encoding<Scalar>& enc, std::size_t i) const {
     const RowVector<Scalar> pooled =
         pool_forward(config.pooling, enc.hidden, enc.modality, router, &enc.routing);  // [D]
-    Vector<Scalar> e = proj.weight * pooled.transpose();  // [E]
+    // [E]; a quantized projection through its own product (fp32: the matrix-vector one)
+    Vector<Scalar> e = proj.is_quantized() ? Vector<Scalar>(proj.forward(pooled).transpose())
+                                           : Vector<Scalar>(proj.weight * pooled.transpose());
     const Scalar norm = e.norm();
     check(std::isfinite(static_cast<double>(norm)) && norm > Scalar(0),
           "encode: the embedding of sample ", i, " has norm ", norm,
@@ -412,6 +414,7 @@ class MultiModalEncoder : public TokenLayout<Scalar> {
   //   d_p = proj^T d_u; then pool_backward.
   void finish_backward(MultiModalEncoder& grad, MatrixRef<Scalar> d_hidden,
                        const RowVector<Scalar>& d_e, const Encoding<Scalar>& enc) const {
+    proj.check_trainable();
     RoutedPooling<Scalar> routed;
     const RowVector<Scalar> pooled =
         pool_forward(config.pooling, enc.hidden, enc.modality, router, nullptr, &routed);  // [D]
@@ -430,6 +433,11 @@ class MultiModalEncoder : public TokenLayout<Scalar> {
   static std::vector<Parameter<T>> collect_parameters(Self& self) {
     std::vector<Parameter<T>> out;
     for_each_weight(self.config, [&](WeightSpec spec, auto get) {
+      if constexpr (reaches_layer<decltype(get), Self>) {
+        check(!get.layer(self).is_quantized(), "parameters: '", spec.name, "' is quantized (",
+              nn::to_string(get.layer(self).format()), "); a quantized model has no fp32 "
+              "parameters and cannot be trained");
+      }
       auto& storage = get(self);
       T* data = nullptr;
       std::int64_t stored = 1;

@@ -17,7 +17,8 @@
 // a dtype, dropout) are ignored. Where each weight lives in a family's file is said once, as
 // CheckpointNames (detail::checkpoint_names): the loaders read through it and
 // save_tower_model (model/pretrained_save.hpp) writes through it. Every tensor is checked
-// (model/tower_weights.hpp): missing, misshapen, unexpected, non-finite. to_json writes any
+// (model/tower_weights.hpp): missing, misshapen, unexpected, non-finite; a linear layer's
+// weight may be stored quantized (model/quantized_weights.hpp). to_json writes any
 // TowerModelConfig in the native tessera_towers form, which towers_config reads back.
 
 #include <tessera/core/error.hpp>
@@ -850,6 +851,11 @@ inline CheckpointNames checkpoint_names(const ModelDirectory& found,
 template <class Scalar>
 void read_pretrained_weights(TensorReader& reader, TowerModel<Scalar>& model,
                              const CheckpointNames& names) {
+  std::set<std::string> quantizable;  // the linear layers' tensors, which may be stored quantized
+  for_each_model_weight(model, names, [&](const WeightSlot<Scalar>& slot, const std::string&) {
+    if (!slot.layers.empty()) quantizable.insert(slot.name);
+  });
+  reader.check_quantized_names(quantizable);
   for_each_model_weight(model, names, [&](const WeightSlot<Scalar>& slot, const std::string& what) {
     reader.set_context(what);
     reader.read(slot);
@@ -867,6 +873,8 @@ TowerModel<Scalar> load_pretrained(const ModelDirectory& found) {
   const TowerModelConfig config = pretrained_config(found);
   const CheckpointNames names = checkpoint_names(found, config);
   TensorReader reader(found.dir / names.weights_file);
+  reader.set_quantized_model(
+      config_quantization(*found.config, found.config_file.string()).has_value());
   TowerModel<Scalar> model = allocate<Scalar>(config, reader, found.config_file);
   read_pretrained_weights(reader, model, names);
   return model;

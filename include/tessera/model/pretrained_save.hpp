@@ -35,9 +35,11 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <optional>
 #include <span>
 #include <string>
 #include <system_error>
+#include <type_traits>
 #include <vector>
 
 #if defined(__unix__) || defined(__APPLE__)
@@ -148,6 +150,11 @@ class PretrainedWeightsWriter {
     for_each_model_weight(model, names, [&](const WeightSlot<const Scalar>& slot,
                                             const std::string& what) {
       const std::string tower = what.empty() ? "" : " (" + what + ")";
+      if (slot.quantized()) {
+        fail("save_tower_model: tensor '", slot.name, "'", tower, " is quantized (",
+             nn::to_string(slot.layers.front()->format()), "); a quantized model is written in "
+             "tessera's native form (save_towers_model); nothing was written");
+      }
       if (slot.optional && !file_.contains(slot.name)) return;
       check(file_.contains(slot.name), where_, ": has no tensor '", slot.name, "'", tower,
             ", which the model has: the model was not loaded from this directory");
@@ -404,7 +411,9 @@ void save_tower_model(const TowerModel<Scalar>& model, const std::filesystem::pa
 
 // Writes `model`, of any family, as a native tessera_towers directory `out`
 // (docs/model-files.md "tessera_towers"): config.json from to_json(native_towers_config),
-// model.safetensors with every weight as F32 under the native names, with a checksum; and
+// model.safetensors with every weight as F32 under the native names, with a checksum (a
+// quantized layer's weight as it is held, I8 with a scale or BF16, and config.json then
+// records "quantization": docs/model-files.md "Quantized weights"); and
 // the files of `files_from` (when not empty) that are neither weights nor a model config:
 // the tokenizer (vocab.json, merges.txt, bpe_simple_vocab_16e6.txt.gz) and
 // preprocessor_config.json, which the native form's front ends read (TowerFrontEnds). A model
@@ -418,8 +427,18 @@ void save_towers_model(const TowerModel<Scalar>& model, const std::filesystem::p
   constexpr const char* what = "save_towers_model";
   const TowerModelConfig config = native_towers_config(model.config, what);
   std::map<std::string, TensorData> tensors;
+  std::optional<nn::WeightFormat> quantization;  // int8 when any layer holds int8, else bf16
   for_each_model_weight(model, detail::towers_names(config),
                         [&](const WeightSlot<const Scalar>& slot, const std::string& tower) {
+    if (slot.quantized()) {
+      if constexpr (std::is_same_v<Scalar, float>) {
+        const nn::WeightFormat format = slot.layers.front()->format();
+        if (format == nn::WeightFormat::int8 || !quantization) quantization = format;
+        add_quantized_weight(tensors, slot.name, slot.shape,
+                             std::span<const nn::Linear<float>* const>(slot.layers));
+      }
+      return;
+    }
     const std::vector<Scalar> values = slot_values(slot);
     for (const Scalar v : values) {
       check(std::isfinite(static_cast<double>(v)), what, ": ", slot.name, " (",
@@ -458,8 +477,9 @@ void save_towers_model(const TowerModel<Scalar>& model, const std::filesystem::p
   }
   save_safetensors(assembled.path() / weights_file_name, tensors,
                    {{"format", "pt"}, {"producer", "tessera"}}, Checksum::crc32);
-  detail::write_file_atomically(assembled.path() / config_file_name,
-                                detail::towers_config_text(config));
+  nlohmann::json json = to_json(config);
+  if (quantization) json[quantization_key] = nn::to_string(*quantization);
+  detail::write_file_atomically(assembled.path() / config_file_name, json.dump(2) + "\n");
   detail::place_directory(assembled, target, exists, options, what);
 }
 

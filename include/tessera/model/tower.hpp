@@ -335,8 +335,8 @@ struct Tower {
     check(d_embeddings.rows() == n && d_embeddings.cols() == config.embed_dim,
           "tower backward: d_embeddings is [", d_embeddings.rows(), ", ", d_embeddings.cols(),
           "], expected [", n, ", ", config.embed_dim, "] (one row per clip of the trace)");
-    check(grad.config == config && grad.proj.weight.rows() == proj.weight.rows() &&
-              grad.proj.weight.cols() == proj.weight.cols() &&
+    check(grad.config == config && grad.proj.weight.rows() == proj.out_features() &&
+              grad.proj.weight.cols() == proj.in_features() &&
               grad.proj.bias.size() == proj.bias.size(),
           "tower backward: grad is not a gradient of this tower");
     const bool whole = trace.training == TowerTraining::whole;
@@ -416,7 +416,14 @@ struct Tower {
       add(name + ".weight", n.weight, {c.width}, WeightRole::one);
       add(name + ".bias", n.bias, {c.width}, WeightRole::zero);
     };
+    // A quantized layer has no fp32 weight to list: such a tower cannot train.
+    const auto fp32 = [&](const std::string& name, auto& l) {
+      check(!l.is_quantized(), "tower parameters: '", prefix, name, "' is quantized (",
+            nn::to_string(l.format()), "); a quantized model has no fp32 parameters and cannot "
+            "be trained");
+    };
     const auto linear = [&](const std::string& name, auto& l, Index out_dim, Index in_dim) {
+      fp32(name + ".weight", l);
       add(name + ".weight", l.weight, {out_dim, in_dim}, WeightRole::normal);
       if (l.has_bias()) add(name + ".bias", l.bias, {out_dim}, WeightRole::zero);
     };
@@ -429,6 +436,7 @@ struct Tower {
         if (c.clip_frames > 1) conv.push_back(c.clip_frames);
         conv.push_back(c.kernel);
         conv.push_back(c.kernel);
+        fp32("conv1.weight", self.patch);
         add("conv1.weight", self.patch.weight, {d, c.patch_dim()}, WeightRole::normal, conv);
         if (c.conv_bias) add("conv1.bias", self.patch.bias, {d}, WeightRole::zero);
         if (c.stem_norm) norm("stem_norm", self.stem_norm);

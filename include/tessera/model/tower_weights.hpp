@@ -11,11 +11,14 @@
 // TensorReader wraps a safetensors file: every read names the tensor, checks its shape (a
 // stored shape with extra leading 1s, as ImageBind keeps [1, 1, D] tokens, is the same
 // tensor), its dtype (floating) and that every value is finite; finish() then refuses any
-// tensor that was not read and is not a known buffer.
+// tensor that was not read and is not a known buffer. A linear layer's slot may be stored
+// quantized (I8 with a scale, or BF16 in a quantized model: model/quantized_weights.hpp),
+// which the reader puts straight into the layers' int8 / bfloat16 forms.
 
 #include <tessera/core/error.hpp>
 #include <tessera/core/tensor.hpp>
 #include <tessera/io/safetensors.hpp>
+#include <tessera/model/quantized_weights.hpp>
 #include <tessera/model/tower.hpp>
 
 #include <algorithm>
@@ -42,6 +45,15 @@ struct WeightSlot {
                                            // after the other (q, k, v of a packed in_proj)
   bool transposed = false;  // one piece, a row-major [shape[1], shape[0]] matrix stored transposed
   bool optional = false;    // may be absent from a file (the model then keeps its default)
+  // The linear layers whose weight this is (one, or the q, k, v of a packed in_proj), which
+  // may hold it quantized (pieces then empty); none for any other tensor.
+  using Layer = std::conditional_t<std::is_const_v<Element>,
+                                   const nn::Linear<std::remove_const_t<Element>>,
+                                   nn::Linear<Element>>;
+  std::vector<Layer*> layers{};
+
+  // Whether the slot's layers hold their weight quantized.
+  bool quantized() const { return !layers.empty() && layers.front()->is_quantized(); }
 
   std::size_t size() const {
     std::size_t n = 0;
@@ -114,6 +126,9 @@ class TensorReader {
           detail::shape_string(shape), what_for());
     check(is_floating(info.dtype), where_, ": tensor '", name, "' has dtype ",
           dtype_name(info.dtype), ", expected F32, F16, BF16 or F64");
+    check(!stored_.quantized_model || info.dtype == DType::F32 || info.dtype == DType::F64,
+          where_, ": tensor '", name, "' is ", dtype_name(info.dtype), ", but in a quantized "
+          "model it must stay fp32: only linear and patch-embedding weights are quantized");
     const std::vector<Scalar> values = file_.read<Scalar>(name);
     for (std::size_t i = 0; i < values.size(); ++i) {
       check(std::isfinite(static_cast<double>(values[i])), where_, ": tensor '", name,
@@ -127,6 +142,10 @@ class TensorReader {
   template <class Scalar>
   void read(const WeightSlot<Scalar>& slot) {
     if (slot.optional && !contains(slot.name)) return;
+    if (!slot.layers.empty() && contains(slot.name) && stored_.is_quantized(file_.info(slot.name))) {
+      read_quantized(slot);
+      return;
+    }
     std::vector<Scalar> values(slot.size());
     read(slot.name, slot.shape, values.data());
     assign_slot(slot, std::span<const Scalar>(values));
@@ -138,15 +157,29 @@ class TensorReader {
     if (file_.contains(name)) used_.insert(name);
   }
 
+  // Whether the model's config records "quantization" (BF16 weights then stay bfloat16, and
+  // every other tensor must be fp32).
+  void set_quantized_model(bool quantized) { stored_.quantized_model = quantized; }
+
+  // Refuses, naming the tensor, a scale of no I8 tensor and an I8 tensor not in `quantizable`
+  // (the names of the slots of linear layers).
+  void check_quantized_names(const std::set<std::string>& quantizable) const {
+    tessera::check_quantized_names(file_, where_, [&](const std::string& name) {
+      return quantizable.count(name) == 1;
+    });
+  }
+
   // Says which tower a missing or misshapen tensor belongs to ("(the text tower)").
   void set_context(std::string what) { context_ = std::move(what); }
 
   // Throws tessera::Error, before anything is allocated, when the config describes more
-  // weights than the file's tensors can hold (each weight takes 2 bytes at least: F16, BF16).
+  // weights than the file's tensors can hold (each weight takes 2 bytes at least: F16, BF16;
+  // 1 in a file with I8 tensors).
   void check_room(std::uint64_t weights, const std::string& config_file) const {
     std::uint64_t stored = 0;
     for (const auto& name : file_.names()) stored += file_.info(name).bytes.size();
-    check(weights <= stored / 2, where_, ": ", config_file, " describes a model of ", weights,
+    check(weights <= stored / smallest_weight_bytes(file_), where_, ": ", config_file,
+          " describes a model of ", weights,
           " weights, more than the file's ", stored, " bytes of tensors can hold");
   }
 
@@ -161,10 +194,31 @@ class TensorReader {
  private:
   std::string what_for() const { return context_.empty() ? "" : " (" + context_ + ")"; }
 
+  // A quantized tensor into the slot's layers (read_quantized_weight), its shape checked.
+  template <class Scalar>
+  void read_quantized(const WeightSlot<Scalar>& slot) {
+    const TensorInfo& info = file_.info(slot.name);
+    check(drop_leading_ones(info.shape, slot.shape.size()) == slot.shape, where_, ": tensor '",
+          slot.name, "' has shape ", detail::shape_string(info.shape), ", expected ",
+          detail::shape_string(slot.shape), what_for());
+    check(!slot.transposed, where_, ": tensor '", slot.name, "' is ", dtype_name(info.dtype),
+          ", but this family stores it transposed, which cannot be quantized by rows");
+    if constexpr (std::is_same_v<Scalar, float>) {
+      read_quantized_weight(file_, where_, slot.name,
+                            std::span<nn::Linear<float>* const>(slot.layers));
+      used_.insert(slot.name);
+      if (info.dtype == DType::I8) used_.insert(scale_name(slot.name));
+    } else {
+      fail(where_, ": tensor '", slot.name, "' is quantized (", dtype_name(info.dtype),
+           "); a quantized model loads as float only");
+    }
+  }
+
   SafetensorsFile file_;
   std::string where_;
   std::string context_;
   std::set<std::string> used_;
+  QuantizedFile stored_;
 };
 
 // Where one tower's weights live in a family's names. Block names are
@@ -210,6 +264,14 @@ void for_each_tower_weight(TowerT& tower, const TowerNames& names, Visit&& visit
     vector(prefix + ".weight", n.weight);
     vector(prefix + ".bias", n.bias);
   };
+  // A linear layer's weight [out, in] (or in `shape`), which the layer may hold quantized.
+  const auto linear = [&](const std::string& name, auto& layer,
+                          std::vector<std::int64_t> shape = {}) {
+    if (shape.empty()) shape = {layer.out_features(), layer.in_features()};
+    Slot slot{name, std::move(shape), {values(layer.weight)}};
+    slot.layers = {&layer};
+    visit(slot);
+  };
   const TowerConfig& c = tower.config;
   const Index d = c.width;
   if (c.is_text()) {
@@ -219,7 +281,7 @@ void for_each_tower_weight(TowerT& tower, const TowerNames& names, Visit&& visit
     if (c.clip_frames > 1) conv.push_back(c.clip_frames);
     conv.push_back(c.kernel);
     conv.push_back(c.kernel);
-    visit(Slot{names.patch_weight, conv, {values(tower.patch.weight)}});
+    linear(names.patch_weight, tower.patch, conv);
     if (c.conv_bias) vector(names.patch_bias, tower.patch.bias);
     if (c.stem_norm) norm(names.stem_norm, tower.stem_norm);
     if (c.cls_token) vector(names.class_embedding, tower.class_embedding);
@@ -235,38 +297,41 @@ void for_each_tower_weight(TowerT& tower, const TowerNames& names, Visit&& visit
     const std::string a = p + names.attn;
     if (names.packed_qkv) {
       // nn.MultiheadAttention's in_proj: q, k, v stacked, [3D, D] and [3D].
-      visit(Slot{a + ".in_proj_weight", {3 * d, d},
-                 {values(attn.q_proj.weight), values(attn.k_proj.weight),
-                  values(attn.v_proj.weight)}});
+      Slot in_proj{a + ".in_proj_weight", {3 * d, d},
+                   {values(attn.q_proj.weight), values(attn.k_proj.weight),
+                    values(attn.v_proj.weight)}};
+      in_proj.layers = {&attn.q_proj, &attn.k_proj, &attn.v_proj};
+      visit(in_proj);
       visit(Slot{a + ".in_proj_bias", {3 * d},
                  {values(attn.q_proj.bias), values(attn.k_proj.bias), values(attn.v_proj.bias)}});
     } else {
-      matrix(a + ".q_proj.weight", attn.q_proj.weight);
+      linear(a + ".q_proj.weight", attn.q_proj);
       vector(a + ".q_proj.bias", attn.q_proj.bias);
-      matrix(a + ".k_proj.weight", attn.k_proj.weight);
+      linear(a + ".k_proj.weight", attn.k_proj);
       vector(a + ".k_proj.bias", attn.k_proj.bias);
-      matrix(a + ".v_proj.weight", attn.v_proj.weight);
+      linear(a + ".v_proj.weight", attn.v_proj);
       vector(a + ".v_proj.bias", attn.v_proj.bias);
     }
-    matrix(a + ".out_proj.weight", attn.out_proj.weight);
+    linear(a + ".out_proj.weight", attn.out_proj);
     vector(a + ".out_proj.bias", attn.out_proj.bias);
     if (c.bias_kv) {
       vector(a + ".bias_k", attn.bias_k);
       vector(a + ".bias_v", attn.bias_v);
     }
-    matrix(p + names.fc1 + ".weight", block.ffn.fc1.weight);
+    linear(p + names.fc1 + ".weight", block.ffn.fc1);
     vector(p + names.fc1 + ".bias", block.ffn.fc1.bias);
-    matrix(p + names.fc2 + ".weight", block.ffn.fc2.weight);
+    linear(p + names.fc2 + ".weight", block.ffn.fc2);
     vector(p + names.fc2 + ".bias", block.ffn.fc2.bias);
   }
   norm(names.ln_post, tower.ln_post);
-  auto& proj = tower.proj.weight;  // [E, D]
-  if (names.proj_transposed) {
-    Slot slot{names.proj, {proj.cols(), proj.rows()}, {values(proj)}};
+  if (names.proj_transposed) {  // [D, E]: the layer's [E, D] weight transposed
+    Slot slot{names.proj, {tower.proj.in_features(), tower.proj.out_features()},
+              {values(tower.proj.weight)}};
     slot.transposed = true;
+    slot.layers = {&tower.proj};
     visit(slot);
   } else {
-    matrix(names.proj, proj);
+    linear(names.proj, tower.proj);
   }
   if (c.proj_bias) vector(names.proj_bias, tower.proj.bias);
 }

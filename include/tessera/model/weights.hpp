@@ -23,7 +23,27 @@ struct WeightSpec {
   std::vector<std::int64_t> conv_shape;  // the accepted convolution shape of a patch embed, or {}
   WeightRole role = WeightRole::normal;  // how init_random fills it
   std::uint64_t repeat = 1;              // > 1: one per layer (for_each_weight unexpanded)
+  // A linear layer's or a patch embedding's weight, which a quantized model may hold as int8
+  // or bfloat16 (docs/model-files.md "Quantized weights"); its getter also reaches the layer.
+  bool quantizable = false;
 };
+
+// The getter of a quantizable weight: get(m) is the weight matrix (empty when the layer holds
+// it quantized), get.layer(m) the nn::Linear that holds it.
+template <class GetLayer>
+struct LayerWeight {
+  GetLayer get_layer;
+  template <class Model>
+  auto& operator()(Model& m) const { return get_layer(m).weight; }
+  template <class Model>
+  auto& layer(Model& m) const { return get_layer(m); }
+};
+template <class GetLayer>
+LayerWeight(GetLayer) -> LayerWeight<GetLayer>;
+
+// Whether a for_each_weight getter reaches a layer (LayerWeight).
+template <class Get, class Model>
+inline constexpr bool reaches_layer = requires(const Get& get, Model& m) { get.layer(m); };
 
 // Calls visit(spec, get) for every weight of a model of config `c`, in SPEC 4 order: the
 // front ends (text, image, audio, video, custom), modality_embed, cls_token, the layers one
@@ -52,10 +72,13 @@ void for_each_weight(const Config& c, Visit&& visit, bool expand_layers = true) 
             [get](auto& m) -> auto& { return get(m).bias; });
     }
   };
+  // The router's weight stays fp32 (quantizable false): 4 + custom rows whose logits weigh
+  // the modalities, too few bytes to matter.
   auto linear = [&](const std::string& name, std::int64_t out, std::int64_t in, bool bias,
-                    std::uint64_t repeat, auto get) {
-    visit(spec(name + ".weight", {out, in}, WeightRole::normal, {}, repeat),
-          [get](auto& m) -> auto& { return get(m).weight; });
+                    std::uint64_t repeat, auto get, bool quantizable = true) {
+    WeightSpec weight = spec(name + ".weight", {out, in}, WeightRole::normal, {}, repeat);
+    weight.quantizable = quantizable;
+    visit(std::move(weight), LayerWeight{[get](auto& m) -> auto& { return get(m); }});
     if (bias) {
       visit(spec(name + ".bias", {out}, WeightRole::zero, {}, repeat),
             [get](auto& m) -> auto& { return get(m).bias; });
@@ -69,9 +92,10 @@ void for_each_weight(const Config& c, Visit&& visit, bool expand_layers = true) 
            [get](auto& m) -> auto& { return get(m).out_proj; });
   };
   auto patch_embed = [&](const std::string& name, std::int64_t patch_dim, Shape conv, auto get) {
-    visit(spec(name + ".patch_embed.weight", {d, patch_dim}, WeightRole::normal,
-               std::move(conv)),
-          [get](auto& m) -> auto& { return get(m).proj.weight; });
+    WeightSpec weight = spec(name + ".patch_embed.weight", {d, patch_dim}, WeightRole::normal,
+                             std::move(conv));
+    weight.quantizable = true;
+    visit(std::move(weight), LayerWeight{[get](auto& m) -> auto& { return get(m).proj; }});
     visit(spec(name + ".patch_embed.bias", {d}, WeightRole::zero),
           [get](auto& m) -> auto& { return get(m).proj.bias; });
   };
@@ -119,8 +143,11 @@ void for_each_weight(const Config& c, Visit&& visit, bool expand_layers = true) 
   }
   for (std::size_t k = 0; k < c.custom.size(); ++k) {
     const std::string& name = c.custom[k].name;
-    visit(spec(name + ".patch_embed.weight", {d, c.custom[k].input_dim}, WeightRole::normal),
-          [k](auto& m) -> auto& { return m.custom_patch_embed[k].proj.weight; });
+    WeightSpec weight = spec(name + ".patch_embed.weight", {d, c.custom[k].input_dim},
+                             WeightRole::normal);
+    weight.quantizable = true;
+    visit(std::move(weight),
+          LayerWeight{[k](auto& m) -> auto& { return m.custom_patch_embed[k].proj; }});
     visit(spec(name + ".patch_embed.bias", {d}, WeightRole::zero),
           [k](auto& m) -> auto& { return m.custom_patch_embed[k].proj.bias; });
     positions(name + ".pos_embed.weight", c.custom[k].max_tokens,
@@ -158,10 +185,10 @@ void for_each_weight(const Config& c, Visit&& visit, bool expand_layers = true) 
   }
   norm("final_norm", 1, [](auto& m) -> auto& { return m.final_norm; });
   if (c.pooling == PoolingKind::routed) {
-    linear("router", c.modality_count(), d, true, 1, [](auto& m) -> auto& { return m.router; });
+    linear("router", c.modality_count(), d, true, 1, [](auto& m) -> auto& { return m.router; },
+           /*quantizable=*/false);
   }
-  visit(spec("proj.weight", {c.embed_dim, d}, WeightRole::normal),
-        [](auto& m) -> auto& { return m.proj.weight; });
+  linear("proj", c.embed_dim, d, false, 1, [](auto& m) -> auto& { return m.proj; });
   visit(spec("logit_scale", {}, WeightRole::logit_scale),
         [](auto& m) -> auto& { return m.logit_scale; });
 }
