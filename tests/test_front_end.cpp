@@ -2,6 +2,7 @@
 // FrontEnds (include/tessera/tokenize/files.hpp): the built-in front ends from the process
 // registry, a user modality registered from outside, and the errors of each.
 
+#include <tessera/io/read_file.hpp>
 #include <tessera/model/encoder.hpp>
 #include <tessera/model/config_json.hpp>
 #include <tessera/tokenize/bpe_trainer.hpp>
@@ -12,8 +13,10 @@
 
 #include <gmock/gmock.h>
 
+#include <cstring>
 #include <fstream>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -183,6 +186,35 @@ TEST_F(FrontEndsTest, BuiltInAndUserModalitiesMakeOneSample) {
   files.text = "a rising tone";
   files.custom["numbers"] = (dir.path() / "n.txt").string();
   EXPECT_EQ(FrontEnds(config, dir.path(), registry).load(files).custom.at("numbers").features(0, 0), 1.0f);
+}
+
+// An image's and a WAV's bytes in memory (RawInput::bytes) load as their files do, bit for bit;
+// text refuses bytes, and broken bytes are named by the input's value.
+TEST_F(FrontEndsTest, BytesInMemoryLoadAsTheirFiles) {
+  const FrontEnds front(config, dir.path(), registry);
+  const auto load = [&](const RawInput& in) { return front.load(std::vector<RawInput>{in}); };
+  for (const auto& [modality, file] : {std::pair{"image", test::data_dir() / "image" / "sources" / "coffee.png"},
+                                       std::pair{"audio", test::data_dir() / "audio" / "pipeline_kaldi.wav"}}) {
+    SCOPED_TRACE(modality);
+    const std::string bytes = read_file(file);
+    RawInput in{modality, "request.sample", {}};
+    in.bytes = std::span(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
+    const Sample<float> from_bytes = load(in), from_file = load(RawInput{modality, file.string(), {}});
+    if (from_file.image) {
+      ASSERT_TRUE(from_bytes.image);
+      EXPECT_EQ(std::memcmp(from_bytes.image->data(), from_file.image->data(), sizeof(float) * from_file.image->size()), 0);
+    } else {
+      ASSERT_TRUE(from_bytes.audio && from_file.audio);
+      EXPECT_EQ(*from_bytes.audio, *from_file.audio);
+    }
+    in.bytes = in.bytes.first(in.bytes.size() / 2);
+    EXPECT_THAT(test::error_of([&] { (void)load(in); }), HasSubstr("request.sample"));
+  }
+  const std::string some = "bytes";
+  RawInput text{"text", "request.sample", {}};
+  text.bytes = std::span(reinterpret_cast<const std::uint8_t*>(some.data()), some.size());
+  EXPECT_THAT(test::error_of([&] { (void)load(text); }),
+              HasSubstr("request.sample: text input takes no bytes in memory"));
 }
 
 TEST_F(FrontEndsTest, ErrorsNameTheModalityAndTheInput) {

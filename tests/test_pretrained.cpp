@@ -6,6 +6,7 @@
 // that mixes modalities and lengths. Then attention's add_bias_kv against the plain kernel,
 // and every malformed directory is one tessera::Error naming the file, the tensor or the key.
 
+#include <tessera/io/read_file.hpp>
 #include <tessera/model/model_io.hpp>
 #include <tessera/model/pretrained.hpp>
 #include <tessera/pipeline.hpp>
@@ -16,12 +17,14 @@
 #include <gmock/gmock.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iterator>
 #include <map>
 #include <random>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -223,6 +226,39 @@ TEST(PretrainedPipeline, EachInputIsPreparedAsTheFamilyDoesThenEncoded) {
   const Matrix<float> audio = p.encode_audio({wav}, &encodings);
   EXPECT_EQ(encodings.front().audio_clips, 3);
   EXPECT_TRUE(test::all_close(audio.row(0).transpose(), model.encode(a).embedding, 1e-6, 0));
+}
+
+// An image's and a WAV's bytes in memory (RawInput::bytes, as tessera-serve gives them) load as
+// their files do, bit for bit; text and video refuse bytes.
+TEST(PretrainedPipeline, BytesInMemoryLoadAsTheirFiles) {
+  TempDir tmp;
+  const fs::path dir = imagebind_with_tokenizer(tmp.path() / "imagebind");
+  const auto p = Pipeline<float>::open(dir);
+  const auto load = [&](const RawInput& in) { return p.load(std::span<const RawInput>(&in, 1)); };
+  for (const auto& [modality, file] : {std::pair{"image", test::data_dir() / "image" / "sources" / "coffee.png"},
+                                       std::pair{"audio", test::data_dir() / "audio" / "pipeline_kaldi.wav"}}) {
+    SCOPED_TRACE(modality);
+    const std::string bytes = tessera::read_file(file);
+    RawInput in{modality, "request.sample", {}};
+    in.bytes = std::span(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
+    const Sample<float> from_bytes = load(in), from_file = load(RawInput{modality, file.string(), {}});
+    if (from_file.image) {
+      ASSERT_TRUE(from_bytes.image);
+      EXPECT_EQ(std::memcmp(from_bytes.image->data(), from_file.image->data(), sizeof(float) * from_file.image->size()), 0);
+    } else {
+      ASSERT_TRUE(from_bytes.audio && from_file.audio);
+      EXPECT_EQ(*from_bytes.audio, *from_file.audio);
+    }
+    in.bytes = in.bytes.first(in.bytes.size() / 2);  // cut: named by the input's value
+    EXPECT_THAT(error_of([&] { (void)load(in); }), HasSubstr("request.sample"));
+  }
+  const std::string some = "bytes";
+  for (const char* modality : {"text", "video"}) {
+    RawInput in{modality, "request.sample", {}};
+    in.bytes = std::span(reinterpret_cast<const std::uint8_t*>(some.data()), some.size());
+    EXPECT_THAT(error_of([&] { (void)load(in); }),
+                HasSubstr(std::string("request.sample: ") + modality + " input takes no bytes in memory"));
+  }
 }
 
 TEST(PretrainedPipeline, TextOverTheContextIsRefusedOrCut) {

@@ -95,6 +95,7 @@ class TextFrontEnd : public FrontEnd {
 
   void load(const RawInput& in, Sample<float>& sample, StageTimes& times) const override {
     check_options(in, {});
+    refuse_bytes(in);
     check(tokenizer_.has_value(), "text input needs the tokenizer files vocab.json + "
           "merges.txt (a clip_bpe model: or ", ClipBpe::openai_file, ") in the model directory ",
           model_dir_.string());
@@ -114,7 +115,7 @@ class ImageFrontEnd : public FrontEnd {
 
   void load(const RawInput& in, Sample<float>& sample, StageTimes& times) const override {
     check_options(in, {});
-    const Image image = timed(times.decode, [&] { return decode_image(in.value); });
+    const Image image = timed(times.decode, [&] { return decode_image_input(in); });
     sample.image = timed(times.preprocess, [&] { return preprocess_image<float>(image, config_); });
   }
 
@@ -130,7 +131,7 @@ class AudioFrontEnd : public FrontEnd {
 
   void load(const RawInput& in, Sample<float>& sample, StageTimes& times) const override {
     check_options(in, {});
-    const Wav<float> wav = timed(times.decode, [&] { return read_wav<float>(in.value); });
+    const Wav<float> wav = timed(times.decode, [&] { return read_wav_input(in); });
     sample.audio = timed(times.preprocess, [&] {
       try {
         return preprocess_audio(average_channels(wav.samples), wav.sample_rate, config_);
@@ -154,6 +155,7 @@ class VideoFrontEnd : public FrontEnd {
 
   void load(const RawInput& in, Sample<float>& sample, StageTimes& times) const override {
     check_options(in, {"images_fps"});
+    refuse_bytes(in);
     VideoOptions options;
     if (const auto fps = in.options.find("images_fps"); fps != in.options.end()) {
       options.images_fps = fps->second;

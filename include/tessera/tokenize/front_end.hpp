@@ -18,6 +18,8 @@
 // a modality embedding row, learned positions or RoPE positions, and a router row.
 
 #include <tessera/core/error.hpp>
+#include <tessera/io/image.hpp>
+#include <tessera/io/wav.hpp>
 #include <tessera/model/config.hpp>
 #include <tessera/model/sample.hpp>
 
@@ -29,6 +31,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -41,6 +44,10 @@ struct RawInput {
   std::string modality;  // "text", "image", "audio", "video" or a custom modality's name
   std::string value;     // the text itself, or a file or directory path
   std::map<std::string, double> options;  // per-input settings, e.g. video's "images_fps"
+  // An image's or a WAV's file bytes held in memory (a server's request, say), read in place
+  // of a file: `value` then only names them in error messages. Not owned: they must outlive
+  // the load. Text and video inputs refuse them; a custom modality's front end decides.
+  std::span<const std::uint8_t> bytes = {};
 };
 
 // Seconds spent per stage while loading inputs. Video frames are decoded as they are
@@ -124,6 +131,23 @@ class FrontEndRegistry {
   mutable std::mutex mutex_;
   std::map<std::string, FrontEndFactory, std::less<>> factories_;
 };
+
+// An image input decoded: from its bytes when they are given, else from the file `value`.
+inline Image decode_image_input(const RawInput& input) {
+  return input.bytes.empty() ? decode_image(input.value) : decode_image_memory(input.bytes, input.value);
+}
+
+// A WAV input read: from its bytes when they are given, else from the file `value`.
+inline Wav<float> read_wav_input(const RawInput& input) {
+  return input.bytes.empty() ? read_wav<float>(input.value) : read_wav<float>(input.bytes, {}, input.value);
+}
+
+// Throws tessera::Error when `input` holds bytes in memory: text is its value, and a video is
+// read from its path.
+inline void refuse_bytes(const RawInput& input) {
+  check(input.bytes.empty(), input.value, ": ", input.modality,
+        " input takes no bytes in memory (image and audio inputs do)");
+}
 
 // Throws tessera::Error when `input` has an option not in `known`, naming it.
 inline void check_options(const RawInput& input, std::initializer_list<std::string_view> known) {

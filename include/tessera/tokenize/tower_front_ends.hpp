@@ -99,14 +99,15 @@ class TowerFrontEnds {
     check(in.options.empty() || (in.modality == "video" && in.options.size() == 1 &&
                                  in.options.count("images_fps") == 1),
           in.value, ": unknown option for ", in.modality, " input");
+    if (in.modality == "text" || in.modality == "video") refuse_bytes(in);
     Sample<float> sample;
     if (in.modality == "text") {
       sample.text = timed(t.preprocess, [&] { return tokenize(in.value); });
     } else if (in.modality == "image") {
-      const Image image = timed(t.decode, [&] { return decode_image(in.value); });
+      const Image image = timed(t.decode, [&] { return decode_image_input(in); });
       sample.image = timed(t.preprocess, [&] { return preprocess_image(image, *image_); });
     } else if (in.modality == "audio") {
-      sample.audio = timed(t.preprocess, [&] { return imagebind_audio(in.value); });
+      sample.audio = timed(t.preprocess, [&] { return imagebind_audio(in); });
     } else {
       VideoOptions video;
       if (const auto fps = in.options.find("images_fps"); fps != in.options.end()) {
@@ -147,7 +148,7 @@ class TowerFrontEnds {
     return image_processing_from_config(openai);
   }
 
-  Matrix<float> imagebind_audio(const std::string& file) const {
+  Matrix<float> imagebind_audio(const RawInput& in) const {
     check(config_.family == "imagebind" || config_.family == "tessera_towers",
           "audio input needs ImageBind's preprocessing, which a ", config_.family,
           " model does not have");
@@ -155,7 +156,13 @@ class TowerFrontEnds {
     ImageBindAudioOptions o;
     o.n_mels = audio.height;
     o.target_length = audio.width_in;
-    return imagebind_audio_clips(file, o);
+    if (in.bytes.empty()) return imagebind_audio_clips(in.value, o);
+    const Wav<float> wav = read_wav_input(in);
+    try {
+      return imagebind_audio_clips(wav.samples, wav.sample_rate, o);
+    } catch (const Error& e) {
+      throw Error(in.value + ": " + e.what());
+    }
   }
 
   Tensor4<float> load_video(const std::string& path, const VideoOptions& video) const {
