@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 namespace tessera {
 
@@ -24,6 +25,9 @@ namespace detail {
 
 template <class Value>
 void check_finite(const Value* data, Index size, std::string_view where, const char* what) {
+  if constexpr (std::is_floating_point_v<Value>) {  // vectorised; the loop below names the value
+    if (Eigen::Map<const Eigen::Array<Value, Eigen::Dynamic, 1>>(data, size).allFinite()) return;
+  }
   for (Index j = 0; j < size; ++j) {
     check(std::isfinite(static_cast<double>(data[j])), where, ": ", what,
           " holds a non-finite value (", data[j], ") at flat index ", j);

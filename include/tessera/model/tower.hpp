@@ -589,6 +589,7 @@ struct Tower {
 
   static void check_finite(const ConstMatrixRef<Scalar>& values, const std::string& where,
                            const char* what) {
+    if (values.allFinite()) return;  // vectorised; the loop below finds the value to name
     for (Index r = 0; r < values.rows(); ++r) {
       for (Index c = 0; c < values.cols(); ++c) {
         check(std::isfinite(static_cast<double>(values(r, c))), where, ": the ", what,
@@ -674,10 +675,8 @@ struct Tower {
         Scalar* dst = patches.row(r * cols + q).data();
         for (Index ch = 0; ch < c.channels; ++ch) {
           for (Index dt = 0; dt < kt; ++dt) {
-            for (Index ky = 0; ky < k; ++ky) {
-              for (Index kx = 0; kx < k; ++kx) {
-                *dst++ = value(clip, dt, ch, r * s + ky, q * s + kx);
-              }
+            for (Index ky = 0; ky < k; ++ky) {  // a patch row: k values side by side in the input
+              dst = std::copy_n(input_row(clip, dt, ch, r * s + ky) + q * s, k, dst);
             }
           }
         }
@@ -686,12 +685,16 @@ struct Tower {
     return patches;
   }
 
-  // Input value (frame dt of the clip, channel ch, row y, column x).
-  Scalar value(const TowerClip<Scalar>& clip, Index dt, Index ch, Index y, Index x) const {
-    if (clip.features != nullptr) return (*clip.features)(y, clip.first_column + x);
-    if (clip.image != nullptr) return (*clip.image)(ch, y, x);  // every frame the image
-    const Index frame = std::min(clip.first_frame + dt, clip.frames->dimension(0) - 1);
-    return (*clip.frames)(frame, ch, y, x);
+  // Row y of channel ch of the clip's frame dt: where its column 0 is (the columns follow it).
+  const Scalar* input_row(const TowerClip<Scalar>& clip, Index dt, Index ch, Index y) const {
+    if (clip.features != nullptr) return clip.features->row(y).data() + clip.first_column;
+    if (clip.image != nullptr) {  // every frame the image
+      const auto& t = *clip.image;
+      return t.data() + (ch * t.dimension(1) + y) * t.dimension(2);
+    }
+    const auto& v = *clip.frames;
+    const Index frame = std::min(clip.first_frame + dt, v.dimension(0) - 1);
+    return v.data() + ((frame * v.dimension(1) + ch) * v.dimension(2) + y) * v.dimension(3);
   }
 };
 
