@@ -163,6 +163,9 @@ class EmbeddingCache {
     }
   }
 
+  // Whether it stores anything (max_bytes above 0).
+  bool enabled() const { return max_bytes_ != 0; }
+
   EmbeddingCache(const EmbeddingCache&) = delete;
   EmbeddingCache& operator=(const EmbeddingCache&) = delete;
 

@@ -537,7 +537,12 @@ class Server {
     }
     const std::string bytes = base64_decode(value, where, static_cast<std::size_t>(options_.max_payload_mb * 1024 * 1024));
     check(!bytes.empty(), where, ": empty");
-    const detail::ScratchFile file(scratch_, bytes, detail::sniff_extension(bytes));
+    if (modality == "image" || modality == "audio") {  // decoded in memory, named by `where`
+      RawInput input{modality, where, {}};
+      input.bytes = std::span(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
+      return pipeline_.load(std::span<const RawInput>(&input, 1));
+    }
+    const detail::ScratchFile file(scratch_, bytes, detail::sniff_extension(bytes));  // FFmpeg reads a file
     const RawInput input{modality, file.path().string(), {}};
     try {
       return pipeline_.load(std::span<const RawInput>(&input, 1));
@@ -588,7 +593,7 @@ class Server {
     }
     check_sample(p.sample, where);
     p.tokens = tokens_of(p.sample);
-    p.key = key_of(p.sample);
+    if (cache_.enabled()) p.key = key_of(p.sample);  // hashing the inputs costs: only for a cache
     return p;
   }
 
@@ -632,7 +637,7 @@ class Server {
       metrics_.add("tessera_cache_misses_total", {});
       tokens += samples[i].tokens;
       where.push_back(i);
-      misses.push_back(samples[i].sample);
+      misses.push_back(std::move(samples[i].sample));  // not needed once embedded
     }
     if (misses.empty()) return true;
     if (!batcher_->fits(tokens)) {
