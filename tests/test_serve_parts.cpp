@@ -3,11 +3,13 @@
 // misuse refused naming the metric, concurrent updates summing exactly), the embedding cache
 // (its SHA-256 keys against a known vector and across piece boundaries, hits and misses, LRU
 // eviction order, expiry on an injected clock, the byte budget) and base64 (RFC 4648's test
-// vectors, every byte value, OpenSSL's encoder on random data, and each refusal's message).
+// vectors, every byte value, OpenSSL's encoder on random data, and each refusal's message), and
+// where a request's line and headers end (HeadEnd: line endings, pieces of any size).
 // Built only when OpenSSL's libcrypto is found (tests/CMakeLists.txt).
 
 #include "../apps/serve/base64.hpp"
 #include "../apps/serve/cache.hpp"
+#include "../apps/serve/head_end.hpp"
 #include "../apps/serve/metrics.hpp"
 
 #include "test_util.hpp"
@@ -546,6 +548,46 @@ TEST(Base64, Errors) {
   EXPECT_EQ(decode("===="), middle + "0" + rest);
 
   EXPECT_EQ(serve::base64_decode("", "x", 0), "");
+}
+
+// ---- HeadEnd: where a request's line and headers end -----------------------------------------
+
+// How many bytes of `text` are the head when it arrives in pieces of `piece` bytes (its whole
+// length when it does not end).
+std::size_t head_length(const std::string& text, std::size_t piece) {
+  serve::HeadEnd end;
+  std::size_t head = 0;
+  for (std::size_t at = 0; at < text.size(); at += piece) {
+    head += end.scan(text.data() + at, std::min(piece, text.size() - at));
+  }
+  EXPECT_EQ(end.ended(), head < text.size() || text.ends_with("\n\n") || text.ends_with("\n\r\n"));
+  return head;
+}
+
+TEST(HeadEnd, EndsAtTheFirstEmptyLineWhateverThePieces) {
+  const std::string crlf = "POST /embed HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n";
+  const std::string lf = "GET / HTTP/1.1\nHost: x\n\n";
+  const std::string mixed_a = "GET / HTTP/1.1\r\nHost: x\n\r\n";  // LF, then CRLF: httplib's lines
+  const std::string mixed_b = "GET / HTTP/1.1\nHost: x\r\n\n";
+  for (const std::size_t piece : {std::size_t{1}, std::size_t{2}, std::size_t{3}, std::size_t{7}, std::size_t{4096}}) {
+    SCOPED_TRACE(piece);
+    for (const std::string& head : {crlf, lf, mixed_a, mixed_b}) {
+      EXPECT_EQ(head_length(head + "{}", piece), head.size());  // the body is not the head's
+      EXPECT_EQ(head_length(head, piece), head.size());
+    }
+    // not ended: no empty line yet, or a CR alone between two LFs' lines is not one
+    EXPECT_EQ(head_length("GET / HTTP/1.1\r\nHost: x\r\n", piece), 26u);
+    EXPECT_EQ(head_length("GET / HTTP/1.1\r\nHost: x\r\r\n", piece), 27u);
+    // an empty first line ends nothing (there was no line before it)
+    EXPECT_EQ(head_length("\r\nGET / HTTP/1.1\r\n\r\n", piece), 20u);
+  }
+}
+
+TEST(HeadEnd, ScansNothingOnceEnded) {
+  serve::HeadEnd end;
+  EXPECT_EQ(end.scan("a\n\nbody", 7), 3u);
+  EXPECT_TRUE(end.ended());
+  EXPECT_EQ(end.scan("more\n\n", 6), 0u);
 }
 
 }  // namespace test_serve_parts

@@ -23,6 +23,8 @@
 // (ConnectionPool: the epoll thread and the workers).
 #include <httplib.h>
 
+#include "head_end.hpp"
+
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -103,8 +105,7 @@ class DeadlineStream : public httplib::Stream {
   void begin_request(Clock::time_point deadline, std::size_t max_header_bytes) {
     read_deadline_ = deadline;
     header_left_ = max_header_bytes;
-    in_header_ = true;
-    line_ended_ = false;
+    head_ = HeadEnd{};
   }
   // Bytes read from the socket that no request has taken yet (a pipelined request's).
   bool buffered() const { return begin_ < end_; }
@@ -126,20 +127,10 @@ class DeadlineStream : public httplib::Stream {
       end_ = static_cast<std::size_t>(n);
     }
     std::size_t n = std::min(size, end_ - begin_);
-    if (in_header_) {
-      // the line and headers end at an empty line (CRLF CRLF, or LF LF)
-      std::size_t i = 0;
-      for (; i < n && in_header_; ++i) {
-        if (header_left_-- == 0) return -1;
-        const char c = buffer_[begin_ + i];
-        if (c == '\n') {
-          in_header_ = !line_ended_;
-          line_ended_ = true;
-        } else if (c != '\r') {
-          line_ended_ = false;
-        }
-      }
-      n = i;
+    if (!head_.ended()) {  // the line and headers: counted against max_header_bytes
+      n = head_.scan(buffer_.data() + begin_, std::min(n, header_left_ + 1));
+      if (n > header_left_) return -1;
+      header_left_ -= n;
     }
     std::memcpy(ptr, buffer_.data() + begin_, n);
     begin_ += n;
@@ -186,7 +177,7 @@ class DeadlineStream : public httplib::Stream {
   double write_timeout_;
   Clock::time_point read_deadline_{};
   std::size_t header_left_ = 0;
-  bool in_header_ = true, line_ended_ = false;
+  HeadEnd head_;
   std::vector<char> buffer_;
   std::size_t begin_ = 0, end_ = 0;
 };
@@ -293,7 +284,7 @@ class HttpServer : public httplib::Server {
         server_.close_connection(fd);
         return;
       }
-      waiting_[fd] = Waiting{served, deadline};
+      waiting_[fd] = Waiting{served, deadline, {}, {}};
       epoll_event e{};
       e.events = EPOLLIN | EPOLLRDHUP;
       e.data.fd = fd;
@@ -308,6 +299,7 @@ class HttpServer : public httplib::Server {
       std::size_t served;
       Clock::time_point deadline;
       std::string head;  // the request's first bytes, read by the watcher
+      HeadEnd head_end;  // where they end
     };
 
     void wake() {
@@ -387,8 +379,8 @@ class HttpServer : public httplib::Server {
         w.deadline = Clock::now() + seconds(server_.limits_.request_timeout_seconds);
       }
       w.head.append(buffer, static_cast<std::size_t>(n));
-      const bool ended = w.head.find("\r\n\r\n") != std::string::npos || w.head.find("\n\n") != std::string::npos;
-      return ended || w.head.size() >= head_bytes ? Arrival::whole : Arrival::partial;
+      w.head_end.scan(buffer, static_cast<std::size_t>(n));
+      return w.head_end.ended() || w.head.size() >= head_bytes ? Arrival::whole : Arrival::partial;
     }
 
     struct Job {
@@ -405,7 +397,7 @@ class HttpServer : public httplib::Server {
           std::unique_lock lock(mutex_);
           work_ready_.wait(lock, [&] { return workers_stop_ || !jobs_.empty(); });
           if (jobs_.empty()) return;
-          job = jobs_.front();
+          job = std::move(jobs_.front());
           jobs_.pop_front();
           ++busy_;
         }
