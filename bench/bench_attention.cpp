@@ -9,6 +9,11 @@
 //                           same inputs rounded; also reports its error against float storage,
 //                           computed once outside the timing: max_abs_err, the largest error of
 //                           an output, and rel_err, |error| / |output| (Frobenius norms).
+//   BM_attention_fused_bf16_dot the same with bfloat16 dot products (KVPrecision::
+//                           bfloat16_products: q and p rounded too, VDPBF16PS or its AVX2 /
+//                           scalar twin, on the path detail::bf16_kernel_path() picks, shown
+//                           as the label; TESSERA_CPU=avx2|scalar picks a lower one); the
+//                           same error counters, against float storage.
 //   BM_linear_forward       nn::Linear forward, [L, D] x [F, D]^T + bias; flops = 2 L D F.
 //
 // All report a GFLOPS counter and sweep the thread count set with tessera::set_num_threads.
@@ -25,6 +30,7 @@
 
 #include <tessera/core/parallel.hpp>
 #include <tessera/core/tensor.hpp>
+#include <tessera/detail/cpu.hpp>
 #include <tessera/nn/attention.hpp>
 #include <tessera/nn/linear.hpp>
 
@@ -54,13 +60,19 @@ benchmark::Counter gflops(double flops_per_iteration) {
                             benchmark::Counter::kIsIterationInvariantRate);
 }
 
-enum class Kernel { none, reference, fused, fused_bf16 };  // none: an unknown name
+enum class Kernel { none, reference, fused, fused_bf16, fused_bf16_dot };  // none: unknown
 
 Kernel kernel_named(const std::string& name) {
   if (name == "reference") return Kernel::reference;
   if (name == "fused") return Kernel::fused;
   if (name == "fused_bf16") return Kernel::fused_bf16;
+  if (name == "fused_bf16_dot") return Kernel::fused_bf16_dot;
   return Kernel::none;
+}
+
+// Whether `kernel` reads k and v in bfloat16.
+bool stores_bfloat16(Kernel kernel) {
+  return kernel == Kernel::fused_bf16 || kernel == Kernel::fused_bf16_dot;
 }
 
 // The inputs of one attention call: q, k, v and ctx [L, H*dh]. Uniform [-1, 1] entries keep
@@ -70,19 +82,19 @@ Kernel kernel_named(const std::string& name) {
 struct AttentionInputs {
   using Half = tessera::Matrix<tessera::BFloat16>;
   Matrix q, k, v, ctx;  // [L, H*dh]
-  Half k16, v16;        // [L, H*dh] for Kernel::fused_bf16
+  Half k16, v16;        // [L, H*dh] for the bfloat16 kernels
   AttentionInputs(Index length, Index head_dim, Kernel kernel, bool bfloat16_only = false)
       : q(Matrix::Random(length, attention_heads * head_dim)),
         ctx(Matrix::Zero(length, attention_heads * head_dim)) {
     const Index width = attention_heads * head_dim;
-    if (kernel == Kernel::fused_bf16 && bfloat16_only) {
+    if (stores_bfloat16(kernel) && bfloat16_only) {
       k16 = Matrix::Random(length, width).cast<tessera::BFloat16>();
       v16 = Matrix::Random(length, width).cast<tessera::BFloat16>();
       return;
     }
     k = Matrix::Random(length, width);
     v = Matrix::Random(length, width);
-    if (kernel == Kernel::fused_bf16) {
+    if (stores_bfloat16(kernel)) {
       k16 = k.cast<tessera::BFloat16>();
       v16 = v.cast<tessera::BFloat16>();
     }
@@ -96,6 +108,10 @@ struct AttentionInputs {
       case Kernel::fused: nn::attention_fused<float>(out, q, k, v, attention_heads, segments); break;
       case Kernel::fused_bf16:
         nn::attention_fused<float, tessera::BFloat16>(out, q, k16, v16, attention_heads, segments);
+        break;
+      case Kernel::fused_bf16_dot:
+        nn::attention_fused<float, tessera::BFloat16>(out, q, k16, v16, attention_heads, segments,
+                                                      nullptr, tessera::detail::bf16_kernel_path());
         break;
       case Kernel::none: break;
     }
@@ -161,7 +177,10 @@ void run_attention(benchmark::State& state, const char* kernel_name) {
   const double baseline = peak_megabytes(kernel_name, length, head_dim, thread_count, false);
   state.counters["peak_MB"] = peak;
   state.counters["work_MB"] = peak - baseline;
-  if (kernel == Kernel::fused_bf16) {  // the error of bfloat16 storage, against float
+  if (kernel == Kernel::fused_bf16_dot) {
+    state.SetLabel(tessera::detail::kernel_path_name(tessera::detail::bf16_kernel_path()));
+  }
+  if (stores_bfloat16(kernel)) {  // the error of bfloat16 storage (and products), against float
     Matrix exact(inputs.ctx.rows(), inputs.ctx.cols());
     inputs.run(Kernel::fused, length, exact);
     const Matrix error = inputs.ctx - exact;
@@ -173,6 +192,7 @@ void run_attention(benchmark::State& state, const char* kernel_name) {
 void BM_attention_reference(benchmark::State& state) { run_attention(state, "reference"); }
 void BM_attention_fused(benchmark::State& state) { run_attention(state, "fused"); }
 void BM_attention_fused_bf16(benchmark::State& state) { run_attention(state, "fused_bf16"); }
+void BM_attention_fused_bf16_dot(benchmark::State& state) { run_attention(state, "fused_bf16_dot"); }
 
 // Sequence lengths: a ViT-B/16 image (196 patches + cls), then long mixed sequences.
 void attention_shapes(benchmark::internal::Benchmark* b, std::initializer_list<Index> lengths) {
@@ -192,6 +212,11 @@ BENCHMARK(BM_attention_fused)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 BENCHMARK(BM_attention_fused_bf16)
+    ->ArgNames({"L", "dh", "threads"})
+    ->Apply([](benchmark::internal::Benchmark* b) { attention_shapes(b, {197, 1024}); })
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_attention_fused_bf16_dot)
     ->ArgNames({"L", "dh", "threads"})
     ->Apply([](benchmark::internal::Benchmark* b) { attention_shapes(b, {197, 1024}); })
     ->Unit(benchmark::kMillisecond)
@@ -216,9 +241,16 @@ BENCHMARK(BM_attention_fused_bf16)
     ->Iterations(2)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
+BENCHMARK(BM_attention_fused_bf16_dot)
+    ->ArgNames({"L", "dh", "threads"})
+    ->Apply([](benchmark::internal::Benchmark* b) { attention_shapes(b, {4096}); })
+    ->Iterations(2)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 // With --long: L = 16384 for both kernels (the reference holds a 1 GB score block per task)
-// and L = 32768, dh 64, for the fused ones (float and bfloat16 k, v); one iteration each, 5-60 s a call.
+// and L = 32768, dh 64, for the fused ones (float and bfloat16 k, v, widened or dot products);
+// one iteration each, 5-60 s a call.
 void register_long_sequences() {
   for (auto* b : {benchmark::RegisterBenchmark("BM_attention_reference", BM_attention_reference),
                   benchmark::RegisterBenchmark("BM_attention_fused", BM_attention_fused)}) {
@@ -229,7 +261,9 @@ void register_long_sequences() {
         ->UseRealTime();
   }
   for (auto* b : {benchmark::RegisterBenchmark("BM_attention_fused", BM_attention_fused),
-                  benchmark::RegisterBenchmark("BM_attention_fused_bf16", BM_attention_fused_bf16)}) {
+                  benchmark::RegisterBenchmark("BM_attention_fused_bf16", BM_attention_fused_bf16),
+                  benchmark::RegisterBenchmark("BM_attention_fused_bf16_dot",
+                                               BM_attention_fused_bf16_dot)}) {
     b->ArgNames({"L", "dh", "threads"})
         ->Args({32768, 64, 1})
         ->Args({32768, 64, 2})

@@ -5,17 +5,23 @@
 // 1e-5 of the float reference, double within 1e-12 of the double one; bitwise identical for
 // one and two threads. With k and v stored in bfloat16 (nn::KVPrecision), the kernel equals
 // itself on k and v rounded to bfloat16 beforehand, bit for bit, and its error against float
-// storage stays within the bound docs/encoder.md gives.
+// storage stays within the bound docs/encoder.md gives. With bfloat16 products
+// (KVPrecision::bfloat16_products), every kernel path this CPU has gives the scalar path's
+// bits, for one and two threads, and the error against the double reference stays within the
+// measured bound (paths the CPU lacks are skipped, naming what it lacks).
 
 #include <tessera/core/parallel.hpp>
+#include <tessera/detail/cpu.hpp>
 #include <tessera/nn/attention.hpp>
 
 #include "test_util.hpp"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <array>
 #include <cstdlib>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -241,6 +247,144 @@ TEST(Bfloat16KV, CacheStoresHalfTheBytesAndKeepsItsPrecision) {
     EXPECT_TRUE(values.topRows(5).template cast<float>() ==
                 v.cast<BFloat16>().cast<float>());
   });
+}
+
+// ---- bfloat16 products (KVPrecision::bfloat16_products) --------------------------------------
+
+Matrix<float> run_bf16_products(const Case& c, const Inputs<float>& in, detail::KernelPath path) {
+  Matrix<float> ctx = Matrix<float>::Zero(in.q.rows(), in.q.cols());
+  const Matrix<BFloat16> k = in.k.cast<BFloat16>(), v = in.v.cast<BFloat16>();
+  nn::attention_fused<float, BFloat16>(ctx, in.q, k, v, c.heads, c.segments, nullptr, path);
+  return ctx;
+}
+
+// The largest |a - b| and where, the values in full (hexadecimal: bits matter here).
+std::string largest_difference(const Matrix<float>& a, const Matrix<float>& b) {
+  Index row = 0, col = 0;
+  const float largest = (a - b).cwiseAbs().maxCoeff(&row, &col);
+  std::ostringstream out;
+  out << std::hexfloat << "largest difference " << largest << " at (" << row << ", " << col
+      << "): " << a(row, col) << " vs " << b(row, col);
+  return out.str();
+}
+
+// Every path (avx2, avx512) against the scalar one, the definition: the same bits, on every
+// case (large scores too, whose probabilities reach below the 2^-50 flush) and on inputs with
+// tiny and denormal entries (what VDPBF16PS would flush and the others not: see
+// detail/attention_bf16.hpp).
+class Bf16ProductsPath : public ::testing::TestWithParam<detail::KernelPath> {};
+
+TEST_P(Bf16ProductsPath, GivesTheScalarPathsBits) {
+  const detail::KernelPath path = GetParam();
+  if (!detail::cpu_supports_bf16(path)) {
+    GTEST_SKIP() << "the bf16 " << detail::kernel_path_name(path)
+                 << " path needs instructions this CPU lacks (it has "
+                 << detail::cpu_features().list() << ")";
+  }
+  for (const Case& c : cases()) {
+    const auto in = inputs_of<float>(c, 37);
+    const Matrix<float> scalar = run_bf16_products(c, in, detail::KernelPath::scalar);
+    const Matrix<float> vector = run_bf16_products(c, in, path);
+    EXPECT_TRUE(vector == scalar) << c.name << ": " << largest_difference(vector, scalar);
+  }
+  // tiny entries: v around 1e-37 (products and sums near and below float's smallest normal),
+  // q and k with entries at 2^-49 .. 2^-51 and denormals
+  const Case c{"tiny values", 2, 16, nn::AttentionSegments::full(nn::attention_key_tile + 40)};
+  auto in = inputs_of<float>(c, 41);
+  in.v *= 1e-37f;
+  for (Index i = 0; i < in.q.size(); i += 7) in.q.data()[i] *= 0x1p-50f;
+  for (Index i = 0; i < in.k.size(); i += 5) in.k.data()[i] *= 0x1p-49f;
+  for (Index i = 0; i < in.k.size(); i += 11) in.k.data()[i] = 1e-39f;
+  const Matrix<float> scalar = run_bf16_products(c, in, detail::KernelPath::scalar);
+  const Matrix<float> vector = run_bf16_products(c, in, path);
+  EXPECT_TRUE(vector == scalar) << c.name << ": " << largest_difference(vector, scalar);
+}
+
+INSTANTIATE_TEST_SUITE_P(Bf16Products, Bf16ProductsPath,
+                         ::testing::Values(detail::KernelPath::avx2, detail::KernelPath::avx512),
+                         [](const auto& info) { return std::string(detail::kernel_path_name(info.param)); });
+
+TEST(Bf16Products, BitwiseIdenticalForOneAndTwoThreads) {
+  const detail::KernelPath path = detail::best_bf16_path();
+  for (const Case& c : cases()) {
+    const auto in = inputs_of<float>(c, 43);
+    Matrix<float> one, two;
+    {
+      ScopedThreads threads(1);
+      one = run_bf16_products(c, in, path);
+    }
+    {
+      ScopedThreads threads(2);
+      two = run_bf16_products(c, in, path);
+    }
+    EXPECT_TRUE(one == two) << c.name << " (" << detail::kernel_path_name(path) << ")";
+  }
+}
+
+// The error against the double reference on the unrounded inputs (scores of order 1, as after
+// a norm; v uniform in [-1, 1]). Measured on these cases (seed 47): the largest |error| of the
+// widened kernel (k and v rounded) 1.0e-4 to 1.9e-3, of the bfloat16 products (q and p rounded
+// too) 1.7e-4 to 1.9e-3, at most 1.9x the widened kernel's on the same case (q's and p's
+// roundings are two more of 2^-9 relative, on top of k's and v's). Bounds: 1.5x the largest.
+constexpr double bf16_products_max_error = 3e-3;   // |error| of any output
+constexpr double bf16_products_max_factor = 3.0;   // over the widened kernel's largest |error|
+
+TEST(Bf16Products, ErrorAgainstTheDoubleReferenceIsThatOfTheRoundings) {
+  for (const Case& c : cases()) {
+    if (c.magnitude != 1.0) continue;
+    const auto in = inputs_of<double>(c, 47);
+    const Inputs<float> in_float{in.q.cast<float>(), in.k.cast<float>(), in.v.cast<float>()};
+    const Matrix<double> reference = run(c, in, false);
+    const Matrix<double> widened = run_bfloat16(c, in_float).cast<double>();
+    const Matrix<double> products =
+        run_bf16_products(c, in_float, detail::bf16_kernel_path()).cast<double>();
+    const double widened_error = (widened - reference).cwiseAbs().maxCoeff();
+    const double products_error = (products - reference).cwiseAbs().maxCoeff();
+    EXPECT_LT(products_error, bf16_products_max_error) << c.name;
+    EXPECT_LE(products_error, bf16_products_max_factor * widened_error)
+        << c.name << ": widened " << widened_error << ", products " << products_error;
+    if (c.segments.key_offsets.back() > 1) {  // one key: p = 1 and ctx = v either way
+      EXPECT_FALSE(products == widened) << c.name << ": bfloat16 products changed nothing?";
+    }
+  }
+}
+
+// The layer's setting reaches the kernel, and a KV cache started with it keeps it.
+TEST(Bf16Products, LayerAndCacheUseThem) {
+  const Index dim = 32, length = 70;
+  nn::MultiHeadAttention<float> layer;
+  layer.heads = 2;
+  for (auto* proj : {&layer.q_proj, &layer.k_proj, &layer.v_proj, &layer.out_proj}) {
+    *proj = nn::Linear<float>(dim, dim, true);
+    proj->weight = Matrix<float>::Random(dim, dim) * 0.3f;
+    proj->bias = Vector<float>::Random(dim) * 0.1f;
+  }
+  const Matrix<float> x = Matrix<float>::Random(length, dim);
+  const auto segments = nn::AttentionSegments::full(length);
+  Matrix<float> widened(length, dim), products(length, dim), cached(length, dim);
+  layer.kv_precision = nn::KVPrecision::bfloat16;
+  layer.forward(widened, x, segments);
+  layer.kv_precision = nn::KVPrecision::bfloat16_products;
+  layer.forward(products, x, segments);
+  EXPECT_FALSE(products == widened);
+  EXPECT_LT((products - widened).cwiseAbs().maxCoeff(), bf16_products_max_error);
+  nn::KVCache<float> cache;
+  layer.forward_cached(cached, x, cache, 0, 0);
+  EXPECT_EQ(cache.precision, nn::KVPrecision::bfloat16_products);
+  EXPECT_EQ(cache.k.size(), 0);
+  EXPECT_TRUE(cached == products);  // one part: the same keys, values and tiles
+}
+
+TEST(Bf16Products, DoubleAttentionRefusesThem) {
+  const Case c{"double", 1, 8, nn::AttentionSegments::full(4)};
+  const auto in = inputs_of<double>(c, 3);
+  Matrix<double> ctx = Matrix<double>::Zero(4, 8);
+  const Matrix<BFloat16> k = in.k.cast<BFloat16>(), v = in.v.cast<BFloat16>();
+  EXPECT_THAT(test::error_of([&] {
+                nn::attention_fused<double, BFloat16>(ctx, in.q, k, v, 1, c.segments, nullptr,
+                                                      detail::KernelPath::scalar);
+              }),
+              ::testing::HasSubstr("KVPrecision::bfloat16"));
 }
 
 }  // namespace

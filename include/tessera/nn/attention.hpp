@@ -25,12 +25,14 @@
 
 #include <tessera/core/error.hpp>
 #include <tessera/core/tensor.hpp>
+#include <tessera/detail/cpu.hpp>
 #include <tessera/nn/attention_kernel.hpp>
 #include <tessera/nn/attention_mask.hpp>
 #include <tessera/nn/kv_cache.hpp>
 #include <tessera/nn/linear.hpp>
 #include <tessera/nn/rope.hpp>
 
+#include <optional>
 #include <type_traits>
 
 namespace tessera::nn {
@@ -102,10 +104,11 @@ struct MultiHeadAttention {
       with_bias = append_bias_kv(s.k, s.v, segments);
       mask = &with_bias;
     }
-    if (kv_precision == KVPrecision::bfloat16) {
+    if (stores_bfloat16(kv_precision)) {
       const Matrix<BFloat16> k16 = s.k.template cast<BFloat16>();  // [Lk, D]
       const Matrix<BFloat16> v16 = s.v.template cast<BFloat16>();  // [Lk, D]
-      attention_fused<Scalar, BFloat16>(s.ctx, s.q, k16, v16, heads, *mask, logsumexp);
+      attention_fused<Scalar, BFloat16>(s.ctx, s.q, k16, v16, heads, *mask, logsumexp,
+                                        bf16_products(kv_precision));
     } else {
       attention_fused<Scalar>(s.ctx, s.q, s.k, s.v, heads, *mask, logsumexp);
     }
@@ -199,12 +202,20 @@ struct MultiHeadAttention {
     const AttentionSegments segments{{0, n}, {0, past + n}, {causal_begin}, {causal_end}, {past}};
     cache.visit([&](const auto& keys, const auto& values) {
       using KV = typename std::decay_t<decltype(keys)>::Scalar;
-      attention_fused<Scalar, KV>(s.ctx, s.q, keys, values, heads, segments);
+      attention_fused<Scalar, KV>(s.ctx, s.q, keys, values, heads, segments, nullptr,
+                                  bf16_products(cache.precision));
     });
     out_proj.forward(out, s.ctx);
   }
 
  private:
+  // The kernel's bfloat16-products argument for `precision`: the CPU's bf16 path (or the one
+  // TESSERA_CPU asks for) with bfloat16_products, none otherwise.
+  static std::optional<detail::KernelPath> bf16_products(KVPrecision precision) {
+    if (precision != KVPrecision::bfloat16_products) return std::nullopt;
+    return detail::bf16_kernel_path();
+  }
+
   // add_bias_kv's mask: the segments over key rows where each of the N segments' keys is
   // followed by its bias row (segment s's keys move down by s rows, and so do the key rows
   // its queries stand at and its causal range, which the bias row follows, so every query

@@ -6,7 +6,9 @@
 
 #include <tessera/core/error.hpp>
 #include <tessera/core/tensor.hpp>
+#include <tessera/detail/attention_bf16.hpp>
 #include <tessera/detail/bfloat16.hpp>
+#include <tessera/detail/cpu.hpp>
 #include <tessera/detail/matmul.hpp>
 #include <tessera/nn/attention_mask.hpp>
 
@@ -14,6 +16,7 @@
 #include <cmath>
 #include <cstddef>
 #include <limits>
+#include <optional>
 #include <type_traits>
 #include <vector>
 
@@ -100,6 +103,12 @@ inline std::size_t segment_of_tile(const std::vector<Index>& first, Index tile) 
 // k and v may be stored in bfloat16 instead of Scalar (KV = BFloat16, see KVPrecision);
 // each key tile is then converted to Scalar in a per-thread buffer before its products, so
 // the result equals this kernel's on k and v converted to Scalar beforehand, bit for bit.
+// With bfloat16 k and v and Scalar float, `bf16_products` (a path of detail/cpu.hpp, e.g.
+// detail::bf16_kernel_path()) runs the two products as bfloat16 dot products instead
+// (KVPrecision::bfloat16_products; detail/attention_bf16.hpp): q (scaled) and the softmax's
+// exponentials p are rounded to bfloat16 (p before its row sum is taken, so the output stays
+// a weighted mean of the values with weights that sum to 1), and each product is summed in
+// float, per key tile, in VDPBF16PS's pair order; the same bits on every path and thread count.
 // With `logsumexp` [Lq, H] given, it also writes each row's log(sum_j exp(score_j)) per head:
 // what attention_fused_backward needs to recompute the probabilities.
 // requires: q, ctx [Lq, H*dh]; k, v [Lk, H*dh]; segments within those rows.
@@ -110,9 +119,19 @@ void attention_fused(MatrixRef<Scalar> ctx,              // [Lq, H*dh]
                      const ConstMatrixRef<std::type_identity_t<KV>>& k,  // [Lk, H*dh]
                      const ConstMatrixRef<std::type_identity_t<KV>>& v,  // [Lk, H*dh]
                      Index heads, const AttentionSegments& segments,
-                     Matrix<Scalar>* logsumexp = nullptr) {  // [Lq, H]
+                     Matrix<Scalar>* logsumexp = nullptr,  // [Lq, H]
+                     std::optional<detail::KernelPath> bf16_products = std::nullopt) {
   constexpr bool convert = !std::is_same_v<KV, Scalar>;
   static_assert(!convert || std::is_same_v<KV, BFloat16>, "k and v: Scalar or BFloat16");
+  // bfloat16 products need bfloat16 k and v, and sum in float: Scalar float only
+  constexpr bool can_dot = convert && std::is_same_v<Scalar, float>;
+  check(can_dot || !bf16_products, "attention: bfloat16 products (KVPrecision::bfloat16_products) "
+        "need float attention with bfloat16 keys and values; use KVPrecision::bfloat16");
+  const bool dot = can_dot && bf16_products.has_value();
+  const detail::KernelPath path = bf16_products.value_or(detail::KernelPath::scalar);
+  check(!dot || detail::cpu_supports_bf16(path), "attention: the bfloat16 ",
+        detail::kernel_path_name(path), " path is not supported by this CPU (it has ",
+        detail::cpu_features().list(), ")");
   TESSERA_ASSERT(q.cols() % heads == 0 && k.cols() == q.cols() && v.cols() == q.cols());
   TESSERA_ASSERT(logsumexp == nullptr ||
                  (logsumexp->rows() == q.rows() && logsumexp->cols() == heads));
@@ -133,8 +152,14 @@ void attention_fused(MatrixRef<Scalar> ctx,              // [Lq, H*dh]
     Matrix<Scalar> out(tile_rows, dh);             // [64, dh] o: sum of exp(score - m) v
     Vector<Scalar> row_max(tile_rows);             // [64] m
     Vector<Scalar> row_sum(tile_rows);             // [64] l
-    Matrix<Scalar> k_tile(convert ? tile_keys : 0, dh);  // [512, dh] k converted (convert only)
-    Matrix<Scalar> v_tile(convert ? tile_keys : 0, dh);  // [512, dh] v converted (convert only)
+    Matrix<Scalar> k_tile(convert && !dot ? tile_keys : 0, dh);  // [512, dh] k converted
+    Matrix<Scalar> v_tile(convert && !dot ? tile_keys : 0, dh);  // [512, dh] v converted
+    // bfloat16 products only: q [64, dh] with k [512, dh]; p [64, 512] with v^T [dh, 512]
+    std::optional<detail::BF16TileScratch> q_k, p_v;
+    if (dot) {
+      q_k.emplace(path, tile_rows, tile_keys, dh);
+      p_v.emplace(path, tile_rows, dh, tile_keys);
+    }
 #pragma omp for schedule(dynamic)
     for (Index task = 0; task < tasks; ++task) {
       // Heads outer, tiles inner: threads working at the same time share a head's k and v.
@@ -153,12 +178,21 @@ void attention_fused(MatrixRef<Scalar> ctx,              // [Lq, H*dh]
       row_max.head(rows).setConstant(minus_infinity);
       row_sum.head(rows).setZero();
       out.topRows(rows).setZero();
+      if constexpr (can_dot) {
+        if (dot) q_k->set_activations(q_tile.data(), rows, dh, dh);
+      }
       for (Index j0 = k0; j0 < k1; j0 += tile_keys) {
         const Index keys = std::min(tile_keys, k1 - j0);
         // Every (row, key) pair of the tile is masked: skip it.
         if (all_rows_causal && j0 >= cb && j0 + keys <= ce && j0 > a0 + rows - 1) continue;
         auto p = scores.topLeftCorner(rows, keys);
-        if constexpr (convert) {
+        if (dot) {
+          if constexpr (can_dot) {
+            q_k->set_weights_rows(k.data() + j0 * k.outerStride() + h * dh, keys, dh,
+                                  k.outerStride());
+            detail::bf16_tile_product(p.data(), tile_keys, rows, keys, *q_k, false);
+          }
+        } else if constexpr (convert) {
           detail::widen(k_tile.topRows(keys), k.block(j0, h * dh, keys, dh));
           detail::gemm<false, true>(p, q_tile.topRows(rows), k_tile.topRows(keys), false);
         } else {
@@ -179,11 +213,21 @@ void attention_fused(MatrixRef<Scalar> ctx,              // [Lq, H*dh]
           }
           const Scalar rescale = std::exp(row_max[r] - new_max);  // 0 for the first keys
           row.array() = (row.array() - new_max).exp();
+          if constexpr (can_dot) {
+            if (dot) row = row.unaryExpr([](float x) { return detail::attention_bf16_round(x); });
+          }
           row_sum[r] = row_sum[r] * rescale + row.sum();
           out.row(r) *= rescale;
           row_max[r] = new_max;
         }
-        if constexpr (convert) {
+        if (dot) {
+          if constexpr (can_dot) {
+            p_v->set_activations(p.data(), rows, keys, tile_keys);
+            p_v->set_weights_columns(v.data() + j0 * v.outerStride() + h * dh, dh, keys,
+                                     v.outerStride());
+            detail::bf16_tile_product(out.data(), dh, rows, dh, *p_v, true);
+          }
+        } else if constexpr (convert) {
           detail::widen(v_tile.topRows(keys), v.block(j0, h * dh, keys, dh));
           detail::gemm<false, false>(out.topRows(rows), p, v_tile.topRows(keys), true);
         } else {

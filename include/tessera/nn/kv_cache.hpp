@@ -15,7 +15,17 @@ namespace tessera::nn {
 // even after projection and RoPE, and converted back to Scalar tile by tile for the
 // products (exact: every bfloat16 is a float); q, the scores, the softmax and the
 // accumulation stay in Scalar. docs/encoder.md gives the error this costs against float.
-enum class KVPrecision { native, bfloat16 };
+// bfloat16_products stores them alike and also runs the kernel's two products (scores = q k^T,
+// then p v) as bfloat16 dot products summed in float (AVX512-BF16's VDPBF16PS where the CPU has
+// it, the same bits on AVX2 or scalar code otherwise), with q and the softmax's exponentials
+// rounded to bfloat16 too: float attention only, a further error (docs/encoder.md) for speed.
+// It is a value of its own rather than what bfloat16 does: bfloat16's result is, by
+// contract (and test), the float kernel's on k and v rounded beforehand, bit for bit;
+// rounding q and p as well breaks that, so a user asks for it.
+enum class KVPrecision { native, bfloat16, bfloat16_products };
+
+// Whether `precision` stores keys and values in bfloat16.
+inline bool stores_bfloat16(KVPrecision precision) { return precision != KVPrecision::native; }
 
 // The keys and values of the tokens encoded so far, for incremental encoding: new tokens
 // attend to them without recomputing them. Stored in Scalar or in bfloat16 (`precision`,
@@ -23,17 +33,17 @@ enum class KVPrecision { native, bfloat16 };
 // costs O(n) amortized copies, not O(Lc).
 template <class Scalar>
 struct KVCache {
-  KVPrecision precision = KVPrecision::native;
+  KVPrecision precision = KVPrecision::native;  // how the kernel reads them, too
   Matrix<Scalar> k, v;      // native: [capacity, D], rows [0, length) the keys (after RoPE) and values
   Matrix<BFloat16> k16, v16;  // bfloat16: the same, rounded to bfloat16
   Index length = 0;         // Lc
 
-  Index width() const { return precision == KVPrecision::native ? k.cols() : k16.cols(); }  // D
+  Index width() const { return stores_bfloat16(precision) ? k16.cols() : k.cols(); }  // D
 
   // Calls f(keys [Lc, D], values [Lc, D]) on the cached rows, in their stored type.
   template <class F>
   decltype(auto) visit(F&& f) const {
-    if (precision == KVPrecision::bfloat16) {
+    if (stores_bfloat16(precision)) {
       return f(k16.topRows(length), v16.topRows(length));
     }
     return f(k.topRows(length), v.topRows(length));
@@ -44,7 +54,7 @@ struct KVCache {
   void append(const ConstMatrixRef<Scalar>& new_k, const ConstMatrixRef<Scalar>& new_v,
               KVPrecision as = KVPrecision::native) {
     if (length == 0) precision = as;
-    if (precision == KVPrecision::bfloat16) {
+    if (stores_bfloat16(precision)) {
       append_rows(k16, v16, new_k.template cast<BFloat16>(), new_v.template cast<BFloat16>());
     } else {
       append_rows(k, v, new_k, new_v);
