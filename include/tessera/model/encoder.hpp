@@ -101,8 +101,9 @@ class MultiModalEncoder : public TokenLayout<Scalar> {
   }
 
   // How every attention layer (the blocks' and the video pooler's) stores the keys and values
-  // its kernel reads: nn::KVPrecision::native (the default) or bfloat16, which halves their
-  // memory, the KV caches of encode_append included, at the cost docs/encoder.md measures.
+  // its kernel reads: nn::KVPrecision::native (the default), bfloat16, which halves their
+  // memory, the KV caches of encode_append included, or bfloat16_products, which also runs the
+  // attention products in bfloat16 (float only), at the costs docs/encoder.md measures.
   // A setting of this object, not of the model file. Not to be called during an encode.
   void set_kv_precision(nn::KVPrecision precision) {
     for (auto& layer : layers) layer.attn.kv_precision = precision;
