@@ -12,12 +12,16 @@
 //                       what the front ends make of captions[1], chelsea.jpg,
 //                       pipeline_whisper.wav and b.y4m
 //     preprocessed      [3, E] Pipeline::encode_samples of {text_ids + image}, {audio}, {video}
+//     int8.mixed, bf16.mixed
+//                       the mixed samples through model-int8/ and model-bf16/: the model
+//                       quantized (quantize_model) and saved, as tessera-quantize writes it
 // DATA_DIR is tests/data (its images and WAV files).
 
 #include <tessera/core/warning.hpp>
 #include <tessera/io/safetensors.hpp>
 #include <tessera/io/y4m.hpp>
 #include <tessera/model/model_io.hpp>
+#include <tessera/model/quantize.hpp>
 #include <tessera/pipeline.hpp>
 #include <tessera/tokenize/bpe_trainer.hpp>
 
@@ -105,6 +109,17 @@ int main(int argc, char** argv) {
     expected["pre.audio"] = matrix_tensor(*preprocessed[1].audio);
     expected["pre.video"] = tensor_data(*preprocessed[2].video);
     expected["preprocessed"] = matrix_tensor(pipeline.encode_samples(preprocessed));
+    // The model quantized, saved beside it with its tokenizer, and its embeddings of the mixed samples.
+    for (const auto& [name, format] : {std::pair{"int8", tessera::nn::WeightFormat::int8},
+                                       std::pair{"bf16", tessera::nn::WeightFormat::bf16}}) {
+      const fs::path dir = out / (std::string("model-") + name);
+      auto quantized = tessera::load_model<float>(model_dir);
+      tessera::quantize_model(quantized, {format, {}});
+      fs::remove_all(dir);
+      fs::copy(model_dir, dir, fs::copy_options::recursive);  // the tokenizer's files
+      tessera::save_model(quantized, dir);
+      expected[std::string(name) + ".mixed"] = matrix_tensor(tessera::Pipeline<float>::open(dir).encode(mixed));
+    }
     tessera::save_safetensors(out / "expected.safetensors", expected, {{"producer", "tessera_python_reference"}});
 
     nlohmann::json inputs;

@@ -83,6 +83,17 @@ def test_mixed_dicts_equal_the_cpp_pipeline(model, reference):
     assert_same_bits(model.encode(inputs["mixed"]), expected["mixed"])
 
 
+@pytest.mark.parametrize("dtype", ["int8", "bf16"])
+def test_quantized_model_loads_and_equals_the_cpp_pipeline(reference, dtype):
+    inputs, expected = reference
+    quantized = tessera.load(str(pathlib.Path(inputs["model"]).parent / f"model-{dtype}"))
+    got = quantized.encode(inputs["mixed"])
+    assert_same_bits(got, expected[f"{dtype}.mixed"])
+    # close to the fp32 model's, not equal: the weights are rounded
+    cosines = np.sum(got * expected["mixed"], axis=1)
+    assert np.all(cosines > 0.99) and np.any(got != expected["mixed"])
+
+
 def test_preprocessed_arrays_equal_the_cpp_pipeline(model, reference):
     inputs, expected = reference
     samples = [

@@ -6,7 +6,8 @@
 // tokenizer beside it, for single inputs; tessera's own four-modality model of
 // tests/pipeline_fixture.hpp (seeded random weights, a BPE tokenizer trained on a few
 // captions), for samples holding several inputs (partial inference); the image-only encoder
-// fixture image_cls_learned, for a model without text.
+// fixture image_cls_learned, for a model without text; the ImageBind fixture quantized to int8
+// (as tessera-quantize writes it), for a quantized model.
 
 #include "../pipeline_fixture.hpp"
 #include "../pretrained_fixture.hpp"
@@ -14,6 +15,8 @@
 
 #include <tessera/io/read_file.hpp>
 #include <tessera/io/safetensors.hpp>
+#include <tessera/model/pretrained_save.hpp>
+#include <tessera/model/quantize.hpp>
 #include <tessera/pipeline.hpp>
 
 #include <arpa/inet.h>
@@ -55,7 +58,7 @@ constexpr double self_cosine_tolerance = 1e-5;
 // The files every test reads, written once per test process.
 struct Fixtures {
   TempDir dir;
-  fs::path imagebind, own, image_only, video;
+  fs::path imagebind, own, image_only, video, imagebind_int8;
   fs::path image = data_dir() / "image" / "sources" / "chelsea.png";
   fs::path other_image = data_dir() / "image" / "sources" / "coffee.png";
   fs::path audio = data_dir() / "audio" / "imagebind" / "short_0p7s_16k.wav";
@@ -66,6 +69,10 @@ struct Fixtures {
     write_pipeline_fixture(own, dir.path());  // also a.y4m (8 frames) and b.y4m
     video = dir / "a.y4m";
     image_only = data_dir() / "encoder" / "image_cls_learned";
+    imagebind_int8 = dir / "imagebind-int8";
+    TowerModel<float> quantized = load_tower_model<float>(imagebind);
+    quantize_model(quantized, {nn::WeightFormat::int8, {}});
+    save_towers_model(quantized, imagebind_int8, imagebind);  // with the tokenizer
   }
 };
 
@@ -216,6 +223,29 @@ TEST(Embed, four_modalities_equal_tessera_encode) {
   for (std::size_t i = 0; i < 4; ++i) {
     EXPECT_TRUE(bitwise_equal(n["embeddings"][i].get<std::vector<float>>(), expected[i])) << "sample " << i;
   }
+  expect_clean_exit(server);
+}
+
+// A quantized model (int8, as tessera-quantize writes it) is served as any other: its
+// embeddings are tessera-encode's of the same directory, bit for bit.
+TEST(Embed, quantized_model_equals_tessera_encode) {
+  const Fixtures& f = fixtures();
+  TempDir dir;
+  const auto expected = tessera_encode(f.imagebind_int8,
+                                       {"--text", "a photo of a cat", "--next", "--image", f.image.string(), "--next",
+                                        "--audio", f.audio.string()},
+                                       dir);
+  ASSERT_EQ(expected.size(), 3u);
+  ServeProcess server(f.imagebind_int8);
+  const Answer info = server.get("/info");
+  ASSERT_EQ(info.status, 200) << describe(info);
+  const Answer a = server.post("/embed", embed_request({{{"text", "a photo of a cat"}},
+                                                        {{"image", base64_file(f.image)}},
+                                                        {{"audio", base64_file(f.audio)}}}));
+  ASSERT_EQ(a.status, 200) << describe(a);
+  const auto got = embeddings_of(a);
+  ASSERT_EQ(got.size(), 3u);
+  for (std::size_t i = 0; i < 3; ++i) EXPECT_TRUE(bitwise_equal(got[i], expected[i])) << "sample " << i;
   expect_clean_exit(server);
 }
 
