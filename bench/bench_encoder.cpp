@@ -18,26 +18,55 @@
 //   vit_b16         1    [3, 224, 224], patch 16, + cls                      197
 //   vit_b16_batch8  8    the same image 8 times                             1576
 //
+// The ViT-B/16 cases also run quantized (docs/quantization.md "Speed and size"): the same
+// random fp32 model, quantized in memory by quantize_model, every linear and patch weight int8
+// (vit_b16_int8, vit_b16_batch8_int8) or bfloat16 (..._bf16). Their label names the format and
+// the kernel path that ran ("int8 avx512"; TESSERA_CPU=avx2 asks for the AVX2 one), the fp32
+// cases' "f32 sgemm" (OpenBLAS; "f32 eigen" without it).
+//
 // Counters: tokens/s (transformer tokens, after pooling) and samples/s, per wall-clock
 // second; `tokens` is the tokens of one call. Each case runs with 1 and 2 threads
 // (tessera::set_num_threads). The whole binary runs in well under a minute on two cores.
 //
 //   build/bench/bin/bench_encoder [--benchmark_filter=mixed] [--benchmark_min_time=0.05]
+//   TESSERA_CPU=avx2 build/bench/bin/bench_encoder --benchmark_filter='_(int8|bf16)/'
+//
+// Two more modes, for the size comparison of bench/compare_quantized.py (no benchmarks run):
+//
+//   bench_encoder --write-models DIR    saves the ViT-B/16-sized model (random, seed 1234) as
+//                                       DIR/vit_b16-{f32,int8,bf16} (save_model) and prints
+//                                       one JSON line per format: the weights' bytes in memory
+//   bench_encoder --load-and-encode MODEL_DIR THREADS
+//                                       load_model, then one encode_batch of one image; prints
+//                                       a JSON line of resident memory in kB (/proc/self/status):
+//                                       start (the program alone), load_peak (VmHWM after
+//                                       loading), loaded (VmRSS after loading and malloc_trim),
+//                                       peak (VmHWM after the call), after (VmRSS after it and
+//                                       malloc_trim)
 
 #include <tessera/core/parallel.hpp>
 #include <tessera/core/tensor.hpp>
 #include <tessera/model/config.hpp>
 #include <tessera/model/config_json.hpp>
 #include <tessera/model/encoder.hpp>
+#include <tessera/model/model_io.hpp>
+#include <tessera/model/quantize.hpp>
+#include <tessera/nn/linear.hpp>
 
 #include <benchmark/benchmark.h>
+
+#include "size_modes.hpp"
 #include <nlohmann/json.hpp>
 
+
 #include <cstdint>
+#include <cstdio>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -45,6 +74,7 @@ namespace {
 using tessera::Index;
 using Encoder = tessera::MultiModalEncoder<float>;
 using Sample = tessera::Sample<float>;
+using tessera::nn::WeightFormat;
 
 enum class Case { text, image, audio, video, video_pooled, mixed, vit_b16, vit_b16_batch8 };
 
@@ -84,15 +114,22 @@ nlohmann::json case_config(Case c) {
   return config;
 }
 
-// Models are built once per case and shared by its thread counts and Google Benchmark's
-// repeated runs (random init of the 50257 x 256 token table alone takes a fraction of a second).
-const Encoder& case_model(Case c) {
-  static std::map<Case, std::unique_ptr<Encoder>> models;
-  auto& model = models[c];
-  if (!model) {
-    model = std::make_unique<Encoder>(tessera::parse_config(case_config(c), "bench config"));
-    model->init_random(1234);
-  }
+// The random model of a case (seed 1234), in `format`: fp32, or quantized from the same fp32
+// weights by quantize_model.
+std::unique_ptr<Encoder> make_model(Case c, WeightFormat format) {
+  auto model = std::make_unique<Encoder>(tessera::parse_config(case_config(c), "bench config"));
+  model->init_random(1234);
+  if (format != WeightFormat::f32) tessera::quantize_model(*model, {format, {}});
+  return model;
+}
+
+// Models are built once per case and format and shared by its thread counts and Google
+// Benchmark's repeated runs (random init of the 50257 x 256 token table alone takes a fraction
+// of a second).
+const Encoder& case_model(Case c, WeightFormat format) {
+  static std::map<std::pair<Case, WeightFormat>, std::unique_ptr<Encoder>> models;
+  auto& model = models[{c, format}];
+  if (!model) model = make_model(c, format);
   return *model;
 }
 
@@ -150,8 +187,8 @@ std::vector<Sample> case_batch(Case c) {
 }
 
 // Args: threads.
-void BM_encode_batch(benchmark::State& state, Case c) {
-  const Encoder& model = case_model(c);
+void BM_encode_batch(benchmark::State& state, Case c, WeightFormat format) {
+  const Encoder& model = case_model(c, format);
   const std::vector<Sample> batch = case_batch(c);
   const tessera::ScopedThreads threads(static_cast<int>(state.range(0)));
 
@@ -170,15 +207,18 @@ void BM_encode_batch(benchmark::State& state, Case c) {
       static_cast<double>(tokens), benchmark::Counter::kIsIterationInvariantRate);
   state.counters["samples/s"] = benchmark::Counter(
       static_cast<double>(batch.size()), benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(tessera::bench::format_label(format));
 }
 
-#define TESSERA_ENCODER_BENCHMARK(name)                \
-  BENCHMARK_CAPTURE(BM_encode_batch, name, Case::name) \
-      ->ArgNames({"threads"})                          \
-      ->Arg(1)                                         \
-      ->Arg(2)                                         \
-      ->Unit(benchmark::kMillisecond)                  \
+#define TESSERA_ENCODER_BENCHMARK_AS(name, c, format)    \
+  BENCHMARK_CAPTURE(BM_encode_batch, name, c, format)    \
+      ->ArgNames({"threads"})                            \
+      ->Arg(1)                                           \
+      ->Arg(2)                                           \
+      ->Unit(benchmark::kMillisecond)                    \
       ->UseRealTime()
+#define TESSERA_ENCODER_BENCHMARK(name) \
+  TESSERA_ENCODER_BENCHMARK_AS(name, Case::name, WeightFormat::f32)
 
 TESSERA_ENCODER_BENCHMARK(text);
 TESSERA_ENCODER_BENCHMARK(image);
@@ -189,7 +229,32 @@ TESSERA_ENCODER_BENCHMARK(mixed);
 // ViT-B/16 takes 0.1-0.5 s a call: a few iterations are enough.
 TESSERA_ENCODER_BENCHMARK(vit_b16)->MinTime(1.0);
 TESSERA_ENCODER_BENCHMARK(vit_b16_batch8)->Iterations(3);
+TESSERA_ENCODER_BENCHMARK_AS(vit_b16_int8, Case::vit_b16, WeightFormat::int8)->MinTime(1.0);
+TESSERA_ENCODER_BENCHMARK_AS(vit_b16_batch8_int8, Case::vit_b16_batch8, WeightFormat::int8)
+    ->Iterations(3);
+TESSERA_ENCODER_BENCHMARK_AS(vit_b16_bf16, Case::vit_b16, WeightFormat::bf16)->MinTime(1.0);
+TESSERA_ENCODER_BENCHMARK_AS(vit_b16_batch8_bf16, Case::vit_b16_batch8, WeightFormat::bf16)
+    ->Iterations(3);
 
 }  // namespace
 
-BENCHMARK_MAIN();
+// The size modes (bench/size_modes.hpp, bench/compare_quantized.py), else the benchmarks.
+int main(int argc, char** argv) {
+  const auto save = [](const Encoder& model, const std::filesystem::path& out) {
+    tessera::save_model(model, out);
+  };
+  const auto encode = [](const Encoder& model) {
+    const std::vector<Sample> batch = case_batch(Case::vit_b16);
+    return model.encode_batch(std::span<const Sample>(batch));
+  };
+  return tessera::bench::main_with_size_modes(
+      argc, argv,
+      [&](const std::filesystem::path& dir) {
+        const auto fp32 = make_model(Case::vit_b16, WeightFormat::f32);
+        return tessera::bench::write_models(dir, "vit_b16", *fp32, save);
+      },
+      [&](const std::filesystem::path& dir, int threads) {
+        return tessera::bench::load_and_encode(threads, [&] { return tessera::load_model<float>(dir); },
+                                               encode);
+      });
+}

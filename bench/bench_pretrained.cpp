@@ -23,6 +23,12 @@
 //   imagebind_audio          1    features [128, 3 x 204]: 3 clips, as ImageBind     687
 //                                 feeds one audio file
 //
+// CLIP's image tower also runs quantized (docs/quantization.md "Speed and size"): the same
+// random fp32 model, quantized in memory by quantize_model, every linear and patch weight int8
+// (clip_b32_image_int8, clip_b32_image_batch8_int8) or bfloat16 (..._bf16). Their label names
+// the format and the kernel path that ran ("int8 avx512"; TESSERA_CPU=avx2 asks for the AVX2
+// one), the fp32 cases' "f32 sgemm" (OpenBLAS; "f32 eigen" without it).
+//
 // tessera packs texts without padding: clip_b32_text_len20 runs 628 tokens where CLIP's own
 // code (and bench/compare_torch.py's reference) pads every text to 77, i.e. 2464.
 //
@@ -35,6 +41,20 @@
 // about 335 GFLOP a call; its weights take 2.5 GB).
 //
 //   build/bench/bin/bench_pretrained [--benchmark_filter=clip_b32_image]
+//   TESSERA_CPU=avx2 build/bench/bin/bench_pretrained --benchmark_filter='_(int8|bf16)/'
+//
+// Two more modes, for the size comparison of bench/compare_quantized.py (no benchmarks run):
+//
+//   bench_pretrained --write-models DIR   saves the CLIP ViT-B/32 image tower (random, seed
+//                                         1234) as DIR/clip_b32_image-{f32,int8,bf16}
+//                                         (save_towers_model) and prints one JSON line per
+//                                         format: the weights' bytes in memory
+//   bench_pretrained --load-and-encode MODEL_DIR THREADS
+//                                         load_tower_model, then one encode_batch of one
+//                                         image; prints a JSON line of resident memory in kB
+//                                         (/proc/self/status): start, load_peak (VmHWM after
+//                                         loading), loaded (VmRSS after loading and
+//                                         malloc_trim), peak (VmHWM after the call), after
 
 #include <tessera/core/modality.hpp>
 #include <tessera/core/parallel.hpp>
@@ -42,14 +62,25 @@
 #include <tessera/model/sample.hpp>
 #include <tessera/model/tower.hpp>
 #include <tessera/model/tower_model.hpp>
+#include <tessera/model/pretrained.hpp>
+#include <tessera/model/pretrained_save.hpp>
+#include <tessera/model/quantize.hpp>
+#include <tessera/nn/linear.hpp>
 
 #include <benchmark/benchmark.h>
 
+#include "size_modes.hpp"
+
+
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <span>
+#include <string>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -58,6 +89,7 @@ using tessera::Index;
 using tessera::Modality;
 using Model = tessera::TowerModel<float>;
 using Sample = tessera::Sample<float>;
+using tessera::nn::WeightFormat;
 
 enum class Case {
   clip_b32_image,
@@ -204,23 +236,30 @@ void init_random(tessera::Tower<float>& tower, std::uint64_t seed) {
   linear(tower.proj);
 }
 
-// Models are built once per tower and shared by the cases and thread counts that use it.
-const Model& case_model(Case c) {
-  static std::map<Case, std::unique_ptr<Model>> models;
+// The random model of a case's tower (seed 1234), fp32, or quantized from the same fp32
+// weights by quantize_model.
+std::unique_ptr<Model> make_model(Case key, WeightFormat format) {
+  const tessera::TowerConfig tower = case_tower(key);
+  tessera::TowerModelConfig config;
+  config.family = "bench";
+  config.embed_dim = tower.embed_dim;
+  const Modality m = tower.modality;
+  config.towers[m] = tower;
+  auto model = std::make_unique<Model>(config, "bench_pretrained");
+  init_random(model->towers.at(m), 1234);
+  if (format != WeightFormat::f32) tessera::quantize_model(*model, {format, {}});
+  return model;
+}
+
+// Models are built once per tower and format and shared by the cases and thread counts that
+// use it.
+const Model& case_model(Case c, WeightFormat format) {
+  static std::map<std::pair<Case, WeightFormat>, std::unique_ptr<Model>> models;
   const Case key = c == Case::clip_b32_image_batch8 ? Case::clip_b32_image
                    : c == Case::clip_b32_text_len20 ? Case::clip_b32_text_ctx77
                                                      : c;
-  auto& model = models[key];
-  if (!model) {
-    const tessera::TowerConfig tower = case_tower(key);
-    tessera::TowerModelConfig config;
-    config.family = "bench";
-    config.embed_dim = tower.embed_dim;
-    const Modality m = tower.modality;
-    config.towers[m] = tower;
-    model = std::make_unique<Model>(config, "bench_pretrained");
-    init_random(model->towers.at(m), 1234);
-  }
+  auto& model = models[{key, format}];
+  if (!model) model = make_model(key, format);
   return *model;
 }
 
@@ -287,8 +326,8 @@ double call_flops(const tessera::TowerConfig& t, const std::vector<Index>& clip_
 }
 
 // Args: threads.
-void BM_pretrained(benchmark::State& state, Case c) {
-  const Model& model = case_model(c);
+void BM_pretrained(benchmark::State& state, Case c, WeightFormat format) {
+  const Model& model = case_model(c, format);
   const std::vector<Sample> batch = case_batch(c);
   const tessera::ScopedThreads threads(static_cast<int>(state.range(0)));
 
@@ -315,15 +354,18 @@ void BM_pretrained(benchmark::State& state, Case c) {
       benchmark::Counter(tokens, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["GFLOPS"] =
       benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(tessera::bench::format_label(format));
 }
 
-#define TESSERA_PRETRAINED_BENCHMARK(name)           \
-  BENCHMARK_CAPTURE(BM_pretrained, name, Case::name) \
-      ->ArgNames({"threads"})                        \
-      ->Arg(1)                                       \
-      ->Arg(2)                                       \
-      ->Unit(benchmark::kMillisecond)                \
+#define TESSERA_PRETRAINED_BENCHMARK_AS(name, c, format) \
+  BENCHMARK_CAPTURE(BM_pretrained, name, c, format)      \
+      ->ArgNames({"threads"})                            \
+      ->Arg(1)                                           \
+      ->Arg(2)                                           \
+      ->Unit(benchmark::kMillisecond)                    \
       ->UseRealTime()
+#define TESSERA_PRETRAINED_BENCHMARK(name) \
+  TESSERA_PRETRAINED_BENCHMARK_AS(name, Case::name, WeightFormat::f32)
 
 // A call takes 0.1 s (one ViT-B/32 image) to 5 s (imagebind_vision on one thread).
 TESSERA_PRETRAINED_BENCHMARK(clip_b32_image)->MinTime(1.0);
@@ -332,7 +374,38 @@ TESSERA_PRETRAINED_BENCHMARK(clip_b32_text_ctx77)->Iterations(2);
 TESSERA_PRETRAINED_BENCHMARK(clip_b32_text_len20)->Iterations(3);
 TESSERA_PRETRAINED_BENCHMARK(imagebind_vision)->Iterations(2);
 TESSERA_PRETRAINED_BENCHMARK(imagebind_audio)->Iterations(2);
+TESSERA_PRETRAINED_BENCHMARK_AS(clip_b32_image_int8, Case::clip_b32_image, WeightFormat::int8)
+    ->MinTime(1.0);
+TESSERA_PRETRAINED_BENCHMARK_AS(clip_b32_image_batch8_int8, Case::clip_b32_image_batch8,
+                                WeightFormat::int8)
+    ->Iterations(3);
+TESSERA_PRETRAINED_BENCHMARK_AS(clip_b32_image_bf16, Case::clip_b32_image, WeightFormat::bf16)
+    ->MinTime(1.0);
+TESSERA_PRETRAINED_BENCHMARK_AS(clip_b32_image_batch8_bf16, Case::clip_b32_image_batch8,
+                                WeightFormat::bf16)
+    ->Iterations(3);
 
 }  // namespace
 
-BENCHMARK_MAIN();
+// The size modes (bench/size_modes.hpp, bench/compare_quantized.py), else the benchmarks.
+int main(int argc, char** argv) {
+  const auto save = [](const Model& model, const std::filesystem::path& out) {
+    tessera::SaveTowerModelOptions replace;
+    replace.replace = true;  // a second run writes over the first
+    tessera::save_towers_model(model, out, {}, replace);
+  };
+  const auto encode = [](const Model& model) {
+    const std::vector<Sample> batch = case_batch(Case::clip_b32_image);
+    return model.encode_batch(std::span<const Sample>(batch));
+  };
+  return tessera::bench::main_with_size_modes(
+      argc, argv,
+      [&](const std::filesystem::path& dir) {
+        const auto fp32 = make_model(Case::clip_b32_image, WeightFormat::f32);
+        return tessera::bench::write_models(dir, "clip_b32_image", *fp32, save);
+      },
+      [&](const std::filesystem::path& dir, int threads) {
+        return tessera::bench::load_and_encode(
+            threads, [&] { return tessera::load_tower_model<float>(dir); }, encode);
+      });
+}
