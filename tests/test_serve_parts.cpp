@@ -576,8 +576,9 @@ TEST(HeadEnd, EndsAtTheFirstEmptyLineWhateverThePieces) {
       EXPECT_EQ(head_length(head, piece), head.size());
     }
     // not ended: no empty line yet, or a CR alone between two LFs' lines is not one
-    EXPECT_EQ(head_length("GET / HTTP/1.1\r\nHost: x\r\n", piece), 26u);
-    EXPECT_EQ(head_length("GET / HTTP/1.1\r\nHost: x\r\r\n", piece), 27u);
+    for (const std::string open : {"GET / HTTP/1.1\r\nHost: x\r\n", "GET / HTTP/1.1\r\nHost: x\r\r\n"}) {
+      EXPECT_EQ(head_length(open, piece), open.size());
+    }
     // an empty first line ends nothing (there was no line before it)
     EXPECT_EQ(head_length("\r\nGET / HTTP/1.1\r\n\r\n", piece), 20u);
   }
