@@ -151,13 +151,7 @@ inline void bf16_tile_product(float* out, Index out_stride, Index rows, Index n,
   tile.act = scratch.path == KernelPath::avx512 ? static_cast<const void*>(scratch.act_bits.data())
                                                 : scratch.act_floats.data();
   tile.depth = scratch.depth;
-  switch (scratch.path) {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    case KernelPath::avx512: run_tile<BF16Avx512>(tile); return;
-    case KernelPath::avx2: run_tile<BF16Avx2>(tile); return;
-#endif
-    default: bf16_tile_scalar(tile); return;
-  }
+  run_bf16_tile(tile, scratch.path);
 }
 
 }  // namespace tessera::detail

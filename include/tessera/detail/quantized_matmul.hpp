@@ -336,6 +336,26 @@ void run_tiles(const Tile& prototype, Index length, Index n, Kernel tile_kernel)
   }
 }
 
+// One tile of an int8 (bfloat16) product through the kernel of `path` (the scalar one off x86).
+inline void run_int8_tile(const Int8Tile& tile, KernelPath path) {
+  switch (path) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    case KernelPath::avx512: run_tile<Int8Avx512>(tile); return;
+    case KernelPath::avx2: run_tile<Int8Avx2>(tile); return;
+#endif
+    default: int8_tile_scalar(tile); return;
+  }
+}
+inline void run_bf16_tile(const BF16Tile& tile, KernelPath path) {
+  switch (path) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    case KernelPath::avx512: run_tile<BF16Avx512>(tile); return;
+    case KernelPath::avx2: run_tile<BF16Avx2>(tile); return;
+#endif
+    default: bf16_tile_scalar(tile); return;
+  }
+}
+
 // Whether a pass over [L, in] is worth threads.
 inline bool worth_threads(Index length, Index cols) { return length > 1 && length * cols >= (1 << 15); }
 
@@ -377,15 +397,7 @@ inline void int8_matmul(MatrixRef<float> out, const ConstMatrixRef<float>& in, c
   prototype.act = act.data();
   prototype.act_scale = act_scale.data();
   prototype.depth = depth;
-  run_tiles(prototype, length, w.rows(), [path](const Int8Tile& tile) {
-    switch (path) {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-      case KernelPath::avx512: run_tile<Int8Avx512>(tile); return;
-      case KernelPath::avx2: run_tile<Int8Avx2>(tile); return;
-#endif
-      default: int8_tile_scalar(tile); return;
-    }
-  });
+  run_tiles(prototype, length, w.rows(), [path](const Int8Tile& tile) { run_int8_tile(tile, path); });
 }
 
 // out [L, out] = in [L, in] W^T (+ bias [out]), or out += that when accumulate; W bfloat16
@@ -426,15 +438,7 @@ inline void bf16_matmul(MatrixRef<float> out, const ConstMatrixRef<float>& in, c
   prototype.weights = w.packed();
   prototype.act = bits ? static_cast<const void*>(act_bits.data()) : act_floats.data();
   prototype.depth = depth;
-  run_tiles(prototype, length, w.rows(), [path](const BF16Tile& tile) {
-    switch (path) {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-      case KernelPath::avx512: run_tile<BF16Avx512>(tile); return;
-      case KernelPath::avx2: run_tile<BF16Avx2>(tile); return;
-#endif
-      default: bf16_tile_scalar(tile); return;
-    }
-  });
+  run_tiles(prototype, length, w.rows(), [path](const BF16Tile& tile) { run_bf16_tile(tile, path); });
 }
 
 }  // namespace tessera::detail

@@ -68,6 +68,17 @@ void quantize_weight(const std::string& name, const Layers& layers, const Quanti
   (kept ? summary.kept : summary.quantized).push_back(name);
 }
 
+// Records a tensor that always stays fp32 (a norm, a bias, an embedding table): its 4 bytes an
+// element before and after.
+template <class Shape>
+void count_fp32_tensor(const Shape& shape, QuantizeSummary& summary) {
+  std::uint64_t elements = 1;
+  for (const auto n : shape) elements *= static_cast<std::uint64_t>(n);
+  summary.bytes_before += 4 * elements;
+  summary.bytes_after += 4 * elements;
+  ++summary.other;
+}
+
 inline void check_keep_used(const QuantizeOptions& options, const std::set<std::string>& used,
                             const char* names_as) {
   for (const auto& entry : options.keep) {
@@ -101,11 +112,7 @@ inline QuantizeSummary quantize_model(MultiModalEncoder<float>& model,
         return;
       }
     }
-    std::uint64_t elements = 1;
-    for (const auto n : spec.shape) elements *= static_cast<std::uint64_t>(n);
-    summary.bytes_before += 4 * elements;
-    summary.bytes_after += 4 * elements;
-    ++summary.other;
+    detail::count_fp32_tensor(spec.shape, summary);
   });
   return summary;
 }
@@ -129,11 +136,7 @@ inline QuantizeSummary quantize_model(TowerModel<float>& model, const QuantizeOp
       detail::quantize_weight(slot.name, slot.layers, options, used, summary);
       return;
     }
-    std::uint64_t elements = 1;
-    for (const auto n : slot.shape) elements *= static_cast<std::uint64_t>(n);
-    summary.bytes_before += 4 * elements;
-    summary.bytes_after += 4 * elements;
-    ++summary.other;
+    detail::count_fp32_tensor(slot.shape, summary);
   });
   return summary;
 }
