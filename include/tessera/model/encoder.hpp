@@ -354,9 +354,10 @@ class MultiModalEncoder : public TokenLayout<Scalar> {
       trace->layer_inputs.resize(layers.size());
       if (!trace->options.checkpoint_layers) trace->layers.resize(layers.size());
     }
+    typename nn::TransformerBlock<Scalar>::Workspace workspace;  // this call's: no sharing
     run_layers(x, [&](std::size_t l, Matrix<Scalar>& out, const Matrix<Scalar>& in) {
       if (trace == nullptr) {
-        layers[l].forward(out, in, segments, rotary(), &positions);
+        layers[l].forward(out, in, segments, rotary(), &positions, workspace);
         return;
       }
       trace->layer_inputs[l] = in;

@@ -538,16 +538,8 @@ struct Tower {
     return out;
   }
 
-  // The buffers the blocks of one forward call share: allocated by the first block, reused by
-  // the others. Fresh buffers per block (the [L, F] MLP activations alone are 20 MB for 32
-  // texts of 77 tokens) are fresh pages each time, which glibc returns to the kernel on free
-  // and the next block faults in again.
-  struct Workspace {
-    Matrix<Scalar> normed;    // [L, D] Norm1(x), then Norm2(x)
-    Matrix<Scalar> attended;  // [L, D] Attn(Norm1(x))
-    Matrix<Scalar> hidden;    // [L, F] the MLP's activations
-    typename nn::MultiHeadAttention<Scalar>::Saved attention;  // q, k, v, ctx [L, D]
-  };
+  // The buffers the blocks of one forward call share (nn::TransformerBlock::Workspace says why).
+  using Workspace = typename nn::TransformerBlock<Scalar>::Workspace;
 
   // One block on x in place, nn::TransformerBlock::forward's math
   //   h = x + Attn(Norm1(x)),   x = h + fc2(act(fc1(Norm2(h))))
@@ -562,11 +554,12 @@ struct Tower {
     TESSERA_ASSERT(!block.ffn.gated());  // validate(TowerConfig) allows no swiglu
     const Index rows = x.rows(), d = x.cols();
     Matrix<Scalar>& normed1 = saved != nullptr ? saved->normed1 : ws.normed;    // [L, D]
-    Matrix<Scalar>& attended = saved != nullptr ? saved->h : ws.attended;       // [L, D]
+    Matrix<Scalar>& attended = saved != nullptr ? saved->h : ws.h;              // [L, D]
     Matrix<Scalar>& normed2 = saved != nullptr ? saved->normed2 : ws.normed;    // [L, D]
     normed1.resize(rows, d);
     attended.resize(rows, d);
-    ws.hidden.resize(rows, block.ffn.ffn_dim());
+    Matrix<Scalar>& hidden = ws.ffn.act;  // [L, F]
+    hidden.resize(rows, block.ffn.ffn_dim());
     block.norm1.forward(normed1, x, saved != nullptr ? &saved->norm1 : nullptr);
     block.attn.forward(attended, normed1, segments, nullptr, nullptr,
                        saved != nullptr ? &saved->attn : &ws.attention);
@@ -579,12 +572,12 @@ struct Tower {
     if (saved != nullptr) {
       saved->ffn.hidden.resize(rows, block.ffn.ffn_dim());
       block.ffn.fc1.forward(saved->ffn.hidden, normed2);
-      ws.hidden = saved->ffn.hidden;
+      hidden = saved->ffn.hidden;
     } else {
-      block.ffn.fc1.forward(ws.hidden, normed2);
+      block.ffn.fc1.forward(hidden, normed2);
     }
-    nn::activate<Scalar>(block.ffn.activation, ws.hidden);
-    block.ffn.fc2.forward_accumulate(x, ws.hidden);
+    nn::activate<Scalar>(block.ffn.activation, hidden);
+    block.ffn.fc2.forward_accumulate(x, hidden);
   }
 
   static void check_finite(const ConstMatrixRef<Scalar>& values, const std::string& where,

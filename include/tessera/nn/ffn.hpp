@@ -31,6 +31,13 @@ struct FeedForward {
     Matrix<Scalar> up;      // [L, F] up x (swiglu only)
   };
 
+  // Buffers a caller keeps across calls (the blocks of one encoder call), so the [L, F]
+  // activations are not fresh pages each time (nn::TransformerBlock::Workspace says why).
+  struct Workspace {
+    Matrix<Scalar> act;   // [L, F] the activations
+    Matrix<Scalar> up_x;  // [L, F] up x (swiglu only)
+  };
+
   FeedForward() = default;
   FeedForward(Activation act, Index dim, Index ffn_dim) : activation(act) {
     if (gated()) {
@@ -47,13 +54,18 @@ struct FeedForward {
   Index dim() const { return gated() ? gate.in_features() : fc1.in_features(); }
   Index ffn_dim() const { return gated() ? gate.out_features() : fc1.out_features(); }
 
-  // requires: in.cols() == dim(); out is [L, D]. ensures: out is assigned.
+  // requires: in.cols() == dim(); out is [L, D]. ensures: out is assigned; with `workspace`
+  // given, its buffers hold the activations (the same values, no allocation once sized).
   void forward(MatrixRef<Scalar> out,             // [L, D]
                const ConstMatrixRef<Scalar>& in,  // [L, D]
-               Saved* saved = nullptr) const {
-    Matrix<Scalar> act(in.rows(), ffn_dim());  // [L, F]
+               Saved* saved = nullptr, Workspace* workspace = nullptr) const {
+    Workspace local;
+    Workspace& w = workspace != nullptr ? *workspace : local;
+    Matrix<Scalar>& act = w.act;  // [L, F]
+    act.resize(in.rows(), ffn_dim());
     if (gated()) {
-      Matrix<Scalar> up_x(in.rows(), ffn_dim());  // [L, F]
+      Matrix<Scalar>& up_x = w.up_x;  // [L, F]
+      up_x.resize(in.rows(), ffn_dim());
       gate.forward(act, in);
       up.forward(up_x, in);
       if (saved != nullptr) {
