@@ -160,7 +160,7 @@ TEST(BadInputs, TheCatalogueCoversEveryClass) {
                           "checksum mismatch", "malformed checksum", "unknown model type",
                           "config and weights disagree", "ResNet tower", "missing tokenizer",
                           "unexpected tensor", "malformed CSV", "manifest columns", "manifest items",
-                          "over a limit", "unknown format"}) {
+                          "over a limit", "unknown format", "malformed quantized weight"}) {
     EXPECT_EQ(classes.count(cls), 1u) << cls;
   }
 }

@@ -350,6 +350,30 @@ TEST_F(SafetensorsTest, MovedFileStaysReadable) {
   EXPECT_EQ(third.path(), path);
 }
 
+
+// A mapped file's pages are given back once read (and by release): the bytes read again are
+// the same, paged in again from the file; a file held in memory ignores release.
+TEST_F(SafetensorsTest, ReleasedPagesReadTheSameAgain) {
+  const fs::path path = dir / "release.safetensors";
+  std::vector<float> big(1 << 20);  // 4 MiB: many pages
+  for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<float>(i % 1000) - 500.5f;
+  tessera::save_safetensors(path, {{"big", TensorData::from_vector(big)},
+                                   {"small", TensorData::from_vector(std::vector<float>{3, 4})}},
+                            {}, tessera::Checksum::crc32);
+  const SafetensorsFile file = SafetensorsFile::open(path);  // the checksum read every page
+  ASSERT_TRUE(file.is_mapped());
+  for (int round = 0; round < 2; ++round) {
+    EXPECT_EQ(file.read<float>("big"), big) << "round " << round;
+    EXPECT_EQ(file.read<float>("small"), (std::vector<float>{3, 4}));
+  }
+  file.release("big");
+  const tessera::TensorInfo& info = file.info("big");
+  EXPECT_EQ(std::memcmp(info.bytes.data(), big.data(), info.bytes.size()), 0);
+  const SafetensorsFile copy =
+      SafetensorsFile::from_bytes(tessera::read_file<std::vector<std::byte>>(path));
+  copy.release("big");
+  EXPECT_EQ(copy.read<float>("big"), big);
+}
 // ---------------------------------------------------------------------------------------------
 // Reader errors
 

@@ -10,7 +10,8 @@ It rewrites everything under tests/bad_inputs/ but this script:
 - model/             a good model (config.json, model.safetensors, vocab.json, merges.txt) with
                      text, image, audio and video, tiny. Every bad file is fed to it.
 - models/<case>/     model directories with one defect each: only the defective file is
-                     kept; the harness copies the other files of model/ beside it;
+                     kept (and config.json where the case needs its own); the harness copies
+                     the other files of model/ beside it;
 - pretrained/<case>/ pretrained model directories with one defect each (make_pretrained_cases.py):
                      the entry's "base" names the fixture under tests/data/ whose model/
                      supplies the other files;
@@ -391,6 +392,8 @@ def main():
     entry("inconsistent tokenizer", "models/vocab_duplicate_id", "--model",
           "vocab.json:100: id 97 of \"b\" is already the id of \"a\"")
     catalogue.extend(make_checksum_cases.make_cases())
+    import make_quantized_cases  # noqa: E402
+    catalogue.extend(make_quantized_cases.make_cases())
     import make_pretrained_cases  # noqa: E402
     make_pretrained_cases.main()
     catalogue.extend(make_pretrained_cases.CASES)

@@ -19,6 +19,10 @@
 // save_safetensors writes it on request (model files and checkpoints always do), and
 // SafetensorsFile verifies it whenever it is present, refusing a file whose contents no longer
 // match. Files written elsewhere usually have none and are read as before.
+//
+// Pages of a mapped file that have been read (by the checksum, by read) are given back at once
+// (madvise MADV_DONTNEED: the kernel's page cache keeps them, the process does not), so loading
+// a model costs its own memory, not the file's as well; a tensor read again is paged in again.
 
 #include <tessera/core/error.hpp>
 #include <tessera/core/tensor.hpp>
@@ -707,6 +711,14 @@ class SafetensorsFile {
   // Whether the file is memory-mapped (false: it was read into memory).
   bool is_mapped() const { return mapped_; }
 
+  // Gives back the pages that tensor `name`'s bytes were read through (read does this itself;
+  // a caller reading TensorInfo::bytes directly calls it when done). The bytes stay valid: a
+  // later access pages them in again from the file. Nothing happens for a file held in memory.
+  void release(std::string_view name) const {
+    const TensorInfo& tensor = info(name);
+    release_pages(tensor.bytes.data(), tensor.bytes.size());
+  }
+
  private:
   SafetensorsFile() = default;
 
@@ -719,6 +731,21 @@ class SafetensorsFile {
     std::swap(tensors_, other.tensors_);
     std::swap(metadata_, other.metadata_);
     std::swap(checksum_, other.checksum_);
+  }
+
+  // madvise(MADV_DONTNEED) over the pages holding [begin, begin + size) of a mapped file: the
+  // mapping is private and read-only, so a page dropped is read from the file when next used.
+  void release_pages(const std::byte* begin, std::size_t size) const noexcept {
+#if TESSERA_SAFETENSORS_POSIX
+    if (!mapped_ || size == 0) return;
+    const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+    const auto first = reinterpret_cast<std::uintptr_t>(begin) / page * page;
+    const auto end = reinterpret_cast<std::uintptr_t>(begin) + size;
+    ::madvise(reinterpret_cast<void*>(first), end - first, MADV_DONTNEED);  // advice: no error
+#else
+    (void)begin;
+    (void)size;
+#endif
   }
 
   void unmap() noexcept {
@@ -822,7 +849,12 @@ class SafetensorsFile {
                 "', expected 8 lowercase hex digits (a CRC-32, docs/model-files.md)");
     }
     detail::Crc32 crc;
-    crc.update(data_section, static_cast<std::size_t>(data_size));
+    constexpr std::size_t chunk = std::size_t{64} << 20;  // each given back once summed
+    for (std::size_t at = 0; at < data_size; at += chunk) {
+      const std::size_t n = std::min<std::size_t>(chunk, static_cast<std::size_t>(data_size) - at);
+      crc.update(data_section + at, n);
+      release_pages(data_section + at, n);
+    }
     for (const auto& [name, tensor] : tensors_) {
       detail::checksum_tensor_entry(crc, name, tensor.dtype, tensor.shape, tensor.begin,
                                     tensor.end);
@@ -988,6 +1020,7 @@ class SafetensorsFile {
         out[i] = static_cast<Scalar>(value);
       }
     }
+    release_pages(tensor.bytes.data(), tensor.bytes.size());
   }
 
   std::filesystem::path path_;

@@ -50,8 +50,9 @@
 namespace tessera {
 
 // The options of each of the encoder's transformer blocks.
-inline nn::BlockOptions block_options(const Config& c) {
-  return {c.hidden_dim, c.num_heads, c.ffn_dim, c.activation, c.norm, c.norm_eps};
+inline nn::BlockOptions block_options(const Config& c,
+                                      nn::WeightInit init = nn::WeightInit::zeros) {
+  return {c.hidden_dim, c.num_heads, c.ffn_dim, c.activation, c.norm, c.norm_eps, init};
 }
 
 template <class Scalar>
@@ -69,18 +70,22 @@ class MultiModalEncoder : public TokenLayout<Scalar> {
   nn::Rope<Scalar> rope;           // (position = rope)
 
   // Allocates every weight of `config` (validated first): norms at weight 1 and bias 0, the
-  // rest zero. Use load_model() for trained weights, or init_random() for a fresh model.
-  explicit MultiModalEncoder(const Config& model_config)
+  // rest zero (the linear weights unset with WeightInit::unset, for a loader that writes them
+  // all: load_model). Use load_model() for trained weights, or init_random() for a fresh model.
+  explicit MultiModalEncoder(const Config& model_config,
+                             nn::WeightInit init = nn::WeightInit::zeros)
       : TokenLayout<Scalar>((validate(model_config), model_config)),  // validated first
         config(model_config) {
     const Index d = config.hidden_dim;
-    layers.assign(static_cast<std::size_t>(config.num_layers),
-                  nn::TransformerBlock<Scalar>(block_options(config)));
+    layers.reserve(static_cast<std::size_t>(config.num_layers));
+    for (Index l = 0; l < config.num_layers; ++l) {  // each its own (a copy would write them)
+      layers.emplace_back(block_options(config, init));
+    }
     final_norm = nn::Norm<Scalar>(config.norm, d, eps());
     if (config.pooling == PoolingKind::routed) {
-      router = nn::Linear<Scalar>(d, config.modality_count(), true);
+      router = nn::Linear<Scalar>(d, config.modality_count(), true, init);
     }
-    proj = nn::Linear<Scalar>(d, config.embed_dim, false);
+    proj = nn::Linear<Scalar>(d, config.embed_dim, false, init);
     if (config.position == PositionKind::rope) {
       rope = nn::Rope<Scalar>(config.head_dim(), config.rope_theta, config.rope_axis_pairs());
     }

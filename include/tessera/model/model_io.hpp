@@ -77,7 +77,8 @@ MultiModalEncoder<Scalar> load_model(const ModelDirectory& found) {
   });
   check_quantized_names(file, where,
                         [&](const std::string& name) { return quantizable.count(name) == 1; });
-  MultiModalEncoder<Scalar> model(config);
+  // Every weight is read below (a missing one is an error): the linear ones are not zeroed first.
+  MultiModalEncoder<Scalar> model(config, nn::WeightInit::unset);
 
   std::set<std::string> expected;
   for_each_weight(config, [&](const WeightSpec& p, auto get) {

@@ -173,7 +173,8 @@ TowerModel<Scalar> allocate(const TowerModelConfig& config, const TensorReader& 
                             const std::filesystem::path& config_file) {
   validate(config, config_file.string());  // before parameter_count divides by a stride
   weights.check_room(parameter_count(config), config_file.string());
-  return TowerModel<Scalar>(config, config_file.string());
+  // The loader writes every linear weight (a missing one is an error): none is zeroed first.
+  return TowerModel<Scalar>(config, config_file.string(), nn::WeightInit::unset);
 }
 
 // transformers' hidden_act names (activations.py ACT2FN) that a tower computes.

@@ -14,9 +14,10 @@
 // DType::BF16). Only linear and patch-embedding weights may be quantized: an I8 (or, in a
 // quantized model, BF16 or F16) norm, bias, embedding table or position table is refused.
 // No quantized tensor is widened to fp32: each goes from the file's bytes into its packed form
-// (one temporary int8 / bfloat16 matrix of the tensor alone). The loaders still construct the
-// model with fp32 layers first (released as their quantized tensors arrive), so the peak while
-// loading is the fp32 model's size; a constructor that allocates no weight would lift that.
+// (one temporary int8 / bfloat16 matrix of the tensor alone). The loaders construct the model
+// with its linear weights unset (nn::WeightInit::unset: allocated, never written, so never
+// resident), and the file's pages are given back as each tensor is read
+// (SafetensorsFile::release): the peak while loading is about the quantized model's size.
 
 #include <tessera/core/error.hpp>
 #include <tessera/core/tensor.hpp>
@@ -141,6 +142,7 @@ inline void read_quantized_weight(const SafetensorsFile& file, const std::string
     }
     Matrix<std::int8_t> values(rows, cols);  // [out, in]
     if (count > 0) std::memcpy(values.data(), info.bytes.data(), count);
+    file.release(name);
     for (std::size_t i = 0; i < count; ++i) {
       check(values.data()[i] != -128, where, ": tensor '", name, "' holds the int8 value -128 "
             "at flat index ", i, "; symmetric int8 weights lie in [-127, 127]");
@@ -161,6 +163,7 @@ inline void read_quantized_weight(const SafetensorsFile& file, const std::string
           bfloat16_to_float(bits), ") at flat index ", i);
     values.data()[i] = BFloat16(Eigen::bfloat16_impl::raw_uint16_to_bfloat16(bits));
   }
+  file.release(name);
   for (Index p = 0; p < parts; ++p) {
     layers[static_cast<std::size_t>(p)]->set_quantized(
         detail::BF16Rows(values.middleRows(p * part_rows, part_rows)));

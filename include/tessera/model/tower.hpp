@@ -212,14 +212,17 @@ struct Tower {
   nn::Linear<Scalar> proj;              // [E, D] (+ bias [E])
 
   Tower() = default;
-  // Allocates every weight of `c` (validated first) at zero, norms at weight 1.
-  Tower(const TowerConfig& c, const std::string& where) : config((validate(c, where), c)) {
+  // Allocates every weight of `c` (validated first) at zero, norms at weight 1; the linear
+  // weights unset with WeightInit::unset, for a loader that writes them all.
+  Tower(const TowerConfig& c, const std::string& where,
+        nn::WeightInit init = nn::WeightInit::zeros)
+      : config((validate(c, where), c)) {
     const Index d = config.width;
     const auto eps = static_cast<Scalar>(config.norm_eps);
     if (config.is_text()) {
       token_embedding = Matrix<Scalar>::Zero(config.vocab_size, d);
     } else {
-      patch = nn::Linear<Scalar>(config.patch_dim(), d, config.conv_bias);
+      patch = nn::Linear<Scalar>(config.patch_dim(), d, config.conv_bias, init);
       if (config.stem_norm) {
         stem_norm = nn::Norm<Scalar>(NormKind::layernorm, d,
                                      static_cast<Scalar>(config.stem_norm_eps));
@@ -229,8 +232,9 @@ struct Tower {
     positional_embedding = Matrix<Scalar>::Zero(config.tokens(), d);
     if (config.pre_norm) ln_pre = nn::Norm<Scalar>(NormKind::layernorm, d, eps);
     const nn::BlockOptions block{d, config.heads, config.ffn_dim, config.activation,
-                                 NormKind::layernorm, config.norm_eps};
-    blocks.assign(static_cast<std::size_t>(config.layers), nn::TransformerBlock<Scalar>(block));
+                                 NormKind::layernorm, config.norm_eps, init};
+    blocks.reserve(static_cast<std::size_t>(config.layers));
+    for (Index l = 0; l < config.layers; ++l) blocks.emplace_back(block);  // no copies
     if (config.bias_kv) {
       for (auto& b : blocks) {
         b.attn.bias_k = RowVector<Scalar>::Zero(d);
@@ -238,7 +242,7 @@ struct Tower {
       }
     }
     ln_post = nn::Norm<Scalar>(NormKind::layernorm, d, eps);
-    proj = nn::Linear<Scalar>(d, config.embed_dim, config.proj_bias);
+    proj = nn::Linear<Scalar>(d, config.embed_dim, config.proj_bias, init);
   }
 
   // Throws tessera::Error, naming `where`, when a clip does not fit this tower.

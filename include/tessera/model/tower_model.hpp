@@ -163,11 +163,13 @@ class TowerModel {
   std::map<Modality, Tower<Scalar>> towers;
   Scalar logit_scale = static_cast<Scalar>(2.6592600369327779);  // ln(1/0.07): logits = exp(.) cos
 
-  // Allocates every tower of `c` (validated first: validate below).
-  TowerModel(const TowerModelConfig& c, const std::string& where) : config(c) {
+  // Allocates every tower of `c` (validated first: validate below), as Tower(c, where, init).
+  TowerModel(const TowerModelConfig& c, const std::string& where,
+             nn::WeightInit init = nn::WeightInit::zeros)
+      : config(c) {
     validate(c, where);
     for (const auto& [m, tower] : c.towers) {
-      towers.emplace(m, Tower<Scalar>(tower, where + " (" + modality_name(m) + " tower)"));
+      towers.emplace(m, Tower<Scalar>(tower, where + " (" + modality_name(m) + " tower)", init));
     }
   }
 

@@ -57,12 +57,12 @@ struct MultiHeadAttention {
   };
 
   MultiHeadAttention() = default;
-  MultiHeadAttention(Index dim, Index num_heads)
+  MultiHeadAttention(Index dim, Index num_heads, WeightInit init = WeightInit::zeros)
       : heads(num_heads),
-        q_proj(dim, dim, true),
-        k_proj(dim, dim, true),
-        v_proj(dim, dim, true),
-        out_proj(dim, dim, true) {
+        q_proj(dim, dim, true, init),
+        k_proj(dim, dim, true, init),
+        v_proj(dim, dim, true, init),
+        out_proj(dim, dim, true, init) {
     check(num_heads > 0 && dim % num_heads == 0, "attention: dim ", dim,
           " is not divisible by heads ", num_heads);
   }

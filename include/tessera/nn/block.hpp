@@ -22,6 +22,7 @@ struct BlockOptions {
   Activation activation = Activation::gelu;
   NormKind norm = NormKind::layernorm;
   double norm_eps = 1e-5;
+  WeightInit init = WeightInit::zeros;  // the linear weights: zeros, or unset for a loader
 };
 
 template <class Scalar>
@@ -64,9 +65,9 @@ struct TransformerBlock {
   TransformerBlock() = default;
   explicit TransformerBlock(const BlockOptions& o)
       : norm1(o.norm, o.dim, static_cast<Scalar>(o.norm_eps)),
-        attn(o.dim, o.num_heads),
+        attn(o.dim, o.num_heads, o.init),
         norm2(o.norm, o.dim, static_cast<Scalar>(o.norm_eps)),
-        ffn(o.activation, o.dim, o.ffn_dim) {}
+        ffn(o.activation, o.dim, o.ffn_dim, o.init) {}
 
   // requires: x [L, D]; segments cover [0, L); positions [L, 3] when rope is given.
   // ensures: out is assigned (out may alias x).

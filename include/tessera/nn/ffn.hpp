@@ -39,14 +39,15 @@ struct FeedForward {
   };
 
   FeedForward() = default;
-  FeedForward(Activation act, Index dim, Index ffn_dim) : activation(act) {
+  FeedForward(Activation act, Index dim, Index ffn_dim, WeightInit init = WeightInit::zeros)
+      : activation(act) {
     if (gated()) {
-      gate = Linear<Scalar>(dim, ffn_dim, false);
-      up = Linear<Scalar>(dim, ffn_dim, false);
-      down = Linear<Scalar>(ffn_dim, dim, false);
+      gate = Linear<Scalar>(dim, ffn_dim, false, init);
+      up = Linear<Scalar>(dim, ffn_dim, false, init);
+      down = Linear<Scalar>(ffn_dim, dim, false, init);
     } else {
-      fc1 = Linear<Scalar>(dim, ffn_dim, true);
-      fc2 = Linear<Scalar>(ffn_dim, dim, true);
+      fc1 = Linear<Scalar>(dim, ffn_dim, true, init);
+      fc2 = Linear<Scalar>(ffn_dim, dim, true, init);
     }
   }
 

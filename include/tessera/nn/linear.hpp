@@ -36,6 +36,12 @@ inline const char* to_string(WeightFormat f) {
   return "unknown";
 }
 
+// What a new layer's weight matrices hold: zeros, or nothing yet (allocated, not written), for
+// a loader that writes every one of them next. An unset weight's pages are not touched, so a
+// loader that replaces a weight by its int8 or bfloat16 form (quantized_weights.hpp) never
+// makes the fp32 one resident: the model's peak memory while loading is its quantized size.
+enum class WeightInit { zeros, unset };
+
 template <class Scalar>
 struct Linear {
   Matrix<Scalar> weight;  // [out, in]; empty when the weight is quantized
@@ -45,9 +51,13 @@ struct Linear {
   std::variant<std::monostate, detail::Int8Rows, detail::BF16Rows> quantized;
 
   Linear() = default;
-  Linear(Index in_features, Index out_features, bool with_bias)
-      : weight(Matrix<Scalar>::Zero(out_features, in_features)),
-        bias(with_bias ? Vector<Scalar>::Zero(out_features) : Vector<Scalar>()) {}
+  // The weight [out, in] zero (or unset: see WeightInit), the bias zero.
+  Linear(Index in_features, Index out_features, bool with_bias,
+         WeightInit init = WeightInit::zeros)
+      : weight(out_features, in_features),
+        bias(with_bias ? Vector<Scalar>::Zero(out_features) : Vector<Scalar>()) {
+    if (init == WeightInit::zeros) weight.setZero();
+  }
 
   Index in_features() const {
     if (const auto* q = std::get_if<detail::Int8Rows>(&quantized)) return q->cols();
