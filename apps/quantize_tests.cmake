@@ -49,11 +49,23 @@ set_tests_properties(apps.quantize_error.out_inside_model PROPERTIES FIXTURES_RE
 tessera_cli_test(tessera-quantize quantize_error.out_not_empty 1 "exists and is not empty"
   --model "${demo_dir}/model" --out "${quantized}/own-int8" --dtype int8)
 set_tests_properties(apps.quantize_error.out_not_empty PROPERTIES FIXTURES_REQUIRED quantized_own_int8)
+tessera_cli_test(tessera-quantize quantize_error.model_missing 1 "no_such_model"
+  --model "${quantized}/no_such_model" --out "${quantized}/never" --dtype int8)
+set_tests_properties(apps.quantize_error.model_missing PROPERTIES FIXTURES_REQUIRED quantize_dir)
+tessera_cli_test(tessera-quantize quantize_error.model_nan_weight 1
+  "tensor 'proj.weight' holds a non-finite value (nan) at flat index 18"
+  --model "${PROJECT_BINARY_DIR}/bad-inputs/models/nan_weight" --out "${quantized}/never"
+  --dtype int8)
+set_tests_properties(apps.quantize_error.model_nan_weight PROPERTIES FIXTURES_REQUIRED quantize_dir)
+tessera_cli_test(tessera-quantize quantize_error.already_quantized 1 "already int8"
+  --model "${quantized}/own-int8" --out "${quantized}/never" --dtype bf16)
+set_tests_properties(apps.quantize_error.already_quantized PROPERTIES
+  FIXTURES_REQUIRED "quantized_own_int8;quantize_dir")
 # nothing half-written: the refused runs left no directory behind
 add_test(NAME apps.quantize_error.nothing_written
   COMMAND "${CMAKE_COMMAND}" -E cat "${quantized}/never/config.json")
 set_tests_properties(apps.quantize_error.nothing_written PROPERTIES LABELS apps WILL_FAIL TRUE
-  FIXTURES_REQUIRED quantize_dir DEPENDS "apps.quantize_error.keep_names_nothing")
+  FIXTURES_REQUIRED quantize_dir DEPENDS "apps.quantize_error.keep_names_nothing;apps.quantize_error.model_missing;apps.quantize_error.model_nan_weight;apps.quantize_error.already_quantized")
 # a quantized model cannot be trained
 tessera_cli_test(tessera-train quantize_error.train_init 1 "a quantized model cannot be trained"
   --data "${PROJECT_BINARY_DIR}/synth-output" --init "${quantized}/own-int8"
