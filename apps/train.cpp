@@ -104,7 +104,7 @@ using tessera::Modality;
 using tessera::modality_index;
 using tessera::modality_name;
 
-constexpr std::array<const char*, 4> attribute_names{"color", "shape", "position", "motion"};
+constexpr const auto& attribute_names = tessera::synthetic_attribute_names;
 
 // The limits tessera-train checks its options against before allocating (docs/programs.md).
 struct TrainLimits {
@@ -714,12 +714,6 @@ void check_batch_memory(const Options& o, const tessera::Config& config, const t
                  std::max<std::int64_t>(1, static_cast<std::int64_t>(static_cast<double>(o.pairs) * usable / most)));
 }
 
-// The attributes a view shows, in the synthetic world: text and video all four, an image no
-// motion (a still), audio no position (mono).
-constexpr std::array<std::array<bool, 4>, 4> shows{{
-    {true, true, true, true}, {true, true, true, false}, {true, true, false, true},
-    {true, true, true, true}}};
-
 // With --hard-negatives, one group per combination of the named attributes' values, for the
 // pair kinds whose two views both show an attribute left open (text-image: position, with
 // color,shape; not image-audio, which share no attribute but color and shape).
@@ -732,7 +726,7 @@ tessera::SamplerGroups hard_negative_groups(const std::vector<Item>& items, cons
     for (std::size_t attribute = 0; attribute < 4; ++attribute) {
       const bool open = std::find(o.hard_negatives.begin(), o.hard_negatives.end(), attribute) ==
                         o.hard_negatives.end();
-      if (open && shows[modality_index(a)][attribute] && shows[modality_index(b)][attribute]) {
+      if (open && tessera::synthetic_attributes_compared(a, b)[attribute]) {
         groups.kinds[static_cast<std::size_t>(k)] = true;
       }
     }
@@ -808,10 +802,9 @@ std::vector<RetrievalRow> evaluate(const Model& model,
   for (const auto& [a, b] : tessera::pair_kinds) {
     for (const auto& [q, c] : {std::pair{a, b}, std::pair{b, a}}) {
       if (!present[modality_index(q)] || !present[modality_index(c)]) continue;
-      std::array<bool, 4> compare{};
+      const std::array<bool, 4> compare = tessera::synthetic_attributes_compared(q, c);
       std::string matched_on;
       for (std::size_t k = 0; k < 4; ++k) {
-        compare[k] = shows[modality_index(q)][k] && shows[modality_index(c)][k];
         if (compare[k]) matched_on += std::string(matched_on.empty() ? "" : " ") + attribute_names[k];
       }
       const auto relevant = [&](Index i, Index j) {

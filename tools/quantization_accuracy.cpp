@@ -48,7 +48,7 @@ using tessera::modality_name;
 
 // ---- The inputs -----------------------------------------------------------------------------
 
-constexpr std::array<const char*, 4> attribute_names{"color", "shape", "position", "motion"};
+constexpr const auto& attribute_names = tessera::synthetic_attribute_names;
 
 // One item of the world: its caption, files and attributes.
 struct Item {
@@ -232,13 +232,6 @@ struct Options {
 
 const char* format_name(tessera::nn::WeightFormat f) { return tessera::nn::to_string(f); }
 
-// The synthetic world's retrieval relation (tessera-train's): a hit shares the query's
-// attributes that both views show (text and video all four, an image no motion, audio no
-// position).
-constexpr std::array<std::array<bool, 4>, 4> shows{{
-    {true, true, true, true}, {true, true, true, false}, {true, true, false, true},
-    {true, true, true, true}}};
-
 template <class Model, class Front>
 void measure(const Model& model, const Front& front, const Options& o) {
   std::vector<Item> items = read_items(o.data, "heldout.jsonl", true);
@@ -289,10 +282,11 @@ void measure(const Model& model, const Front& front, const Options& o) {
     for (const auto& [a, b] : tessera::pair_kinds) {
       for (const auto& [qm, cm] : {std::pair{a, b}, std::pair{b, a}}) {
         if (!views.count(qm) || !views.count(cm)) continue;
-        const auto relevant = [&, qm = qm, cm = cm](Index i, Index j) {
+        // the synthetic world's relation, tessera-train's (train/retrieval.hpp)
+        const std::array<bool, 4> compare = tessera::synthetic_attributes_compared(qm, cm);
+        const auto relevant = [&](Index i, Index j) {
           for (std::size_t k = 0; k < 4; ++k) {
-            const bool compare = shows[modality_index(qm)][k] && shows[modality_index(cm)][k];
-            if (compare && items[static_cast<std::size_t>(i)].attributes[k] !=
+            if (compare[k] && items[static_cast<std::size_t>(i)].attributes[k] !=
                                items[static_cast<std::size_t>(j)].attributes[k]) {
               return false;
             }

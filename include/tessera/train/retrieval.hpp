@@ -39,9 +39,11 @@
 // modality and the item (a NaN would compare false with everything and rank anywhere).
 
 #include <tessera/core/error.hpp>
+#include <tessera/core/modality.hpp>
 #include <tessera/core/tensor.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstddef>
 #include <numeric>
@@ -57,6 +59,28 @@ struct RetrievalScores {
   double top5 = 0;         // ... with a relevant candidate among the best 5
   double chance_top1 = 0;  // the expected top-1 of a random ranking
 };
+
+// The synthetic world's relation (tessera-synth, docs/data.md): every item has four attributes,
+// and a view shows some of them: text and video all four, an image no motion (a still), audio
+// no position (mono). A candidate is relevant to a query when it shares the attributes that
+// both views show (tessera-train's held-out table; tools/quantization_accuracy's).
+inline constexpr std::array<const char*, 4> synthetic_attribute_names{"color", "shape", "position",
+                                                                      "motion"};
+inline constexpr std::array<std::array<bool, 4>, num_modalities> synthetic_view_shows{{
+    {true, true, true, true},   // text
+    {true, true, true, false},  // image
+    {true, true, false, true},  // audio
+    {true, true, true, true}}};  // video
+
+// Which attributes retrieval from `query` views to `candidate` views compares: those both show.
+inline std::array<bool, 4> synthetic_attributes_compared(Modality query, Modality candidate) {
+  std::array<bool, 4> compared{};
+  for (std::size_t k = 0; k < compared.size(); ++k) {
+    compared[k] = synthetic_view_shows[modality_index(query)][k] &&
+                  synthetic_view_shows[modality_index(candidate)][k];
+  }
+  return compared;
+}
 
 // requires: queries [Q, E], candidates [C, E], Q >= 1, C >= 1; relevant(q, c) -> bool.
 template <class Scalar, class Relevant>
