@@ -9,6 +9,7 @@
 #include <tessera/tokenize/files.hpp>
 #include <tessera/tokenize/front_end.hpp>
 
+#include "raw_bytes_check.hpp"
 #include "test_util.hpp"
 
 #include <gmock/gmock.h>
@@ -192,29 +193,8 @@ TEST_F(FrontEndsTest, BuiltInAndUserModalitiesMakeOneSample) {
 // text refuses bytes, and broken bytes are named by the input's value.
 TEST_F(FrontEndsTest, BytesInMemoryLoadAsTheirFiles) {
   const FrontEnds front(config, dir.path(), registry);
-  const auto load = [&](const RawInput& in) { return front.load(std::vector<RawInput>{in}); };
-  for (const auto& [modality, file] : {std::pair{"image", test::data_dir() / "image" / "sources" / "coffee.png"},
-                                       std::pair{"audio", test::data_dir() / "audio" / "pipeline_kaldi.wav"}}) {
-    SCOPED_TRACE(modality);
-    const std::string bytes = read_file(file);
-    RawInput in{modality, "request.sample", {}};
-    in.bytes = std::span(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
-    const Sample<float> from_bytes = load(in), from_file = load(RawInput{modality, file.string(), {}});
-    if (from_file.image) {
-      ASSERT_TRUE(from_bytes.image);
-      EXPECT_EQ(std::memcmp(from_bytes.image->data(), from_file.image->data(), sizeof(float) * from_file.image->size()), 0);
-    } else {
-      ASSERT_TRUE(from_bytes.audio && from_file.audio);
-      EXPECT_EQ(*from_bytes.audio, *from_file.audio);
-    }
-    in.bytes = in.bytes.first(in.bytes.size() / 2);
-    EXPECT_THAT(test::error_of([&] { (void)load(in); }), HasSubstr("request.sample"));
-  }
-  const std::string some = "bytes";
-  RawInput text{"text", "request.sample", {}};
-  text.bytes = std::span(reinterpret_cast<const std::uint8_t*>(some.data()), some.size());
-  EXPECT_THAT(test::error_of([&] { (void)load(text); }),
-              HasSubstr("request.sample: text input takes no bytes in memory"));
+  test::expect_bytes_load_as_their_files(
+      [&](const RawInput& in) { return front.load(std::vector<RawInput>{in}); }, {"text"});
 }
 
 TEST_F(FrontEndsTest, ErrorsNameTheModalityAndTheInput) {

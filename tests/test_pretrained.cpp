@@ -12,6 +12,7 @@
 #include <tessera/pipeline.hpp>
 
 #include "pretrained_fixture.hpp"
+#include "raw_bytes_check.hpp"
 #include "test_util.hpp"
 
 #include <gmock/gmock.h>
@@ -234,31 +235,9 @@ TEST(PretrainedPipeline, BytesInMemoryLoadAsTheirFiles) {
   TempDir tmp;
   const fs::path dir = imagebind_with_tokenizer(tmp.path() / "imagebind");
   const auto p = Pipeline<float>::open(dir);
-  const auto load = [&](const RawInput& in) { return p.load(std::span<const RawInput>(&in, 1)); };
-  for (const auto& [modality, file] : {std::pair{"image", test::data_dir() / "image" / "sources" / "coffee.png"},
-                                       std::pair{"audio", test::data_dir() / "audio" / "pipeline_kaldi.wav"}}) {
-    SCOPED_TRACE(modality);
-    const std::string bytes = tessera::read_file(file);
-    RawInput in{modality, "request.sample", {}};
-    in.bytes = std::span(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
-    const Sample<float> from_bytes = load(in), from_file = load(RawInput{modality, file.string(), {}});
-    if (from_file.image) {
-      ASSERT_TRUE(from_bytes.image);
-      EXPECT_EQ(std::memcmp(from_bytes.image->data(), from_file.image->data(), sizeof(float) * from_file.image->size()), 0);
-    } else {
-      ASSERT_TRUE(from_bytes.audio && from_file.audio);
-      EXPECT_EQ(*from_bytes.audio, *from_file.audio);
-    }
-    in.bytes = in.bytes.first(in.bytes.size() / 2);  // cut: named by the input's value
-    EXPECT_THAT(error_of([&] { (void)load(in); }), HasSubstr("request.sample"));
-  }
-  const std::string some = "bytes";
-  for (const char* modality : {"text", "video"}) {
-    RawInput in{modality, "request.sample", {}};
-    in.bytes = std::span(reinterpret_cast<const std::uint8_t*>(some.data()), some.size());
-    EXPECT_THAT(error_of([&] { (void)load(in); }),
-                HasSubstr(std::string("request.sample: ") + modality + " input takes no bytes in memory"));
-  }
+  test::expect_bytes_load_as_their_files(
+      [&](const RawInput& in) { return p.load(std::span<const RawInput>(&in, 1)); },
+      {"text", "video"});
 }
 
 TEST(PretrainedPipeline, TextOverTheContextIsRefusedOrCut) {
