@@ -28,7 +28,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <map>
 #include <optional>
 #include <span>
@@ -140,9 +139,10 @@ inline void read_quantized_weight(const SafetensorsFile& file, const std::string
       check(std::isfinite(scales[r]) && scales[r] >= 0, where, ": scale '", scale, "' holds ",
             scales[r], " at row ", r, ", expected a finite value >= 0");
     }
-    Matrix<std::int8_t> values(rows, cols);  // [out, in]
-    if (count > 0) std::memcpy(values.data(), info.bytes.data(), count);
-    file.release(name);
+    // [out, in] read in place from the file's bytes (int8: any offset is aligned), packed
+    // straight into each layer: no temporary copy to fragment the heap while loading
+    const Eigen::Map<const Matrix<std::int8_t>> values(
+        reinterpret_cast<const std::int8_t*>(info.bytes.data()), rows, cols);
     for (std::size_t i = 0; i < count; ++i) {
       check(values.data()[i] != -128, where, ": tensor '", name, "' holds the int8 value -128 "
             "at flat index ", i, "; symmetric int8 weights lie in [-127, 127]");
@@ -153,6 +153,7 @@ inline void read_quantized_weight(const SafetensorsFile& file, const std::string
           detail::Int8Rows(values.middleRows(p * part_rows, part_rows),
                            Vector<float>(all_scales.segment(p * part_rows, part_rows))));
     }
+    file.release(name);
     return;
   }
   TESSERA_ASSERT(info.dtype == DType::BF16);
