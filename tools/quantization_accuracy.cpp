@@ -2,7 +2,8 @@
 // (docs/quantization.md "Accuracy"). Deterministic figures, not timings.
 //
 //   quantization_accuracy --model DIR --data WORLD [--random SEED] [--items N]
-//       [--modalities text,image,...] [--group-items N] [--retrieval] [--threads N]
+//       [--modalities text,image,...] [--group-items N] [--keep NAMES] [--retrieval]
+//       [--threads N]
 //
 // The model is any directory tessera-encode takes (tessera's own, or CLIP / open_clip /
 // ImageBind / tessera_towers); with --random SEED its weights file is not read: the model of
@@ -12,7 +13,8 @@
 //
 // Prints, as markdown tables:
 //   1. per modality, the cosine of each input's int8 and bf16 embedding with its fp32 one:
-//      mean, 1st percentile, worst (and which item);
+//      mean, 1st percentile, worst (and which item); every quantizable weight quantized but
+//      those --keep names (tessera-quantize's --keep: tensor names or dot-bounded prefixes);
 //   2. sensitivity (--group-items > 0): int8 on ONE group of weights at a time, the rest
 //      fp32 (QuantizeOptions::keep names every other quantizable weight), the worst cosine per
 //      modality; groups by kind (q/k/v, attention out, FFN in, FFN out, patch embedding,
@@ -227,6 +229,7 @@ struct Options {
   Index items = 256;
   Index group_items = 64;
   std::vector<std::string> modalities;
+  std::vector<std::string> keep;  // kept fp32 in 1. and 3.
   bool retrieval = false;
 };
 
@@ -257,11 +260,14 @@ void measure(const Model& model, const Front& front, const Options& o) {
   // 1. Every quantizable weight quantized.
   std::vector<std::string> quantizable;
   std::map<WeightFormat, std::map<Modality, tessera::Matrix<float>>> quantized;
-  std::printf("\n### Embedding cosine to fp32 (%lld inputs per modality)\n\n", static_cast<long long>(o.items));
+  std::string kept;
+  for (const auto& name : o.keep) kept += (kept.empty() ? "" : ", ") + name;
+  std::printf("\n### Embedding cosine to fp32 (%lld inputs per modality%s%s)\n\n", static_cast<long long>(o.items),
+              kept.empty() ? "" : "; kept fp32: ", kept.c_str());
   std::printf("| modality | format | mean | P1 | worst | worst input |\n| --- | --- | --- | --- | --- | --- |\n");
   for (WeightFormat f : {WeightFormat::int8, WeightFormat::bf16}) {
     Model q = model;
-    const tessera::QuantizeSummary summary = tessera::quantize_model(q, {f, {}});
+    const tessera::QuantizeSummary summary = tessera::quantize_model(q, {f, o.keep});
     quantizable = summary.quantized;
     for (Modality m : modalities) {
       quantized[f][m] = embed(q, views[m]);
@@ -365,12 +371,18 @@ int main(int argc, char** argv) {
   app.add_option("--group-items", o.group_items, "inputs per modality for the per-group runs (0: none)")
       ->check(apps::non_negative_number);
   app.add_option("--modalities", modalities, "comma-separated (default: every one the model has)");
+  std::string keep;
+  app.add_option("--keep", keep, "comma-separated weights kept fp32 in the cosine and retrieval tables "
+                                 "(names or dot-bounded prefixes, as tessera-quantize --keep)")
+      ->type_name("NAMES");
   app.add_flag("--retrieval", o.retrieval, "the held-out retrieval table, fp32 / int8 / bf16");
   apps::add_threads_option(app, threads);
   return apps::run(app, argc, argv, [&] {
     if (threads > 0) tessera::set_num_threads(threads);
     std::stringstream list(modalities);
     for (std::string m; std::getline(list, m, ',');) o.modalities.push_back(m);
+    std::stringstream kept(keep);
+    for (std::string name; std::getline(kept, name, ',');) o.keep.push_back(name);
     const tessera::ModelDirectory found = tessera::detect_model(o.model);
     if (found.kind == tessera::ModelKind::tessera) {
       auto model = [&] {
