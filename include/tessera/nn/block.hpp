@@ -77,13 +77,10 @@ struct TransformerBlock {
                const Rope<Scalar>* rope = nullptr,
                const Positions* positions = nullptr,
                Saved* saved = nullptr) const {
-    if (saved == nullptr) {
-      Workspace workspace;
-      forward(out, x, segments, rope, positions, workspace);
-      return;
-    }
-    run(out, x, *saved, [&](MatrixRef<Scalar> h, const ConstMatrixRef<Scalar>& normed) {
-      attn.forward(h, normed, segments, rope, positions, &saved->attn);
+    Workspace workspace;
+    run(out, x, saved, workspace, [&](MatrixRef<Scalar> h, const ConstMatrixRef<Scalar>& normed) {
+      attn.forward(h, normed, segments, rope, positions,
+                   saved != nullptr ? &saved->attn : &workspace.attention);
     });
   }
 
@@ -94,15 +91,9 @@ struct TransformerBlock {
                const ConstMatrixRef<Scalar>& x,   // [L, D]
                const AttentionSegments& segments, const Rope<Scalar>* rope,
                const Positions* positions, Workspace& workspace) const {
-    Workspace& w = workspace;
-    w.normed.resize(x.rows(), x.cols());
-    norm1.forward(w.normed, x);
-    w.h.resize(x.rows(), x.cols());
-    attn.forward(w.h, w.normed, segments, rope, positions, &w.attention);
-    w.h += x;
-    norm2.forward(w.normed, w.h);
-    ffn.forward(out, w.normed, nullptr, &w.ffn);
-    out += w.h;
+    run(out, x, nullptr, workspace, [&](MatrixRef<Scalar> h, const ConstMatrixRef<Scalar>& normed) {
+      attn.forward(h, normed, segments, rope, positions, &workspace.attention);
+    });
   }
 
   // Backward of forward(out, x, segments, rope, positions, &saved):
@@ -135,26 +126,31 @@ struct TransformerBlock {
                       KVCache<Scalar>& cache, Index causal_begin, Index causal_end,
                       const Rope<Scalar>* rope = nullptr,
                       const Positions* positions = nullptr) const {
-    Saved s;
-    run(out, x, s, [&](MatrixRef<Scalar> h, const ConstMatrixRef<Scalar>& normed) {
+    Workspace workspace;
+    run(out, x, nullptr, workspace, [&](MatrixRef<Scalar> h, const ConstMatrixRef<Scalar>& normed) {
       attn.forward_cached(h, normed, cache, causal_begin, causal_end, rope, positions);
     });
   }
 
  private:
   // The block's steps around one attention call: attend(h, normed) assigns Attn(normed) to h.
+  // With `saved`, the values backward reads are kept there (Norm1(x), h, Norm2(h), the norms'
+  // and the FFN's saved values); without, the buffers of `w` hold them for this call only.
   template <class Attend>
-  void run(MatrixRef<Scalar> out, const ConstMatrixRef<Scalar>& x, Saved& s,
+  void run(MatrixRef<Scalar> out, const ConstMatrixRef<Scalar>& x, Saved* saved, Workspace& w,
            Attend&& attend) const {
-    s.normed1.resize(x.rows(), x.cols());
-    norm1.forward(s.normed1, x, &s.norm1);
-    s.h.resize(x.rows(), x.cols());
-    attend(s.h, s.normed1);
-    s.h += x;
-    s.normed2.resize(x.rows(), x.cols());
-    norm2.forward(s.normed2, s.h, &s.norm2);
-    ffn.forward(out, s.normed2, &s.ffn);
-    out += s.h;
+    Matrix<Scalar>& normed1 = saved != nullptr ? saved->normed1 : w.normed;  // [L, D]
+    Matrix<Scalar>& h = saved != nullptr ? saved->h : w.h;                   // [L, D]
+    Matrix<Scalar>& normed2 = saved != nullptr ? saved->normed2 : w.normed;  // [L, D]
+    normed1.resize(x.rows(), x.cols());
+    norm1.forward(normed1, x, saved != nullptr ? &saved->norm1 : nullptr);
+    h.resize(x.rows(), x.cols());
+    attend(h, normed1);
+    h += x;
+    normed2.resize(x.rows(), x.cols());
+    norm2.forward(normed2, h, saved != nullptr ? &saved->norm2 : nullptr);
+    ffn.forward(out, normed2, saved != nullptr ? &saved->ffn : nullptr, &w.ffn);
+    out += h;
   }
 };
 
