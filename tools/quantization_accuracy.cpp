@@ -371,18 +371,15 @@ int main(int argc, char** argv) {
   app.add_option("--group-items", o.group_items, "inputs per modality for the per-group runs (0: none)")
       ->check(apps::non_negative_number);
   app.add_option("--modalities", modalities, "comma-separated (default: every one the model has)");
-  std::string keep;
-  app.add_option("--keep", keep, "comma-separated weights kept fp32 in the cosine and retrieval tables "
-                                 "(names or dot-bounded prefixes, as tessera-quantize --keep)")
-      ->type_name("NAMES");
+  app.add_option("--keep", o.keep, "comma-separated weights kept fp32 in the cosine and retrieval tables "
+                                   "(names or dot-bounded prefixes, as tessera-quantize --keep)")
+      ->delimiter(',')->type_name("NAMES");
   app.add_flag("--retrieval", o.retrieval, "the held-out retrieval table, fp32 / int8 / bf16");
   apps::add_threads_option(app, threads);
   return apps::run(app, argc, argv, [&] {
     if (threads > 0) tessera::set_num_threads(threads);
     std::stringstream list(modalities);
     for (std::string m; std::getline(list, m, ',');) o.modalities.push_back(m);
-    std::stringstream kept(keep);
-    for (std::string name; std::getline(kept, name, ',');) o.keep.push_back(name);
     const tessera::ModelDirectory found = tessera::detect_model(o.model);
     if (found.kind == tessera::ModelKind::tessera) {
       auto model = [&] {

@@ -14,7 +14,7 @@
 // DType::BF16). Only linear and patch-embedding weights may be quantized: an I8 (or, in a
 // quantized model, BF16 or F16) norm, bias, embedding table or position table is refused.
 // No quantized tensor is widened to fp32: each goes from the file's bytes into its packed form
-// (one temporary int8 / bfloat16 matrix of the tensor alone). The loaders construct the model
+// (int8 straight from the file's bytes, bfloat16 through one temporary matrix of the tensor). The loaders construct the model
 // with its linear weights unset (nn::WeightInit::unset: allocated, never written, so never
 // resident), and the file's pages are given back as each tensor is read
 // (SafetensorsFile::release): the peak while loading is about the quantized model's size.
