@@ -9,12 +9,15 @@
 //
 // int8 (ggml's trick). AVX2 has no int8 dot product into int32; VPMADDUBSW multiplies unsigned
 // bytes by signed bytes and adds adjacent pairs into int16, with saturation. Its unsigned
-// operand is |a| (the token's group, broadcast) and its signed one w with a's signs
-// (VPSIGNB(w, a): -w where a < 0, 0 where a = 0), so each product is |a| * sign(a) w = a w.
+// operand is |a| (the token's group, broadcast; int8_matmul stores the tokens' |a| beside a
+// when it quantizes them, since a VPABSB a step was a tenth of the kernel's vector
+// instructions and cost it 20 %) and its signed one w with a's signs (VPSIGNB(w, a): -w where
+// a < 0, 0 where a = 0), so each product is |a| * sign(a) w = a w.
 // Since |a|, |w| <= 127, a pair sum is at most 2 * 127 * 127 = 32258 < 32767: it never
 // saturates. VPMADDWD against ones adds the int16 pairs into int32 lanes, one per row, each the
 // exact sum of that row's 4 products; the block adds those into its sums. Four instructions per
-// 32 multiply-adds (sign, maddubs, madd, add) where VNNI takes one per 64.
+// 32 multiply-adds (sign, maddubs, madd, add), two of them multiplies, where VNNI takes one per
+// 64; the kernel is bound by both its vector ALUs and its multiply ports.
 //
 // bfloat16. A group is 8 rows x 2 bfloat16 per ymm register, each 32-bit lane holding one row's
 // pair (even input in the low half, odd one in the high half); masking the low half off gives
@@ -47,6 +50,7 @@ TESSERA_TARGET_AVX2 void int8_block_avx2(const Int8Tile& tile, Index t, Index r)
   const Index depth = tile.depth;
   const std::int8_t* w = tile.weights + r * depth;  // panel r / 16
   const std::int8_t* x = tile.act + t * depth;
+  const std::int8_t* xa = tile.act_abs + t * depth;
   const __m256i ones = _mm256_set1_epi16(1);
   __m256i sum[T][2];
 #pragma GCC unroll 8
@@ -58,7 +62,7 @@ TESSERA_TARGET_AVX2 void int8_block_avx2(const Int8Tile& tile, Index t, Index r)
 #pragma GCC unroll 8
     for (int i = 0; i < T; ++i) {
       const __m256i a = _mm256_set1_epi32(load_group(x + i * depth + k));
-      const __m256i a_abs = _mm256_abs_epi8(a);
+      const __m256i a_abs = _mm256_set1_epi32(load_group(xa + i * depth + k));
       const __m256i p0 = _mm256_maddubs_epi16(a_abs, _mm256_sign_epi8(w0, a));
       const __m256i p1 = _mm256_maddubs_epi16(a_abs, _mm256_sign_epi8(w1, a));
       sum[i][0] = _mm256_add_epi32(sum[i][0], _mm256_madd_epi16(p0, ones));

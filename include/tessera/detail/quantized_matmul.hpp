@@ -371,15 +371,22 @@ inline void int8_matmul(MatrixRef<float> out, const ConstMatrixRef<float>& in, c
   const Index length = in.rows(), cols = in.cols(), depth = w.depth();
   if (length == 0 || w.rows() == 0) return;
 
-  // the tokens quantized once: act [L, depth], act_scale [L]
+  // the tokens quantized once: act [L, depth], act_scale [L], and for the AVX2 kernel
+  // act_abs = |act| (its VPMADDUBSW's unsigned operand, see quantized_kernels_avx2.hpp)
   const int offset = path == KernelPath::avx512 ? 128 : 0;
   std::vector<std::int8_t> act(static_cast<std::size_t>(length * depth));
   std::vector<float> act_scale(static_cast<std::size_t>(length));
+  const bool with_abs = path == KernelPath::avx2;
+  std::vector<std::int8_t> act_abs(with_abs ? act.size() : 0);
 #pragma omp parallel for schedule(static) if (worth_threads(length, cols))
   for (Index t = 0; t < length; ++t) {
     std::int8_t* q = act.data() + t * depth;
     act_scale[static_cast<std::size_t>(t)] = quantize_row(in.data() + t * in.outerStride(), cols, q, offset);
     std::fill(q + cols, q + depth, static_cast<std::int8_t>(static_cast<std::uint8_t>(offset)));
+    if (with_abs) {
+      std::int8_t* qa = act_abs.data() + t * depth;
+      std::transform(q, q + depth, qa, [](std::int8_t v) { return static_cast<std::int8_t>(v < 0 ? -v : v); });
+    }
   }
   for (Index t = 0; t < length; ++t) {
     check(!std::isnan(act_scale[static_cast<std::size_t>(t)]), "int8_matmul: input row ", t,
@@ -395,6 +402,7 @@ inline void int8_matmul(MatrixRef<float> out, const ConstMatrixRef<float>& in, c
   prototype.offset_sums = w.offset_sums();
   prototype.scale = w.scale().data();
   prototype.act = act.data();
+  prototype.act_abs = act_abs.data();
   prototype.act_scale = act_scale.data();
   prototype.depth = depth;
   run_tiles(prototype, length, w.rows(), [path](const Int8Tile& tile) { run_int8_tile(tile, path); });

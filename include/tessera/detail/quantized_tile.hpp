@@ -95,6 +95,7 @@ struct Int8Tile : TileOutput {
   const std::int32_t* offset_sums = nullptr;  // [panels * 16] 128 * sum_c value(r, c)
   const float* scale = nullptr;               // [out] the weight rows' scales
   const std::int8_t* act = nullptr;  // [L, depth] quantized activations (+128 for avx512)
+  const std::int8_t* act_abs = nullptr;  // [L, depth] |act| (the avx2 kernel's unsigned operand)
   const float* act_scale = nullptr;  // [L] the tokens' scales s_t
   Index depth = 0;                   // in, rounded up to a multiple of 4
 };
