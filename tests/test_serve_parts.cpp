@@ -4,11 +4,13 @@
 // (its SHA-256 keys against a known vector and across piece boundaries, hits and misses, LRU
 // eviction order, expiry on an injected clock, the byte budget) and base64 (RFC 4648's test
 // vectors, every byte value, OpenSSL's encoder on random data, and each refusal's message), and
-// where a request's line and headers end (HeadEnd: line endings, pieces of any size).
+// where a request's line and headers end (HeadEnd: line endings, pieces of any size), and the
+// JSON a multipart form stands for (form_body: every name form, each value's kind, each refusal).
 // Built only when OpenSSL's libcrypto is found (tests/CMakeLists.txt).
 
 #include "../apps/serve/base64.hpp"
 #include "../apps/serve/cache.hpp"
+#include "../apps/serve/form.hpp"
 #include "../apps/serve/head_end.hpp"
 #include "../apps/serve/metrics.hpp"
 
@@ -589,6 +591,73 @@ TEST(HeadEnd, ScansNothingOnceEnded) {
   EXPECT_EQ(end.scan("a\n\nbody", 7), 3u);
   EXPECT_TRUE(end.ended());
   EXPECT_EQ(end.scan("more\n\n", 6), 0u);
+}
+
+// ---- forms (form.hpp) -------------------------------------------------------------------------
+
+using serve::FormError;
+using serve::FormField;
+using serve::form_body;
+
+// The status and message of form_body's refusal.
+std::pair<int, std::string> form_refusal(std::vector<FormField> fields, std::size_t max_items = 8) {
+  try {
+    form_body(std::move(fields), max_items);
+  } catch (const FormError& e) {
+    return {e.status, e.what()};
+  }
+  return {0, "(accepted)"};
+}
+
+// Each name form lands where docs/serving.md says: files as binary values, texts and list
+// elements as strings, other values as JSON scalars or else strings.
+TEST(Form, NamesAndValues) {
+  const std::string png("\x89PNG\r\n\x1a\n\0\xff", 10);  // bytes a string may not hold as text
+  const nlohmann::json body = form_body({{"samples[0].image", png},
+                                         {"samples[1].text", "true"},
+                                         {"samples[1].audio", "RIFF"},
+                                         {"labels[1]", "42"},
+                                         {"labels[0]", "cat"},
+                                         {"allow_partial", "true"},
+                                         {"top", "3"},
+                                         {"encoding_format", "base64"},
+                                         {"template", "\"a photo of a {}.\""},
+                                         {"video", ""}},
+                                        8);
+  ASSERT_TRUE(body["samples"][0]["image"].is_binary());
+  const auto& bytes = body["samples"][0]["image"].get_binary();
+  EXPECT_EQ(std::string(bytes.begin(), bytes.end()), png);
+  EXPECT_EQ(body["samples"][1]["text"], "true");  // a text is a string, whatever it reads as
+  EXPECT_TRUE(body["samples"][1]["audio"].is_binary());
+  EXPECT_EQ(body["labels"], nlohmann::json({"cat", "42"}));  // a list's elements are strings
+  EXPECT_EQ(body["allow_partial"], true);
+  EXPECT_EQ(body["top"], 3);
+  EXPECT_EQ(body["encoding_format"], "base64");  // not JSON: the word as it is
+  EXPECT_EQ(body["template"], "a photo of a {}.");  // JSON: the string it holds
+  EXPECT_TRUE(body["video"].is_binary());
+  EXPECT_TRUE(body["video"].get_binary().empty());
+  EXPECT_EQ(form_body({}, 8), nlohmann::json::object());
+}
+
+TEST(Form, Refusals) {
+  const auto refused = [](std::vector<FormField> fields, int status, const std::string& says) {
+    const auto [got, message] = form_refusal(std::move(fields));
+    EXPECT_EQ(got, status) << message;
+    EXPECT_THAT(message, HasSubstr(says));
+  };
+  for (const std::string name : {"", "Image", "samples[", "samples[]", "samples[-1]", "samples[01]", "samples[1x]",
+                                 "samples[0]image", "samples[0].", "samples[0].Image", "samples[0].a.b",
+                                 "samples[0][1]", "samples[1234567890]", "a b"}) {
+    refused({{name, "x"}}, 400, "form field \"" + name + "\"");
+  }
+  refused({{"samples[8].text", "x"}}, 413, "index 8, past --max-samples 8");
+  refused({{"text", "a"}, {"text", "b"}}, 400, "\"text\": given twice");
+  refused({{"samples[0].text", "a"}, {"samples[0].text", "b"}}, 400, "given twice");
+  refused({{"labels[0]", "a"}, {"labels[0]", "b"}}, 400, "given twice");
+  refused({{"labels[0]", "a"}, {"labels[0].text", "b"}}, 400, "given twice");
+  refused({{"samples", "[]"}, {"samples[0].text", "a"}}, 400, "samples is also given as a value");
+  refused({{"samples[0].text", "a"}, {"samples", "[]"}}, 400, "also given as a list");
+  refused({{"samples[0].text", "a"}, {"samples[2].text", "c"}}, 400, "samples[1] is missing");
 }
 
 }  // namespace test_serve_parts

@@ -28,6 +28,7 @@
 #include "base64.hpp"
 #include "batcher.hpp"
 #include "cache.hpp"
+#include "form.hpp"
 #include "http.hpp"
 #include "metrics.hpp"
 #include "page.hpp"
@@ -100,7 +101,7 @@ inline void send_error(httplib::Response& res, int status, const std::string& me
 // The kind of file the bytes hold, by their first bytes, as an extension the front ends
 // know: PNG, JPEG, BMP, PPM/PGM, WAV, Y4M; anything else ".bin" (a video container, which
 // FFmpeg probes by content).
-inline std::string sniff_extension(const std::string& bytes) {
+inline std::string sniff_extension(std::string_view bytes) {
   const auto starts = [&](std::string_view magic) { return bytes.compare(0, magic.size(), magic) == 0; };
   if (starts("\x89PNG")) return ".png";
   if (starts("\xFF\xD8\xFF")) return ".jpg";
@@ -115,7 +116,7 @@ inline std::string sniff_extension(const std::string& bytes) {
 // server's scratch directory, removed when this goes.
 class ScratchFile {
  public:
-  ScratchFile(const std::filesystem::path& dir, const std::string& bytes, const std::string& extension) {
+  ScratchFile(const std::filesystem::path& dir, std::string_view bytes, const std::string& extension) {
     static std::atomic<std::uint64_t> counter{0};
     path_ = dir / ("input-" + std::to_string(counter++) + extension);
     std::ofstream out(path_, std::ios::binary);
@@ -240,9 +241,10 @@ class Server {
 
   // ---- the routes ------------------------------------------------------------------------
 
-  // A route's handler: the request, its body (read by the route: httplib reads a body itself
-  // only up to 8 KiB when it is form-encoded, as curl -d says it is), the response.
-  using Route = std::function<void(const httplib::Request&, const std::string&, httplib::Response&)>;
+  // A route's handler: the request, its body as JSON (read by the route: httplib reads a body
+  // itself only up to 8 KiB when it is form-encoded, as curl -d says it is; a multipart form
+  // becomes the JSON object it stands for, form.hpp; null for GET and DELETE), the response.
+  using Route = std::function<void(const httplib::Request&, const nlohmann::json&, httplib::Response&)>;
 
   void routes() {
     http_.set_payload_max_length(static_cast<std::size_t>(options_.max_payload_mb * 1024 * 1024));
@@ -269,11 +271,11 @@ class Server {
     http_.Post(stream_route, [this](const httplib::Request& req, httplib::Response& res,
                                     const httplib::ContentReader& reader) {
       answer("/v1/streams/{id}", [this](const auto& r, const auto& body, auto& out) { append_stream(r, body, out); },
-             req, res, [&](std::string& body) { read_body(req, res, reader, body); });
+             req, res, [&] { return read_body(req, res, reader); });
     });
     http_.Delete(stream_route, [this](const httplib::Request& req, httplib::Response& res) {
       answer("/v1/streams/{id}", [this](const auto& r, const auto&, auto& out) { close_stream(r, out); }, req, res,
-             [](std::string&) {});
+             [] { return nlohmann::json(); });
     });
 
     // a known route with another method: 405 with Allow
@@ -345,11 +347,11 @@ class Server {
               Reader read_body) {
     const auto start = std::chrono::steady_clock::now();
     try {
-      std::string body;
-      read_body(body);
-      handler(req, body, res);
+      handler(req, read_body(), res);
     } catch (const HttpError& e) {
       if (e.status == 429) res.set_header("Retry-After", "1");
+      detail::send_error(res, e.status, e.what());
+    } catch (const FormError& e) {
       detail::send_error(res, e.status, e.what());
     } catch (const QueueFull& e) {
       res.set_header("Retry-After", "1");
@@ -370,44 +372,63 @@ class Server {
   void get(const std::string& path, Route handler) {
     known_.emplace_back(path, "GET");
     http_.Get(path, [this, path, handler = std::move(handler)](const httplib::Request& req, httplib::Response& res) {
-      answer(path, handler, req, res, [](std::string&) {});
+      answer(path, handler, req, res, [] { return nlohmann::json(); });
     });
   }
   void post(const std::string& path, Route handler) {
     known_.emplace_back(path, "POST");
     http_.Post(path, [this, path, handler = std::move(handler)](const httplib::Request& req, httplib::Response& res,
                                                                  const httplib::ContentReader& reader) {
-      answer(path, handler, req, res, [&](std::string& body) { read_body(req, res, reader, body); });
+      answer(path, handler, req, res, [&] { return read_body(req, res, reader); });
     });
   }
-  // A POST's body into `body`. It is read to its end even when refused, so that a keep-alive
-  // connection's next request starts where it should. A multipart form is not JSON (httplib
-  // would hand its parts to callbacks, not the bytes).
-  void read_body(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader,
-                 std::string& body) const {
-    if (req.is_multipart_form_data()) {
-      reader([](const httplib::MultipartFormData&) { return true; },
-             [](const char*, std::size_t) { return true; });
-      if (res.status == 413) throw HttpError(413, too_large());
-      throw HttpError(400, "the body must be JSON (Content-Type: application/json), not a "
-                           "multipart/form-data form");
-    }
-    // httplib refuses a Content-Length over the limit unread (status 413); a body sent in
-    // chunks has no length to check, so its size is checked here as it arrives, the rest
-    // dropped past the limit
+  // A POST's body as JSON: the JSON it holds, or the object a multipart form stands for
+  // (form.hpp). It is read to its end even when refused, so that a keep-alive connection's next
+  // request starts where it should. httplib refuses a Content-Length over the limit unread
+  // (status 413); a body sent in chunks has no length to check, so its size is checked here as
+  // it arrives, the rest dropped past the limit.
+  nlohmann::json read_body(const httplib::Request& req, httplib::Response& res,
+                           const httplib::ContentReader& reader) const {
     const auto limit = static_cast<std::size_t>(options_.max_payload_mb * 1024 * 1024);
+    std::size_t size = 0;
     bool over = false;
-    const bool complete = reader([&](const char* data, std::size_t size) {
-      over = over || body.size() + size > limit;
-      if (!over) body.append(data, size);
+    const auto take = [&](std::string& into, const char* data, std::size_t n) {
+      size += n;
+      over = over || size > limit;
+      if (!over) into.append(data, n);
       return true;
-    });
+    };
+    if (req.is_multipart_form_data()) {
+      std::vector<FormField> fields;
+      const std::size_t max_fields = 8 * options_.max_samples + 16;  // 4 modalities a sample, a and b, options
+      bool too_many = false;
+      const bool complete = reader(
+          [&](const httplib::MultipartFormData& part) {
+            too_many = too_many || fields.size() == max_fields;
+            if (!too_many) fields.push_back({part.name, {}});
+            return true;
+          },
+          [&](const char* data, std::size_t n) {
+            return too_many ? true : take(fields.back().content, data, n);
+          });
+      if (over || res.status == 413) throw HttpError(413, too_large());
+      if (!complete) throw HttpError(400, "the multipart/form-data body could not be read (malformed, or cut short)");
+      if (too_many) {
+        throw HttpError(413, "the form has more than " + std::to_string(max_fields) + " fields (--max-samples " +
+                                 std::to_string(options_.max_samples) + ")");
+      }
+      return form_body(std::move(fields), options_.max_samples);
+    }
+    std::string text;
+    const bool complete = reader([&](const char* data, std::size_t n) { return take(text, data, n); });
     if (over || res.status == 413) throw HttpError(413, too_large());
     if (!complete) throw HttpError(400, "the body could not be read whole");
+    return parse_body(text);
   }
   void count(const httplib::Request& req, const httplib::Response& res) {
     const bool known = std::any_of(known_.begin(), known_.end(), [&](const auto& k) { return k.first == req.path; });
-    const bool stream = std::regex_match(req.path, std::regex(stream_route));
+    static const std::regex stream_path(stream_route);
+    const bool stream = std::regex_match(req.path, stream_path);
     metrics_.add("tessera_requests_total", {{"route", stream ? "/v1/streams/{id}" : known ? req.path : "other"},
                                             {"code", std::to_string(res.status)}});
   }
@@ -529,20 +550,31 @@ class Server {
     return key.finish();
   }
 
-  // One input of a sample through the front ends (its bytes into a scratch file first).
-  Sample<float> load_input(const std::string& modality, const std::string& value, const std::string& where) const {
+  // One input of a sample through the front ends: a text, or a file's bytes, given in base64 (a
+  // JSON string) or as they are (a form's file, a JSON binary value). Images and WAVs are
+  // decoded in memory; a video goes through a scratch file (FFmpeg reads files).
+  Sample<float> load_input(const std::string& modality, const nlohmann::json& value, const std::string& where) const {
     if (modality == "text") {
-      const RawInput input{"text", value, {}};
+      const RawInput input{"text", value.get_ref<const std::string&>(), {}};
       return pipeline_.load(std::span<const RawInput>(&input, 1));
     }
-    const std::string bytes = base64_decode(value, where, static_cast<std::size_t>(options_.max_payload_mb * 1024 * 1024));
+    std::string decoded;
+    std::string_view bytes;
+    if (value.is_binary()) {
+      const auto& binary = value.get_binary();
+      bytes = std::string_view(reinterpret_cast<const char*>(binary.data()), binary.size());
+    } else {
+      decoded = base64_decode(value.get_ref<const std::string&>(), where,
+                              static_cast<std::size_t>(options_.max_payload_mb * 1024 * 1024));
+      bytes = decoded;
+    }
     check(!bytes.empty(), where, ": empty");
     if (modality == "image" || modality == "audio") {  // decoded in memory, named by `where`
       RawInput input{modality, where, {}};
       input.bytes = std::span(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
       return pipeline_.load(std::span<const RawInput>(&input, 1));
     }
-    const detail::ScratchFile file(scratch_, bytes, detail::sniff_extension(bytes));  // FFmpeg reads a file
+    const detail::ScratchFile file(scratch_, bytes, detail::sniff_extension(bytes));
     const RawInput input{modality, file.path().string(), {}};
     try {
       return pipeline_.load(std::span<const RawInput>(&input, 1));
@@ -564,9 +596,10 @@ class Server {
       if (std::find(modalities.begin(), modalities.end(), entry.key()) == modalities.end()) {
         throw HttpError(400, where + ": unknown key \"" + entry.key() + "\" (a sample holds text, image, audio, video)");
       }
-      if (!entry.value().is_string()) {
+      const bool text = entry.key() == "text";
+      if (!entry.value().is_string() && (text || !entry.value().is_binary())) {
         throw HttpError(400, where + "." + entry.key() + ": expected a string (" +
-                                 (entry.key() == "text" ? "the text" : "the file's bytes in base64") + ")");
+                                 (text ? "the text" : "the file's bytes in base64, or a form's file") + ")");
       }
     }
     Prepared p;
@@ -579,7 +612,7 @@ class Server {
       try {
         check(std::find(names.begin(), names.end(), m) != names.end(), at, ": the model takes no ", m,
               " (it takes ", join(names), ")");
-        Sample<float> part = load_input(m, item.at(m).get<std::string>(), at);
+        Sample<float> part = load_input(m, item.at(m), at);
         merge(p.sample, std::move(part));
         p.used.push_back(m);
       } catch (const Error& e) {
@@ -776,8 +809,26 @@ class Server {
                      {{"route", route}, {"modalities", combination}, {"stage", "preprocess"}}, seconds);
   }
 
-  void embed(const std::string& text, httplib::Response& res) {
-    const nlohmann::json body = parse_body(text);
+  // /embed's shorthand: text, image, audio or video at a body's top level are one sample, as
+  // {"samples": [{...}]} (curl -F text="a cat" -F image=@cat.png .../embed).
+  static nlohmann::json one_sample_shorthand(const nlohmann::json& body) {
+    static const std::set<std::string> modalities = {"text", "image", "audio", "video"};
+    const auto items = body.items();
+    if (std::none_of(items.begin(), items.end(), [](const auto& i) { return modalities.count(i.key()) > 0; })) {
+      return body;
+    }
+    if (body.contains("samples")) {
+      throw HttpError(400, "inputs both in \"samples\" and at the top level: give a list of samples, or one "
+                           "sample's text, image, audio, video at the top level");
+    }
+    nlohmann::json out = nlohmann::json::object(), sample = nlohmann::json::object();
+    for (const auto& item : body.items()) (modalities.count(item.key()) > 0 ? sample : out)[item.key()] = item.value();
+    out["samples"] = nlohmann::json::array({std::move(sample)});
+    return out;
+  }
+
+  void embed(const nlohmann::json& request, httplib::Response& res) {
+    const nlohmann::json body = one_sample_shorthand(request);
     only_keys(body, {"samples", "allow_partial", "normalize", "encoding_format"});
     const bool allow_partial = value_or<bool>(body, "allow_partial", false, "true or false");
     if (!value_or<bool>(body, "normalize", true, "true or false")) {
@@ -809,8 +860,7 @@ class Server {
                                  {"usage", {{"tokens", tokens}}}});
   }
 
-  void openai_embeddings(const std::string& text, httplib::Response& res) {
-    const nlohmann::json body = parse_body(text);
+  void openai_embeddings(const nlohmann::json& body, httplib::Response& res) {
     only_keys(body, {"input", "model", "encoding_format", "user", "dimensions"});
     if (!body.contains("input")) throw HttpError(400, "\"input\": required (a string or a list of strings)");
     std::vector<std::string> texts;
@@ -857,8 +907,7 @@ class Server {
     return m;
   }
 
-  void similarity(const std::string& text, httplib::Response& res) {
-    const nlohmann::json body = parse_body(text);
+  void similarity(const nlohmann::json& body, httplib::Response& res) {
     only_keys(body, {"a", "b", "allow_partial"});
     const bool allow_partial = value_or<bool>(body, "allow_partial", false, "true or false");
     const auto start = std::chrono::steady_clock::now();
@@ -882,8 +931,7 @@ class Server {
     detail::send_json(res, 200, {{"model", model_name_}, {"scores", std::move(rows)}, {"logit_scale", pipeline_.logit_scale()}});
   }
 
-  void classify(const std::string& text, httplib::Response& res) {
-    const nlohmann::json body = parse_body(text);
+  void classify(const nlohmann::json& body, httplib::Response& res) {
     only_keys(body, {"samples", "labels", "template", "allow_partial", "top"});
     const bool allow_partial = value_or<bool>(body, "allow_partial", false, "true or false");
     const std::string label_template = value_or<std::string>(body, "template", default_label_template, "a string");
@@ -959,10 +1007,9 @@ class Server {
   }
 
   // {"video": B64} (or audio, text, image): a window, prepared as /embed's samples are.
-  void append_stream(const httplib::Request& req, const std::string& text, httplib::Response& res) {
+  void append_stream(const httplib::Request& req, const nlohmann::json& body, httplib::Response& res) {
     Streams& table = streams();
     const std::string id = req.matches[1];
-    const nlohmann::json body = parse_body(text);
     const bool base64 = encoding_format(body);
     nlohmann::json window = body;
     window.erase("encoding_format");

@@ -260,6 +260,111 @@ TEST(Embed, large_form_encoded_body) {
   expect_clean_exit(server);
 }
 
+// ---- multipart/form-data bodies (apps/serve/form.hpp) ------------------------------------------
+
+// A form's file field: its bytes as they are, as curl -F name=@file sends them.
+httplib::MultipartFormData form_file(const std::string& name, const fs::path& file) {
+  return {name, read_file(file), file.filename().string(), "application/octet-stream"};
+}
+httplib::MultipartFormData form_text(const std::string& name, const std::string& value) { return {name, value, "", ""}; }
+
+Answer post_form(const ServeProcess& server, const std::string& path, const httplib::MultipartFormDataItems& form) {
+  httplib::Client client("127.0.0.1", server.port());
+  client.set_read_timeout(30, 0);
+  return answer_of(client.Post(path, form));
+}
+
+// The four modalities as a form's files (no base64) are /embed's JSON samples: tessera-encode's
+// embeddings bit for bit; one sample's inputs at the top level (curl -F image=@cat.png, or
+// {"text": ...} in JSON) are that sample.
+TEST(Forms, files_equal_tessera_encode) {
+  const Fixtures& f = fixtures();
+  TempDir dir;
+  const auto expected = tessera_encode(f.imagebind,
+                                       {"--text", "a photo of a cat", "--next", "--image", f.image.string(), "--next",
+                                        "--audio", f.audio.string(), "--next", "--video", f.video.string()},
+                                       dir);
+  ASSERT_EQ(expected.size(), 4u);
+  ServeProcess server(f.imagebind);
+  const Answer a = post_form(server, "/embed",
+                             {form_text("samples[0].text", "a photo of a cat"), form_file("samples[1].image", f.image),
+                              form_file("samples[2].audio", f.audio), form_file("samples[3].video", f.video),
+                              form_text("encoding_format", "base64")});
+  ASSERT_EQ(a.status, 200) << describe(a);
+  const auto got = embeddings_of(a);
+  ASSERT_EQ(got.size(), 4u);
+  for (std::size_t i = 0; i < 4; ++i) EXPECT_TRUE(bitwise_equal(got[i], expected[i])) << "sample " << i;
+  const std::vector<std::string> names = {"text", "image", "audio", "video"};
+  for (std::size_t i = 0; i < 4; ++i) EXPECT_EQ(a.body_json()["samples"][i]["modalities"], json({names[i]}));
+
+  const Answer one = post_form(server, "/embed", {form_file("image", f.image), form_text("encoding_format", "base64")});
+  ASSERT_EQ(one.status, 200) << describe(one);
+  const auto single = embeddings_of(one);
+  ASSERT_EQ(single.size(), 1u);
+  EXPECT_TRUE(bitwise_equal(single[0], expected[1]));
+  const Answer text = server.post("/embed", {{"text", "a photo of a cat"}, {"encoding_format", "base64"}});  // JSON too
+  ASSERT_EQ(text.status, 200) << describe(text);
+  EXPECT_TRUE(bitwise_equal(embeddings_of(text).at(0), expected[0]));
+  expect_clean_exit(server);
+}
+
+// /similarity and /classify take forms as /embed does: the answers of their JSON requests.
+TEST(Forms, similarity_and_classify) {
+  const Fixtures& f = fixtures();
+  ServeProcess server(f.imagebind);
+  const Answer by_json = server.post("/similarity", {{"a", {{{"text", "a cat"}}}},
+                                                     {"b", {{{"image", base64_file(f.image)}}, {{"text", "a dog"}}}}});
+  const Answer by_form = post_form(server, "/similarity",
+                                   {form_text("a[0].text", "a cat"), form_file("b[0].image", f.image),
+                                    form_text("b[1].text", "a dog")});
+  ASSERT_EQ(by_json.status, 200) << describe(by_json);
+  ASSERT_EQ(by_form.status, 200) << describe(by_form);
+  EXPECT_EQ(by_form.body_json()["scores"], by_json.body_json()["scores"]);
+
+  const Answer classified = post_form(server, "/classify",
+                                      {form_file("samples[0].image", f.image), form_text("labels[0]", "cat"),
+                                       form_text("labels[1]", "dog"), form_text("top", "1")});
+  const Answer classified_json = server.post("/classify", {{"samples", {{{"image", base64_file(f.image)}}}},
+                                                           {"labels", {"cat", "dog"}}, {"top", 1}});
+  ASSERT_EQ(classified.status, 200) << describe(classified);
+  EXPECT_EQ(classified.body_json()["results"], classified_json.body_json()["results"]);
+  expect_clean_exit(server);
+}
+
+// A form that cannot be a request: one clear answer each, and a keep-alive connection serves
+// on after it.
+TEST(Forms, errors) {
+  const Fixtures& f = fixtures();
+  ServeProcess server(f.imagebind, {"--max-samples", "4", "--max-payload-mb", "0.5"});
+  httplib::Client client("127.0.0.1", server.port());
+  client.set_keep_alive(true);
+  client.set_read_timeout(30, 0);
+  const auto form = [&](const httplib::MultipartFormDataItems& items) { return answer_of(client.Post("/embed", items)); };
+  expect_error(form({form_text("samples[1].text", "a")}), 400, "samples[0] is missing");
+  expect_error(form({form_text("samples[4].text", "a")}), 413, "--max-samples 4");
+  expect_error(form({form_text("text", "a"), form_text("text", "b")}), 400, "\"text\": given twice");
+  expect_error(form({form_text("samples[0]image", "a")}), 400, "form field \"samples[0]image\"");
+  expect_error(form({form_text("samples[0].wings", "a")}), 400, "unknown key \"wings\"");
+  expect_error(form({form_file("image", f.image), form_text("samples[0].text", "a")}), 400, "both in \"samples\"");
+  expect_error(form({form_text("samples[0].image", read_file(f.image).substr(0, 64))}), 422, "samples[0].image");
+  expect_error(form({form_text("image", "")}), 422, "samples[0].image: empty");
+  expect_error(form({form_text("samples[0].text", std::string(600 * 1024, 'a'))}), 413, "--max-payload-mb 0.5 MB");
+  httplib::MultipartFormDataItems many;
+  for (int i = 0; i < 60; ++i) many.push_back(form_text("field_" + std::to_string(i), "1"));
+  expect_error(form(many), 413, "fields");
+  const std::pair<std::string, std::string> malformed[] = {
+      {"multipart/form-data; boundary=xx", "--xx\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\nno end"},
+      {"multipart/form-data; boundary=xx", "no boundary at all"},
+      {"multipart/form-data", "--xx\r\n\r\n--xx--\r\n"},
+      {"multipart/form-data; boundary=xx", "--xx\r\nContent-Disposition: form-data\r\n\r\nv\r\n--xx--\r\n"}};
+  for (const auto& [type, body] : malformed) {
+    expect_error(answer_of(client.Post("/embed", body, type)), 400, "");
+  }
+  const Answer after = answer_of(client.Post("/embed", json{{"samples", {{{"text", "a cat"}}}}}.dump(), "application/json"));
+  EXPECT_EQ(after.status, 200) << describe(after);
+  expect_clean_exit(server);
+}
+
 // ---- the cache ----------------------------------------------------------------------------------
 
 TEST(Cache, repeated_request_hits) {
@@ -470,21 +575,6 @@ TEST(Errors, body_over_max_payload_413) {
   expect_error(answer_of(client.Post("/embed", in_chunks, "application/json")), 413, "--max-payload-mb 1 MB");
   const Answer after_chunked = answer_of(client.Post("/embed", small.dump(), "application/json"));
   EXPECT_EQ(after_chunked.status, 200) << describe(after_chunked);
-  expect_clean_exit(server);
-}
-
-// A multipart form (curl -F) is not JSON: 400, and the connection serves on.
-TEST(Errors, multipart_form_400) {
-  ServeProcess server(fixtures().imagebind);
-  httplib::Client client("127.0.0.1", server.port());
-  client.set_keep_alive(true);
-  client.set_read_timeout(30, 0);
-  const httplib::MultipartFormDataItems form = {{"samples", R"([{"text": "a cat"}])", "", ""},
-                                                {"image", read_file(fixtures().image), "chelsea.png", "image/png"}};
-  expect_error(answer_of(client.Post("/embed", form)), 400, "multipart/form-data");
-  const std::string small = json{{"samples", {{{"text", "a cat"}}}}}.dump();
-  const Answer after = answer_of(client.Post("/embed", small, "application/json"));
-  EXPECT_EQ(after.status, 200) << describe(after);
   expect_clean_exit(server);
 }
 
@@ -1202,9 +1292,9 @@ TEST(Faults, burst_past_the_queue) {
 
 // ---- streams and the page ----------------------------------------------------------------------
 
-// A stream of two video windows: after each, the embedding equals encode_append over the same
-// windows in this process (the same front end, the same KV cache steps), bit for bit; closed,
-// it is gone.
+// A stream of two video windows (the first in base64, the second a form's file): after each,
+// the embedding equals encode_append over the same windows in this process (the same front
+// end, the same KV cache steps), bit for bit; closed, it is gone.
 TEST(Streams, windows_equal_encode_append) {
   const Fixtures& f = fixtures();
   const fs::path windows[] = {f.video, f.video.parent_path() / "b.y4m"};
@@ -1223,8 +1313,10 @@ TEST(Streams, windows_equal_encode_append) {
   EXPECT_EQ(id.size(), 32u);
   EXPECT_EQ(metric(server.metrics(), "tessera_open_streams"), 1.0);
   std::int64_t tokens = 0;
-  for (std::size_t i = 0; i < 2; ++i) {
-    const Answer a = server.post("/v1/streams/" + id, {{"video", base64_file(windows[i])}, {"encoding_format", "base64"}});
+  for (std::size_t i = 0; i < 2; ++i) {  // the second window as a form's file (curl -F video=@b.y4m)
+    const Answer a = i == 0 ? server.post("/v1/streams/" + id, {{"video", base64_file(windows[i])}, {"encoding_format", "base64"}})
+                            : post_form(server, "/v1/streams/" + id,
+                                        {form_file("video", windows[i]), form_text("encoding_format", "base64")});
     ASSERT_EQ(a.status, 200) << describe(a);
     const json body = a.body_json();
     EXPECT_TRUE(bitwise_equal(floats_of_base64(body["embedding"]), expected[i])) << "window " << i;
