@@ -6,9 +6,12 @@ For each model (--models):
 
 - levels: a fresh `tessera-serve --model M --port 0 --cache-mb 0 --http-threads 256`, a short
   unreported warm-up (8 clients, --warmup-seconds), then serve_load at each of --clients (1, 8,
-  64, 256) for --seconds each: one sample a request, text, image and audio in turn, from the
-  synthetic world; requests/s, samples/s, P50/P95/P99/max, errors, lost requests, the server's
-  resident memory, and the mean batch the server encoded (its /metrics, before and after);
+  64, 256) for --seconds each, with each body of --bodies (json: the files in base64; form:
+  multipart/form-data, the files as they are): one sample a request, text, image and audio in
+  turn, from the synthetic world; requests/s, samples/s, P50/P95/P99/max, errors, lost
+  requests, the server's resident memory, the mean batch the server encoded (its /metrics,
+  before and after), and the CPU time a sample of the server and of serve_load (which share
+  the machine's cores);
 - encode: tessera-encode on the inputs serve_load sends first (request k: modality k mod 3,
   input k mod the pool's size, a caption with " #k" appended, as serve_load does), --encode-samples
   of them as ONE batch in one invocation, --repeat R: samples/s from its own stage timings
@@ -154,11 +157,12 @@ def rss_mb(pid):
     return float("nan")
 
 
-def load(bin_dir, server, world, clients, seconds):
+def load(bin_dir, server, world, clients, seconds, body="json"):
     """serve_load against the server: its JSON line, with the mean batch the server encoded."""
     before = server.batch_counters()
     done = subprocess.run([str(bin_dir / "serve_load"), "--url", server.url, "--clients", str(clients),
-                           "--seconds", str(seconds), "--inputs", str(world), "--server-pid", str(server.pid)],
+                           "--seconds", str(seconds), "--inputs", str(world), "--server-pid", str(server.pid),
+                           "--body", body],
                           capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if not lines:
@@ -183,10 +187,11 @@ def part_levels(o, bin_dir, model, world, logs):
     load(bin_dir, server, world, 8, o.warmup_seconds)
     rows = []
     for clients in o.clients:
-        r = load(bin_dir, server, world, clients, o.seconds)
-        log(f"  {clients} clients: {r['samples_per_second']:.1f} samples/s, P99 {r['latency_ms']['p99']:.1f} ms, "
-            f"errors {errors_of(r)}, lost {r['lost']}")
-        rows.append(r)
+        for body in o.bodies:
+            r = load(bin_dir, server, world, clients, o.seconds, body)
+            log(f"  {clients} clients, {body}: {r['samples_per_second']:.1f} samples/s, "
+                f"P99 {r['latency_ms']['p99']:.1f} ms, errors {errors_of(r)}, lost {r['lost']}")
+            rows.append(r)
     status = server.stop()
     return {"runs": rows, "server_exit_status": status}
 
@@ -282,15 +287,19 @@ def print_levels(name, levels, encode):
     print(f"\n**Load, {name}** (tessera-encode, {encode['samples']} samples in one batch: {enc:.1f} samples/s; "
           f"{encode['samples_per_second_wall']:.1f} by wall clock minus a 1-sample run; "
           f"server exit status {levels['server_exit_status']})\n")
-    print("| clients | requests/s | samples/s | / tessera-encode | mean batch | P50 | P95 | P99 | max | errors | lost "
-          "| server RSS start -> end (peak) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| clients | body | requests/s | samples/s | / tessera-encode | mean batch | P50 | P95 | P99 | max "
+          "| errors | lost | CPU ms a sample: server, serve_load | server RSS start -> end (peak) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in levels["runs"]:
         lat, rss = r["latency_ms"], r.get("server_rss_kb", {})
-        print(f"| {r['clients']} | {r['requests_per_second']:.0f} | {r['samples_per_second']:.1f} | "
-              f"{r['samples_per_second'] / enc:.2f} | {r['server_mean_batch']:.1f} | {ms(lat['p50'])} | "
-              f"{ms(lat['p95'])} | {ms(lat['p99'])} | {ms(lat['max'])} | {errors_of(r)} | {r['lost']} | "
-              f"{rss.get('start', 0) / 1024:.0f} -> {rss.get('end', 0) / 1024:.0f} ({rss.get('peak', 0) / 1024:.0f}) MB |")
+        done = r["samples_per_second"] * r["seconds"]
+        cpu = (f"{1000 * r['server_cpu_seconds'] / done:.2f}, {1000 * r['client_cpu_seconds'] / done:.2f}"
+               if done and "server_cpu_seconds" in r else "-")
+        print(f"| {r['clients']} | {r.get('body', 'json')} | {r['requests_per_second']:.0f} | "
+              f"{r['samples_per_second']:.1f} | {r['samples_per_second'] / enc:.2f} | {r['server_mean_batch']:.1f} | "
+              f"{ms(lat['p50'])} | {ms(lat['p95'])} | {ms(lat['p99'])} | {ms(lat['max'])} | {errors_of(r)} | "
+              f"{r['lost']} | {cpu} | {rss.get('start', 0) / 1024:.0f} -> {rss.get('end', 0) / 1024:.0f} "
+              f"({rss.get('peak', 0) / 1024:.0f}) MB |")
 
 
 def print_policy(name, rows):
@@ -333,6 +342,8 @@ def main():
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated: " + ", ".join(MODELS))
     p.add_argument("--parts", default="levels,encode,policy,memory", help="comma-separated parts to run")
     p.add_argument("--clients", default="1,8,64,256", help="client counts of the levels")
+    p.add_argument("--bodies", default="json,form",
+                   help="the levels' request bodies: json (files in base64) and/or form (multipart/form-data)")
     p.add_argument("--seconds", type=float, default=10, help="each load run's length")
     p.add_argument("--warmup-seconds", type=float, default=2, help="unreported load on each fresh server")
     p.add_argument("--waits", default="0,2,10", help="the --max-wait-ms values compared")
@@ -343,6 +354,9 @@ def main():
     p.add_argument("--json", type=Path, help="the raw results (default WORK/compare_serve.json)")
     o = p.parse_args()
     o.clients = [int(c) for c in o.clients.split(",")]
+    o.bodies = o.bodies.split(",")
+    if not set(o.bodies) <= {"json", "form"}:
+        p.error("--bodies: json and/or form")
     o.waits = [int(w) for w in o.waits.split(",")]
     models = o.models.split(",")
     memory_models = o.memory_models.split(",") if o.memory_models else models[:1]

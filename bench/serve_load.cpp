@@ -1,18 +1,22 @@
 // serve_load: a load generator for tessera-serve (docs/serving.md, "Load").
 //
 //   serve_load --url http://127.0.0.1:PORT --clients C --seconds T --inputs DIR
-//              [--samples N] [--mix text,image,audio] [--api-key KEY] [--server-pid PID]
-//              [--max-requests N]
+//              [--samples N] [--mix text,image,audio] [--body json|form] [--api-key KEY]
+//              [--server-pid PID] [--max-requests N]
 //
 // C client threads, each with its own keep-alive connection, send POST /embed requests
 // back to back for T seconds (or until --max-requests in all): request k of client c carries
 // N samples of one modality, the modalities taken in turn from --mix, the inputs in turn from
 // DIR (its *.png / *.jpg images, *.wav files, and the lines of captions.txt, a synthetic
-// world's layout; a text gets its request's number appended, so no two are alike). Prints one
+// world's layout; a text gets its request's number appended, so no two are alike), as JSON
+// with the files in base64 (--body json, the default) or as a multipart/form-data form with the
+// files as they are (--body form: samples[i].image=@file, docs/serving.md "Forms"). Prints one
 // JSON line: requests, samples, errors by status (and transport failures), lost requests (sent,
 // never answered), throughput (requests/s, samples/s), latency P50/P95/P99/max in ms over the
-// answered requests, and, with --server-pid, the server's resident memory (VmRSS) at the start
-// and end and its peak (VmHWM).
+// answered requests, the CPU time serve_load itself took (user + system), and, with
+// --server-pid, the server's CPU time over the run and its resident memory (VmRSS) at the
+// start and end and its peak (VmHWM). On one machine the two CPU times say how the cores were
+// shared between the clients and the server.
 //
 // Every request is counted once: answered (any status) or failed in transport; "lost" is the
 // difference between sent and those, which a correct server keeps at 0.
@@ -32,12 +36,17 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
+
+#include <sys/resource.h>
+#include <unistd.h>
 
 namespace {
 
@@ -51,6 +60,7 @@ struct Options {
   fs::path inputs;
   int samples = 1;
   std::vector<std::string> mix = {"text", "image", "audio"};
+  bool form = false;  // --body form
   std::string api_key;
   long server_pid = 0;
   long max_requests = 0;  // 0: no limit
@@ -59,7 +69,8 @@ struct Options {
 [[noreturn]] void usage(const std::string& why) {
   std::fprintf(stderr,
                "serve_load: %s\nusage: serve_load --url URL --clients C --seconds T --inputs DIR "
-               "[--samples N] [--mix text,image,audio] [--api-key KEY] [--server-pid PID] [--max-requests N]\n",
+               "[--samples N] [--mix text,image,audio] [--body json|form] [--api-key KEY] [--server-pid PID] "
+               "[--max-requests N]\n",
                why.c_str());
   std::exit(2);
 }
@@ -78,6 +89,10 @@ Options parse(int argc, char** argv) {
       else if (arg == "--inputs") o.inputs = value;
       else if (arg == "--samples") o.samples = std::stoi(value);
       else if (arg == "--api-key") o.api_key = value;
+      else if (arg == "--body") {
+        if (value != "json" && value != "form") usage("--body: json or form, not " + value);
+        o.form = value == "form";
+      }
       else if (arg == "--server-pid") o.server_pid = std::stol(value);
       else if (arg == "--max-requests") o.max_requests = std::stol(value);
       else if (arg == "--mix") {
@@ -103,7 +118,8 @@ std::string read_bytes(const fs::path& file) {
   return out.str();
 }
 
-// The inputs of each modality: texts as they are, files in base64 as JSON strings (quoted).
+// The inputs of each modality: texts as they are; files in base64 as JSON strings (quoted),
+// or their bytes as they are for a form.
 struct Inputs {
   std::vector<std::string> text, image, audio;
 
@@ -115,7 +131,7 @@ struct Inputs {
   }
 };
 
-Inputs load_inputs(const fs::path& dir) {
+Inputs load_inputs(const fs::path& dir, bool form) {
   Inputs in;
   std::vector<fs::path> files;
   for (const auto& entry : fs::recursive_directory_iterator(dir)) {
@@ -124,7 +140,9 @@ Inputs load_inputs(const fs::path& dir) {
   std::sort(files.begin(), files.end());
   for (const fs::path& f : files) {
     const std::string ext = f.extension().string();
-    const auto quoted = [&] { return "\"" + tessera::serve::base64_encode(read_bytes(f)) + "\""; };
+    const auto quoted = [&] {
+      return form ? read_bytes(f) : "\"" + tessera::serve::base64_encode(read_bytes(f)) + "\"";
+    };
     if (ext == ".png" || ext == ".jpg") in.image.push_back(quoted());
     if (ext == ".wav") in.audio.push_back(quoted());
     if (f.filename() == "captions.txt") {
@@ -145,6 +163,28 @@ long rss_kb(long pid, const char* field) {
   return -1;
 }
 
+// CPU seconds (user + system) a process has taken: /proc/PID/stat's utime and stime.
+double cpu_seconds(long pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  const std::size_t close = text.rfind(')');  // the command's name may hold spaces
+  if (close == std::string::npos) return -1;
+  std::istringstream fields(text.substr(close + 2));
+  std::string field;
+  double ticks = 0;
+  for (int i = 3; i <= 15 && fields >> field; ++i) {
+    if (i == 14 || i == 15) ticks += std::stod(field);
+  }
+  return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+double own_cpu_seconds() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  const auto seconds = [](const timeval& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) * 1e-6; };
+  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
+}
+
 double percentile(std::vector<double>& sorted, double q) {
   if (sorted.empty()) return 0;
   const auto at = static_cast<std::size_t>(q * static_cast<double>(sorted.size() - 1) + 0.5);
@@ -153,13 +193,19 @@ double percentile(std::vector<double>& sorted, double q) {
 
 }  // namespace
 
+// A form's boundary: a line no PNG, WAV or caption of a synthetic world holds.
+constexpr std::string_view boundary = "tessera-serve-load-7c1f0e5a9b2d4c68";
+const std::string form_type = "multipart/form-data; boundary=" + std::string(boundary);
+
 int main(int argc, char** argv) {
   const Options o = parse(argc, argv);
-  const Inputs inputs = load_inputs(o.inputs);
+  const Inputs inputs = load_inputs(o.inputs, o.form);
   for (const std::string& m : o.mix) {
     if (inputs.of(m).empty()) usage("--inputs " + o.inputs.string() + " has no " + m + " inputs");
   }
   const long rss_start = o.server_pid > 0 ? rss_kb(o.server_pid, "VmRSS:") : -1;
+  const double server_cpu_start = o.server_pid > 0 ? cpu_seconds(o.server_pid) : 0;
+  const double own_cpu_start = own_cpu_seconds();
 
   std::atomic<long> sent{0}, answered{0}, transport_failures{0}, samples_ok{0};
   std::mutex mutex;
@@ -187,19 +233,33 @@ int main(int argc, char** argv) {
         if (o.max_requests > 0 && k >= o.max_requests) break;
         const std::string& m = o.mix[static_cast<std::size_t>(k) % o.mix.size()];
         const auto& pool = inputs.of(m);
-        // the body by hand: nlohmann would copy and escape each base64 file again, and the
-        // client's CPU is taken from the server's on one machine
-        std::string body = "{\"samples\":[";
-        for (int s = 0; s < o.samples; ++s) {
-          const std::size_t pick = static_cast<std::size_t>(k * o.samples + s) % pool.size();
-          const std::string value =
-              m == "text" ? nlohmann::json(pool[pick] + " #" + std::to_string(k)).dump() : pool[pick];
-          body += (s == 0 ? "{\"" : ",{\"") + m + "\":" + value + "}";
+        // the body by hand: nlohmann (or httplib's form writer) would copy and escape each
+        // file again, and the client's CPU is taken from the server's on one machine
+        std::string body;
+        if (o.form) {
+          for (int s = 0; s < o.samples; ++s) {
+            const std::size_t pick = static_cast<std::size_t>(k * o.samples + s) % pool.size();
+            body += "--" + std::string(boundary) + "\r\nContent-Disposition: form-data; name=\"samples[" +
+                    std::to_string(s) + "]." + m + "\"" + (m == "text" ? "" : "; filename=\"input\"") + "\r\n\r\n";
+            body += m == "text" ? pool[pick] + " #" + std::to_string(k) : pool[pick];
+            body += "\r\n";
+          }
+          body += "--" + std::string(boundary) +
+                  "\r\nContent-Disposition: form-data; name=\"encoding_format\"\r\n\r\nbase64\r\n--" +
+                  std::string(boundary) + "--\r\n";
+        } else {
+          body = "{\"samples\":[";
+          for (int s = 0; s < o.samples; ++s) {
+            const std::size_t pick = static_cast<std::size_t>(k * o.samples + s) % pool.size();
+            const std::string value =
+                m == "text" ? nlohmann::json(pool[pick] + " #" + std::to_string(k)).dump() : pool[pick];
+            body += (s == 0 ? "{\"" : ",{\"") + m + "\":" + value + "}";
+          }
+          body += "],\"encoding_format\":\"base64\"}";
         }
-        body += "],\"encoding_format\":\"base64\"}";
         ++sent;
         const auto t0 = Clock::now();
-        const auto result = client.Post("/embed", headers, body, "application/json");
+        const auto result = client.Post("/embed", headers, body, o.form ? form_type : "application/json");
         const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
         if (!result) {
           ++transport_failures;
@@ -219,12 +279,15 @@ int main(int argc, char** argv) {
   }
   for (auto& t : clients) t.join();
   const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  const double own_cpu = own_cpu_seconds() - own_cpu_start;
   std::sort(latencies_ms.begin(), latencies_ms.end());
 
   nlohmann::json report = {
       {"clients", o.clients},
       {"seconds", elapsed},
       {"samples_per_request", o.samples},
+      {"body", o.form ? "form" : "json"},
+      {"client_cpu_seconds", own_cpu},
       {"mix", o.mix},
       {"sent", sent.load()},
       {"answered", answered.load()},
@@ -241,6 +304,7 @@ int main(int argc, char** argv) {
   for (const auto& [status, n] : statuses) codes[std::to_string(status)] = n;
   report["statuses"] = codes;
   if (o.server_pid > 0) {
+    report["server_cpu_seconds"] = cpu_seconds(o.server_pid) - server_cpu_start;
     report["server_rss_kb"] = {{"start", rss_start}, {"end", rss_kb(o.server_pid, "VmRSS:")},
                                {"peak", rss_kb(o.server_pid, "VmHWM:")}};
   }
