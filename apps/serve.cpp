@@ -168,8 +168,9 @@ int wait_for_stop_signal() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Serve a model's embeddings over HTTP: POST /embed, /v1/embeddings, /similarity, /classify; "
-               "GET /health, /info, /metrics (docs/serving.md)",
+  CLI::App app{"Serve a model's embeddings over HTTP: POST /embed, /v1/embeddings, /similarity, /classify "
+               "(JSON, or a multipart form with the files as they are); GET /health, /info, /metrics "
+               "(docs/serving.md)",
                "tessera-serve"};
   apps::set_conventions(app);
   Options options;

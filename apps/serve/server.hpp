@@ -16,6 +16,10 @@
 //                         window; the embedding of the whole stream so far (streams.hpp)
 //   DELETE /v1/streams/ID closes it
 //
+// Every POST route also takes a multipart/form-data form standing for its JSON (form.hpp:
+// samples[0].image=@cat.png, the files as they are), and /embed one sample's inputs at the
+// top level ({"text": ...}, image=@cat.png).
+//
 // Answers: 400 a body that is not the JSON a route takes, 401 a missing or wrong API key,
 // 404 an unknown route, 405 a known route with another method, 413 a body over
 // --max-payload-mb or a request over the batch budget, 422 an input that cannot be encoded
