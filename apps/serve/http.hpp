@@ -47,6 +47,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -182,7 +183,20 @@ class DeadlineStream : public httplib::Stream {
   std::size_t begin_ = 0, end_ = 0;
 };
 
+// Set by a route (through close_after_response) on the worker thread serving the request:
+// the connection is closed once the answer is written, not kept alive.
+inline thread_local bool close_requested = false;
+
 }  // namespace detail
+
+// Asks that the connection serving `res` be closed once `res` is written (Connection: close):
+// for a request whose body was not read to its end (a multipart form that stopped parsing
+// midway), whose unread rest would otherwise be taken for the next request. Call it from a
+// route handler (the worker thread that serves the request).
+inline void close_after_response(httplib::Response& res) {
+  res.set_header("Connection", "close");
+  detail::close_requested = true;
+}
 
 class HttpServer : public httplib::Server {
  public:
@@ -451,6 +465,7 @@ class HttpServer : public httplib::Server {
         stream.get_remote_ip_and_port(request.remote_addr, request.remote_port);
       });
       ++served;
+      if (std::exchange(detail::close_requested, false)) return linger_close(sock);
       if (!ok || closed || last) break;
       // the next request, if it has begun, is served now; else the watcher waits for it
       pollfd p{sock, POLLIN, 0};
@@ -466,6 +481,22 @@ class HttpServer : public httplib::Server {
     ::shutdown(sock, SHUT_RDWR);
     ::close(sock);
     --open_;
+  }
+
+  // Closes a connection whose request's body was left partly unread, after its answer: the
+  // writing side is shut first and what the client still sends is read and dropped (for at
+  // most 2 s, 64 MiB), since closing a socket with unread bytes resets the connection, and a
+  // reset can reach the client before the answer it was sent.
+  void linger_close(int sock) {
+    ::shutdown(sock, SHUT_WR);
+    const auto deadline = Clock::now() + std::chrono::seconds(2);
+    char sink[16384];
+    for (std::size_t dropped = 0; dropped < (std::size_t{64} << 20) && detail::wait_readable(sock, deadline);) {
+      const ssize_t n = ::recv(sock, sink, sizeof sink, 0);
+      if (n <= 0) break;
+      dropped += static_cast<std::size_t>(n);
+    }
+    close_connection(sock);
   }
 
   ConnectionPool& pool() { return *pool_; }

@@ -388,7 +388,8 @@ class Server {
   }
   // A POST's body as JSON: the JSON it holds, or the object a multipart form stands for
   // (form.hpp). It is read to its end even when refused, so that a keep-alive connection's next
-  // request starts where it should. httplib refuses a Content-Length over the limit unread
+  // request starts where it should; a form whose parsing stopped midway cannot be, and its
+  // connection is closed after the answer. httplib refuses a Content-Length over the limit unread
   // (status 413); a body sent in chunks has no length to check, so its size is checked here as
   // it arrives, the rest dropped past the limit.
   nlohmann::json read_body(const httplib::Request& req, httplib::Response& res,
@@ -416,7 +417,10 @@ class Server {
             return too_many ? true : take(fields.back().content, data, n);
           });
       if (over || res.status == 413) throw HttpError(413, too_large());
-      if (!complete) throw HttpError(400, "the multipart/form-data body could not be read (malformed, or cut short)");
+      if (!complete) {
+        close_after_response(res);  // the parser stopped midway: the body's rest is unread
+        throw HttpError(400, "the multipart/form-data body could not be read (malformed, or cut short)");
+      }
       if (too_many) {
         throw HttpError(413, "the form has more than " + std::to_string(max_fields) + " fields (--max-samples " +
                                  std::to_string(options_.max_samples) + ")");
@@ -426,7 +430,10 @@ class Server {
     std::string text;
     const bool complete = reader([&](const char* data, std::size_t n) { return take(text, data, n); });
     if (over || res.status == 413) throw HttpError(413, too_large());
-    if (!complete) throw HttpError(400, "the body could not be read whole");
+    if (!complete) {
+      close_after_response(res);
+      throw HttpError(400, "the body could not be read whole");
+    }
     return parse_body(text);
   }
   void count(const httplib::Request& req, const httplib::Response& res) {
