@@ -821,12 +821,13 @@ class Server {
   }
 
   // /embed's shorthand: text, image, audio or video at a body's top level are one sample, as
-  // {"samples": [{...}]} (curl -F text="a cat" -F image=@cat.png .../embed).
-  static nlohmann::json one_sample_shorthand(const nlohmann::json& body) {
+  // {"samples": [{...}]} (curl -F text="a cat" -F image=@cat.png .../embed). Nothing when the
+  // body does not use it (then it is taken as it is, not copied).
+  static std::optional<nlohmann::json> one_sample_shorthand(const nlohmann::json& body) {
     static const std::set<std::string> modalities = {"text", "image", "audio", "video"};
     const auto items = body.items();
     if (std::none_of(items.begin(), items.end(), [](const auto& i) { return modalities.count(i.key()) > 0; })) {
-      return body;
+      return std::nullopt;
     }
     if (body.contains("samples")) {
       throw HttpError(400, "inputs both in \"samples\" and at the top level: give a list of samples, or one "
@@ -839,7 +840,8 @@ class Server {
   }
 
   void embed(const nlohmann::json& request, httplib::Response& res) {
-    const nlohmann::json body = one_sample_shorthand(request);
+    const std::optional<nlohmann::json> reshaped = one_sample_shorthand(request);
+    const nlohmann::json& body = reshaped ? *reshaped : request;
     only_keys(body, {"samples", "allow_partial", "normalize", "encoding_format"});
     const bool allow_partial = value_or<bool>(body, "allow_partial", false, "true or false");
     if (!value_or<bool>(body, "normalize", true, "true or false")) {
