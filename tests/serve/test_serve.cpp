@@ -117,6 +117,16 @@ std::vector<std::vector<float>> tessera_encode(const fs::path& model, std::vecto
   return rows;
 }
 
+// tessera-encode's embeddings of the ImageBind fixture's four inputs in one batch: the caption
+// "a photo of a cat", the image, the WAV and the video, in that order.
+std::vector<std::vector<float>> four_modalities_encoded(const TempDir& dir) {
+  const Fixtures& f = fixtures();
+  return tessera_encode(f.imagebind,
+                        {"--text", "a photo of a cat", "--next", "--image", f.image.string(), "--next", "--audio",
+                         f.audio.string(), "--next", "--video", f.video.string()},
+                        dir);
+}
+
 // Waits until the server's queue holds at least `jobs` requests (its /metrics gauge);
 // false after `timeout`.
 bool wait_for_queue(const ServeProcess& server, double jobs, std::chrono::milliseconds timeout) {
@@ -189,10 +199,7 @@ TEST(Routes, each_request_counted_once) {
 TEST(Embed, four_modalities_equal_tessera_encode) {
   const Fixtures& f = fixtures();
   TempDir dir;
-  const auto expected = tessera_encode(f.imagebind,
-                                       {"--text", "a photo of a cat", "--next", "--image", f.image.string(), "--next",
-                                        "--audio", f.audio.string(), "--next", "--video", f.video.string()},
-                                       dir);
+  const auto expected = four_modalities_encoded(dir);
   ASSERT_EQ(expected.size(), 4u);
 
   ServeProcess server(f.imagebind);
@@ -280,10 +287,7 @@ Answer post_form(const ServeProcess& server, const std::string& path, const http
 TEST(Forms, files_equal_tessera_encode) {
   const Fixtures& f = fixtures();
   TempDir dir;
-  const auto expected = tessera_encode(f.imagebind,
-                                       {"--text", "a photo of a cat", "--next", "--image", f.image.string(), "--next",
-                                        "--audio", f.audio.string(), "--next", "--video", f.video.string()},
-                                       dir);
+  const auto expected = four_modalities_encoded(dir);
   ASSERT_EQ(expected.size(), 4u);
   ServeProcess server(f.imagebind);
   const Answer a = post_form(server, "/embed",
