@@ -160,6 +160,51 @@ TEST(QuantizedLinear, HoldsOnlyTheQuantizedWeightAndRunsForwardOnly) {
   }
 }
 
+// QuantizedInputs::with_residual (a patch embedding's product): the narrowed inputs' product plus
+// that of what narrowing left out, bit for bit the two kernel calls; nn::PatchEmbed takes it. The
+// inputs' own rounding all but vanishes: against the float product with the weight widened to
+// the floats it stands for, the error is a small part of one pass's. Shapes off the packing's 16
+// rows and 4 inputs; one input column 40 times the others (it takes most of each token's range).
+TEST(QuantizedLinear, WithResidualNarrowsTheInputsTwice) {
+  nn::PatchEmbed<float> fp32(37, 19);
+  SplitMix64 rng{11};
+  for (Index i = 0; i < fp32.proj.weight.size(); ++i) fp32.proj.weight.data()[i] = float(rng.normal(0, 1));
+  for (Index i = 0; i < fp32.proj.bias.size(); ++i) fp32.proj.bias[i] = float(rng.normal(0, 1));
+  Matrix<float> x(21, 37);
+  for (Index i = 0; i < x.size(); ++i) x.data()[i] = float(rng.normal(0, 1)) * (i % 37 == 3 ? 40.0f : 1.0f);
+  for (WeightFormat f : {WeightFormat::int8, WeightFormat::bf16}) {
+    SCOPED_TRACE(nn::to_string(f));
+    nn::PatchEmbed<float> q = fp32;
+    q.proj.quantize(f);
+    const bool int8 = f == WeightFormat::int8;
+    const Matrix<float> widened = int8 ? std::get<detail::Int8Rows>(q.proj.quantized).dequantize()
+                                       : std::get<detail::BF16Rows>(q.proj.quantized).dequantize();
+    Matrix<float> exact_inputs(21, 19);
+    detail::matmul<false, true, float>(exact_inputs, x, widened, false, &fp32.proj.bias);
+
+    Matrix<float> two_calls(21, 19);
+    if (int8) {
+      const auto& w = std::get<detail::Int8Rows>(q.proj.quantized);
+      detail::int8_matmul(two_calls, x, w, &fp32.proj.bias, false);
+      detail::int8_matmul(two_calls, detail::int8_residual(x), w, nullptr, true);
+    } else {
+      const auto& w = std::get<detail::BF16Rows>(q.proj.quantized);
+      detail::bf16_matmul(two_calls, x, w, &fp32.proj.bias, false);
+      detail::bf16_matmul(two_calls, detail::bf16_residual(x), w, nullptr, true);
+    }
+    Matrix<float> y(21, 19), once(21, 19);
+    q.proj.forward(y, x, nn::QuantizedInputs::with_residual);
+    EXPECT_EQ(y, two_calls);
+    q.forward(y, x);
+    EXPECT_EQ(y, two_calls);
+    q.proj.forward(once, x);
+    const double twice_error = (y - exact_inputs).norm(), once_error = (once - exact_inputs).norm();
+    std::printf("[ quantized ] %s inputs' error: %.3g once, %.3g with the residual\n", nn::to_string(f),
+                once_error, twice_error);
+    EXPECT_LT(twice_error, (int8 ? 0.02 : 0.05) * once_error);
+  }
+}
+
 TEST(QuantizedLinear, MemoryShrinks) {
   const nn::Linear<float> fp32(768, 3072, true);  // ViT-B's MLP: [3072, 768]
   for (WeightFormat f : {WeightFormat::int8, WeightFormat::bf16}) {

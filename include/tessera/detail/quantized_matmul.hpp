@@ -162,20 +162,17 @@ class Int8Rows {
   // The values [out, in], unpacked (for writing files).
   Matrix<std::int8_t> values() const {
     Matrix<std::int8_t> out(rows_, cols_);
-    for (Index r = 0; r < rows_; ++r) {
-      for (Index c = 0; c < cols_; ++c) out(r, c) = packed_[static_cast<std::size_t>(packed_offset(r, c, depth_, int8_group))];
-    }
+    for_each_packed(packed_.data(), rows_, cols_, depth_, int8_group,
+                    [&](Index r, Index c, std::int8_t v) { out(r, c) = v; });
     return out;
   }
 
-  // value * scale [out, in]
+  // value * scale [out, in] (each weight exactly the float it stands for)
   Matrix<float> dequantize() const {
     Matrix<float> out(rows_, cols_);
-    for (Index r = 0; r < rows_; ++r) {
-      for (Index c = 0; c < cols_; ++c) {
-        out(r, c) = static_cast<float>(packed_[static_cast<std::size_t>(packed_offset(r, c, depth_, int8_group))]) * scale_[r];
-      }
-    }
+    for_each_packed(packed_.data(), rows_, cols_, depth_, int8_group, [&](Index r, Index c, std::int8_t v) {
+      out(r, c) = static_cast<float>(v) * scale_[r];
+    });
     return out;
   }
 
@@ -231,22 +228,16 @@ class BF16Rows {
 
   Matrix<BFloat16> values() const {  // [out, in]
     Matrix<BFloat16> out(rows_, cols_);
-    for (Index r = 0; r < rows_; ++r) {
-      for (Index c = 0; c < cols_; ++c) {
-        out(r, c) = BFloat16(Eigen::bfloat16_impl::raw_uint16_to_bfloat16(
-            packed_[static_cast<std::size_t>(packed_offset(r, c, depth_, bf16_group))]));
-      }
-    }
+    for_each_packed(packed_.data(), rows_, cols_, depth_, bf16_group, [&](Index r, Index c, std::uint16_t v) {
+      out(r, c) = BFloat16(Eigen::bfloat16_impl::raw_uint16_to_bfloat16(v));
+    });
     return out;
   }
 
-  Matrix<float> dequantize() const {  // [out, in]
+  Matrix<float> dequantize() const {  // [out, in], exact
     Matrix<float> out(rows_, cols_);
-    for (Index r = 0; r < rows_; ++r) {
-      for (Index c = 0; c < cols_; ++c) {
-        out(r, c) = bf16_to_float(packed_[static_cast<std::size_t>(packed_offset(r, c, depth_, bf16_group))]);
-      }
-    }
+    for_each_packed(packed_.data(), rows_, cols_, depth_, bf16_group,
+                    [&](Index r, Index c, std::uint16_t v) { out(r, c) = bf16_to_float(v); });
     return out;
   }
 
@@ -406,6 +397,24 @@ inline void int8_matmul(MatrixRef<float> out, const ConstMatrixRef<float>& in, c
   prototype.act_scale = act_scale.data();
   prototype.depth = depth;
   run_tiles(prototype, length, w.rows(), [path](const Int8Tile& tile) { run_int8_tile(tile, path); });
+}
+
+// What narrowing leaves out of `in` [L, in]: in minus the floats its int8 tokens (quantize_row)
+// or its bfloat16 rounding stand for. A second product over it, added to the first, takes the
+// inputs to about twice the bits (int8: each token's error at most 1/508 of its first step; bf16:
+// 16 bits of mantissa). A NaN or infinity gives NaN (the first product refuses such a row).
+inline Matrix<float> int8_residual(const ConstMatrixRef<float>& in) {
+  Matrix<float> rest(in.rows(), in.cols());
+  std::vector<std::int8_t> q(static_cast<std::size_t>(in.cols()));
+  for (Index t = 0; t < in.rows(); ++t) {
+    const float s = quantize_row(in.data() + t * in.outerStride(), in.cols(), q.data());
+    for (Index c = 0; c < in.cols(); ++c) rest(t, c) = in(t, c) - static_cast<float>(q[static_cast<std::size_t>(c)]) * s;
+  }
+  return rest;
+}
+
+inline Matrix<float> bf16_residual(const ConstMatrixRef<float>& in) {
+  return in.unaryExpr([](float x) { return x - bf16_to_float(bf16_bits(x)); });
 }
 
 // out [L, out] = in [L, in] W^T (+ bias [out]), or out += that when accumulate; W bfloat16

@@ -63,6 +63,23 @@ inline Index packed_offset(Index r, Index c, Index depth, Index group) {
          (r % panel_rows) * group + c % group;
 }
 
+// Calls f(r, c, packed value) for each weight (r, c) of a packed [rows, cols] matrix, walking
+// the packing front to back (no offset arithmetic per weight; the padding is skipped).
+template <class T, class F>
+void for_each_packed(const T* packed, Index rows, Index cols, Index depth, Index group, F&& f) {
+  for (Index r0 = 0; r0 < rows; r0 += panel_rows) {
+    const T* panel = packed + r0 * depth;
+    const Index panel_end = std::min(rows - r0, panel_rows);
+    for (Index c0 = 0; c0 < cols; c0 += group) {
+      const T* values = panel + c0 * panel_rows;
+      const Index group_end = std::min(cols - c0, group);
+      for (Index j = 0; j < panel_end; ++j) {
+        for (Index e = 0; e < group_end; ++e) f(r0 + j, c0 + e, values[j * group + e]);
+      }
+    }
+  }
+}
+
 // 4 bytes (an int8 group, a bfloat16 pair) as one 32-bit word, to broadcast.
 inline std::int32_t load_group(const void* p) {
   std::int32_t word;

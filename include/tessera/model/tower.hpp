@@ -624,7 +624,7 @@ struct Tower {
     } else {
       Matrix<Scalar> patches = patchify(clip);     // [G, patch_dim]
       auto tokens = x.bottomRows(patches.rows());  // [G, D]
-      patch.forward(tokens, patches);
+      patch.forward(tokens, patches, nn::QuantizedInputs::with_residual);  // as nn::PatchEmbed's
       if (config.stem_norm) {
         if (trace != nullptr) trace->stem_input = tokens;
         stem_norm.forward(tokens, tokens, trace != nullptr ? &trace->stem : nullptr);

@@ -10,7 +10,8 @@
 // Quantized weights (Linear<float> only; docs/model-files.md "Quantized weights"): the weight
 // may be held instead as int8 with one fp32 scale per output row (w(r, c) ~= value(r, c) *
 // scale[r]) or as bfloat16; `weight` is then empty, so the memory really shrinks, and forward
-// runs detail::int8_matmul / bf16_matmul. Such a layer only runs forward: backward throws.
+// runs detail::int8_matmul / bf16_matmul (the inputs narrowed too: int8 per token, or bfloat16),
+// once, or twice (QuantizedInputs). Such a layer only runs forward: backward throws.
 
 #include <tessera/core/error.hpp>
 #include <tessera/core/tensor.hpp>
@@ -35,6 +36,14 @@ inline const char* to_string(WeightFormat f) {
   }
   return "unknown";
 }
+
+// What a forward with a quantized weight does with its inputs: narrows them as the weight
+// (int8 per token, or bfloat16) for one product; or, with_residual, also narrows what that
+// leaves out (detail::int8_residual, bf16_residual) for a second product added to the first:
+// the inputs then lose about as much as a 16-bit number would, for twice the product's time.
+// Either way the sums are the kernels' (the same bits on every CPU path and thread count).
+// nn::PatchEmbed asks for with_residual: see there.
+enum class QuantizedInputs { narrowed, with_residual };
 
 // What a new layer's weight matrices hold: zeros, or nothing yet (allocated, not written), for
 // a loader that writes every one of them next. An unset weight's pages are not touched, so a
@@ -108,13 +117,14 @@ struct Linear {
   }
 
   // requires: in.cols() == in_features(); out is [in.rows(), out_features()].
-  // ensures: out is assigned (not accumulated into).
+  // ensures: out is assigned (not accumulated into). `inputs` matters only for a quantized
+  // weight (QuantizedInputs).
   void forward(MatrixRef<Scalar> out,              // [L, out]
-               const ConstMatrixRef<Scalar>& in    // [L, in]
-  ) const {
+               const ConstMatrixRef<Scalar>& in,   // [L, in]
+               QuantizedInputs inputs = QuantizedInputs::narrowed) const {
     TESSERA_ASSERT(in.cols() == in_features() && out.rows() == in.rows() &&
                    out.cols() == out_features());
-    if (is_quantized()) return quantized_forward(out, in, false);
+    if (is_quantized()) return quantized_forward(out, in, false, inputs);
     detail::matmul<false, true, Scalar>(out, in, weight, false, has_bias() ? &bias : nullptr);
   }
 
@@ -126,7 +136,7 @@ struct Linear {
   ) const {
     TESSERA_ASSERT(in.cols() == in_features() && out.rows() == in.rows() &&
                    out.cols() == out_features());
-    if (is_quantized()) return quantized_forward(out, in, true);
+    if (is_quantized()) return quantized_forward(out, in, true, QuantizedInputs::narrowed);
     detail::matmul<false, true, Scalar>(out, in, weight, true, has_bias() ? &bias : nullptr);
   }
 
@@ -172,13 +182,17 @@ struct Linear {
 
  private:
   void quantized_forward(MatrixRef<Scalar> out, const ConstMatrixRef<Scalar>& in,
-                         bool accumulate) const {
+                         bool accumulate, QuantizedInputs inputs) const {
     if constexpr (std::is_same_v<Scalar, float>) {
       const Vector<float>* b = has_bias() ? &bias : nullptr;
+      const bool twice = inputs == QuantizedInputs::with_residual;
       if (const auto* q = std::get_if<detail::Int8Rows>(&quantized)) {
         detail::int8_matmul(out, in, *q, b, accumulate);
+        if (twice) detail::int8_matmul(out, detail::int8_residual(in), *q, nullptr, true);
       } else {
-        detail::bf16_matmul(out, in, std::get<detail::BF16Rows>(quantized), b, accumulate);
+        const auto& w = std::get<detail::BF16Rows>(quantized);
+        detail::bf16_matmul(out, in, w, b, accumulate);
+        if (twice) detail::bf16_matmul(out, detail::bf16_residual(in), w, nullptr, true);
       }
     } else {
       TESSERA_ASSERT(false && "a quantized weight in a Linear<double>");

@@ -77,6 +77,12 @@ Matrix<Scalar> patchify_video(const Tensor4<Scalar>& video, Index tubelet, Index
 }
 
 // The projection of flattened patches: a Linear [D, patch_dim] with bias.
+//
+// With a quantized weight (docs/quantization.md) the patches go through the product twice,
+// narrowed and then what narrowing left out (QuantizedInputs::with_residual): they are the raw
+// inputs (pixels, log-mel bins), and rounding each patch to int8 by its own largest value was
+// the largest single loss measured on the demo model (docs/quantization.md, "Accuracy"), in
+// a product that is a few percent of a ViT's at most.
 template <class Scalar>
 struct PatchEmbed {
   Linear<Scalar> proj;  // weight [D, patch_dim], bias [D]
@@ -91,7 +97,7 @@ struct PatchEmbed {
   void forward(MatrixRef<Scalar> out,                  // [L, D]
                const ConstMatrixRef<Scalar>& patches   // [L, patch_dim]
   ) const {
-    proj.forward(out, patches);
+    proj.forward(out, patches, QuantizedInputs::with_residual);
   }
 
   // Backward of forward(out, patches): the projection's weight gradients (the patches are
