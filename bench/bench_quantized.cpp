@@ -7,7 +7,13 @@
 //             quantized on the fly, counted in the time), on each kernel path.
 //   BM_bf16   detail::bf16_matmul, the weight in bfloat16 (the tokens rounded on the fly).
 //
-// flops = 2 L D F for all three (a GFLOPS counter: multiply-adds done, whatever their type).
+//   BM_patch  nn::Linear's int8 forward on patch embeddings' shapes (one thread, the path
+//             TESSERA_CPU leaves): passes 1, the patches quantized once as every other
+//             product's inputs; passes 2, with the residual (nn::QuantizedInputs::with_residual,
+//             as nn::PatchEmbed runs it); passes 0, the fp32 weight. CLIP ViT-B/32 [49, 3072]
+//             -> 768, ViT-B/16 [196, 768] -> 768, ImageBind's audio [228, 256] -> 768.
+//
+// flops = 2 L D F for all (a GFLOPS counter: multiply-adds done, whatever their type).
 // Shapes: L = 197 (one image) and 1576 (8 images), the FFN's D -> 4D (768 -> 3072) and
 // 4D -> D (3072 -> 768), on 1 and 2 threads (tessera::set_num_threads). Paths are
 // 0 scalar, 1 avx2, 2 avx512; a path this CPU lacks is skipped, saying so. The scalar path
@@ -23,6 +29,7 @@
 #include <tessera/detail/cpu.hpp>
 #include <tessera/detail/matmul.hpp>
 #include <tessera/detail/quantized_matmul.hpp>
+#include <tessera/nn/linear.hpp>
 
 #include <benchmark/benchmark.h>
 
@@ -109,6 +116,26 @@ void BM_bf16(benchmark::State& state) {
   state.SetLabel(tessera::detail::kernel_path_name(path));
 }
 
+void BM_patch(benchmark::State& state) {
+  const int passes = static_cast<int>(state.range(3));
+  const tessera::ScopedThreads threads(1);
+  Layer layer(state.range(0), state.range(1), state.range(2));
+  tessera::nn::Linear<float> linear(state.range(1), state.range(2), true);
+  linear.weight = layer.weight;
+  linear.bias = layer.bias;
+  if (passes > 0) linear.quantize(tessera::nn::WeightFormat::int8);
+  const auto inputs = passes == 2 ? tessera::nn::QuantizedInputs::with_residual
+                                  : tessera::nn::QuantizedInputs::narrowed;
+  for (auto _ : state) {
+    linear.forward(layer.y, layer.x, inputs);
+    benchmark::DoNotOptimize(layer.y.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["GFLOPS"] = gflops(layer.flops());
+  const std::string path = tessera::detail::kernel_path_name(tessera::detail::int8_kernel_path());
+  state.SetLabel(passes == 0 ? "f32" : "int8 " + path + (passes == 2 ? " with residual" : " once"));
+}
+
 // L, D, F, threads: the FFN's two layers at one and eight images.
 void layer_shapes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"L", "D", "F", "threads"});
@@ -136,9 +163,19 @@ void quantized_shapes(benchmark::internal::Benchmark* b) {
   b->Unit(benchmark::kMillisecond)->UseRealTime();
 }
 
+// L, D, F, passes: patch embeddings.
+void patch_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"L", "D", "F", "passes"});
+  for (const auto& [length, in] : {std::pair<Index, Index>{49, 3072}, {196, 768}, {228, 256}}) {
+    for (const int passes : {0, 1, 2}) b->Args({length, in, 768, passes});
+  }
+  b->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+
 BENCHMARK(BM_fp32)->Apply(layer_shapes);
 BENCHMARK(BM_int8)->Apply(quantized_shapes);
 BENCHMARK(BM_bf16)->Apply(quantized_shapes);
+BENCHMARK(BM_patch)->Apply(patch_shapes);
 
 }  // namespace
 

@@ -21,7 +21,11 @@
 //      projection, per tower), by layer, and by tower ("-": the group has no part in that
 //      modality's embedding, which is then exactly fp32's);
 //   3. --retrieval: tessera-train's held-out retrieval table (the synthetic world's
-//      attribute-matched top-1 / top-5) with fp32, int8 and bf16 embeddings, and the changes.
+//      attribute-matched top-1 / top-5) with fp32, int8 and bf16 embeddings, and the changes;
+//      then, for each row where a query's top-1 changed, how near a tie those queries were in
+//      fp32: a query's margin is its best relevant candidate's similarity less its best other
+//      one's (top-1 is right when it is positive), so a format that moves similarities by
+//      less than the margin cannot change that query.
 
 #include <tessera/tessera.hpp>
 #include <tessera/train/retrieval.hpp>
@@ -31,6 +35,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -235,6 +240,30 @@ struct Options {
 
 const char* format_name(tessera::nn::WeightFormat f) { return tessera::nn::to_string(f); }
 
+// Each query's top-1 margin: its best relevant candidate's similarity less its best other one's
+// (positive: top-1 is right; a query with no relevant or no other candidate gets +-infinity).
+template <class Relevant>
+std::vector<double> top1_margins(const tessera::Matrix<float>& queries, const tessera::Matrix<float>& candidates,
+                                 const Relevant& relevant) {
+  const tessera::Matrix<float> similarity = queries * candidates.transpose();
+  std::vector<double> margins(static_cast<std::size_t>(queries.rows()));
+  for (Index q = 0; q < queries.rows(); ++q) {
+    double best_relevant = -INFINITY, best_other = -INFINITY;
+    for (Index c = 0; c < candidates.rows(); ++c) {
+      double& best = relevant(q, c) ? best_relevant : best_other;
+      best = std::max(best, static_cast<double>(similarity(q, c)));
+    }
+    margins[static_cast<std::size_t>(q)] = best_relevant - best_other;
+  }
+  return margins;
+}
+
+std::string fixed(double value, int digits) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.*f", digits, value);
+  return text;
+}
+
 template <class Model, class Front>
 void measure(const Model& model, const Front& front, const Options& o) {
   std::vector<Item> items = read_items(o.data, "heldout.jsonl", true);
@@ -285,6 +314,7 @@ void measure(const Model& model, const Front& front, const Options& o) {
     std::printf("\n### Held-out retrieval (%zu items), top-1 / top-5 %%\n\n", held_out);
     std::printf("| query -> found | fp32 | int8 | change | bf16 | change |\n| --- | --- | --- | --- | --- | --- |\n");
     const auto n = static_cast<Index>(held_out);
+    std::string ties;  // the near-tie table's rows
     for (const auto& [a, b] : tessera::pair_kinds) {
       for (const auto& [qm, cm] : {std::pair{a, b}, std::pair{b, a}}) {
         if (!views.count(qm) || !views.count(cm)) continue;
@@ -304,11 +334,39 @@ void measure(const Model& model, const Front& front, const Options& o) {
         };
         const auto r32 = scores(reference), r8 = scores(quantized[WeightFormat::int8]),
                    r16 = scores(quantized[WeightFormat::bf16]);
+        const auto m32 = top1_margins(reference.at(qm).topRows(n), reference.at(cm).topRows(n), relevant);
+        std::string row = std::string(modality_name(qm)) + " -> " + modality_name(cm);
+        std::vector<std::string> cells;
+        for (WeightFormat f : {WeightFormat::int8, WeightFormat::bf16}) {
+          const auto mq = top1_margins(quantized[f].at(qm).topRows(n), quantized[f].at(cm).topRows(n), relevant);
+          Index changed = 0;
+          double largest = 0;
+          for (std::size_t i = 0; i < m32.size(); ++i) {
+            if ((m32[i] > 0) != (mq[i] > 0)) {
+              ++changed;
+              largest = std::max(largest, std::abs(m32[i]));
+            }
+          }
+          cells.push_back(changed == 0 ? "0" : std::to_string(changed) + " (" + fixed(largest, 5) + ")");
+        }
+        std::vector<double> sizes;
+        for (double m : m32) sizes.push_back(std::abs(m));
+        std::nth_element(sizes.begin(), sizes.begin() + static_cast<std::ptrdiff_t>(sizes.size() / 2), sizes.end());
+        if (cells[0] != "0" || cells[1] != "0") {
+          ties += "| " + row + " | " + cells[0] + " | " + cells[1] + " | " + fixed(sizes[sizes.size() / 2], 4) + " |\n";
+        }
         std::printf("| %s -> %s | %.1f / %.1f | %.1f / %.1f | %+.1f / %+.1f | %.1f / %.1f | %+.1f / %+.1f |\n",
                     modality_name(qm), modality_name(cm), 100 * r32.top1, 100 * r32.top5, 100 * r8.top1,
                     100 * r8.top5, 100 * (r8.top1 - r32.top1), 100 * (r8.top5 - r32.top5), 100 * r16.top1,
                     100 * r16.top5, 100 * (r16.top1 - r32.top1), 100 * (r16.top5 - r32.top5));
       }
+    }
+    std::printf("\n### Queries whose top-1 changed: how many (the largest fp32 margin among them), "
+                "and the median fp32 margin of the row's queries\n\n");
+    if (ties.empty()) {
+      std::printf("none\n");
+    } else {
+      std::printf("| query -> found | int8 | bf16 | median margin |\n| --- | --- | --- | --- |\n%s", ties.c_str());
     }
     std::fflush(stdout);
   }
